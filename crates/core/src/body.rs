@@ -1,0 +1,367 @@
+//! Bodies: a replayable request body, the body parsed once, bounded reading.
+//!
+//! - [`RequestBody`] is the request body of a palisade stack: fully buffered,
+//!   cloned by reference count (so the retry layer replays it without
+//!   copying), and readable as bytes (so schema validation and token
+//!   estimation can look at it). `http_body_util::Full<Bytes>` is replayable
+//!   too, but hides its bytes.
+//! - [`ParsedBody`] is the request extension that carries the JSON body parsed
+//!   once: the first layer that needs the JSON parses it and inserts it; every
+//!   later one (validation, token estimation, routing) reads it from there.
+//! - [`collect_limited`] reads any body into memory under a size limit.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use serde_json::Value;
+
+use crate::error::{BodyTooLarge, BoxError, Rejected, Violation};
+
+/// A fully buffered request body that clones without copying.
+///
+/// # Example
+///
+/// ```
+/// use palisade_core::body::RequestBody;
+///
+/// let body = RequestBody::from(r#"{"model":"gpt-4o-mini","messages":[]}"#);
+/// let again = body.clone(); // a reference count, not a copy
+/// assert_eq!(again.as_bytes(), body.as_bytes());
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct RequestBody {
+    bytes: Bytes,
+    /// Whether this instance has yielded its data frame yet.
+    done: bool,
+}
+
+impl RequestBody {
+    /// A body holding `bytes`.
+    pub fn new(bytes: impl Into<Bytes>) -> Self {
+        Self {
+            bytes: bytes.into(),
+            done: false,
+        }
+    }
+
+    /// An empty body.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// A body holding `value` serialized as JSON.
+    pub fn json(value: &Value) -> Self {
+        // Serializing a `Value` into a Vec cannot fail.
+        Self::new(serde_json::to_vec(value).unwrap_or_default())
+    }
+
+    /// The whole body.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The whole body, by value.
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+}
+
+impl AsRef<[u8]> for RequestBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl From<Bytes> for RequestBody {
+    fn from(b: Bytes) -> Self {
+        Self::new(b)
+    }
+}
+
+impl From<Vec<u8>> for RequestBody {
+    fn from(b: Vec<u8>) -> Self {
+        Self::new(b)
+    }
+}
+
+impl From<String> for RequestBody {
+    fn from(s: String) -> Self {
+        Self::new(s)
+    }
+}
+
+impl From<&'static str> for RequestBody {
+    fn from(s: &'static str) -> Self {
+        Self::new(Bytes::from_static(s.as_bytes()))
+    }
+}
+
+impl From<&'static [u8]> for RequestBody {
+    fn from(s: &'static [u8]) -> Self {
+        Self::new(Bytes::from_static(s))
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if this.done || this.bytes.is_empty() {
+            this.done = true;
+            return Poll::Ready(None);
+        }
+        this.done = true;
+        Poll::Ready(Some(Ok(Frame::data(this.bytes.clone()))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.bytes.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.is_end_stream() {
+            SizeHint::with_exact(0)
+        } else {
+            SizeHint::with_exact(self.bytes.len() as u64)
+        }
+    }
+}
+
+/// The request body parsed as JSON, once, shared by every layer.
+///
+/// Stored in the request's extensions; cloning is a reference count.
+///
+/// # Example
+///
+/// ```
+/// use palisade_core::body::{ParsedBody, RequestBody};
+///
+/// let mut req = http::Request::new(RequestBody::from(
+///     r#"{"model":"gpt-4o-mini","stream":true,"max_tokens":64,"messages":[]}"#,
+/// ));
+/// let parsed = ParsedBody::get_or_parse(&mut req).unwrap();
+/// assert_eq!(parsed.model(), Some("gpt-4o-mini"));
+/// assert!(parsed.is_stream());
+/// assert_eq!(parsed.max_tokens(), Some(64));
+/// // A later layer finds it without parsing again.
+/// assert!(ParsedBody::of(&req).is_some());
+/// ```
+#[derive(Clone, Debug)]
+pub struct ParsedBody {
+    value: Arc<Value>,
+    len: usize,
+}
+
+impl ParsedBody {
+    /// Parses `bytes` as JSON.
+    ///
+    /// # Errors
+    ///
+    /// [`Rejected`] naming the line and column when `bytes` is not JSON.
+    pub fn parse(bytes: &[u8]) -> Result<Self, Rejected> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+            Rejected::new(vec![Violation::new(
+                "",
+                format!("the body is not valid JSON: {e}"),
+            )])
+        })?;
+        Ok(Self {
+            value: Arc::new(value),
+            len: bytes.len(),
+        })
+    }
+
+    /// Wraps an already parsed value whose serialized form was `len` bytes.
+    pub fn from_value(value: Value, len: usize) -> Self {
+        Self {
+            value: Arc::new(value),
+            len,
+        }
+    }
+
+    /// The parsed body stored in `req`'s extensions, if a layer parsed it.
+    pub fn of<B>(req: &http::Request<B>) -> Option<&Self> {
+        req.extensions().get::<Self>()
+    }
+
+    /// The parsed body of `req`: the stored one, or the body parsed now and
+    /// stored for the layers after this one.
+    ///
+    /// # Errors
+    ///
+    /// [`Rejected`] when the body is not JSON (nothing is stored then).
+    pub fn get_or_parse<B: AsRef<[u8]>>(req: &mut http::Request<B>) -> Result<Self, Rejected> {
+        if let Some(p) = req.extensions().get::<Self>() {
+            return Ok(p.clone());
+        }
+        let parsed = Self::parse(req.body().as_ref())?;
+        req.extensions_mut().insert(parsed.clone());
+        Ok(parsed)
+    }
+
+    /// The JSON value.
+    pub fn value(&self) -> &Value {
+        &self.value
+    }
+
+    /// The length of the body it was parsed from, in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when it was parsed from an empty body (never, for valid JSON).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The top-level `"model"` string.
+    pub fn model(&self) -> Option<&str> {
+        self.value.get("model")?.as_str()
+    }
+
+    /// The top-level `"stream"` flag (false when absent).
+    pub fn is_stream(&self) -> bool {
+        self.value
+            .get("stream")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+
+    /// The output budget: `max_completion_tokens` (OpenAI's current name) or
+    /// `max_tokens` (Anthropic, older OpenAI).
+    pub fn max_tokens(&self) -> Option<u64> {
+        self.value
+            .get("max_completion_tokens")
+            .and_then(Value::as_u64)
+            .or_else(|| self.value.get("max_tokens").and_then(Value::as_u64))
+    }
+}
+
+/// Reads `body` to its end into one buffer of at most `limit` bytes.
+///
+/// A body whose `size_hint` already exceeds `limit` is refused without being
+/// read.
+///
+/// # Errors
+///
+/// [`BodyTooLarge`] past `limit`; otherwise the body's own error, boxed.
+pub async fn collect_limited<B>(body: B, limit: usize) -> Result<Bytes, BoxError>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    if body.size_hint().lower() > limit as u64 {
+        return Err(BodyTooLarge::new(limit).into());
+    }
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(BodyTooLarge::new(limit).into())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+    use http_body_util::{BodyExt, Full};
+
+    #[tokio::test]
+    async fn request_body_replays_without_copying() {
+        let body = RequestBody::from(String::from("hello"));
+        let ptr = body.as_bytes().as_ptr();
+        let copy = body.clone();
+        assert_eq!(copy.as_bytes().as_ptr(), ptr, "clone shares the buffer");
+        assert_eq!(body.size_hint().exact(), Some(5));
+        let got = copy.collect().await.unwrap().to_bytes();
+        assert_eq!(&got[..], b"hello");
+        // The original is still whole.
+        let got = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&got[..], b"hello");
+        assert!(RequestBody::empty().is_end_stream());
+    }
+
+    #[test]
+    fn parsed_once_and_stored() {
+        let mut req = http::Request::new(RequestBody::from(
+            r#"{"model":"m","max_completion_tokens":5,"max_tokens":9}"#,
+        ));
+        let a = ParsedBody::get_or_parse(&mut req).unwrap();
+        let b = ParsedBody::get_or_parse(&mut req).unwrap();
+        assert!(
+            Arc::ptr_eq(&a.value, &b.value),
+            "second call reuses the first parse"
+        );
+        assert_eq!(a.max_tokens(), Some(5));
+        assert!(!a.is_stream());
+    }
+
+    #[test]
+    fn invalid_json_is_rejected_with_position() {
+        let mut req = http::Request::new(RequestBody::from(r#"{"model": }"#));
+        let err = ParsedBody::get_or_parse(&mut req).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("not valid JSON") && msg.contains("column"),
+            "{msg}"
+        );
+        assert!(ParsedBody::of(&req).is_none());
+    }
+
+    #[test]
+    fn numbers_keep_their_precision() {
+        let p = ParsedBody::parse(br#"{"temperature":0.30000000000000004}"#).unwrap();
+        let back = serde_json::to_string(p.value()).unwrap();
+        assert_eq!(back, r#"{"temperature":0.30000000000000004}"#);
+    }
+
+    #[tokio::test]
+    async fn collect_limited_enforces_the_limit() {
+        let ok = collect_limited(Full::new(Bytes::from_static(b"12345")), 5)
+            .await
+            .unwrap();
+        assert_eq!(&ok[..], b"12345");
+        let err = collect_limited(Full::new(Bytes::from_static(b"123456")), 5)
+            .await
+            .unwrap_err();
+        assert_eq!(ErrorKind::of(&*err), Some(ErrorKind::InvalidRequest));
+        assert!(err.is::<BodyTooLarge>());
+    }
+
+    /// A body of `n` 1 KiB frames with no size hint.
+    struct Frames(usize);
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            if self.0 == 0 {
+                return Poll::Ready(None);
+            }
+            self.0 -= 1;
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&[0u8; 1024])))))
+        }
+    }
+
+    #[tokio::test]
+    async fn collect_limited_stops_a_stream_without_size_hint() {
+        let err = collect_limited(Frames(100), 10_000).await.unwrap_err();
+        assert!(err.is::<BodyTooLarge>());
+        let ok = collect_limited(Frames(9), 10_000).await.unwrap();
+        assert_eq!(ok.len(), 9 * 1024);
+    }
+}

@@ -1,0 +1,47 @@
+//! What every palisade layer shares: error kinds, outcome classification,
+//! retry-hint parsing and body helpers.
+//!
+//! palisade is a set of tower middleware for calling LLM HTTP APIs. Each
+//! resilience concern is its own layer crate; none depends on another. What
+//! more than one of them needs lives here:
+//!
+//! - [`ErrorKind`] tells what any boxed error in a stack is (timeout, rate
+//!   limited, circuit open, invalid request, upstream status, transport) by
+//!   walking its source chain, and the leaf errors the layers raise
+//!   ([`Elapsed`], [`RateLimited`], [`CircuitOpen`], [`Rejected`],
+//!   [`TransportError`] …) are defined here so that any layer can recognise them.
+//! - [`classify`]: the one policy that says whether an outcome may be retried
+//!   and whether it counts against the upstream's health, shared by the retry
+//!   layer and the circuit breaker.
+//! - [`hint`]: every retry hint the providers send (`Retry-After`,
+//!   `retry-after-ms`, OpenAI's and Anthropic's reset headers).
+//! - [`body`]: the replayable [`RequestBody`], the request body
+//!   [parsed once](ParsedBody) and shared by every layer, bounded reading.
+//!
+//! # Example
+//!
+//! ```
+//! use palisade_core::classify::{ClassifyOutcome, LlmClassifier, Outcome};
+//! use palisade_core::hint::RetryHint;
+//!
+//! let res = http::Response::builder()
+//!     .status(529)
+//!     .header("retry-after", "3")
+//!     .body(())
+//!     .unwrap();
+//! let class = LlmClassifier::new().classify(Outcome::response(&res));
+//! assert!(class.is_retryable() && class.reason().is_overloaded());
+//! let wait = RetryHint::from_headers(res.headers()).map(|h| h.delay());
+//! assert_eq!(wait, Some(std::time::Duration::from_secs(3)));
+//! ```
+
+pub mod body;
+pub mod classify;
+mod error;
+pub mod hint;
+
+pub use body::{ParsedBody, RequestBody};
+pub use error::{
+    BodyTooLarge, BoxError, Budget, CircuitOpen, Elapsed, ErrorKind, RateLimited, Rejected,
+    TransportError, TransportKind, UpstreamStatus, Violation, chain, find,
+};
