@@ -155,7 +155,7 @@ impl RetryHint {
         {
             return Some(Self::new(d, HintSource::RetryAfter));
         }
-        if let Some(d) = pick_reset(headers, &OPENAI_RESETS, |v| parse_go_duration(v)) {
+        if let Some(d) = pick_reset(headers, &OPENAI_RESETS, parse_go_duration) {
             return Some(Self::new(d, HintSource::OpenAiReset));
         }
         if let Some(d) = pick_reset(headers, &ANTHROPIC_RESETS, |v| parse_reset_time(v, now)) {
