@@ -1,0 +1,408 @@
+//! The two dialects the mock speaks: reading a request, writing replies.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::StatusCode;
+use serde_json::{Value, json};
+
+/// Which API a request was addressed to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    OpenAi,
+    Anthropic,
+}
+
+/// What the mock needs from a chat request.
+#[derive(Debug)]
+pub(crate) struct ChatRequest {
+    pub(crate) model: String,
+    pub(crate) stream: bool,
+    pub(crate) include_usage: bool,
+    pub(crate) max_tokens: Option<usize>,
+    pub(crate) words: Vec<String>,
+    pub(crate) prompt_tokens: usize,
+}
+
+/// Parses a chat request, or says (in the provider's words) why it is invalid.
+pub(crate) fn parse_request(body: &[u8]) -> Result<ChatRequest, String> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
+    let messages = v
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or("`messages` is required and must be an array")?;
+    let model = v
+        .get("model")
+        .and_then(Value::as_str)
+        .ok_or("`model` is required and must be a string")?
+        .to_owned();
+    let mut prompt_tokens = system_text(&v).split_whitespace().count();
+    let mut last_user = String::new();
+    for m in messages {
+        let text = content_text(m.get("content"));
+        prompt_tokens += text.split_whitespace().count();
+        if m.get("role").and_then(Value::as_str) == Some("user") {
+            last_user = text;
+        }
+    }
+    let words = last_user.split_whitespace().map(str::to_owned).collect();
+    let max_tokens = v
+        .get("max_completion_tokens")
+        .or_else(|| v.get("max_tokens"))
+        .and_then(Value::as_u64)
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    Ok(ChatRequest {
+        model,
+        stream: v.get("stream").and_then(Value::as_bool).unwrap_or(false),
+        include_usage: v
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        max_tokens,
+        words,
+        prompt_tokens: prompt_tokens.max(1),
+    })
+}
+
+fn system_text(v: &Value) -> String {
+    content_text(v.get("system"))
+}
+
+/// The text of a `content` field: a string, or the `text` of its parts.
+fn content_text(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
+}
+
+/// The provider's error body for `status`.
+pub(crate) fn error_body(dialect: Dialect, status: StatusCode, message: &str) -> Bytes {
+    let v = match dialect {
+        Dialect::OpenAi => {
+            let (kind, code) = match status.as_u16() {
+                401 => ("invalid_request_error", Value::from("invalid_api_key")),
+                404 => ("invalid_request_error", Value::from("model_not_found")),
+                429 => ("requests", Value::from("rate_limit_exceeded")),
+                400..=499 => ("invalid_request_error", Value::Null),
+                _ => ("server_error", Value::Null),
+            };
+            json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+        }
+        Dialect::Anthropic => {
+            json!({"type": "error", "error": {"type": anthropic_error_type(status), "message": message}})
+        }
+    };
+    Bytes::from(v.to_string())
+}
+
+fn anthropic_error_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        529 | 503 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
+/// The default message for a scripted error status.
+pub(crate) fn status_message(status: StatusCode) -> String {
+    format!(
+        "palisade-mock: scripted {} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("error")
+    )
+}
+
+/// How a completed reply ended.
+pub(crate) fn finish_reason(dialect: Dialect, truncated: bool) -> &'static str {
+    match (dialect, truncated) {
+        (Dialect::OpenAi, false) => "stop",
+        (Dialect::OpenAi, true) => "length",
+        (Dialect::Anthropic, false) => "end_turn",
+        (Dialect::Anthropic, true) => "max_tokens",
+    }
+}
+
+/// Everything a reply's body is built from.
+#[derive(Debug)]
+pub(crate) struct ReplyMeta {
+    pub(crate) dialect: Dialect,
+    pub(crate) id: String,
+    pub(crate) model: String,
+    pub(crate) created: u64,
+    pub(crate) prompt_tokens: usize,
+    pub(crate) completion_tokens: usize,
+    pub(crate) truncated: bool,
+    pub(crate) include_usage: bool,
+}
+
+/// A whole JSON reply.
+pub(crate) fn json_reply(meta: &ReplyMeta, text: &str) -> Bytes {
+    let m = meta;
+    let v = match m.dialect {
+        Dialect::OpenAi => json!({
+            "id": m.id, "object": "chat.completion", "created": m.created, "model": m.model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": null},
+                "logprobs": null,
+                "finish_reason": finish_reason(m.dialect, m.truncated),
+            }],
+            "usage": {
+                "prompt_tokens": m.prompt_tokens,
+                "completion_tokens": m.completion_tokens,
+                "total_tokens": m.prompt_tokens + m.completion_tokens,
+            },
+            "system_fingerprint": null,
+        }),
+        Dialect::Anthropic => json!({
+            "id": m.id, "type": "message", "role": "assistant", "model": m.model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": finish_reason(m.dialect, m.truncated),
+            "stop_sequence": null,
+            "usage": {"input_tokens": m.prompt_tokens, "output_tokens": m.completion_tokens},
+        }),
+    };
+    Bytes::from(v.to_string())
+}
+
+fn sse(event: Option<&str>, data: &Value) -> Bytes {
+    let mut b = BytesMut::new();
+    if let Some(e) = event {
+        b.put_slice(b"event: ");
+        b.put_slice(e.as_bytes());
+        b.put_u8(b'\n');
+    }
+    b.put_slice(b"data: ");
+    b.put_slice(data.to_string().as_bytes());
+    b.put_slice(b"\n\n");
+    b.freeze()
+}
+
+/// The events before the first token.
+pub(crate) fn stream_preamble(m: &ReplyMeta) -> Bytes {
+    match m.dialect {
+        Dialect::OpenAi => {
+            let mut v = json!({
+                "id": m.id, "object": "chat.completion.chunk", "created": m.created, "model": m.model,
+                "system_fingerprint": null,
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}],
+            });
+            if m.include_usage {
+                v["usage"] = Value::Null;
+            }
+            sse(None, &v)
+        }
+        Dialect::Anthropic => {
+            let mut b = BytesMut::new();
+            b.put(sse(
+                Some("message_start"),
+                &json!({"type": "message_start", "message": {
+                    "id": m.id, "type": "message", "role": "assistant", "content": [], "model": m.model,
+                    "stop_reason": null, "stop_sequence": null,
+                    "usage": {"input_tokens": m.prompt_tokens, "output_tokens": 1},
+                }}),
+            ));
+            b.put(sse(
+                Some("content_block_start"),
+                &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ));
+            b.put(ping());
+            b.freeze()
+        }
+    }
+}
+
+/// The fixed text before and after a token's JSON string, so that a token
+/// event is three copies and no JSON serialization of a whole object.
+pub(crate) fn token_frame(m: &ReplyMeta) -> (Bytes, Bytes) {
+    match m.dialect {
+        Dialect::OpenAi => {
+            let head = format!(
+                "data: {{\"id\":{},\"object\":\"chat.completion.chunk\",\"created\":{},\"model\":{},\"system_fingerprint\":null,\"choices\":[{{\"index\":0,\"delta\":{{\"content\":",
+                Value::from(m.id.as_str()),
+                m.created,
+                Value::from(m.model.as_str()),
+            );
+            let tail = if m.include_usage {
+                "},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n\n"
+            } else {
+                "},\"logprobs\":null,\"finish_reason\":null}]}\n\n"
+            };
+            (Bytes::from(head), Bytes::from_static(tail.as_bytes()))
+        }
+        Dialect::Anthropic => (
+            Bytes::from_static(
+                b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":",
+            ),
+            Bytes::from_static(b"}}\n\n"),
+        ),
+    }
+}
+
+/// The events after the last token, terminator included.
+pub(crate) fn stream_closing(m: &ReplyMeta) -> Bytes {
+    let reason = finish_reason(m.dialect, m.truncated);
+    let mut b = BytesMut::new();
+    match m.dialect {
+        Dialect::OpenAi => {
+            let mut last = json!({
+                "id": m.id, "object": "chat.completion.chunk", "created": m.created, "model": m.model,
+                "system_fingerprint": null,
+                "choices": [{"index": 0, "delta": {}, "logprobs": null, "finish_reason": reason}],
+            });
+            if m.include_usage {
+                last["usage"] = Value::Null;
+            }
+            b.put(sse(None, &last));
+            if m.include_usage {
+                b.put(sse(
+                    None,
+                    &json!({
+                        "id": m.id, "object": "chat.completion.chunk", "created": m.created, "model": m.model,
+                        "system_fingerprint": null, "choices": [],
+                        "usage": {
+                            "prompt_tokens": m.prompt_tokens,
+                            "completion_tokens": m.completion_tokens,
+                            "total_tokens": m.prompt_tokens + m.completion_tokens,
+                        },
+                    }),
+                ));
+            }
+            b.put_slice(b"data: [DONE]\n\n");
+        }
+        Dialect::Anthropic => {
+            b.put(sse(
+                Some("content_block_stop"),
+                &json!({"type": "content_block_stop", "index": 0}),
+            ));
+            b.put(sse(
+                Some("message_delta"),
+                &json!({"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": null},
+                        "usage": {"output_tokens": m.completion_tokens}}),
+            ));
+            b.put(sse(Some("message_stop"), &json!({"type": "message_stop"})));
+        }
+    }
+    b.freeze()
+}
+
+/// An in-band error event.
+pub(crate) fn inband_error(dialect: Dialect) -> Bytes {
+    match dialect {
+        Dialect::OpenAi => sse(
+            None,
+            &json!({"error": {"message": "The server had an error while processing your request.",
+                              "type": "server_error", "param": null, "code": null}}),
+        ),
+        Dialect::Anthropic => sse(
+            Some("error"),
+            &json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+        ),
+    }
+}
+
+/// A keep-alive: an SSE comment for OpenAI, a `ping` event for Anthropic.
+pub(crate) fn heartbeat(dialect: Dialect) -> Bytes {
+    match dialect {
+        Dialect::OpenAi => Bytes::from_static(b": keep-alive\n\n"),
+        Dialect::Anthropic => ping(),
+    }
+}
+
+fn ping() -> Bytes {
+    Bytes::from_static(b"event: ping\ndata: {\"type\": \"ping\"}\n\n")
+}
+
+/// A malformed SSE event: invalid UTF-8 in a data line, a line with no colon.
+pub(crate) fn malformed_sse() -> Bytes {
+    Bytes::from_static(b"data: \xff\xfe\xfd not utf-8\ngarbage line without a colon\n\n")
+}
+
+/// An event whose data is not JSON.
+pub(crate) fn malformed_json_event(dialect: Dialect) -> Bytes {
+    match dialect {
+        Dialect::OpenAi => {
+            Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"\n\n")
+        }
+        Dialect::Anthropic => Bytes::from_static(
+            b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\n\n",
+        ),
+    }
+}
+
+/// The `GET /v1/models` listing.
+pub(crate) fn models_body() -> Bytes {
+    Bytes::from(
+        json!({"object": "list", "data": [{"id": "mock", "object": "model", "created": 0, "owned_by": "palisade"}]})
+            .to_string(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo_text_comes_from_the_last_user_message() {
+        let r = parse_request(
+            br#"{"model":"m","messages":[
+                {"role":"system","content":"be brief"},
+                {"role":"user","content":"first question"},
+                {"role":"assistant","content":"an answer"},
+                {"role":"user","content":[{"type":"text","text":"hello"},{"type":"text","text":"big world"}]}
+            ],"max_tokens":2,"stream":true,"stream_options":{"include_usage":true}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.words, ["hello", "big", "world"]);
+        assert_eq!(r.prompt_tokens, 2 + 2 + 2 + 3);
+        assert_eq!(r.max_tokens, Some(2));
+        assert!(r.stream && r.include_usage);
+    }
+
+    #[test]
+    fn invalid_requests_are_explained() {
+        assert!(parse_request(b"{").unwrap_err().contains("not valid JSON"));
+        assert!(
+            parse_request(br#"{"model":"m"}"#)
+                .unwrap_err()
+                .contains("messages")
+        );
+        assert!(
+            parse_request(br#"{"messages":[]}"#)
+                .unwrap_err()
+                .contains("model")
+        );
+    }
+
+    #[test]
+    fn token_frames_are_valid_sse_json() {
+        for dialect in [Dialect::OpenAi, Dialect::Anthropic] {
+            let meta = ReplyMeta {
+                dialect,
+                id: "id\"1".into(),
+                model: "mo\"del".into(),
+                created: 1,
+                prompt_tokens: 1,
+                completion_tokens: 1,
+                truncated: false,
+                include_usage: true,
+            };
+            let (head, tail) = token_frame(&meta);
+            let event = [&head[..], br#"" quoted\n""#, &tail[..]].concat();
+            let text = std::str::from_utf8(&event).unwrap();
+            let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+            let v: Value = serde_json::from_str(data).unwrap();
+            assert!(v.to_string().contains("quoted"), "{v}");
+        }
+    }
+}
