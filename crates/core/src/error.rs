@@ -394,12 +394,11 @@ impl Violation {
 
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let pointer = if self.pointer.is_empty() {
-            "(body)"
+        if self.pointer.is_empty() {
+            f.write_str(&self.message)
         } else {
-            &self.pointer
-        };
-        write!(f, "{pointer}: {}", self.message)
+            write!(f, "{}: {}", self.pointer, self.message)
+        }
     }
 }
 

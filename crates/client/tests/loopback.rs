@@ -1,0 +1,400 @@
+//! palisade-client against palisade-mock over loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, StatusCode, Version};
+use http_body_util::BodyExt;
+use palisade_client::{Auth, HttpClient, HttpVersion, KeySource};
+use palisade_core::{ErrorKind, RequestBody, TransportError, TransportKind};
+use palisade_mock::{MockUpstream, Reply};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+fn chat_body(text: &str, stream: bool) -> RequestBody {
+    RequestBody::from(
+        json!({"model": "mock", "stream": stream,
+               "messages": [{"role": "user", "content": text}]})
+        .to_string(),
+    )
+}
+
+fn post(path: &str, body: RequestBody) -> Request<RequestBody> {
+    Request::post(path).body(body).unwrap()
+}
+
+async fn client_for(base: &str) -> HttpClient {
+    HttpClient::builder().base_url(base).build().unwrap()
+}
+
+#[tokio::test]
+async fn json_round_trip_under_the_base_url_with_default_headers() {
+    let mock = MockUpstream::new();
+    let server = mock.serve().await.unwrap();
+    let client = client_for(&server.base_url()).await;
+    let res = client
+        .oneshot(post("/chat/completions", chat_body("hello json", false)))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let v: Value =
+        serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "hello json");
+
+    let rec = mock.last_request().unwrap();
+    assert_eq!(rec.uri.path(), "/v1/chat/completions");
+    assert_eq!(rec.header("content-type"), Some("application/json"));
+    assert!(rec.header("user-agent").unwrap().starts_with("palisade/"));
+    assert_eq!(rec.json().unwrap()["messages"][0]["content"], "hello json");
+}
+
+#[tokio::test]
+async fn sse_round_trip_streams_every_token() {
+    let mock = MockUpstream::new();
+    let server = mock.serve().await.unwrap();
+    let client = client_for(&server.base_url()).await;
+    let res = client
+        .oneshot(post("/messages", chat_body("one two three four", true)))
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let mut body = res.into_body();
+    let mut frames = 0;
+    let mut all = Vec::new();
+    while let Some(f) = body.frame().await {
+        all.extend_from_slice(&f.unwrap().into_data().unwrap());
+        frames += 1;
+    }
+    assert!(frames >= 2, "the body arrived in more than one frame");
+    let text = String::from_utf8(all).unwrap();
+    let deltas: Vec<String> = text
+        .split("\n\n")
+        .filter(|e| e.starts_with("event: content_block_delta"))
+        .map(|e| {
+            let data = e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+            let v: Value = serde_json::from_str(data).unwrap();
+            v["delta"]["text"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(deltas.concat(), "one two three four");
+    assert!(text.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
+}
+
+#[tokio::test]
+async fn sequential_requests_reuse_one_connection() {
+    let mock = MockUpstream::new();
+    let server = mock.serve().await.unwrap();
+    let client = client_for(&server.base_url()).await;
+    for i in 0..20 {
+        let res = client
+            .clone()
+            .oneshot(post(
+                "/chat/completions",
+                chat_body(&format!("n {i}"), i % 2 == 0),
+            ))
+            .await
+            .unwrap();
+        // Reading the body to its end returns the connection to the pool.
+        res.into_body().collect().await.unwrap();
+    }
+    assert_eq!(mock.request_count(), 20);
+    assert_eq!(mock.connection_count(), 1);
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_multiplexes_on_one_connection() {
+    let mock = MockUpstream::new();
+    let server = mock.serve().await.unwrap();
+    let client = HttpClient::builder()
+        .base_url(server.base_url())
+        .http_version(HttpVersion::Http2Only)
+        .build()
+        .unwrap();
+    let calls = (0..8).map(|i| {
+        let c = client.clone();
+        async move {
+            let res = c
+                .oneshot(post(
+                    "/chat/completions",
+                    chat_body(&format!("h2 {i}"), true),
+                ))
+                .await
+                .unwrap();
+            assert_eq!(res.version(), Version::HTTP_2);
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            assert!(String::from_utf8_lossy(&body).contains("[DONE]"));
+        }
+    });
+    futures_join_all(calls).await;
+    assert_eq!(mock.connection_count(), 1);
+}
+
+/// Runs futures concurrently on the current task (no extra dependency).
+async fn futures_join_all<F: std::future::Future<Output = ()>>(futs: impl Iterator<Item = F>) {
+    let mut set = Vec::new();
+    for f in futs {
+        set.push(Box::pin(f));
+    }
+    std::future::poll_fn(|cx| {
+        set.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if set.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connection_refused_is_a_transport_error_naming_the_upstream() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let client = client_for(&format!("http://{addr}/v1")).await;
+    let err = client
+        .oneshot(post("/chat/completions", chat_body("x", false)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        ErrorKind::of(&*err),
+        Some(ErrorKind::Transport(TransportKind::ConnectRefused))
+    );
+    let t = err.downcast_ref::<TransportError>().unwrap();
+    assert_eq!(t.kind(), TransportKind::ConnectRefused);
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&addr.to_string()) && msg.contains("refused"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn tls_to_a_plain_http_port_is_a_tls_error() {
+    let mock = MockUpstream::new();
+    let server = mock.serve().await.unwrap();
+    let client = client_for(&format!("https://{}/v1", server.addr())).await;
+    let err = client
+        .oneshot(post("/chat/completions", chat_body("x", false)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        ErrorKind::of(&*err),
+        Some(ErrorKind::Transport(TransportKind::Tls)),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn reset_before_headers_is_a_protocol_error() {
+    let mock = MockUpstream::new();
+    mock.push(Reply::echo().fault(palisade_mock::Fault::Reset));
+    let server = mock.serve().await.unwrap();
+    let client = client_for(&server.base_url()).await;
+    let err = client
+        .oneshot(post("/chat/completions", chat_body("x", false)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        ErrorKind::of(&*err),
+        Some(ErrorKind::Transport(TransportKind::Protocol)),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn relative_uri_without_base_is_rejected_before_sending() {
+    let client = HttpClient::builder().build().unwrap();
+    let err = client
+        .oneshot(post("/chat/completions", chat_body("x", false)))
+        .await
+        .unwrap_err();
+    assert_eq!(ErrorKind::of(&*err), Some(ErrorKind::InvalidRequest));
+    assert!(err.to_string().contains("base URL"), "{err}");
+}
+
+#[tokio::test]
+async fn absolute_uris_are_sent_as_they_are() {
+    let mock = MockUpstream::new();
+    let server = mock.serve().await.unwrap();
+    let client = client_for("http://127.0.0.1:1/unused").await;
+    let url = format!("http://{}/v1/chat/completions", server.addr());
+    let res = client
+        .oneshot(post(&url, chat_body("abs", false)))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn key_from_env_reaches_the_upstream_as_bearer_replacing_the_callers() {
+    let mock = MockUpstream::new();
+    let server = mock.serve().await.unwrap();
+    let client = HttpClient::builder()
+        .base_url(server.base_url())
+        .auth(Auth::openai(KeySource::env("PALISADE_TEST_ENV_KEY")))
+        .build()
+        .expect("PALISADE_TEST_ENV_KEY is set by .cargo/config.toml");
+    let mut req = post("/chat/completions", chat_body("x", false));
+    req.headers_mut().insert(
+        "authorization",
+        "Bearer inbound-client-key".parse().unwrap(),
+    );
+    client.oneshot(req).await.unwrap();
+    let rec = mock.last_request().unwrap();
+    assert_eq!(
+        rec.header("authorization"),
+        Some("Bearer palisade-test-key-from-env")
+    );
+}
+
+fn temp_key_file(name: &str, content: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("palisade-client-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(content.as_bytes()).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn key_from_file_is_anthropic_style_and_rotation_is_picked_up() {
+    let mock = MockUpstream::new();
+    let server = mock.serve().await.unwrap();
+    let path = temp_key_file("rotating", "first-file-key\n");
+    let client = HttpClient::builder()
+        .base_url(server.base_url())
+        .auth(Auth::anthropic(KeySource::file_refreshed_every(
+            &path,
+            Duration::ZERO,
+        )))
+        .build()
+        .unwrap();
+    client
+        .clone()
+        .oneshot(post("/messages", chat_body("x", false)))
+        .await
+        .unwrap();
+    let rec = mock.last_request().unwrap();
+    assert_eq!(rec.header("x-api-key"), Some("first-file-key"));
+    assert_eq!(rec.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(rec.header("authorization"), None);
+
+    std::fs::write(&path, "second-file-key").unwrap();
+    client
+        .oneshot(post("/messages", chat_body("x", false)))
+        .await
+        .unwrap();
+    assert_eq!(
+        mock.last_request().unwrap().header("x-api-key"),
+        Some("second-file-key")
+    );
+}
+
+/// A `MakeWriter` that appends everything to one shared buffer.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn keys_never_appear_in_debug_or_tracing_output() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(capture.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let mock = MockUpstream::new();
+    mock.push(Reply::status(401));
+    let server = mock.serve().await.unwrap();
+    let path = temp_key_file("traced", "traced-secret-one");
+    let client = HttpClient::builder()
+        .base_url(server.base_url())
+        .auth(Auth::openai(KeySource::file_refreshed_every(
+            &path,
+            Duration::ZERO,
+        )))
+        .build()
+        .unwrap();
+    let res = client
+        .clone()
+        .oneshot(post("/chat/completions", chat_body("x", false)))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let debug_res = format!("{res:?}");
+    res.into_body().collect().await.unwrap();
+    // Rotation logs a line: it must not carry either key.
+    std::fs::write(&path, "traced-secret-two").unwrap();
+    let req = post("/chat/completions", chat_body("x", false));
+    let res = client.clone().oneshot(req).await.unwrap();
+    res.into_body().collect().await.unwrap();
+    // An error path too.
+    std::fs::write(&path, "").unwrap();
+    let _ = client
+        .clone()
+        .oneshot(post("/chat/completions", chat_body("x", false)))
+        .await;
+
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("API key file changed"),
+        "the capture works: {logs}"
+    );
+    let client_debug = format!("{client:?}");
+    for out in [&logs, &client_debug, &debug_res] {
+        assert!(!out.contains("traced-secret"), "a key leaked: {out}");
+    }
+    // The key did reach the upstream (so the absence above means something).
+    assert_eq!(
+        mock.last_request().unwrap().header("authorization"),
+        Some("Bearer traced-secret-two")
+    );
+}
+
+#[test]
+fn build_errors_name_the_setting() {
+    let err = HttpClient::builder()
+        .base_url("localhost:8080")
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("base URL `localhost:8080`"),
+        "{err}"
+    );
+    let err = HttpClient::builder()
+        .default_header("bad header", "v")
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("bad header"), "{err}");
+    let err = HttpClient::builder()
+        .auth(Auth::openai(KeySource::env(
+            "PALISADE_SURELY_UNSET_KEY_VAR",
+        )))
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("PALISADE_SURELY_UNSET_KEY_VAR"),
+        "{err}"
+    );
+}
