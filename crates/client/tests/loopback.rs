@@ -398,3 +398,43 @@ fn build_errors_name_the_setting() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn connect_timeout_is_a_connect_timeout() {
+    // A listener that never accepts, with a backlog of 1: once its queue is
+    // full the kernel drops further SYNs, so a connect hangs until our
+    // connect timeout fires.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        // Some of these complete, the rest stay pending; either way the
+        // queue ends up full.
+        if let Ok(Ok(c)) = tokio::time::timeout(Duration::from_millis(100), s.connect(addr)).await {
+            fillers.push(c);
+        }
+    }
+    let client = HttpClient::builder()
+        .base_url(format!("http://{addr}/v1"))
+        .connect_timeout(Some(Duration::from_millis(200)))
+        .build()
+        .unwrap();
+    let err = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.oneshot(post("/chat/completions", chat_body("x", false))),
+    )
+    .await
+    .expect("the connect timeout fired")
+    .unwrap_err();
+    let kind = ErrorKind::of(&*err).unwrap();
+    assert_eq!(
+        kind,
+        ErrorKind::Transport(TransportKind::ConnectTimeout),
+        "{err:?}"
+    );
+    assert!(kind.is_timeout());
+    drop((listener, fillers));
+}
