@@ -1,0 +1,230 @@
+//! [`ResponseFuture`]: attempt, classify, wait, re-ready, attempt again.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use http::{Request, Response};
+use palisade_core::classify::{Classification, ClassifyOutcome, Outcome};
+use palisade_core::hint::RetryHint;
+use palisade_core::{BoxError, UpstreamStatus, find};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+
+use crate::error::BudgetExhausted;
+use crate::layer::Policy;
+use crate::service::clone_request;
+
+pin_project! {
+    /// The future of [`Retry`](crate::Retry)'s `call`.
+    ///
+    /// Dropping it at any point — mid-attempt or mid-backoff — cancels
+    /// everything: it owns its timer and its in-flight call; nothing is
+    /// spawned.
+    pub struct ResponseFuture<S, B, C>
+    where
+        S: Service<Request<B>>,
+    {
+        svc: S,
+        template: Option<Request<B>>,
+        policy: Policy<C>,
+        attempts: u32,
+        started: Option<Instant>,
+        #[pin]
+        state: State<S::Future>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Called { #[pin] fut: F },
+        Sleeping { sleep: Pin<Box<Sleep>> },
+        Readying,
+    }
+}
+
+impl<S, B, C> fmt::Debug for ResponseFuture<S, B, C>
+where
+    S: Service<Request<B>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B, C> ResponseFuture<S, B, C>
+where
+    S: Service<Request<B>>,
+{
+    pub(crate) fn new(
+        svc: S,
+        template: Option<Request<B>>,
+        policy: Policy<C>,
+        started: Option<Instant>,
+        fut: S::Future,
+    ) -> Self {
+        Self {
+            svc,
+            template,
+            policy,
+            attempts: 1,
+            started,
+            state: State::Called { fut },
+        }
+    }
+}
+
+/// Why a retryable outcome is not retried.
+enum GiveUp {
+    Attempts,
+    Hint(Duration),
+    Elapsed,
+    Budget,
+}
+
+impl<S, B, RB, C> Future for ResponseFuture<S, B, C>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    B: Clone,
+    C: ClassifyOutcome,
+{
+    type Output = Result<Response<RB>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Called { fut } => {
+                    let result = ready!(fut.poll(cx)).map_err(Into::into);
+                    let class = match &result {
+                        Ok(res) => this.policy.classifier.classify(Outcome::response(res)),
+                        Err(e) => this.policy.classifier.classify(Outcome::Error(&**e)),
+                    };
+                    if !class.is_retryable() {
+                        return Poll::Ready(result);
+                    }
+                    let delay = match decide(this.policy, *this.attempts, *this.started, &result) {
+                        Ok(d) => d,
+                        Err(why) => {
+                            log_give_up(&why, *this.attempts, class);
+                            return Poll::Ready(match (why, result) {
+                                (GiveUp::Budget, Err(e)) => {
+                                    Err(BudgetExhausted::new(*this.attempts, e).into())
+                                }
+                                (_, r) => r,
+                            });
+                        }
+                    };
+                    if this.template.is_none() {
+                        return Poll::Ready(result);
+                    }
+                    tracing::info!(
+                        attempt = *this.attempts,
+                        next_attempt = *this.attempts + 1,
+                        delay_ms = delay.as_millis() as u64,
+                        reason = class.reason().as_str(),
+                        "retrying"
+                    );
+                    // Release the failed response (and its connection) now.
+                    drop(result);
+                    if delay.is_zero() {
+                        this.state.set(State::Readying);
+                    } else {
+                        this.state.set(State::Sleeping {
+                            sleep: Box::pin(tokio::time::sleep(delay)),
+                        });
+                    }
+                }
+                StateProj::Sleeping { sleep } => {
+                    ready!(sleep.as_mut().poll(cx));
+                    this.state.set(State::Readying);
+                }
+                StateProj::Readying => {
+                    if let Err(e) = ready!(this.svc.poll_ready(cx)) {
+                        return Poll::Ready(Err(e.into()));
+                    }
+                    *this.attempts += 1;
+                    let req = if *this.attempts >= this.policy.max_attempts {
+                        this.template.take()
+                    } else {
+                        this.template.as_ref().map(clone_request)
+                    };
+                    let Some(req) = req else {
+                        return Poll::Ready(Err(
+                            "palisade-retry: no request left to retry (polled after completion?)"
+                                .into(),
+                        ));
+                    };
+                    let fut = this.svc.call(req);
+                    this.state.set(State::Called { fut });
+                }
+            }
+        }
+    }
+}
+
+/// How long to wait before the next attempt, or why not to make one.
+fn decide<C, RB>(
+    policy: &Policy<C>,
+    attempts: u32,
+    started: Option<Instant>,
+    result: &Result<Response<RB>, BoxError>,
+) -> Result<Duration, GiveUp> {
+    if attempts >= policy.max_attempts {
+        return Err(GiveUp::Attempts);
+    }
+    let hint = match result {
+        Ok(res) => RetryHint::from_headers(res.headers()).map(|h| h.delay()),
+        Err(e) => find::<UpstreamStatus>(&**e).and_then(UpstreamStatus::retry_after),
+    };
+    let remaining = match (policy.max_elapsed, started) {
+        (Some(max), Some(t0)) => Some(max.saturating_sub(t0.elapsed())),
+        _ => None,
+    };
+    if let (Some(h), Some(left)) = (hint, remaining)
+        && h > left
+    {
+        return Err(GiveUp::Hint(h));
+    }
+    let delay = match hint {
+        Some(h) => policy.hinted(h),
+        None => policy.backoff(attempts),
+    };
+    if remaining.is_some_and(|left| delay >= left) {
+        return Err(GiveUp::Elapsed);
+    }
+    if let Some(b) = &policy.budget
+        && !b.withdraw()
+    {
+        return Err(GiveUp::Budget);
+    }
+    Ok(delay)
+}
+
+fn log_give_up(why: &GiveUp, attempts: u32, class: Classification) {
+    let reason = class.reason().as_str();
+    match why {
+        GiveUp::Attempts => {
+            tracing::info!(attempts, reason, "not retrying: all attempts used");
+        }
+        GiveUp::Hint(h) => tracing::info!(
+            attempts,
+            reason,
+            hint_ms = h.as_millis() as u64,
+            "not retrying: the upstream asks to wait longer than the time left"
+        ),
+        GiveUp::Elapsed => {
+            tracing::info!(attempts, reason, "not retrying: the time budget is spent");
+        }
+        GiveUp::Budget => {
+            tracing::warn!(attempts, reason, "not retrying: the retry budget is spent");
+        }
+    }
+}
