@@ -7,13 +7,45 @@
 //!
 //! - [`core`]: error kinds, the outcome classifier, retry hints, bodies
 //! - `client` (feature `client`): the raw hyper client service
+//! - `timeout` (feature `timeout`): first-byte, idle (SSE-aware) and total deadlines
+//! - `retry` (feature `retry`): backoff that honours provider hints, a retry budget
 //! - `mock` (feature `mock`): the scriptable mock LLM upstream
 //!
-//! # The recommended stack
+//! # The recommended stack, and why in that order
 //!
 //! Outermost first: `trace → schema → total timeout → retry → rate limit →
-//! breaker → per-attempt timeout → client`. The layers arrive with their own
-//! crates; the order and its reasons are documented here as they land.
+//! breaker → per-attempt timeout → client`.
+//!
+//! - **Total timeout outside retry**: it bounds the call with all its retries
+//!   and backoffs. Inside, it would restart with every attempt and a caller
+//!   could wait `max_attempts` times as long as configured.
+//! - **Per-attempt timeout (first byte, idle) inside retry**: a first-byte
+//!   timeout then fails one attempt, which retry classifies as retryable and
+//!   tries again. Outside retry it would end the whole call at the first
+//!   slow attempt.
+//! - **Retry outside the breaker**: every attempt is counted by the breaker,
+//!   and once it opens the next attempt fails at once with `CircuitOpen`,
+//!   which is not retryable, so retries stop hammering a sick upstream.
+//!   Retry *inside* the breaker would hide each failure behind a final
+//!   success or failure and let one call send `max_attempts` requests to an
+//!   upstream the breaker believes healthy.
+//! - **Rate limit outside the breaker**: calls the breaker refuses never
+//!   spend tokens, and each retry is admitted like a fresh call.
+//!
+//! The layers land crate by crate; those present today compose like this:
+//!
+//! ```
+//! use palisade::{mock::MockUpstream, retry::RetryLayer, timeout::TimeoutLayer};
+//! use std::time::Duration;
+//! use tower::ServiceBuilder;
+//!
+//! let svc = ServiceBuilder::new()
+//!     .layer(TimeoutLayer::new().total(Duration::from_secs(300)))
+//!     .layer(RetryLayer::new().max_attempts(3))
+//!     .layer(TimeoutLayer::new().first_byte(Duration::from_secs(30)).idle(Duration::from_secs(15)).sse_aware(true))
+//!     .service(MockUpstream::new());
+//! # let _ = svc;
+//! ```
 
 pub use palisade_core as core;
 
@@ -22,3 +54,9 @@ pub use palisade_client as client;
 
 #[cfg(feature = "mock")]
 pub use palisade_mock as mock;
+
+#[cfg(feature = "retry")]
+pub use palisade_retry as retry;
+
+#[cfg(feature = "timeout")]
+pub use palisade_timeout as timeout;
