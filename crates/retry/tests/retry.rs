@@ -403,3 +403,29 @@ async fn every_retry_is_a_tracing_event_with_attempt_delay_and_reason() {
         lines[1]
     );
 }
+
+#[tokio::test]
+async fn retries_over_loopback_with_the_real_client() {
+    let mock = MockUpstream::new();
+    mock.push(Reply::status(503).header("retry-after-ms", "5"));
+    mock.push(Reply::status(429).header("retry-after-ms", "5"));
+    let server = mock.serve().await.unwrap();
+    let client = palisade_client::HttpClient::builder()
+        .base_url(server.base_url())
+        .build()
+        .unwrap();
+    let svc = exact().layer(client);
+    let req = Request::post("/chat/completions")
+        .body(RequestBody::from(
+            r#"{"model":"mock","messages":[{"role":"user","content":"over the wire"}]}"#,
+        ))
+        .unwrap();
+    let res = svc.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("over the wire"));
+    assert_eq!(mock.request_count(), 3);
+    // The failed responses are dropped unread, yet their small bodies were
+    // already buffered: the connection goes back to the pool.
+    assert_eq!(mock.connection_count(), 1);
+}
