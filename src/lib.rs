@@ -9,6 +9,7 @@
 //! - `client` (feature `client`): the raw hyper client service
 //! - `timeout` (feature `timeout`): first-byte, idle (SSE-aware) and total deadlines
 //! - `retry` (feature `retry`): backoff that honours provider hints, a retry budget
+//! - `sse` (feature `sse`): the WHATWG `text/event-stream` decoder
 //! - `mock` (feature `mock`): the scriptable mock LLM upstream
 //!
 //! # The recommended stack, and why in that order
@@ -57,6 +58,9 @@ pub use palisade_mock as mock;
 
 #[cfg(feature = "retry")]
 pub use palisade_retry as retry;
+
+#[cfg(feature = "sse")]
+pub use palisade_sse as sse;
 
 #[cfg(feature = "timeout")]
 pub use palisade_timeout as timeout;

@@ -1,0 +1,41 @@
+//! A WHATWG-conformant `text/event-stream` decoder: zero-copy, bounded, over
+//! any `http_body::Body`.
+//!
+//! Streaming LLM APIs answer in server-sent events. [`EventStream`] turns a
+//! response body into a `Stream` of [`Event`]s; [`Decoder`] is the
+//! incremental parser underneath, for callers that hold bytes rather than a
+//! body.
+//!
+//! - **Conformant**: CR, LF and CRLF line ends (a CRLF split between frames
+//!   counts once), multi-line `data`, comments, `event`, `id` (ignored if it
+//!   contains NUL, persisting across events), `retry` (digits only), one
+//!   leading BOM, unknown fields ignored, an unterminated event at the end
+//!   discarded — and an event split across any frame boundary.
+//! - **Zero-copy where possible**: an event inside one frame is a set of
+//!   `Bytes` slices of that frame; lines are found with `memchr`.
+//! - **Bounded**: an event (or a line that never ends) larger than
+//!   [`DEFAULT_MAX_EVENT_BYTES`] (configurable) is an [`SseError`], not an
+//!   allocation without bound; backpressure is by polling only.
+//!
+//! # Example
+//!
+//! ```
+//! use palisade_sse::Decoder;
+//! use bytes::Bytes;
+//!
+//! let mut d = Decoder::new();
+//! d.push(Bytes::from_static(b": keep-alive\r\nevent: ping\r\ndata: {\"type\": \"ping\"}\r\n\r\n"));
+//! let ev = d.next_event().unwrap().unwrap();
+//! assert!(ev.is("ping"));
+//! assert_eq!(ev.data(), "{\"type\": \"ping\"}");
+//! ```
+
+mod decoder;
+mod error;
+mod event;
+mod stream;
+
+pub use decoder::{DEFAULT_MAX_EVENT_BYTES, Decoder};
+pub use error::SseError;
+pub use event::Event;
+pub use stream::EventStream;
