@@ -10,6 +10,8 @@
 //! - `timeout` (feature `timeout`): first-byte, idle (SSE-aware) and total deadlines
 //! - `retry` (feature `retry`): backoff that honours provider hints, a retry budget
 //! - `sse` (feature `sse`): the WHATWG `text/event-stream` decoder
+//! - `providers` (feature `providers`): OpenAI and Anthropic wire types, typed
+//!   stream events, aggregators
 //! - `mock` (feature `mock`): the scriptable mock LLM upstream
 //!
 //! # The recommended stack, and why in that order
@@ -55,6 +57,9 @@ pub use palisade_client as client;
 
 #[cfg(feature = "mock")]
 pub use palisade_mock as mock;
+
+#[cfg(feature = "providers")]
+pub use palisade_providers as providers;
 
 #[cfg(feature = "retry")]
 pub use palisade_retry as retry;

@@ -1,0 +1,383 @@
+//! Anthropic messages: request, response, stream events, errors.
+//!
+//! Like the OpenAI types, every type keeps what it does not model in `extra`
+//! and optional fields remember absent versus `null` ([`Maybe`]).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Number, Value};
+
+use crate::maybe::Maybe;
+
+/// `POST /v1/messages` request body.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MessagesRequest {
+    /// The model.
+    pub model: String,
+    /// The conversation (user and assistant turns).
+    pub messages: Vec<Message>,
+    /// The output budget (required by the API).
+    pub max_tokens: u64,
+    /// The system prompt: a string or text blocks.
+    #[serde(default, skip_serializing_if = "Maybe::is_absent")]
+    pub system: Maybe<Value>,
+    /// Stream the answer as server-sent events.
+    #[serde(default, skip_serializing_if = "Maybe::is_absent")]
+    pub stream: Maybe<bool>,
+    /// Sampling temperature (kept as written).
+    #[serde(default, skip_serializing_if = "Maybe::is_absent")]
+    pub temperature: Maybe<Number>,
+    /// Stop sequences.
+    #[serde(default, skip_serializing_if = "Maybe::is_absent")]
+    pub stop_sequences: Maybe<Vec<String>>,
+    /// Tools the model may use.
+    #[serde(default, skip_serializing_if = "Maybe::is_absent")]
+    pub tools: Maybe<Vec<Tool>>,
+    /// `{"type":"auto"|"any"|"tool"|"none", …}`.
+    #[serde(default, skip_serializing_if = "Maybe::is_absent")]
+    pub tool_choice: Maybe<Value>,
+    /// Everything else (`thinking`, `metadata`, `top_k` …), as received.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// One turn of a conversation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// `user` or `assistant`.
+    pub role: String,
+    /// Text, or content blocks.
+    pub content: MessageContent,
+    /// Everything else, as received.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A message's content: a string or a list of blocks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MessageContent {
+    /// Plain text.
+    Text(String),
+    /// Typed blocks.
+    Blocks(Vec<ContentBlock>),
+}
+
+impl MessageContent {
+    /// The text of the content: the string, or the `text` blocks joined.
+    pub fn text(&self) -> String {
+        match self {
+            Self::Text(t) => t.clone(),
+            Self::Blocks(b) => b
+                .iter()
+                .filter_map(|b| b.text.get().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(""),
+        }
+    }
+}
+
+/// One content block, of any type (`text`, `image`, `tool_use`,
+/// `tool_result`, `thinking`, `redacted_thinking`, and types yet to come):
+/// the fields of the common types are typed, everything else is in `extra`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContentBlock {
+    /// The block type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `text`: the text.
+    #[serde(default, skip_serializing_if = "Maybe::is_absent")]
+    pub text: Maybe<String>,
+    /// `tool_use`: the call's id.
+    #[serde(default, skip_serializing_if = "Maybe::is_absent")]
+    pub id: Maybe<String>,
+    /// `tool_use`: the tool's name.
+    #[serde(default, skip_serializing_if = "Maybe::is_absent")]
+    pub name: Maybe<String>,
+    /// `tool_use`: the arguments.
+    #[serde(default, skip_serializing_if = "Maybe::is_absent")]
+    pub input: Maybe<Value>,
+    /// `tool_result`: the call answered.
+    #[serde(default, skip_serializing_if = "Maybe::is_absent")]
+    pub tool_use_id: Maybe<String>,
+    /// `thinking`: the reasoning.
+    #[serde(default, skip_serializing_if = "Maybe::is_absent")]
+    pub thinking: Maybe<String>,
+    /// `thinking`: its signature.
+    #[serde(default, skip_serializing_if = "Maybe::is_absent")]
+    pub signature: Maybe<String>,
+    /// Everything else (`source`, `content`, `cache_control`, `citations` …).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A tool definition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Tool {
+    /// Its name.
+    pub name: String,
+    /// What it does.
+    #[serde(default, skip_serializing_if = "Maybe::is_absent")]
+    pub description: Maybe<String>,
+    /// Its JSON Schema.
+    #[serde(default, skip_serializing_if = "Maybe::is_absent")]
+    pub input_schema: Maybe<Value>,
+    /// Everything else (`type` of server tools, `cache_control` …).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A whole (non-streamed) answer, also the `message` of `message_start`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MessagesResponse {
+    /// `msg_…`.
+    pub id: String,
+    /// `message`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `assistant`.
+    pub role: String,
+    /// The model that answered.
+    pub model: String,
+    /// The content blocks.
+    pub content: Vec<ContentBlock>,
+    /// `end_turn`, `max_tokens`, `stop_sequence`, `tool_use`, `pause_turn`,
+    /// `refusal`.
+    #[serde(default, skip_serializing_if = "Maybe::is_absent")]
+    pub stop_reason: Maybe<String>,
+    /// The stop sequence that matched.
+    #[serde(default, skip_serializing_if = "Maybe::is_absent")]
+    pub stop_sequence: Maybe<String>,
+    /// Token counts.
+    pub usage: Usage,
+    /// Everything else, as received.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// Token counts. In `message_delta` only `output_tokens` is required, and it
+/// is cumulative.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Input tokens.
+    #[serde(default, skip_serializing_if = "Maybe::is_absent")]
+    pub input_tokens: Maybe<u64>,
+    /// Output tokens.
+    #[serde(default, skip_serializing_if = "Maybe::is_absent")]
+    pub output_tokens: Maybe<u64>,
+    /// Everything else (cache tokens, server tool use …), as received.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// An error response body, or the data of an in-band `event: error`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// `error`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The error.
+    pub error: ApiError,
+    /// Everything else (`request_id` …), as received.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The error object.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// `invalid_request_error`, `rate_limit_error`, `overloaded_error`,
+    /// `api_error` ….
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// What went wrong.
+    pub message: String,
+    /// Everything else, as received.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// One event of a streamed answer.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum StreamEvent {
+    /// The answer starts: its id, model, input usage.
+    MessageStart(MessagesResponse),
+    /// A content block starts.
+    ContentBlockStart {
+        /// The block's position.
+        index: u32,
+        /// The block, empty but for its type (and id/name for `tool_use`).
+        block: ContentBlock,
+    },
+    /// A piece of a content block.
+    ContentBlockDelta {
+        /// The block's position.
+        index: u32,
+        /// The piece.
+        delta: BlockDelta,
+    },
+    /// A content block ends.
+    ContentBlockStop {
+        /// The block's position.
+        index: u32,
+    },
+    /// The answer's top-level changes: stop reason, cumulative usage.
+    MessageDelta {
+        /// `stop_reason`, `stop_sequence`.
+        delta: MessageDeltaBody,
+        /// Cumulative usage.
+        usage: Usage,
+    },
+    /// The answer is complete.
+    MessageStop,
+    /// A keep-alive.
+    Ping,
+    /// An in-band error after the 200.
+    Error(ErrorBody),
+    /// An event type this crate does not know: passed through.
+    Unknown {
+        /// Its `type`.
+        kind: String,
+        /// Its data.
+        data: Value,
+    },
+}
+
+/// A piece of a content block.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BlockDelta {
+    /// `text_delta`, `input_json_delta`, `thinking_delta`, `signature_delta`,
+    /// `citations_delta` ….
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `text_delta`: more text.
+    #[serde(default, skip_serializing_if = "Maybe::is_absent")]
+    pub text: Maybe<String>,
+    /// `input_json_delta`: more of the tool input's JSON.
+    #[serde(default, skip_serializing_if = "Maybe::is_absent")]
+    pub partial_json: Maybe<String>,
+    /// `thinking_delta`: more reasoning.
+    #[serde(default, skip_serializing_if = "Maybe::is_absent")]
+    pub thinking: Maybe<String>,
+    /// `signature_delta`: the thinking block's signature.
+    #[serde(default, skip_serializing_if = "Maybe::is_absent")]
+    pub signature: Maybe<String>,
+    /// Everything else, as received.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The `delta` of `message_delta`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MessageDeltaBody {
+    /// Why the answer stopped.
+    #[serde(default, skip_serializing_if = "Maybe::is_absent")]
+    pub stop_reason: Maybe<String>,
+    /// The stop sequence that matched.
+    #[serde(default, skip_serializing_if = "Maybe::is_absent")]
+    pub stop_sequence: Maybe<String>,
+    /// Everything else, as received.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl StreamEvent {
+    /// Decodes one event's JSON `data` (its `type` field says which event).
+    ///
+    /// # Errors
+    ///
+    /// When the data is not JSON, has no `type`, or a known type's fields are
+    /// wrong.
+    pub fn from_data(data: &[u8]) -> Result<Self, serde_json::Error> {
+        let mut v: Value = serde_json::from_slice(data)?;
+        let kind = v
+            .get("type")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| serde::de::Error::missing_field("type"))?;
+        let take = |v: &mut Value, k: &str| v.get_mut(k).map(Value::take).unwrap_or(Value::Null);
+        let index = |v: &Value| -> Result<u32, serde_json::Error> {
+            v.get("index")
+                .and_then(Value::as_u64)
+                .and_then(|i| u32::try_from(i).ok())
+                .ok_or_else(|| serde::de::Error::missing_field("index"))
+        };
+        Ok(match kind.as_str() {
+            "message_start" => Self::MessageStart(serde_json::from_value(take(&mut v, "message"))?),
+            "content_block_start" => Self::ContentBlockStart {
+                index: index(&v)?,
+                block: serde_json::from_value(take(&mut v, "content_block"))?,
+            },
+            "content_block_delta" => Self::ContentBlockDelta {
+                index: index(&v)?,
+                delta: serde_json::from_value(take(&mut v, "delta"))?,
+            },
+            "content_block_stop" => Self::ContentBlockStop { index: index(&v)? },
+            "message_delta" => Self::MessageDelta {
+                delta: serde_json::from_value(take(&mut v, "delta"))?,
+                usage: serde_json::from_value(take(&mut v, "usage"))?,
+            },
+            "message_stop" => Self::MessageStop,
+            "ping" => Self::Ping,
+            "error" => Self::Error(serde_json::from_value(v)?),
+            _ => Self::Unknown { kind, data: v },
+        })
+    }
+
+    /// The event as JSON, the inverse of [`from_data`](Self::from_data).
+    pub fn to_value(&self) -> Value {
+        let v = |x: &dyn erased::ToValue| x.to_value();
+        match self {
+            Self::MessageStart(m) => {
+                serde_json::json!({"type": "message_start", "message": v(m)})
+            }
+            Self::ContentBlockStart { index, block } => serde_json::json!(
+                {"type": "content_block_start", "index": index, "content_block": v(block)}
+            ),
+            Self::ContentBlockDelta { index, delta } => serde_json::json!(
+                {"type": "content_block_delta", "index": index, "delta": v(delta)}
+            ),
+            Self::ContentBlockStop { index } => {
+                serde_json::json!({"type": "content_block_stop", "index": index})
+            }
+            Self::MessageDelta { delta, usage } => serde_json::json!(
+                {"type": "message_delta", "delta": v(delta), "usage": v(usage)}
+            ),
+            Self::MessageStop => serde_json::json!({"type": "message_stop"}),
+            Self::Ping => serde_json::json!({"type": "ping"}),
+            Self::Error(e) => v(e),
+            Self::Unknown { data, .. } => data.clone(),
+        }
+    }
+
+    /// The event's `type`.
+    pub fn kind(&self) -> &str {
+        match self {
+            Self::MessageStart(_) => "message_start",
+            Self::ContentBlockStart { .. } => "content_block_start",
+            Self::ContentBlockDelta { .. } => "content_block_delta",
+            Self::ContentBlockStop { .. } => "content_block_stop",
+            Self::MessageDelta { .. } => "message_delta",
+            Self::MessageStop => "message_stop",
+            Self::Ping => "ping",
+            Self::Error(_) => "error",
+            Self::Unknown { kind, .. } => kind,
+        }
+    }
+}
+
+mod erased {
+    use serde::Serialize;
+    use serde_json::Value;
+
+    /// Serializing our own types to a `Value` cannot fail (string keys only).
+    pub(super) trait ToValue {
+        fn to_value(&self) -> Value;
+    }
+
+    impl<T: Serialize> ToValue for T {
+        fn to_value(&self) -> Value {
+            serde_json::to_value(self).unwrap_or(Value::Null)
+        }
+    }
+}

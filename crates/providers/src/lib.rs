@@ -1,0 +1,30 @@
+//! OpenAI and Anthropic wire types, typed streams and aggregation.
+//!
+//! - [`openai`] and [`anthropic`]: serde types for requests, responses and
+//!   stream events. Unknown fields are **kept** (in each type's `extra` map)
+//!   and optional fields remember absent versus `null` ([`Maybe`]), so
+//!   deserializing and serializing gives back the same JSON value: a proxy
+//!   never drops what it does not model.
+//! - [`decode_openai`] / [`decode_anthropic`]: typed decoding of
+//!   `palisade_sse` events: OpenAI chunks, the usage chunk, `data: [DONE]`;
+//!   Anthropic `message_start` … `message_stop` with every delta type. An
+//!   in-band error after a 200 becomes an [`InbandError`] that
+//!   `palisade_core::ErrorKind` and the classifier see as the status it
+//!   stands for; unknown Anthropic event types are passed through.
+//! - [`OpenAiAggregator`] / [`AnthropicAggregator`]: rebuild the final
+//!   message, tool calls, finish reason and usage from a stream, and report
+//!   a stream that ended without its terminator as truncated.
+//!
+//! Translation between the two APIs (for cross-provider fallback) comes in a
+//! later step.
+
+pub mod anthropic;
+mod maybe;
+pub mod openai;
+mod stream;
+
+pub use maybe::Maybe;
+pub use stream::{
+    AnthropicAggregator, InbandError, OpenAiAggregator, OpenAiItem, Provider, StreamError,
+    decode_anthropic, decode_openai,
+};
