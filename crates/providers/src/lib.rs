@@ -15,13 +15,14 @@
 //!   message, tool calls, finish reason and usage from a stream, and report
 //!   a stream that ended without its terminator as truncated.
 //!
-//! Translation between the two APIs (for cross-provider fallback) comes in a
-//! later step.
+//! - [`translate`]: requests, answers and streams from one API to the other,
+//!   so a route can fall back across providers.
 
 pub mod anthropic;
 mod maybe;
 pub mod openai;
 mod stream;
+pub mod translate;
 
 pub use maybe::Maybe;
 pub use stream::{
