@@ -5,8 +5,11 @@
 use bytes::Bytes;
 use palisade_sse::Decoder;
 
-/// (event type, data, id) of every event, chunk by chunk.
-fn events(chunks: &[&[u8]], max: usize) -> Result<Vec<(Vec<u8>, Vec<u8>, Option<Vec<u8>>)>, ()> {
+/// (event type, data, id) of one event.
+type Seen = (Vec<u8>, Vec<u8>, Option<Vec<u8>>);
+
+/// Every event, chunk by chunk; `Err` when the size limit was hit.
+fn events(chunks: &[&[u8]], max: usize) -> Result<Vec<Seen>, ()> {
     let mut d = Decoder::new().max_event_bytes(max);
     let mut out = Vec::new();
     for c in chunks {
