@@ -30,7 +30,7 @@ fn events(chunks: &[&[u8]], max: usize) -> Result<Vec<Seen>, ()> {
 }
 
 /// Panics when chunked decoding disagrees with whole decoding.
-pub fn check(data: &[u8]) {
+pub(crate) fn check(data: &[u8]) {
     // The first byte picks a chunk size (1..=64); the rest is the stream.
     let Some((&first, stream)) = data.split_first() else {
         return;
