@@ -104,6 +104,46 @@ fn content_text(content: &Maybe<openai::Content>) -> String {
     content.get().map(openai::Content::text).unwrap_or_default()
 }
 
+/// An Anthropic `tool_use` block as an OpenAI tool call.
+fn tool_use_to_call(b: &anthropic::ContentBlock) -> openai::ToolCall {
+    openai::ToolCall {
+        id: b.id.clone(),
+        kind: Maybe::Present("function".to_owned()),
+        function: Maybe::Present(openai::FunctionCall {
+            name: b.name.clone(),
+            arguments: Maybe::Present(
+                b.input
+                    .get()
+                    .map_or_else(|| "{}".to_owned(), Value::to_string),
+            ),
+            extra: Map::new(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// An OpenAI tool call as an Anthropic `tool_use` block.
+fn call_to_tool_use(tc: &openai::ToolCall) -> Result<anthropic::ContentBlock, TranslateError> {
+    let f = tc.function.get();
+    let args = f.and_then(|f| f.arguments.get()).map_or("", String::as_str);
+    let input: Value = if args.trim().is_empty() {
+        json!({})
+    } else {
+        serde_json::from_str(args).map_err(|e| {
+            TranslateError::new(format!(
+                "tool call arguments are not JSON ({e}); Anthropic needs an object"
+            ))
+        })?
+    };
+    Ok(anthropic::ContentBlock {
+        kind: "tool_use".to_owned(),
+        id: tc.id.clone(),
+        name: f.map(|f| f.name.clone()).unwrap_or_default(),
+        input: Maybe::Present(input),
+        ..Default::default()
+    })
+}
+
 /// Appends `block` to the conversation, merging consecutive turns of one
 /// role (Anthropic wants user and assistant to alternate).
 fn push_block(out: &mut Vec<anthropic::Message>, role: &str, block: anthropic::ContentBlock) {
@@ -172,30 +212,7 @@ pub fn openai_request_to_anthropic(
                     _ => {}
                 }
                 for tc in m.tool_calls.get().into_iter().flatten() {
-                    let f = tc.function.get();
-                    let args = f
-                        .and_then(|f| f.arguments.get())
-                        .map_or("{}", String::as_str);
-                    let input: Value = if args.trim().is_empty() {
-                        json!({})
-                    } else {
-                        serde_json::from_str(args).map_err(|e| {
-                            TranslateError::new(format!(
-                                "tool call arguments are not JSON ({e}); Anthropic needs an object"
-                            ))
-                        })?
-                    };
-                    push_block(
-                        &mut messages,
-                        "assistant",
-                        anthropic::ContentBlock {
-                            kind: "tool_use".to_owned(),
-                            id: tc.id.clone(),
-                            name: f.map(|f| f.name.clone()).unwrap_or_default(),
-                            input: Maybe::Present(input),
-                            ..Default::default()
-                        },
-                    );
+                    push_block(&mut messages, "assistant", call_to_tool_use(tc)?);
                 }
             }
         }
@@ -305,18 +322,7 @@ pub fn anthropic_request_to_openai(req: &anthropic::MessagesRequest) -> openai::
                             };
                             parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
                         }
-                        "tool_use" => calls.push(openai::ToolCall {
-                            id: b.id.clone(),
-                            kind: Maybe::Present("function".to_owned()),
-                            function: Maybe::Present(openai::FunctionCall {
-                                name: b.name.clone(),
-                                arguments: Maybe::Present(
-                                    b.input.get().map_or_else(|| "{}".to_owned(), Value::to_string),
-                                ),
-                                extra: Map::new(),
-                            }),
-                            ..Default::default()
-                        }),
+                        "tool_use" => calls.push(tool_use_to_call(b)),
                         "tool_result" => {
                             let content = match b.extra.get("content") {
                                 Some(Value::String(s)) => s.clone(),
@@ -511,12 +517,7 @@ pub fn anthropic_response_to_openai(res: &anthropic::MessagesResponse) -> openai
             ),
             extra: Map::new(),
         }],
-        usage: Maybe::Present(openai::Usage {
-            prompt_tokens: input,
-            completion_tokens: output,
-            total_tokens: input + output,
-            extra: Map::new(),
-        }),
+        usage: Maybe::Present(openai::Usage::new(input, output)),
         extra: Map::new(),
     }
 }
@@ -539,19 +540,7 @@ pub fn openai_response_to_anthropic(
         content.push(text_block(text));
     }
     for tc in choice.message.tool_calls.get().into_iter().flatten() {
-        let f = tc.function.get();
-        let args = f
-            .and_then(|f| f.arguments.get())
-            .map_or("{}", String::as_str);
-        let input: Value = serde_json::from_str(args)
-            .map_err(|e| TranslateError::new(format!("tool call arguments are not JSON: {e}")))?;
-        content.push(anthropic::ContentBlock {
-            kind: "tool_use".to_owned(),
-            id: tc.id.clone(),
-            name: f.map(|f| f.name.clone()).unwrap_or_default(),
-            input: Maybe::Present(input),
-            ..Default::default()
-        });
+        content.push(call_to_tool_use(tc)?);
     }
     let usage = res.usage.get();
     Ok(anthropic::MessagesResponse {
@@ -699,12 +688,7 @@ impl AnthropicToOpenAiStream {
                         created: self.created,
                         model: self.model.clone(),
                         choices: Vec::new(),
-                        usage: Maybe::Present(openai::Usage {
-                            prompt_tokens: input,
-                            completion_tokens: output,
-                            total_tokens: input + output,
-                            extra: Map::new(),
-                        }),
+                        usage: Maybe::Present(openai::Usage::new(input, output)),
                         extra: Map::new(),
                     }));
                 }
