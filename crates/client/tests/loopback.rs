@@ -2,7 +2,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Request, StatusCode, Version};
@@ -293,36 +292,10 @@ async fn key_from_file_is_anthropic_style_and_rotation_is_picked_up() {
     );
 }
 
-/// A `MakeWriter` that appends everything to one shared buffer.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn keys_never_appear_in_debug_or_tracing_output() {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(capture.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let capture = palisade_core::test_util::LogCapture::new();
+    let _guard = capture.set_default();
 
     let mock = MockUpstream::new();
     mock.push(Reply::status(401));
@@ -356,7 +329,7 @@ async fn keys_never_appear_in_debug_or_tracing_output() {
         .oneshot(post("/chat/completions", chat_body("x", false)))
         .await;
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.contents();
     assert!(
         logs.contains("API key file changed"),
         "the capture works: {logs}"

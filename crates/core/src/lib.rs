@@ -39,6 +39,8 @@ pub mod body;
 pub mod classify;
 mod error;
 pub mod hint;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 
 pub use body::{ParsedBody, RequestBody};
 pub use error::{

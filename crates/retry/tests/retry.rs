@@ -356,36 +356,15 @@ async fn request_bodies_are_replayed_without_copying() {
 
 #[tokio::test(start_paused = true)]
 async fn every_retry_is_a_tracing_event_with_attempt_delay_and_reason() {
-    #[derive(Clone, Default)]
-    struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Capture {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-        type Writer = Capture;
-        fn make_writer(&'a self) -> Capture {
-            self.clone()
-        }
-    }
-    let capture = Capture::default();
-    let sub = tracing_subscriber::fmt()
-        .with_writer(capture.clone())
-        .with_ansi(false)
-        .finish();
-    let _g = tracing::subscriber::set_default(sub);
+    let capture = palisade_core::test_util::LogCapture::new();
+    let _g = capture.set_default();
 
     let mock = MockUpstream::new();
     mock.push(Reply::status(429).header("retry-after", "3"));
     mock.push(Reply::status(529));
     let (res, _) = call(exact().base_delay(ms(50)), &mock).await;
     assert_eq!(res.unwrap().status(), StatusCode::OK);
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.contents();
     let lines: Vec<_> = logs.lines().filter(|l| l.contains("retrying")).collect();
     assert_eq!(lines.len(), 2, "{logs}");
     assert!(
