@@ -1,6 +1,10 @@
 //! A WHATWG-conformant `text/event-stream` decoder: zero-copy, bounded, over
 //! any `http_body::Body`.
 //!
+//! For layers that only need to know what kind of events pass by (data,
+//! keep-alive, in-band error) without decoding them, [`EventScanner`] watches
+//! the bytes with a few bytes of state.
+//!
 //! Streaming LLM APIs answer in server-sent events. [`EventStream`] turns a
 //! response body into a `Stream` of [`Event`]s; [`Decoder`] is the
 //! incremental parser underneath, for callers that hold bytes rather than a
@@ -33,9 +37,11 @@
 mod decoder;
 mod error;
 mod event;
+mod scanner;
 mod stream;
 
 pub use decoder::{DEFAULT_MAX_EVENT_BYTES, Decoder};
 pub use error::SseError;
 pub use event::Event;
+pub use scanner::{EventScanner, Scanned};
 pub use stream::EventStream;

@@ -8,11 +8,11 @@ use std::time::Duration;
 use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use palisade_core::{BoxError, Budget, Elapsed};
+use palisade_sse::EventScanner;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use crate::layer::TimeoutLayer;
-use crate::sse::Progress;
 
 pin_project! {
     /// A response body under the idle and total deadlines.
@@ -31,7 +31,7 @@ pin_project! {
         total: Option<Duration>,
         total_at: Option<Instant>,
         last_progress: Option<Instant>,
-        sse: Option<Progress>,
+        sse: Option<EventScanner>,
         expired: bool,
     }
 }
@@ -46,7 +46,7 @@ impl<B> TimeoutBody<B> {
             total: config.total,
             total_at,
             last_progress: None,
-            sse: (config.sse_aware && idle.is_some()).then(Progress::default),
+            sse: (config.sse_aware && idle.is_some()).then(EventScanner::new),
             expired: false,
         }
     }
@@ -151,11 +151,12 @@ where
     }
 }
 
-/// Feeds a frame's bytes to the scanner, without copying.
-fn feed<D: Buf>(sse: &mut Progress, data: &D) -> usize {
+/// Feeds a frame's bytes to the scanner, without copying; returns how many
+/// data events (progress) they completed.
+fn feed<D: Buf>(sse: &mut EventScanner, data: &D) -> usize {
     let chunk = data.chunk();
     if chunk.len() == data.remaining() {
-        return sse.feed(chunk);
+        return sse.feed(chunk).data_events;
     }
     // A multi-chunk `Buf` (rare: hyper and palisade hand on `Bytes`).
     let mut slices = [std::io::IoSlice::new(&[]); 16];
@@ -163,7 +164,7 @@ fn feed<D: Buf>(sse: &mut Progress, data: &D) -> usize {
     let mut events = 0;
     let mut seen = 0;
     for s in &slices[..n] {
-        events += sse.feed(s);
+        events += sse.feed(s).data_events;
         seen += s.len();
     }
     if seen < data.remaining() {

@@ -70,7 +70,6 @@ mod body;
 mod future;
 mod layer;
 mod service;
-mod sse;
 
 pub use body::TimeoutBody;
 pub use future::ResponseFuture;
