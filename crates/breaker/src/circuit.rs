@@ -1,0 +1,431 @@
+//! The shared state machine: admission, outcome windows, transitions.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use palisade_core::CircuitOpen;
+use tokio::time::Instant;
+
+use crate::config::{Config, Window};
+
+/// The breaker's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Calls pass; outcomes are counted.
+    Closed,
+    /// Calls are refused until the open time is over.
+    Open,
+    /// A few probe calls pass; their outcomes decide.
+    HalfOpen,
+}
+
+impl State {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Open,
+            2 => Self::HalfOpen,
+            _ => Self::Closed,
+        }
+    }
+
+    /// `0` closed, `1` open, `2` half-open (the gateway's metric values).
+    pub fn as_u8(self) -> u8 {
+        match self {
+            Self::Closed => 0,
+            Self::Open => 1,
+            Self::HalfOpen => 2,
+        }
+    }
+}
+
+/// A change of state, as passed to the transition hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transition {
+    /// The state before.
+    pub from: State,
+    /// The state after.
+    pub to: State,
+    /// How long it stays open (for a transition to `Open`).
+    pub open_for: Option<Duration>,
+}
+
+/// What one call amounted to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Success,
+    Failure,
+}
+
+const EMPTY: u8 = 0;
+const OK: u8 = 1;
+const FAIL: u8 = 2;
+
+struct Bucket {
+    sec: AtomicU64,
+    calls: AtomicU32,
+    failures: AtomicU32,
+}
+
+struct Transit {
+    trips: u32,
+}
+
+pub(crate) struct Circuit {
+    pub(crate) config: Config,
+    state: AtomicU8,
+    /// Bumped by every transition; probes remember it.
+    generation: AtomicU64,
+    origin: Instant,
+    /// Milliseconds after `origin` when the open state ends.
+    open_until_ms: AtomicU64,
+    ring: Box<[AtomicU8]>,
+    calls: AtomicU64,
+    ring_failures: AtomicU64,
+    buckets: Box<[Bucket]>,
+    consecutive: AtomicU32,
+    probes_left: AtomicU32,
+    probe_successes: AtomicU32,
+    transit: Mutex<Transit>,
+}
+
+impl fmt::Debug for Circuit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Circuit")
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The right to make one call, recorded (or not) when the call ends.
+#[derive(Debug)]
+pub(crate) struct Permit {
+    circuit: Arc<Circuit>,
+    probe: Option<u64>,
+    done: bool,
+}
+
+impl Permit {
+    pub(crate) fn record(mut self, verdict: Verdict) {
+        self.done = true;
+        match self.probe {
+            Some(generation) => self.circuit.record_probe(generation, verdict),
+            None => self.circuit.record(verdict),
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        // A call that ended without an outcome (cancelled, or ignored by the
+        // classifier) is not the upstream's doing: nothing is recorded, and
+        // a probe's slot goes back for another probe.
+        if !self.done
+            && let Some(generation) = self.probe
+        {
+            self.circuit.release_probe(generation);
+        }
+    }
+}
+
+impl Circuit {
+    pub(crate) fn new(config: Config) -> Self {
+        let ring = match config.window {
+            Window::Count(n) => (0..n).map(|_| AtomicU8::new(EMPTY)).collect(),
+            Window::Time(_) => Box::default(),
+        };
+        let buckets = match config.window {
+            Window::Time(d) => (0..d.as_secs().max(1))
+                .map(|_| Bucket {
+                    sec: AtomicU64::new(0),
+                    calls: AtomicU32::new(0),
+                    failures: AtomicU32::new(0),
+                })
+                .collect(),
+            Window::Count(_) => Box::default(),
+        };
+        Self {
+            config,
+            state: AtomicU8::new(State::Closed.as_u8()),
+            generation: AtomicU64::new(0),
+            origin: Instant::now(),
+            open_until_ms: AtomicU64::new(0),
+            ring,
+            calls: AtomicU64::new(0),
+            ring_failures: AtomicU64::new(0),
+            buckets,
+            consecutive: AtomicU32::new(0),
+            probes_left: AtomicU32::new(0),
+            probe_successes: AtomicU32::new(0),
+            transit: Mutex::new(Transit { trips: 0 }),
+        }
+    }
+
+    pub(crate) fn state(&self) -> State {
+        State::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn remaining(&self) -> Duration {
+        let until = self.open_until_ms.load(Ordering::Acquire);
+        Duration::from_millis(until.saturating_sub(self.now_ms()))
+    }
+
+    /// Admits a call, or refuses it with the time left open.
+    pub(crate) fn acquire(self: &Arc<Self>) -> Result<Permit, CircuitOpen> {
+        loop {
+            match self.state() {
+                State::Closed => {
+                    return Ok(Permit {
+                        circuit: self.clone(),
+                        probe: None,
+                        done: false,
+                    });
+                }
+                State::Open => {
+                    let left = self.remaining();
+                    if !left.is_zero() {
+                        return Err(CircuitOpen::new(left));
+                    }
+                    self.to_half_open();
+                }
+                State::HalfOpen => {
+                    // The rare path: under the transition lock, so that a
+                    // probe slot always belongs to the half-open period it
+                    // was taken in.
+                    let _t = self.lock();
+                    if self.state() != State::HalfOpen {
+                        continue;
+                    }
+                    let left = self.probes_left.load(Ordering::Acquire);
+                    if left == 0 {
+                        // Every probe is out: refuse until they report.
+                        return Err(CircuitOpen::new(Duration::ZERO));
+                    }
+                    self.probes_left.store(left - 1, Ordering::Release);
+                    return Ok(Permit {
+                        circuit: self.clone(),
+                        probe: Some(self.generation.load(Ordering::Acquire)),
+                        done: false,
+                    });
+                }
+            }
+        }
+    }
+
+    fn record(&self, verdict: Verdict) {
+        if self.state() != State::Closed {
+            // A call admitted before the circuit opened: old news.
+            return;
+        }
+        let failed = verdict == Verdict::Failure;
+        let consecutive = if failed {
+            self.consecutive.fetch_add(1, Ordering::AcqRel) + 1
+        } else {
+            self.consecutive.store(0, Ordering::Release);
+            0
+        };
+        let (calls, failures) = match self.config.window {
+            Window::Count(n) => {
+                let i = self.calls.fetch_add(1, Ordering::AcqRel);
+                let slot = &self.ring[(i % n as u64) as usize];
+                let old = slot.swap(if failed { FAIL } else { OK }, Ordering::AcqRel);
+                let f = match (old == FAIL, failed) {
+                    (false, true) => self.ring_failures.fetch_add(1, Ordering::AcqRel) + 1,
+                    (true, false) => self.ring_failures.fetch_sub(1, Ordering::AcqRel) - 1,
+                    _ => self.ring_failures.load(Ordering::Acquire),
+                };
+                ((i + 1).min(n as u64), f)
+            }
+            Window::Time(_) => self.record_bucket(failed),
+        };
+        if !failed {
+            return;
+        }
+        let by_consecutive = self
+            .config
+            .consecutive_failures
+            .is_some_and(|t| consecutive >= t);
+        let by_rate = self.config.failure_rate.is_some_and(|rate| {
+            calls >= u64::from(self.config.minimum_calls)
+                && calls > 0
+                && failures as f64 / calls as f64 >= rate
+        });
+        if by_consecutive || by_rate {
+            self.trip(State::Closed);
+        }
+    }
+
+    fn record_bucket(&self, failed: bool) -> (u64, u64) {
+        let sec = self.origin.elapsed().as_secs() + 1;
+        let n = self.buckets.len() as u64;
+        let b = &self.buckets[(sec % n) as usize];
+        let seen = b.sec.load(Ordering::Acquire);
+        if seen != sec
+            && b.sec
+                .compare_exchange(seen, sec, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            b.calls.store(0, Ordering::Release);
+            b.failures.store(0, Ordering::Release);
+        }
+        b.calls.fetch_add(1, Ordering::AcqRel);
+        if failed {
+            b.failures.fetch_add(1, Ordering::AcqRel);
+        }
+        let oldest = sec.saturating_sub(n - 1);
+        let (mut calls, mut failures) = (0u64, 0u64);
+        for b in self.buckets.iter() {
+            let at = b.sec.load(Ordering::Acquire);
+            if at >= oldest && at <= sec {
+                calls += u64::from(b.calls.load(Ordering::Acquire));
+                failures += u64::from(b.failures.load(Ordering::Acquire));
+            }
+        }
+        (calls, failures)
+    }
+
+    fn record_probe(&self, generation: u64, verdict: Verdict) {
+        let close = {
+            let _t = self.lock();
+            if self.generation.load(Ordering::Acquire) != generation {
+                return;
+            }
+            match verdict {
+                Verdict::Failure => false,
+                Verdict::Success => {
+                    let ok = self.probe_successes.load(Ordering::Acquire) + 1;
+                    self.probe_successes.store(ok, Ordering::Release);
+                    if ok < self.config.half_open_calls {
+                        return;
+                    }
+                    true
+                }
+            }
+        };
+        if close {
+            self.close(State::HalfOpen);
+        } else {
+            self.trip(State::HalfOpen);
+        }
+    }
+
+    fn release_probe(&self, generation: u64) {
+        let _t = self.lock();
+        if self.generation.load(Ordering::Acquire) == generation {
+            self.probes_left.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Transit> {
+        // Every critical section leaves Transit valid: ignore poisoning.
+        self.transit.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Opens the circuit if it is still `from`.
+    pub(crate) fn trip(&self, from: State) {
+        let open_for = {
+            let mut t = self.lock();
+            if self.state() != from {
+                return;
+            }
+            let open_for = self.config.open_duration(t.trips);
+            t.trips = t.trips.saturating_add(1);
+            let until = self.now_ms().saturating_add(open_for.as_millis() as u64);
+            self.open_until_ms.store(until, Ordering::Release);
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            self.state.store(State::Open.as_u8(), Ordering::Release);
+            open_for
+        };
+        self.announce(from, State::Open, Some(open_for));
+    }
+
+    fn to_half_open(&self) {
+        {
+            let _t = self.lock();
+            if self.state() != State::Open || !self.remaining().is_zero() {
+                return;
+            }
+            self.probe_successes.store(0, Ordering::Release);
+            self.probes_left
+                .store(self.config.half_open_calls, Ordering::Release);
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            self.state.store(State::HalfOpen.as_u8(), Ordering::Release);
+        }
+        self.announce(State::Open, State::HalfOpen, None);
+    }
+
+    /// Closes the circuit if it is still `from`, with a clean window.
+    pub(crate) fn close(&self, from: State) {
+        {
+            let mut t = self.lock();
+            if self.state() != from {
+                return;
+            }
+            t.trips = 0;
+            self.clear_window();
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            self.state.store(State::Closed.as_u8(), Ordering::Release);
+        }
+        self.announce(from, State::Closed, None);
+    }
+
+    fn clear_window(&self) {
+        for s in self.ring.iter() {
+            s.store(EMPTY, Ordering::Release);
+        }
+        self.calls.store(0, Ordering::Release);
+        self.ring_failures.store(0, Ordering::Release);
+        for b in self.buckets.iter() {
+            b.sec.store(0, Ordering::Release);
+        }
+        self.consecutive.store(0, Ordering::Release);
+    }
+
+    /// The calls and failures currently in the window.
+    pub(crate) fn window_counts(&self) -> (u64, u64) {
+        match self.config.window {
+            Window::Count(n) => (
+                self.calls.load(Ordering::Acquire).min(n as u64),
+                self.ring_failures.load(Ordering::Acquire),
+            ),
+            Window::Time(_) => {
+                let sec = self.origin.elapsed().as_secs() + 1;
+                let oldest = sec.saturating_sub(self.buckets.len() as u64 - 1);
+                self.buckets
+                    .iter()
+                    .filter(|b| {
+                        let at = b.sec.load(Ordering::Acquire);
+                        at >= oldest && at <= sec
+                    })
+                    .fold((0, 0), |(c, f), b| {
+                        (
+                            c + u64::from(b.calls.load(Ordering::Acquire)),
+                            f + u64::from(b.failures.load(Ordering::Acquire)),
+                        )
+                    })
+            }
+        }
+    }
+
+    fn announce(&self, from: State, to: State, open_for: Option<Duration>) {
+        let name = self.config.name.as_deref().unwrap_or("breaker");
+        match to {
+            State::Open => tracing::warn!(
+                breaker = name,
+                from = ?from,
+                open_for_ms = open_for.map_or(0, |d| d.as_millis() as u64),
+                "circuit opened: calls are refused"
+            ),
+            State::HalfOpen => tracing::info!(breaker = name, "circuit half-open: probing"),
+            State::Closed => tracing::info!(breaker = name, from = ?from, "circuit closed"),
+        }
+        if let Some(hook) = &self.config.on_transition {
+            hook(Transition { from, to, open_for });
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! [`ResponseFuture`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Response;
+use palisade_core::classify::{Classification, ClassifyOutcome, Outcome, Reason};
+use palisade_core::{BoxError, CircuitOpen};
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+
+use crate::body::BreakerBody;
+use crate::circuit::{Permit, Verdict};
+
+pin_project! {
+    /// The future of [`Breaker`](crate::Breaker)'s `call`: the inner call, or
+    /// the refusal of an open circuit.
+    #[derive(Debug)]
+    pub struct ResponseFuture<F, C> {
+        #[pin]
+        kind: Kind<F>,
+        permit: Option<Permit>,
+        classifier: Option<C>,
+        slow: Option<Duration>,
+        start: Option<Instant>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    #[derive(Debug)]
+    enum Kind<F> {
+        Call { #[pin] fut: F },
+        Refused { err: Option<CircuitOpen> },
+    }
+}
+
+impl<F, C> ResponseFuture<F, C> {
+    pub(crate) fn new(fut: F, permit: Permit, classifier: C, slow: Option<Duration>) -> Self {
+        Self {
+            kind: Kind::Call { fut },
+            permit: Some(permit),
+            classifier: Some(classifier),
+            slow,
+            start: slow.map(|_| Instant::now()),
+        }
+    }
+
+    pub(crate) fn refused(err: CircuitOpen) -> Self {
+        Self {
+            kind: Kind::Refused { err: Some(err) },
+            permit: None,
+            classifier: None,
+            slow: None,
+            start: None,
+        }
+    }
+}
+
+/// What a classification means for the circuit: `None` when the outcome says
+/// nothing about the upstream (refused locally, invalid request).
+pub(crate) fn verdict(class: Classification) -> Option<Verdict> {
+    if class.is_failure() {
+        return Some(Verdict::Failure);
+    }
+    match class.reason() {
+        Reason::RateLimitedLocally | Reason::CircuitOpen | Reason::InvalidRequest => None,
+        _ => Some(Verdict::Success),
+    }
+}
+
+impl<F, B, E, C> Future for ResponseFuture<F, C>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    C: ClassifyOutcome,
+{
+    type Output = Result<Response<BreakerBody<B, C>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let fut = match this.kind.project() {
+            KindProj::Refused { err } => {
+                return Poll::Ready(Err(match err.take() {
+                    Some(e) => e.into(),
+                    None => "palisade-breaker: response future polled after completion".into(),
+                }));
+            }
+            KindProj::Call { fut } => fut,
+        };
+        let result = match fut.poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(r) => r.map_err(Into::into),
+        };
+        let (Some(permit), Some(classifier)) = (this.permit.take(), this.classifier.take()) else {
+            return Poll::Ready(Err(
+                "palisade-breaker: response future polled after completion".into(),
+            ));
+        };
+        match result {
+            Err(e) => {
+                if let Some(v) = verdict(classifier.classify(Outcome::Error(&*e))) {
+                    permit.record(v);
+                }
+                Poll::Ready(Err(e))
+            }
+            Ok(res) => {
+                let v = verdict(classifier.classify(Outcome::response(&res)));
+                let res = match v {
+                    // A failure status is known now; a success only when the
+                    // body ends.
+                    Some(Verdict::Failure) => {
+                        permit.record(Verdict::Failure);
+                        res.map(|b| BreakerBody::passthrough(b))
+                    }
+                    None => res.map(|b| BreakerBody::passthrough(b)),
+                    Some(Verdict::Success) => {
+                        let sse = res
+                            .headers()
+                            .get(http::header::CONTENT_TYPE)
+                            .and_then(|v| v.to_str().ok())
+                            .is_some_and(|v| v.starts_with("text/event-stream"));
+                        let (slow, start) = (*this.slow, *this.start);
+                        res.map(|b| BreakerBody::watching(b, permit, classifier, sse, slow, start))
+                    }
+                };
+                Poll::Ready(Ok(res))
+            }
+        }
+    }
+}
