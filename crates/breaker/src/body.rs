@@ -71,7 +71,7 @@ impl<B, C> BreakerBody<B, C> {
     }
 }
 
-fn end_verdict(slow: Option<Duration>, start: Option<Instant>) -> Verdict {
+pub(crate) fn end_verdict(slow: Option<Duration>, start: Option<Instant>) -> Verdict {
     match (slow, start) {
         (Some(limit), Some(t0)) if t0.elapsed() > limit => Verdict::Failure,
         _ => Verdict::Success,

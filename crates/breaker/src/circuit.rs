@@ -223,17 +223,25 @@ impl Circuit {
             return;
         }
         let failed = verdict == Verdict::Failure;
+        // Steady state writes as little shared memory as it can: a success
+        // leaves an already-zero streak and an already-"ok" slot alone.
         let consecutive = if failed {
             self.consecutive.fetch_add(1, Ordering::AcqRel) + 1
         } else {
-            self.consecutive.store(0, Ordering::Release);
+            if self.consecutive.load(Ordering::Acquire) != 0 {
+                self.consecutive.store(0, Ordering::Release);
+            }
             0
         };
         let (calls, failures) = match self.config.window {
             Window::Count(n) => {
                 let i = self.calls.fetch_add(1, Ordering::AcqRel);
                 let slot = &self.ring[(i % n as u64) as usize];
-                let old = slot.swap(if failed { FAIL } else { OK }, Ordering::AcqRel);
+                let new = if failed { FAIL } else { OK };
+                let old = match slot.load(Ordering::Acquire) {
+                    same if same == new => same,
+                    _ => slot.swap(new, Ordering::AcqRel),
+                };
                 let f = match (old == FAIL, failed) {
                     (false, true) => self.ring_failures.fetch_add(1, Ordering::AcqRel) + 1,
                     (true, false) => self.ring_failures.fetch_sub(1, Ordering::AcqRel) - 1,

@@ -74,6 +74,7 @@ pub(crate) fn verdict(class: Classification) -> Option<Verdict> {
 impl<F, B, E, C> Future for ResponseFuture<F, C>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    B: http_body::Body,
     E: Into<BoxError>,
     C: ClassifyOutcome,
 {
@@ -116,6 +117,13 @@ where
                         res.map(|b| BreakerBody::passthrough(b))
                     }
                     None => res.map(|b| BreakerBody::passthrough(b)),
+                    // Nothing to stream (e.g. 204): consumers will not poll
+                    // an ended body, so the outcome is known now.
+                    Some(Verdict::Success) if res.body().is_end_stream() => {
+                        let (slow, start) = (*this.slow, *this.start);
+                        permit.record(crate::body::end_verdict(slow, start));
+                        res.map(|b| BreakerBody::passthrough(b))
+                    }
                     Some(Verdict::Success) => {
                         let sse = res
                             .headers()

@@ -54,6 +54,7 @@ impl<S, B, RB, C> Service<Request<B>> for Breaker<S, C>
 where
     S: Service<Request<B>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
+    RB: http_body::Body,
     C: ClassifyOutcome + Clone,
 {
     type Response = Response<BreakerBody<RB, C>>;

@@ -305,6 +305,27 @@ async fn a_complete_stream_is_a_success_and_a_dropped_one_is_nothing() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_empty_success_is_recorded_without_polling_its_body() {
+    let layer = BreakerLayer::builder()
+        .failure_rate(1.0)
+        .minimum_calls(1)
+        .build()
+        .unwrap();
+    let svc = layer.layer(tower::service_fn(|_: Request<RequestBody>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(
+            http_body_util::Empty::<bytes::Bytes>::new(),
+        ))
+    }));
+    let res = svc.oneshot(req(false)).await.unwrap();
+    assert_eq!(
+        layer.handle().window(),
+        (1, 0),
+        "recorded before the body was touched"
+    );
+    drop(res);
+}
+
+#[tokio::test(start_paused = true)]
 async fn client_errors_and_429_are_not_failures_by_default() {
     let layer = BreakerLayer::builder()
         .no_failure_rate()
