@@ -106,7 +106,7 @@ fn bench(c: &mut Criterion) {
                     }
                 })
             };
-            let mut mine = svc.clone();
+            let mut mine = svc;
             let t0 = Instant::now();
             for _ in 0..iters {
                 one_call(&mut mine);

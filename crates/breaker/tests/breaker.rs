@@ -406,3 +406,83 @@ fn invalid_settings_are_named() {
         .unwrap_err();
     assert!(e.to_string().contains("no trip policy"), "{e}");
 }
+
+/// Many tasks hammering one breaker through a trip and a recovery: in
+/// half-open never more than `half_open_calls` probes are in flight.
+#[tokio::test(start_paused = true)]
+async fn concurrent_callers_never_exceed_the_probe_limit() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let layer = BreakerLayer::builder()
+        .no_failure_rate()
+        .consecutive_failures(3)
+        .open_for(secs(1))
+        .half_open_calls(2)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let failing = Arc::new(AtomicBool::new(true));
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let max_probes = Arc::new(AtomicUsize::new(0));
+    let inner = {
+        let (failing, in_flight, max_probes, handle) = (
+            failing.clone(),
+            in_flight.clone(),
+            max_probes.clone(),
+            handle.clone(),
+        );
+        tower::service_fn(move |_: Request<RequestBody>| {
+            let (failing, in_flight, max_probes, handle) = (
+                failing.clone(),
+                in_flight.clone(),
+                max_probes.clone(),
+                handle.clone(),
+            );
+            async move {
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                if handle.state() == State::HalfOpen {
+                    max_probes.fetch_max(now, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                let code = if failing.load(Ordering::SeqCst) {
+                    500
+                } else {
+                    200
+                };
+                let mut res = http::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
+                *res.status_mut() = StatusCode::from_u16(code).unwrap();
+                Ok::<_, std::convert::Infallible>(res)
+            }
+        })
+    };
+    let svc = layer.layer(inner);
+    let refused = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (svc, refused) = (svc.clone(), refused.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..40 {
+                match svc.clone().oneshot(req(false)).await {
+                    Ok(_) => {}
+                    Err(e) if e.is::<CircuitOpen>() => {
+                        refused.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }));
+    }
+    // Let it trip, then heal the upstream.
+    tokio::time::sleep(secs(1)).await;
+    assert_ne!(handle.state(), State::Closed, "it tripped under load");
+    failing.store(false, Ordering::SeqCst);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(handle.state(), State::Closed, "it recovered");
+    assert!(refused.load(Ordering::SeqCst) > 0);
+    let max = max_probes.load(Ordering::SeqCst);
+    assert!(max >= 1 && max <= 2, "{max} probes in flight at once");
+}
