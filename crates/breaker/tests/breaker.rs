@@ -484,5 +484,5 @@ async fn concurrent_callers_never_exceed_the_probe_limit() {
     assert_eq!(handle.state(), State::Closed, "it recovered");
     assert!(refused.load(Ordering::SeqCst) > 0);
     let max = max_probes.load(Ordering::SeqCst);
-    assert!(max >= 1 && max <= 2, "{max} probes in flight at once");
+    assert!((1..=2).contains(&max), "{max} probes in flight at once");
 }
