@@ -9,6 +9,7 @@
 //! - `client` (feature `client`): the raw hyper client service
 //! - `timeout` (feature `timeout`): first-byte, idle (SSE-aware) and total deadlines
 //! - `retry` (feature `retry`): backoff that honours provider hints, a retry budget
+//! - `breaker` (feature `breaker`): a circuit breaker that records a stream's outcome when it ends
 //! - `sse` (feature `sse`): the WHATWG `text/event-stream` decoder
 //! - `providers` (feature `providers`): OpenAI and Anthropic wire types, typed
 //!   stream events, aggregators
@@ -38,19 +39,24 @@
 //! The layers land crate by crate; those present today compose like this:
 //!
 //! ```
-//! use palisade::{mock::MockUpstream, retry::RetryLayer, timeout::TimeoutLayer};
+//! use palisade::{breaker::BreakerLayer, mock::MockUpstream, retry::RetryLayer, timeout::TimeoutLayer};
 //! use std::time::Duration;
 //! use tower::ServiceBuilder;
 //!
+//! let breaker = BreakerLayer::builder().build().unwrap();
 //! let svc = ServiceBuilder::new()
 //!     .layer(TimeoutLayer::new().total(Duration::from_secs(300)))
 //!     .layer(RetryLayer::new().max_attempts(3))
+//!     .layer(breaker)
 //!     .layer(TimeoutLayer::new().first_byte(Duration::from_secs(30)).idle(Duration::from_secs(15)).sse_aware(true))
 //!     .service(MockUpstream::new());
 //! # let _ = svc;
 //! ```
 
 pub use palisade_core as core;
+
+#[cfg(feature = "breaker")]
+pub use palisade_breaker as breaker;
 
 #[cfg(feature = "client")]
 pub use palisade_client as client;

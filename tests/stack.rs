@@ -115,3 +115,34 @@ async fn a_ping_only_stream_is_ended_by_the_sse_aware_idle_deadline() {
     assert_eq!(elapsed_budget(&err), Budget::Idle);
     assert_eq!(mock.request_count(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn retries_stop_once_the_breaker_inside_them_opens() {
+    use palisade::breaker::{BreakerLayer, CircuitOpen, State};
+    let mock = MockUpstream::new();
+    mock.set_default(Reply::status(503));
+    let breaker = BreakerLayer::builder()
+        .no_failure_rate()
+        .consecutive_failures(2)
+        .build()
+        .unwrap();
+    let handle = breaker.handle();
+    let svc = ServiceBuilder::new()
+        .layer(RetryLayer::new().jitter(false).max_attempts(5))
+        .layer(breaker)
+        .service(mock.clone());
+    let err = svc
+        .oneshot(stream_req("/v1/chat/completions", "x"))
+        .await
+        .unwrap_err();
+    assert!(
+        palisade::core::find::<CircuitOpen>(&*err).is_some(),
+        "{err}"
+    );
+    assert_eq!(handle.state(), State::Open);
+    assert_eq!(
+        mock.request_count(),
+        2,
+        "two attempts reached the upstream, not five"
+    );
+}
