@@ -29,6 +29,8 @@
 //! - The closed fast path takes no lock: one atomic load to admit, atomic
 //!   updates to record. Transitions are `tracing` events and go to an
 //!   optional hook; [`BreakerHandle`] reads the state and forces it.
+//! - **Keyed** breakers ([`KeyedBreakerLayer`]): one circuit per key (host,
+//!   model, tenant) from a closure over the request, memory bounded.
 //!
 //! | setting | default |
 //! |---|---|
@@ -75,6 +77,7 @@ mod body;
 mod circuit;
 mod config;
 mod future;
+mod keyed;
 mod layer;
 mod service;
 
@@ -82,6 +85,7 @@ pub use body::BreakerBody;
 pub use circuit::{State, Transition};
 pub use config::{BreakerBuilder, ConfigError, Window};
 pub use future::ResponseFuture;
+pub use keyed::{DEFAULT_MAX_KEYS, KeyedBreaker, KeyedBreakerLayer};
 pub use layer::{BreakerHandle, BreakerLayer};
 pub use palisade_core::CircuitOpen;
 pub use service::Breaker;

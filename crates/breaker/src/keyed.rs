@@ -1,0 +1,285 @@
+//! [`KeyedBreakerLayer`]: one circuit per key (host, model, tenant …).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use palisade_core::BoxError;
+use palisade_core::classify::{ClassifyOutcome, LlmClassifier};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::body::BreakerBody;
+use crate::circuit::{Circuit, State};
+use crate::config::{BreakerBuilder, Config, ConfigError, validate};
+use crate::future::ResponseFuture;
+
+/// The default number of keys kept.
+pub const DEFAULT_MAX_KEYS: usize = 10_000;
+
+struct Keyed<K> {
+    config: Config,
+    max_keys: usize,
+    map: RwLock<HashMap<K, Arc<Circuit>>>,
+    /// Used for keys that arrive while the map is full of circuits that are
+    /// in use or open (so memory stays bounded).
+    overflow: Arc<Circuit>,
+}
+
+impl<K: Eq + Hash + Clone> Keyed<K> {
+    fn circuit(&self, key: &K) -> Arc<Circuit> {
+        if let Some(c) = self
+            .map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+        {
+            return c.clone();
+        }
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = map.get(key) {
+            return c.clone();
+        }
+        if map.len() >= self.max_keys {
+            // Forget circuits nobody holds that have nothing to protect.
+            map.retain(|_, c| Arc::strong_count(c) > 1 || c.state() != State::Closed);
+            if map.len() >= self.max_keys {
+                return self.overflow.clone();
+            }
+        }
+        let c = Arc::new(Circuit::new(self.config.clone()));
+        map.insert(key.clone(), c.clone());
+        c
+    }
+}
+
+/// A breaker per key: a failing model or host opens its own circuit and
+/// leaves the others alone.
+///
+/// The key comes from the request, through a closure. At most `max_keys`
+/// circuits are kept: when the map is full, closed circuits not in use are
+/// forgotten (they hold nothing worth keeping); if every circuit is in use or
+/// open, the call is guarded by one shared overflow circuit instead of
+/// growing the map.
+///
+/// # Example
+///
+/// ```
+/// use palisade_breaker::KeyedBreakerLayer;
+///
+/// // One circuit per model, read from a header the router sets.
+/// let layer = KeyedBreakerLayer::builder()
+///     .consecutive_failures(5)
+///     .keyed(|req: &http::Request<palisade_core::RequestBody>| {
+///         req.headers().get("x-model").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
+///     })
+///     .unwrap();
+/// # let _ = layer;
+/// ```
+///
+/// # Clone
+///
+/// Every clone and every service built shares the map of circuits.
+pub struct KeyedBreakerLayer<K, F, C = LlmClassifier> {
+    keyed: Arc<Keyed<K>>,
+    key_fn: F,
+    classifier: C,
+}
+
+impl<K, F: Clone, C: Clone> Clone for KeyedBreakerLayer<K, F, C> {
+    fn clone(&self) -> Self {
+        Self {
+            keyed: self.keyed.clone(),
+            key_fn: self.key_fn.clone(),
+            classifier: self.classifier.clone(),
+        }
+    }
+}
+
+impl<K, F, C> fmt::Debug for KeyedBreakerLayer<K, F, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedBreakerLayer")
+            .field("max_keys", &self.keyed.max_keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyedBreakerLayer<(), ()> {
+    /// A builder with the defaults (as [`BreakerLayer`](crate::BreakerLayer)).
+    pub fn builder() -> BreakerBuilder {
+        BreakerBuilder::default()
+    }
+}
+
+impl BreakerBuilder {
+    /// Builds a keyed breaker: one circuit per `key_fn(request)`, at most
+    /// [`DEFAULT_MAX_KEYS`].
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the invalid setting.
+    pub fn keyed<B, K, F>(self, key_fn: F) -> Result<KeyedBreakerLayer<K, F>, ConfigError>
+    where
+        F: Fn(&Request<B>) -> K,
+    {
+        self.keyed_with_max(key_fn, DEFAULT_MAX_KEYS)
+    }
+
+    /// As [`keyed`](Self::keyed), keeping at most `max_keys` circuits.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the invalid setting (`max_keys` of 0 too).
+    pub fn keyed_with_max<B, K, F>(
+        self,
+        key_fn: F,
+        max_keys: usize,
+    ) -> Result<KeyedBreakerLayer<K, F>, ConfigError>
+    where
+        F: Fn(&Request<B>) -> K,
+    {
+        validate(&self.config)?;
+        if max_keys == 0 {
+            return Err(ConfigError(
+                "max_keys is 0; keep at least one circuit".to_owned(),
+            ));
+        }
+        Ok(KeyedBreakerLayer {
+            keyed: Arc::new(Keyed {
+                overflow: Arc::new(Circuit::new(self.config.clone())),
+                config: self.config,
+                max_keys,
+                map: RwLock::new(HashMap::new()),
+            }),
+            key_fn,
+            classifier: LlmClassifier::new(),
+        })
+    }
+}
+
+impl<K, F, C> KeyedBreakerLayer<K, F, C> {
+    /// Replaces what counts as a failure.
+    pub fn classifier<C2>(self, classifier: C2) -> KeyedBreakerLayer<K, F, C2> {
+        KeyedBreakerLayer {
+            keyed: self.keyed,
+            key_fn: self.key_fn,
+            classifier,
+        }
+    }
+}
+
+impl<K: Eq + Hash, F, C> KeyedBreakerLayer<K, F, C> {
+    /// The state of `key`'s circuit, if it has one.
+    pub fn state(&self, key: &K) -> Option<State> {
+        self.keyed
+            .map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .map(|c| c.state())
+    }
+
+    /// How many circuits are kept.
+    pub fn len(&self) -> usize {
+        self.keyed
+            .map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// True when no circuit is kept yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<S, K, F: Clone, C: Clone> Layer<S> for KeyedBreakerLayer<K, F, C> {
+    type Service = KeyedBreaker<S, K, F, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        KeyedBreaker {
+            inner,
+            keyed: self.keyed.clone(),
+            key_fn: self.key_fn.clone(),
+            classifier: self.classifier.clone(),
+        }
+    }
+}
+
+/// The service of a [`KeyedBreakerLayer`].
+pub struct KeyedBreaker<S, K, F, C> {
+    inner: S,
+    keyed: Arc<Keyed<K>>,
+    key_fn: F,
+    classifier: C,
+}
+
+impl<S: Clone, K, F: Clone, C: Clone> Clone for KeyedBreaker<S, K, F, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            keyed: self.keyed.clone(),
+            key_fn: self.key_fn.clone(),
+            classifier: self.classifier.clone(),
+        }
+    }
+}
+
+impl<S, K, F, C> fmt::Debug for KeyedBreaker<S, K, F, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedBreaker").finish_non_exhaustive()
+    }
+}
+
+impl<S, K, F, C> KeyedBreaker<S, K, F, C> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, by value.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B, RB, K, F, C> Service<Request<B>> for KeyedBreaker<S, K, F, C>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    RB: http_body::Body,
+    K: Eq + Hash + Clone,
+    F: Fn(&Request<B>) -> K,
+    C: ClassifyOutcome + Clone,
+{
+    type Response = Response<BreakerBody<RB, C>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let key = (self.key_fn)(&req);
+        let circuit = self.keyed.circuit(&key);
+        match circuit.acquire() {
+            Ok(permit) => ResponseFuture::new(
+                self.inner.call(req),
+                permit,
+                self.classifier.clone(),
+                circuit.config.slow_call,
+            ),
+            Err(open) => ResponseFuture::refused(open),
+        }
+    }
+}
