@@ -1,8 +1,9 @@
 //! The shared state machine: admission, outcome windows, transitions.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
+
+use crate::sync::{AtomicU8, AtomicU32, AtomicU64, Mutex, Ordering};
 use std::time::Duration;
 
 use palisade_core::CircuitOpen;
@@ -329,7 +330,7 @@ impl Circuit {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Transit> {
+    fn lock(&self) -> impl std::ops::DerefMut<Target = Transit> + '_ {
         // Every critical section leaves Transit valid: ignore poisoning.
         self.transit.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -29,6 +29,9 @@
 //! - The closed fast path takes no lock: one atomic load to admit, atomic
 //!   updates to record. Transitions are `tracing` events and go to an
 //!   optional hook; [`BreakerHandle`] reads the state and forces it.
+//! - The state machine is model-checked with loom (`tests/loom.rs`: a trip
+//!   happens once however failures race, concurrent probes close it once, a
+//!   dropped probe never wedges half-open).
 //! - **Keyed** breakers ([`KeyedBreakerLayer`]): one circuit per key (host,
 //!   model, tenant) from a closure over the request, memory bounded.
 //!
@@ -80,6 +83,7 @@ mod future;
 mod keyed;
 mod layer;
 mod service;
+mod sync;
 
 pub use body::BreakerBody;
 pub use circuit::{State, Transition};
