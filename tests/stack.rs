@@ -146,3 +146,33 @@ async fn retries_stop_once_the_breaker_inside_them_opens() {
         "two attempts reached the upstream, not five"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_stalling_after_200_is_a_breaker_failure_via_the_idle_deadline() {
+    use palisade::breaker::{BreakerLayer, State};
+    let mock = MockUpstream::new();
+    mock.push(Reply::echo().fault_after(1, Fault::Stall));
+    let breaker = BreakerLayer::builder()
+        .no_failure_rate()
+        .consecutive_failures(1)
+        .build()
+        .unwrap();
+    let handle = breaker.handle();
+    let svc = ServiceBuilder::new()
+        .layer(breaker)
+        .layer(TimeoutLayer::new().idle(secs(10)))
+        .service(mock.clone());
+    let res = svc
+        .oneshot(stream_req("/v1/messages", "a b c"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(handle.state(), State::Closed, "a 200 is not yet a success");
+    let err = res.into_body().collect().await.unwrap_err();
+    assert_eq!(elapsed_budget(&err), Budget::Idle);
+    assert_eq!(
+        handle.state(),
+        State::Open,
+        "the stall counted as a failure"
+    );
+}
