@@ -2,7 +2,6 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
@@ -30,8 +29,7 @@ pin_project! {
         permit: Option<Permit>,
         classifier: Option<C>,
         scanner: Option<EventScanner>,
-        slow: Option<Duration>,
-        start: Option<Instant>,
+        slow_at: Option<Instant>,
     }
 }
 
@@ -42,8 +40,7 @@ impl<B, C> BreakerBody<B, C> {
             permit: None,
             classifier: None,
             scanner: None,
-            slow: None,
-            start: None,
+            slow_at: None,
         }
     }
 
@@ -52,16 +49,14 @@ impl<B, C> BreakerBody<B, C> {
         permit: Permit,
         classifier: C,
         sse: bool,
-        slow: Option<Duration>,
-        start: Option<Instant>,
+        slow_at: Option<Instant>,
     ) -> Self {
         Self {
             inner,
             permit: Some(permit),
             classifier: Some(classifier),
             scanner: sse.then(EventScanner::new),
-            slow,
-            start,
+            slow_at,
         }
     }
 
@@ -71,9 +66,9 @@ impl<B, C> BreakerBody<B, C> {
     }
 }
 
-pub(crate) fn end_verdict(slow: Option<Duration>, start: Option<Instant>) -> Verdict {
-    match (slow, start) {
-        (Some(limit), Some(t0)) if t0.elapsed() > limit => Verdict::Failure,
+pub(crate) fn end_verdict(slow_at: Option<Instant>) -> Verdict {
+    match slow_at {
+        Some(at) if Instant::now() > at => Verdict::Failure,
         _ => Verdict::Success,
     }
 }
@@ -96,7 +91,7 @@ where
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
                 if let Some(p) = this.permit.take() {
-                    p.record(end_verdict(*this.slow, *this.start));
+                    p.record(end_verdict(*this.slow_at));
                 }
                 Poll::Ready(None)
             }
@@ -124,7 +119,7 @@ where
                     && let Some(p) = this.permit.take()
                 {
                     // Consumers may stop polling once the body says it ended.
-                    p.record(end_verdict(*this.slow, *this.start));
+                    p.record(end_verdict(*this.slow_at));
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

@@ -103,16 +103,22 @@ impl fmt::Debug for Circuit {
 #[derive(Debug)]
 pub(crate) struct Permit {
     circuit: Arc<Circuit>,
-    probe: Option<u64>,
-    done: bool,
+    /// The half-open generation of a probe; [`NOT_A_PROBE`] otherwise (a
+    /// sentinel rather than an `Option`: the permit travels in every future
+    /// and body, so it is kept small).
+    probe: u64,
 }
+
+const NOT_A_PROBE: u64 = u64::MAX;
+/// A permit whose outcome was recorded.
+const RECORDED: u64 = u64::MAX - 1;
 
 impl Permit {
     pub(crate) fn record(mut self, verdict: Verdict) {
-        self.done = true;
-        match self.probe {
-            Some(generation) => self.circuit.record_probe(generation, verdict),
-            None => self.circuit.record(verdict),
+        let probe = std::mem::replace(&mut self.probe, RECORDED);
+        match probe {
+            NOT_A_PROBE => self.circuit.record(verdict),
+            generation => self.circuit.record_probe(generation, verdict),
         }
     }
 }
@@ -122,10 +128,8 @@ impl Drop for Permit {
         // A call that ended without an outcome (cancelled, or ignored by the
         // classifier) is not the upstream's doing: nothing is recorded, and
         // a probe's slot goes back for another probe.
-        if !self.done
-            && let Some(generation) = self.probe
-        {
-            self.circuit.release_probe(generation);
+        if self.probe < RECORDED {
+            self.circuit.release_probe(self.probe);
         }
     }
 }
@@ -183,8 +187,7 @@ impl Circuit {
                 State::Closed => {
                     return Ok(Permit {
                         circuit: self.clone(),
-                        probe: None,
-                        done: false,
+                        probe: NOT_A_PROBE,
                     });
                 }
                 State::Open => {
@@ -210,8 +213,7 @@ impl Circuit {
                     self.probes_left.store(left - 1, Ordering::Release);
                     return Ok(Permit {
                         circuit: self.clone(),
-                        probe: Some(self.generation.load(Ordering::Acquire)),
-                        done: false,
+                        probe: self.generation.load(Ordering::Acquire),
                     });
                 }
             }

@@ -23,8 +23,8 @@ pin_project! {
         kind: Kind<F>,
         permit: Option<Permit>,
         classifier: Option<C>,
-        slow: Option<Duration>,
-        start: Option<Instant>,
+        // When the call becomes slow (set only with a slow-call threshold).
+        slow_at: Option<Instant>,
     }
 }
 
@@ -43,8 +43,7 @@ impl<F, C> ResponseFuture<F, C> {
             kind: Kind::Call { fut },
             permit: Some(permit),
             classifier: Some(classifier),
-            slow,
-            start: slow.map(|_| Instant::now()),
+            slow_at: slow.map(|d| Instant::now() + d),
         }
     }
 
@@ -53,8 +52,7 @@ impl<F, C> ResponseFuture<F, C> {
             kind: Kind::Refused { err: Some(err) },
             permit: None,
             classifier: None,
-            slow: None,
-            start: None,
+            slow_at: None,
         }
     }
 }
@@ -120,8 +118,7 @@ where
                     // Nothing to stream (e.g. 204): consumers will not poll
                     // an ended body, so the outcome is known now.
                     Some(Verdict::Success) if res.body().is_end_stream() => {
-                        let (slow, start) = (*this.slow, *this.start);
-                        permit.record(crate::body::end_verdict(slow, start));
+                        permit.record(crate::body::end_verdict(*this.slow_at));
                         res.map(|b| BreakerBody::passthrough(b))
                     }
                     Some(Verdict::Success) => {
@@ -130,8 +127,8 @@ where
                             .get(http::header::CONTENT_TYPE)
                             .and_then(|v| v.to_str().ok())
                             .is_some_and(|v| v.starts_with("text/event-stream"));
-                        let (slow, start) = (*this.slow, *this.start);
-                        res.map(|b| BreakerBody::watching(b, permit, classifier, sse, slow, start))
+                        let slow_at = *this.slow_at;
+                        res.map(|b| BreakerBody::watching(b, permit, classifier, sse, slow_at))
                     }
                 };
                 Poll::Ready(Ok(res))
