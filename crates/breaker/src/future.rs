@@ -57,6 +57,29 @@ impl<F, C> ResponseFuture<F, C> {
     }
 }
 
+/// Admits a call through `circuit` (calling `inner`) or refuses it: the
+/// `call` of both breaker services.
+pub(crate) fn admit<S, B, C>(
+    circuit: &std::sync::Arc<crate::circuit::Circuit>,
+    inner: &mut S,
+    req: http::Request<B>,
+    classifier: &C,
+) -> ResponseFuture<S::Future, C>
+where
+    S: tower_service::Service<http::Request<B>>,
+    C: Clone,
+{
+    match circuit.acquire() {
+        Ok(permit) => ResponseFuture::new(
+            inner.call(req),
+            permit,
+            classifier.clone(),
+            circuit.config.slow_call,
+        ),
+        Err(open) => ResponseFuture::refused(open),
+    }
+}
+
 /// What a classification means for the circuit: `None` when the outcome says
 /// nothing about the upstream (refused locally, invalid request).
 pub(crate) fn verdict(class: Classification) -> Option<Verdict> {

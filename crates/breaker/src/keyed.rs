@@ -270,16 +270,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let key = (self.key_fn)(&req);
-        let circuit = self.keyed.circuit(&key);
-        match circuit.acquire() {
-            Ok(permit) => ResponseFuture::new(
-                self.inner.call(req),
-                permit,
-                self.classifier.clone(),
-                circuit.config.slow_call,
-            ),
-            Err(open) => ResponseFuture::refused(open),
-        }
+        let circuit = self.keyed.circuit(&(self.key_fn)(&req));
+        crate::future::admit(&circuit, &mut self.inner, req, &self.classifier)
     }
 }

@@ -68,14 +68,6 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        match self.circuit.acquire() {
-            Ok(permit) => ResponseFuture::new(
-                self.inner.call(req),
-                permit,
-                self.classifier.clone(),
-                self.circuit.config.slow_call,
-            ),
-            Err(open) => ResponseFuture::refused(open),
-        }
+        crate::future::admit(&self.circuit, &mut self.inner, req, &self.classifier)
     }
 }

@@ -473,20 +473,7 @@ pub fn anthropic_response_to_openai(res: &anthropic::MessagesResponse) -> openai
         .content
         .iter()
         .filter(|b| b.kind == "tool_use")
-        .map(|b| openai::ToolCall {
-            id: b.id.clone(),
-            kind: Maybe::Present("function".to_owned()),
-            function: Maybe::Present(openai::FunctionCall {
-                name: b.name.clone(),
-                arguments: Maybe::Present(
-                    b.input
-                        .get()
-                        .map_or_else(|| "{}".to_owned(), Value::to_string),
-                ),
-                extra: Map::new(),
-            }),
-            ..Default::default()
-        })
+        .map(tool_use_to_call)
         .collect();
     let input = res.usage.input_tokens.get().copied().unwrap_or(0);
     let output = res.usage.output_tokens.get().copied().unwrap_or(0);
