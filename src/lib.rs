@@ -9,6 +9,7 @@
 //! - `client` (feature `client`): the raw hyper client service
 //! - `timeout` (feature `timeout`): first-byte, idle (SSE-aware) and total deadlines
 //! - `retry` (feature `retry`): backoff that honours provider hints, a retry budget
+//! - `ratelimit` (feature `ratelimit`): a GCRA token bucket shared by clones, by requests or weighted cost
 //! - `breaker` (feature `breaker`): a circuit breaker that records a stream's outcome when it ends
 //! - `sse` (feature `sse`): the WHATWG `text/event-stream` decoder
 //! - `providers` (feature `providers`): OpenAI and Anthropic wire types, typed
@@ -39,7 +40,7 @@
 //! The layers land crate by crate; those present today compose like this:
 //!
 //! ```
-//! use palisade::{breaker::BreakerLayer, mock::MockUpstream, retry::RetryLayer, timeout::TimeoutLayer};
+//! use palisade::{breaker::BreakerLayer, mock::MockUpstream, ratelimit::RateLimitLayer, retry::RetryLayer, timeout::TimeoutLayer};
 //! use std::time::Duration;
 //! use tower::ServiceBuilder;
 //!
@@ -47,6 +48,7 @@
 //! let svc = ServiceBuilder::new()
 //!     .layer(TimeoutLayer::new().total(Duration::from_secs(300)))
 //!     .layer(RetryLayer::new().max_attempts(3))
+//!     .layer(RateLimitLayer::try_new(20, 10.0).unwrap().wait(Duration::from_secs(2)))
 //!     .layer(breaker)
 //!     .layer(TimeoutLayer::new().first_byte(Duration::from_secs(30)).idle(Duration::from_secs(15)).sse_aware(true))
 //!     .service(MockUpstream::new());
@@ -66,6 +68,9 @@ pub use palisade_mock as mock;
 
 #[cfg(feature = "providers")]
 pub use palisade_providers as providers;
+
+#[cfg(feature = "ratelimit")]
+pub use palisade_ratelimit as ratelimit;
 
 #[cfg(feature = "retry")]
 pub use palisade_retry as retry;

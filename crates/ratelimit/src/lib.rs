@@ -1,0 +1,55 @@
+//! Token-bucket rate limiting for LLM calls, shared across clones.
+//!
+//! [`RateLimitLayer`] keeps one bucket (capacity = burst, refill rate) for
+//! every clone of the layer and every service it wraps, as GCRA: a single
+//! atomic updated by compare-and-swap, no lock, no background task.
+//!
+//! - **Reject** (default): a call that finds the bucket short fails at once
+//!   with `palisade_core::RateLimited`, which says when capacity returns.
+//! - **Wait** up to `max_wait`: the call reserves its units at once and waits
+//!   for them, so waiters are served in arrival order (FIFO); a longer wait
+//!   is refused at once with the same error. A waiting call that is dropped
+//!   gives its reservation back.
+//! - **Weighted cost**: a request can cost `n` units ([`RequestCost`]), so
+//!   one limiter enforces requests per minute and another tokens per minute.
+//!   A request costing more than the capacity fails at once (it could never
+//!   pass) with a `RateLimited` whose `retry_after` is `None`.
+//!
+//! In the recommended stack the limiter sits below retry and above the
+//! breaker: each attempt is admitted like a fresh call, and calls the breaker
+//! refuses never reach it … nor spend its tokens.
+//!
+//! This is the in-process bucket. Token estimation from the body,
+//! reconciliation with reported usage, keyed limits and the Redis backend
+//! are still to come (issue #4).
+//!
+//! # Example
+//!
+//! ```
+//! use palisade_ratelimit::RateLimitLayer;
+//! use palisade_core::RateLimited;
+//! use tower::{Layer, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let layer = RateLimitLayer::try_new(2, 1.0).unwrap(); // burst 2, 1 per second
+//! let svc = layer.layer(tower::service_fn(|_: http::Request<()>| async {
+//!     Ok::<_, std::convert::Infallible>("ok")
+//! }));
+//! assert!(svc.clone().oneshot(http::Request::new(())).await.is_ok());
+//! assert!(svc.clone().oneshot(http::Request::new(())).await.is_ok());
+//! let err = svc.oneshot(http::Request::new(())).await.unwrap_err();
+//! let limited = err.downcast_ref::<RateLimited>().unwrap();
+//! assert_eq!(limited.retry_after(), Some(std::time::Duration::from_secs(1)));
+//! # }
+//! ```
+
+mod bucket;
+mod future;
+mod layer;
+mod service;
+
+pub use bucket::Bucket;
+pub use future::ResponseFuture;
+pub use layer::{ConfigError, PerRequest, RateLimitLayer, RequestCost};
+pub use palisade_core::RateLimited;
+pub use service::RateLimit;
