@@ -1,60 +1,27 @@
 //! [`KeyedBreakerLayer`]: one circuit per key (host, model, tenant …).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use palisade_core::BoxError;
 use palisade_core::classify::{ClassifyOutcome, LlmClassifier};
+use palisade_core::keyed::KeyedMap;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::BreakerBody;
 use crate::circuit::{Circuit, State};
-use crate::config::{BreakerBuilder, Config, ConfigError, validate};
+use crate::config::{BreakerBuilder, ConfigError, validate};
 use crate::future::ResponseFuture;
 
 /// The default number of keys kept.
 pub const DEFAULT_MAX_KEYS: usize = 10_000;
 
-struct Keyed<K> {
-    config: Config,
-    max_keys: usize,
-    map: RwLock<HashMap<K, Arc<Circuit>>>,
-    /// Used for keys that arrive while the map is full of circuits that are
-    /// in use or open (so memory stays bounded).
-    overflow: Arc<Circuit>,
-}
-
-impl<K: Eq + Hash + Clone> Keyed<K> {
-    fn circuit(&self, key: &K) -> Arc<Circuit> {
-        if let Some(c) = self
-            .map
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(key)
-        {
-            return c.clone();
-        }
-        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(c) = map.get(key) {
-            return c.clone();
-        }
-        if map.len() >= self.max_keys {
-            // Forget circuits nobody holds that have nothing to protect.
-            map.retain(|_, c| Arc::strong_count(c) > 1 || c.state() != State::Closed);
-            if map.len() >= self.max_keys {
-                return self.overflow.clone();
-            }
-        }
-        let c = Arc::new(Circuit::new(self.config.clone()));
-        map.insert(key.clone(), c.clone());
-        c
-    }
-}
+/// The circuits by key: a bounded map shared with the other keyed layers.
+type Keyed<K> = KeyedMap<K, Circuit>;
 
 /// A breaker per key: a failing model or host opens its own circuit and
 /// leaves the others alone.
@@ -102,7 +69,7 @@ impl<K, F: Clone, C: Clone> Clone for KeyedBreakerLayer<K, F, C> {
 impl<K, F, C> fmt::Debug for KeyedBreakerLayer<K, F, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedBreakerLayer")
-            .field("max_keys", &self.keyed.max_keys)
+            .field("circuits", &self.keyed)
             .finish_non_exhaustive()
     }
 }
@@ -147,13 +114,14 @@ impl BreakerBuilder {
                 "max_keys is 0; keep at least one circuit".to_owned(),
             ));
         }
+        let config = self.config;
         Ok(KeyedBreakerLayer {
-            keyed: Arc::new(Keyed {
-                overflow: Arc::new(Circuit::new(self.config.clone())),
-                config: self.config,
+            keyed: Arc::new(KeyedMap::new(
                 max_keys,
-                map: RwLock::new(HashMap::new()),
-            }),
+                move || Circuit::new(config.clone()),
+                // A closed circuit holds nothing worth remembering.
+                |c: &Circuit| c.state() == State::Closed,
+            )),
             key_fn,
             classifier: LlmClassifier::new(),
         })
@@ -174,21 +142,12 @@ impl<K, F, C> KeyedBreakerLayer<K, F, C> {
 impl<K: Eq + Hash, F, C> KeyedBreakerLayer<K, F, C> {
     /// The state of `key`'s circuit, if it has one.
     pub fn state(&self, key: &K) -> Option<State> {
-        self.keyed
-            .map
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(key)
-            .map(|c| c.state())
+        self.keyed.peek(key).map(|c| c.state())
     }
 
     /// How many circuits are kept.
     pub fn len(&self) -> usize {
-        self.keyed
-            .map
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.keyed.len()
     }
 
     /// True when no circuit is kept yet.
@@ -270,7 +229,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let circuit = self.keyed.circuit(&(self.key_fn)(&req));
+        let circuit = self.keyed.get(&(self.key_fn)(&req));
         crate::future::admit(&circuit, &mut self.inner, req, &self.classifier)
     }
 }

@@ -15,6 +15,7 @@
 //!   layer and the circuit breaker.
 //! - [`hint`]: every retry hint the providers send (`Retry-After`,
 //!   `retry-after-ms`, OpenAI's and Anthropic's reset headers).
+//! - [`keyed`]: the bounded per-key map keyed layers share.
 //! - [`body`]: the replayable [`RequestBody`], the request body
 //!   [parsed once](ParsedBody) and shared by every layer, bounded reading.
 //!
@@ -39,6 +40,7 @@ pub mod body;
 pub mod classify;
 mod error;
 pub mod hint;
+pub mod keyed;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 
