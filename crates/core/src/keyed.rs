@@ -6,9 +6,9 @@
 //!
 //! - at most `max_keys` entries;
 //! - when it is full, entries the layer calls *idle* (a closed circuit, a full
-//!   bucket: nothing worth remembering) and that nobody holds are evicted —
-//!   in one scan, at most once per `max_keys` misses, so the cost stays
-//!   amortized O(1);
+//!   bucket: nothing worth remembering) and that nobody holds are evicted in
+//!   one scan; after a scan that freed nothing, the next waits `max_keys`
+//!   misses, so fruitless scans cost amortized O(1) per miss;
 //! - if none can be evicted, the key is served by one shared *overflow*
 //!   entry instead of a new one, which is strict (never more lenient than a
 //!   key of its own) and bounded.
@@ -38,7 +38,8 @@ pub struct KeyedMap<K, V> {
     make: Box<dyn Fn() -> V + Send + Sync>,
     idle: Box<dyn Fn(&V) -> bool + Send + Sync>,
     overflow: Arc<V>,
-    misses_when_full: AtomicUsize,
+    /// Misses to wait before the next scan (after a fruitless one).
+    scan_in: AtomicUsize,
 }
 
 impl<K, V> fmt::Debug for KeyedMap<K, V> {
@@ -65,7 +66,7 @@ impl<K, V> KeyedMap<K, V> {
             make: Box::new(make),
             idle: Box::new(idle),
             overflow,
-            misses_when_full: AtomicUsize::new(0),
+            scan_in: AtomicUsize::new(0),
         }
     }
 
@@ -105,10 +106,15 @@ impl<K: Eq + Hash + Clone, V> KeyedMap<K, V> {
             return v.clone();
         }
         if map.len() >= self.max_keys {
-            // One scan per `max_keys` misses keeps eviction amortized O(1).
-            let n = self.misses_when_full.fetch_add(1, Ordering::Relaxed);
-            if n % self.max_keys == 0 {
+            let wait = self.scan_in.load(Ordering::Relaxed);
+            if wait == 0 {
                 map.retain(|_, v| Arc::strong_count(v) > 1 || !(self.idle)(v));
+                if map.len() >= self.max_keys {
+                    // Fruitless: do not scan again for a while.
+                    self.scan_in.store(self.max_keys, Ordering::Relaxed);
+                }
+            } else {
+                self.scan_in.store(wait - 1, Ordering::Relaxed);
             }
             if map.len() >= self.max_keys {
                 return self.overflow.clone();

@@ -59,6 +59,12 @@ impl Bucket {
         u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
+    /// True when the bucket is full (owes nothing): such a bucket can be
+    /// forgotten and made anew.
+    pub fn is_full(&self) -> bool {
+        self.tat.load(Ordering::Acquire) <= self.now()
+    }
+
     /// The bucket's capacity.
     pub fn capacity(&self) -> u64 {
         self.capacity

@@ -79,6 +79,8 @@ pub struct RateLimitLayer<F = PerRequest> {
     pub(crate) bucket: Arc<Bucket>,
     pub(crate) max_wait: Duration,
     pub(crate) cost: F,
+    pub(crate) capacity: u64,
+    pub(crate) per_second: f64,
 }
 
 impl<F> fmt::Debug for RateLimitLayer<F> {
@@ -113,6 +115,8 @@ impl RateLimitLayer {
             bucket: Arc::new(Bucket::new(capacity, per_second)),
             max_wait: Duration::ZERO,
             cost: PerRequest,
+            capacity,
+            per_second,
         })
     }
 }
@@ -139,6 +143,8 @@ impl<F> RateLimitLayer<F> {
             bucket: self.bucket,
             max_wait: self.max_wait,
             cost,
+            capacity: self.capacity,
+            per_second: self.per_second,
         }
     }
 

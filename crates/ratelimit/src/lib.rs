@@ -19,9 +19,12 @@
 //! breaker: each attempt is admitted like a fresh call, and calls the breaker
 //! refuses never reach it … nor spend its tokens.
 //!
+//! - **Keyed** limits ([`KeyedRateLimitLayer`]): a bucket per key (API key,
+//!   tenant, model) from a closure over the request, memory bounded.
+//!
 //! This is the in-process bucket. Token estimation from the body,
-//! reconciliation with reported usage, keyed limits and the Redis backend
-//! are still to come (issue #4).
+//! reconciliation with reported usage and the Redis backend are still to
+//! come (issue #4).
 //!
 //! # Example
 //!
@@ -45,11 +48,13 @@
 
 mod bucket;
 mod future;
+mod keyed;
 mod layer;
 mod service;
 
 pub use bucket::Bucket;
 pub use future::ResponseFuture;
+pub use keyed::{DEFAULT_MAX_KEYS, KeyedRateLimit, KeyedRateLimitLayer};
 pub use layer::{ConfigError, PerRequest, RateLimitLayer, RequestCost};
 pub use palisade_core::RateLimited;
 pub use service::RateLimit;

@@ -69,15 +69,30 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let cost = self.cost.cost(&req);
-        match self.bucket.acquire(cost, self.max_wait) {
-            Err(refused) => ResponseFuture::refused(refused),
-            Ok(grant) if grant.wait.is_zero() => ResponseFuture::calling(self.inner.call(req)),
-            Ok(grant) => {
-                let fresh = self.inner.clone();
-                let svc = std::mem::replace(&mut self.inner, fresh);
-                let reservation = Reservation::new(self.bucket.clone(), grant.cost);
-                ResponseFuture::waiting(svc, req, grant.wait, reservation)
-            }
+        admit(&self.bucket, self.max_wait, cost, &mut self.inner, req)
+    }
+}
+
+/// Takes (or reserves) `cost` from `bucket` and calls `inner`, or refuses:
+/// the `call` of both rate-limit services.
+pub(crate) fn admit<S, B>(
+    bucket: &Arc<Bucket>,
+    max_wait: Duration,
+    cost: u64,
+    inner: &mut S,
+    req: Request<B>,
+) -> ResponseFuture<S, B>
+where
+    S: Service<Request<B>> + Clone,
+{
+    match bucket.acquire(cost, max_wait) {
+        Err(refused) => ResponseFuture::refused(refused),
+        Ok(grant) if grant.wait.is_zero() => ResponseFuture::calling(inner.call(req)),
+        Ok(grant) => {
+            let fresh = inner.clone();
+            let svc = std::mem::replace(inner, fresh);
+            let reservation = Reservation::new(bucket.clone(), grant.cost);
+            ResponseFuture::waiting(svc, req, grant.wait, reservation)
         }
     }
 }
