@@ -1,14 +1,20 @@
-//! The palisade client against the built-in mock upstream: a JSON call and a
-//! streamed call, no API key needed.
+//! A palisade stack (total timeout → retry → breaker → per-attempt timeout →
+//! client) against the built-in mock upstream: a JSON call and a streamed
+//! call, no API key needed.
 //!
 //! Run with `cargo run --example basic`.
 
+use std::time::Duration;
+
 use http_body_util::BodyExt;
+use palisade::breaker::BreakerLayer;
 use palisade::client::HttpClient;
 use palisade::core::{BoxError, RequestBody};
 use palisade::mock::MockUpstream;
+use palisade::retry::RetryLayer;
+use palisade::timeout::TimeoutLayer;
 use serde_json::{Value, json};
-use tower::ServiceExt;
+use tower::{ServiceBuilder, ServiceExt};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
@@ -17,9 +23,20 @@ async fn main() -> Result<(), BoxError> {
     println!("mock upstream at {}", upstream.base_url());
 
     // Against a real provider, add `.auth(Auth::openai(KeySource::env("OPENAI_API_KEY")))`.
-    let client = HttpClient::builder()
+    let http = HttpClient::builder()
         .base_url(upstream.base_url())
         .build()?;
+    let client = ServiceBuilder::new()
+        .layer(TimeoutLayer::new().total(Duration::from_secs(120)))
+        .layer(RetryLayer::new().max_attempts(3))
+        .layer(BreakerLayer::builder().build()?)
+        .layer(
+            TimeoutLayer::new()
+                .first_byte(Duration::from_secs(30))
+                .idle(Duration::from_secs(15))
+                .sse_aware(true),
+        )
+        .service(http);
 
     // A JSON call.
     let body =
