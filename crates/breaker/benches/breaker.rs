@@ -6,62 +6,49 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::convert::Infallible;
-use std::future::{Future, Ready, ready};
+use std::future::{Ready, ready};
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
 use http_body_util::Empty;
 use palisade_breaker::{BreakerLayer, Window};
+use palisade_core::test_util::{call_now, time_contended};
 use tower::{Layer, Service};
 
-#[derive(Clone, Copy)]
-struct AlwaysReady;
+type Body = Empty<Bytes>;
 
-impl Service<Request<()>> for AlwaysReady {
-    type Response = Response<Empty<Bytes>>;
-    type Error = Infallible;
-    type Future = Ready<Result<Response<Empty<Bytes>>, Infallible>>;
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, _: Request<()>) -> Self::Future {
-        ready(Ok(Response::new(Empty::new())))
-    }
+/// A service answering at once.
+fn always_ready() -> impl Service<
+    Request<()>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = Ready<Result<Response<Body>, Infallible>>,
+> + Clone
++ Send
++ 'static {
+    tower::service_fn(|_: Request<()>| ready(Ok(Response::new(Empty::new()))))
 }
 
-/// One call; the futures here are ready at their first poll (or soon after
-/// for an uncontended async lock), polled with a no-op waker.
 fn one_call<S>(svc: &mut S)
 where
     S: Service<Request<()>>,
     S::Error: std::fmt::Debug,
 {
-    let mut cx = Context::from_waker(Waker::noop());
-    while svc.poll_ready(&mut cx).is_pending() {}
-    let mut fut = pin!(svc.call(Request::new(())));
-    loop {
-        if let Poll::Ready(r) = fut.as_mut().poll(&mut cx) {
-            black_box(r.unwrap());
-            return;
-        }
-    }
+    black_box(call_now(svc, Request::new(())).unwrap());
 }
 
-fn ours() -> palisade_breaker::Breaker<AlwaysReady, palisade_core::classify::LlmClassifier> {
-    BreakerLayer::builder().build().unwrap().layer(AlwaysReady)
+fn ours() -> BreakerLayer {
+    BreakerLayer::builder().build().unwrap()
 }
 
-fn ours_time() -> palisade_breaker::Breaker<AlwaysReady, palisade_core::classify::LlmClassifier> {
+fn ours_time() -> BreakerLayer {
     BreakerLayer::builder()
         .window(Window::Time(Duration::from_secs(10)))
         .build()
         .unwrap()
-        .layer(AlwaysReady)
 }
 
 fn bench(c: &mut Criterion) {
@@ -72,49 +59,27 @@ fn bench(c: &mut Criterion) {
     let _guard = rt.enter();
 
     let mut g = c.benchmark_group("breaker_closed_per_call");
-    let mut bare = AlwaysReady;
+    let mut bare = always_ready();
     g.bench_function("bare", |b| b.iter(|| one_call(&mut bare)));
-    let mut count = ours();
+    let mut count = ours().layer(always_ready());
     g.bench_function("palisade_count_window", |b| b.iter(|| one_call(&mut count)));
-    let mut time = ours_time();
+    let mut time = ours_time().layer(always_ready());
     g.bench_function("palisade_time_window", |b| b.iter(|| one_call(&mut time)));
     let mut theirs = tower_resilience_circuitbreaker::CircuitBreakerLayer::builder()
         .failure_rate_threshold(0.5)
         .sliding_window_size(20)
         .build()
         .unwrap()
-        .layer(AlwaysReady);
+        .layer(always_ready());
     g.bench_function("tower_resilience", |b| b.iter(|| one_call(&mut theirs)));
 
     // Two threads sharing one circuit: time per call on this thread while
     // another hammers the same breaker.
     g.bench_function("palisade_count_window_2_threads", |b| {
         b.iter_custom(|iters| {
-            let svc = ours();
-            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let other = {
-                let mut svc = svc.clone();
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_time()
-                        .build()
-                        .unwrap();
-                    let _g = rt.enter();
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        one_call(&mut svc);
-                    }
-                })
-            };
-            let mut mine = svc;
-            let t0 = Instant::now();
-            for _ in 0..iters {
-                one_call(&mut mine);
-            }
-            let took = t0.elapsed();
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            other.join().unwrap();
-            took
+            let layer = ours();
+            let (mut mine, mut other) = (layer.layer(always_ready()), layer.layer(always_ready()));
+            time_contended(iters, || one_call(&mut mine), move || one_call(&mut other))
         })
     });
     g.finish();

@@ -68,3 +68,57 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
         self.clone()
     }
 }
+
+/// Readies `svc`, calls it and polls the future once with a no-op waker: for
+/// benchmarks of layers around a service that answers at once.
+///
+/// # Panics
+///
+/// If the service is not ready or its future is not ready at the first poll
+/// (a bug in the benchmark's setup).
+pub fn call_now<S, R>(svc: &mut S, req: R) -> Result<S::Response, S::Error>
+where
+    S: tower::Service<R>,
+{
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let mut cx = Context::from_waker(Waker::noop());
+    match svc.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => {}
+        Poll::Ready(Err(e)) => return Err(e),
+        Poll::Pending => panic!("call_now: the service is not ready"),
+    }
+    let mut fut = std::pin::pin!(svc.call(req));
+    match fut.as_mut().poll(&mut cx) {
+        Poll::Ready(r) => r,
+        Poll::Pending => panic!("call_now: the future is not ready at once"),
+    }
+}
+
+/// Times `iters` runs of `mine` on this thread while `other` runs in a loop
+/// on a second thread: the cost of one operation under contention, for
+/// `criterion`'s `iter_custom`.
+pub fn time_contended(
+    iters: u64,
+    mut mine: impl FnMut(),
+    mut other: impl FnMut() + Send + 'static,
+) -> std::time::Duration {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                other();
+            }
+        })
+    };
+    let t0 = std::time::Instant::now();
+    for _ in 0..iters {
+        mine();
+    }
+    let took = t0.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let _ = thread.join();
+    took
+}

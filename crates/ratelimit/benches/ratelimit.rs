@@ -6,40 +6,33 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::convert::Infallible;
-use std::future::{Future, Ready, ready};
+use std::future::{Ready, ready};
 use std::hint::black_box;
 use std::num::NonZeroU32;
-use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
+use palisade_core::test_util::{call_now, time_contended};
 use palisade_ratelimit::RateLimitLayer;
 use tower::{Layer, Service};
 
-#[derive(Clone, Copy)]
-struct AlwaysReady;
-
-impl Service<Request<()>> for AlwaysReady {
-    type Response = ();
-    type Error = Infallible;
-    type Future = Ready<Result<(), Infallible>>;
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, _: Request<()>) -> Self::Future {
-        ready(Ok(()))
-    }
+/// A service answering at once.
+fn always_ready()
+-> impl Service<Request<()>, Response = (), Error = Infallible, Future = Ready<Result<(), Infallible>>>
++ Clone
++ Send
++ 'static {
+    tower::service_fn(|_: Request<()>| ready(Ok(())))
 }
 
-fn one_call<S: Service<Request<()>>>(svc: &mut S) {
-    let mut cx = Context::from_waker(Waker::noop());
-    assert!(svc.poll_ready(&mut cx).is_ready());
-    let fut = pin!(svc.call(Request::new(())));
-    black_box(fut.poll(&mut cx).is_ready());
+fn one_call<S>(svc: &mut S)
+where
+    S: Service<Request<()>>,
+    S::Error: std::fmt::Debug,
+{
+    black_box(call_now(svc, Request::new(())).unwrap());
 }
 
 /// A limit so high it never refuses: the admission path is what is timed.
@@ -53,10 +46,10 @@ fn bench(c: &mut Criterion) {
     let _guard = rt.enter();
 
     let mut g = c.benchmark_group("ratelimit_admission");
-    let mut bare = AlwaysReady;
+    let mut bare = always_ready();
     g.bench_function("bare_service", |b| b.iter(|| one_call(&mut bare)));
     let layer = RateLimitLayer::try_new(u64::from(HUGE), f64::from(HUGE)).unwrap();
-    let mut ours = layer.layer(AlwaysReady);
+    let mut ours = layer.layer(always_ready());
     g.bench_function("palisade_layer_per_call", |b| {
         b.iter(|| one_call(&mut ours))
     });
@@ -68,50 +61,23 @@ fn bench(c: &mut Criterion) {
 
     g.bench_function("palisade_layer_per_call_2_threads", |b| {
         b.iter_custom(|iters| {
-            let stop = Arc::new(AtomicBool::new(false));
-            let other = {
-                let (mut svc, stop) = (layer.layer(AlwaysReady), stop.clone());
-                std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_time()
-                        .build()
-                        .unwrap();
-                    let _g = rt.enter();
-                    while !stop.load(Ordering::Relaxed) {
-                        one_call(&mut svc);
-                    }
-                })
-            };
-            let t0 = Instant::now();
-            for _ in 0..iters {
-                one_call(&mut ours);
-            }
-            let took = t0.elapsed();
-            stop.store(true, Ordering::Relaxed);
-            other.join().unwrap();
-            took
+            let mut other = layer.layer(always_ready());
+            time_contended(iters, || one_call(&mut ours), move || one_call(&mut other))
         })
     });
     let gov = Arc::new(governor::RateLimiter::direct(quota));
     g.bench_function("governor_check_2_threads", |b| {
         b.iter_custom(|iters| {
-            let stop = Arc::new(AtomicBool::new(false));
-            let other = {
-                let (gov, stop) = (gov.clone(), stop.clone());
-                std::thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        black_box(gov.check().is_ok());
-                    }
-                })
-            };
-            let t0 = Instant::now();
-            for _ in 0..iters {
-                black_box(gov.check().is_ok());
-            }
-            let took = t0.elapsed();
-            stop.store(true, Ordering::Relaxed);
-            other.join().unwrap();
-            took
+            let other = gov.clone();
+            time_contended(
+                iters,
+                || {
+                    black_box(gov.check().is_ok());
+                },
+                move || {
+                    black_box(other.check().is_ok());
+                },
+            )
         })
     });
     g.finish();

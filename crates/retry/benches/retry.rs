@@ -6,31 +6,25 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::convert::Infallible;
-use std::future::{Future, Ready, ready};
+use std::future::{Ready, ready};
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
 use palisade_core::RequestBody;
+use palisade_core::test_util::call_now;
 use palisade_retry::{RetryBudget, RetryLayer};
 use tower::{Layer, Service};
 
-#[derive(Clone, Copy)]
-struct AlwaysReady;
-
-impl Service<Request<RequestBody>> for AlwaysReady {
-    type Response = Response<()>;
-    type Error = Infallible;
-    type Future = Ready<Result<Response<()>, Infallible>>;
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, _: Request<RequestBody>) -> Self::Future {
-        ready(Ok(Response::new(())))
-    }
+/// A service answering at once.
+fn always_ready() -> impl Service<
+    Request<RequestBody>,
+    Response = Response<()>,
+    Error = Infallible,
+    Future = Ready<Result<Response<()>, Infallible>>,
+> + Clone {
+    tower::service_fn(|_: Request<RequestBody>| ready(Ok(Response::new(()))))
 }
 
 #[derive(Clone, Copy)]
@@ -80,15 +74,7 @@ where
     S: Service<Request<RequestBody>>,
     S::Error: std::fmt::Debug,
 {
-    let mut cx = Context::from_waker(Waker::noop());
-    assert!(svc.poll_ready(&mut cx).is_ready());
-    let fut = pin!(svc.call(Request::new(body.clone())));
-    match fut.poll(&mut cx) {
-        Poll::Ready(r) => {
-            black_box(r.unwrap());
-        }
-        Poll::Pending => unreachable!("always ready"),
-    }
+    black_box(call_now(svc, Request::new(body.clone())).unwrap());
 }
 
 fn bench(c: &mut Criterion) {
@@ -100,26 +86,26 @@ fn bench(c: &mut Criterion) {
     let body = RequestBody::from(r#"{"model":"m","messages":[]}"#);
 
     let mut g = c.benchmark_group("retry_per_call");
-    let mut bare = AlwaysReady;
+    let mut bare = always_ready();
     g.bench_function("bare", |b| b.iter(|| one_call(&mut bare, &body)));
-    let mut tower_retry = tower::retry::RetryLayer::new(NoRetry).layer(AlwaysReady);
+    let mut tower_retry = tower::retry::RetryLayer::new(NoRetry).layer(always_ready());
     g.bench_function("tower_retry_noop_policy", |b| {
         b.iter(|| one_call(&mut tower_retry, &body))
     });
-    let mut tower_cloning = tower::retry::RetryLayer::new(NoRetryButCloning).layer(AlwaysReady);
+    let mut tower_cloning = tower::retry::RetryLayer::new(NoRetryButCloning).layer(always_ready());
     g.bench_function("tower_retry_cloning_policy", |b| {
         b.iter(|| one_call(&mut tower_cloning, &body))
     });
-    let mut ours = RetryLayer::new().layer(AlwaysReady);
+    let mut ours = RetryLayer::new().layer(always_ready());
     g.bench_function("palisade_retry", |b| b.iter(|| one_call(&mut ours, &body)));
-    let mut single = RetryLayer::new().max_attempts(1).layer(AlwaysReady);
+    let mut single = RetryLayer::new().max_attempts(1).layer(always_ready());
     g.bench_function("palisade_retry_one_attempt", |b| {
         b.iter(|| one_call(&mut single, &body))
     });
     let mut budgeted = RetryLayer::new()
         .budget(RetryBudget::default())
         .max_elapsed(Duration::from_secs(60))
-        .layer(AlwaysReady);
+        .layer(always_ready());
     g.bench_function("palisade_retry_budget_max_elapsed", |b| {
         b.iter(|| one_call(&mut budgeted, &body))
     });

@@ -5,47 +5,31 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::convert::Infallible;
-use std::future::{Future, Ready, ready};
+use std::future::{Ready, ready};
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
+use palisade_core::test_util::call_now;
 use palisade_timeout::TimeoutLayer;
 use tower::{Layer, Service};
 
-#[derive(Clone, Copy)]
-struct AlwaysReady;
-
-impl Service<Request<()>> for AlwaysReady {
-    type Response = Response<()>;
-    type Error = Infallible;
-    type Future = Ready<Result<Response<()>, Infallible>>;
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, _: Request<()>) -> Self::Future {
-        ready(Ok(Response::new(())))
-    }
+/// A service answering at once.
+fn always_ready() -> impl Service<
+    Request<()>,
+    Response = Response<()>,
+    Error = Infallible,
+    Future = Ready<Result<Response<()>, Infallible>>,
+> + Clone {
+    tower::service_fn(|_: Request<()>| ready(Ok(Response::new(()))))
 }
 
-/// One call: ready, call, poll the future to completion (it is ready at once).
-fn one_call<S>(svc: &mut S)
+fn one_call<S: Service<Request<()>>>(svc: &mut S)
 where
-    S: Service<Request<()>>,
     S::Error: std::fmt::Debug,
 {
-    let mut cx = Context::from_waker(Waker::noop());
-    assert!(svc.poll_ready(&mut cx).is_ready());
-    let fut = pin!(svc.call(Request::new(())));
-    match fut.poll(&mut cx) {
-        Poll::Ready(r) => {
-            black_box(r.unwrap());
-        }
-        Poll::Pending => unreachable!("always ready"),
-    }
+    black_box(call_now(svc, Request::new(())).unwrap());
 }
 
 fn bench(c: &mut Criterion) {
@@ -57,11 +41,11 @@ fn bench(c: &mut Criterion) {
     let d = Duration::from_secs(30);
 
     let mut g = c.benchmark_group("timeout_per_call");
-    let mut bare = AlwaysReady;
+    let mut bare = always_ready();
     g.bench_function("bare", |b| b.iter(|| one_call(&mut bare)));
-    let mut tower_timeout = tower::timeout::TimeoutLayer::new(d).layer(AlwaysReady);
+    let mut tower_timeout = tower::timeout::TimeoutLayer::new(d).layer(always_ready());
     g.bench_function("tower_timeout", |b| b.iter(|| one_call(&mut tower_timeout)));
-    let mut first_byte = TimeoutLayer::new().first_byte(d).layer(AlwaysReady);
+    let mut first_byte = TimeoutLayer::new().first_byte(d).layer(always_ready());
     g.bench_function("palisade_first_byte", |b| {
         b.iter(|| one_call(&mut first_byte))
     });
@@ -70,7 +54,7 @@ fn bench(c: &mut Criterion) {
         .idle(d)
         .total(d)
         .sse_aware(true)
-        .layer(AlwaysReady);
+        .layer(always_ready());
     g.bench_function("palisade_first_byte_idle_total_sse", |b| {
         b.iter(|| one_call(&mut all))
     });
