@@ -8,7 +8,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -165,13 +165,16 @@ impl Auth {
 pub(crate) struct Injector {
     style: AuthStyle,
     name: HeaderName,
-    /// The header value holding the key (sensitive).
-    value: RwLock<HeaderValue>,
+    /// The header value holding the key (sensitive), for a key that never
+    /// changes (literal, env): no lock on the request path.
+    fixed: HeaderValue,
     extra: Option<(HeaderName, HeaderValue)>,
     file: Option<FileState>,
 }
 
 struct FileState {
+    /// The current header value of a rotating key.
+    current: RwLock<HeaderValue>,
     path: PathBuf,
     refresh: Duration,
     origin: Instant,
@@ -214,6 +217,7 @@ impl Injector {
             KeySource::File { path, refresh } => {
                 let key = read_key_file(path).map_err(ConfigError::key)?;
                 let state = FileState {
+                    current: RwLock::new(HeaderValue::from_static("")),
                     path: path.clone(),
                     refresh: *refresh,
                     origin: Instant::now(),
@@ -243,10 +247,13 @@ impl Injector {
                 describe(&auth.source)
             ))
         })?;
+        if let Some(f) = &file {
+            *f.current.write().unwrap_or_else(PoisonError::into_inner) = value.clone();
+        }
         Ok(Arc::new(Self {
             style: auth.style.clone(),
             name,
-            value: RwLock::new(value),
+            fixed: value,
             extra,
             file,
         }))
@@ -254,12 +261,15 @@ impl Injector {
 
     /// Sets the auth headers on `headers`, replacing any the caller set.
     pub(crate) fn apply(&self, headers: &mut HeaderMap) {
-        if let Some(file) = &self.file {
-            self.maybe_refresh(file);
-        }
-        let value = match self.value.read() {
-            Ok(v) => v.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+        let value = match &self.file {
+            Some(file) => {
+                self.maybe_refresh(file);
+                file.current
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+            }
+            None => self.fixed.clone(),
         };
         headers.insert(self.name.clone(), value);
         if let Some((n, v)) = &self.extra {
@@ -290,10 +300,7 @@ impl Injector {
         match read_key_file(&file.path) {
             Ok(key) => match header_value(&self.style, &key) {
                 Ok(v) => {
-                    let mut cur = match self.value.write() {
-                        Ok(g) => g,
-                        Err(p) => p.into_inner(),
-                    };
+                    let mut cur = file.current.write().unwrap_or_else(PoisonError::into_inner);
                     if *cur != v {
                         tracing::info!(path = %file.path.display(), "API key file changed; using the new key");
                         *cur = v;
