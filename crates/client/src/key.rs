@@ -277,6 +277,43 @@ impl Injector {
         }
     }
 
+    /// Replaces every occurrence of the current key in `text` with
+    /// `[REDACTED]`; `None` when the key does not occur (the common case, one
+    /// `memmem` scan).
+    pub(crate) fn redact(&self, text: &[u8]) -> Option<Vec<u8>> {
+        let value = match &self.file {
+            Some(file) => file
+                .current
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+            None => self.fixed.clone(),
+        };
+        let raw = value.as_bytes();
+        let key = match self.style {
+            AuthStyle::Bearer => raw.strip_prefix(b"Bearer ").unwrap_or(raw),
+            _ => raw,
+        };
+        if key.is_empty() {
+            return None;
+        }
+        let finder = memchr::memmem::Finder::new(key);
+        let mut positions = finder.find_iter(text).peekable();
+        positions.peek()?;
+        let mut out = Vec::with_capacity(text.len());
+        let mut last = 0;
+        for at in positions {
+            if at < last {
+                continue;
+            }
+            out.extend_from_slice(&text[last..at]);
+            out.extend_from_slice(b"[REDACTED]");
+            last = at + key.len();
+        }
+        out.extend_from_slice(&text[last..]);
+        Some(out)
+    }
+
     fn maybe_refresh(&self, file: &FileState) {
         let now_ms = u64::try_from(file.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
         let last = file.last_read_ms.load(Ordering::Relaxed);

@@ -240,6 +240,29 @@ impl<B> HttpClient<B> {
         &self.inner
     }
 
+    /// `text` with every occurrence of this client's API key replaced by
+    /// `[REDACTED]`, or `None` when the key does not occur in it (or the
+    /// client has no key).
+    ///
+    /// For relaying what an upstream sent back: some APIs quote the key they
+    /// were given in an error message, and a proxy must not hand that on.
+    ///
+    /// ```
+    /// use palisade_client::{Auth, HttpClient, KeySource};
+    ///
+    /// let client = HttpClient::builder()
+    ///     .base_url("http://127.0.0.1:9/v1")
+    ///     .auth(Auth::openai(KeySource::literal("test-key-123")))
+    ///     .build()
+    ///     .unwrap();
+    /// let scrubbed = client.redact(b"invalid key: test-key-123").unwrap();
+    /// assert_eq!(scrubbed, b"invalid key: [REDACTED]");
+    /// assert!(client.redact(b"no key here").is_none());
+    /// ```
+    pub fn redact(&self, text: &[u8]) -> Option<Vec<u8>> {
+        self.shared.auth.as_ref()?.redact(text)
+    }
+
     /// Makes `req` ready to send: absolute URI, default headers, key.
     fn prepare(&self, req: &mut Request<B>) -> Result<(), BoxError>
     where

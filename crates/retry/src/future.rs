@@ -132,6 +132,13 @@ where
                         reason = class.reason().as_str(),
                         "retrying"
                     );
+                    if let Some(hook) = &this.policy.on_retry {
+                        (hook.0)(&crate::layer::RetryEvent {
+                            attempt: *this.attempts,
+                            delay,
+                            reason: class.reason().as_str(),
+                        });
+                    }
                     // Release the failed response (and its connection) now.
                     drop(result);
                     if delay.is_zero() {

@@ -59,6 +59,29 @@ pub struct RetryLayer<C = LlmClassifier> {
     pub(crate) policy: Policy<C>,
 }
 
+/// A retry about to happen, as handed to [`RetryLayer::on_retry`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RetryEvent {
+    /// The attempt that failed (1 = the first call).
+    pub attempt: u32,
+    /// How long the layer waits before the next attempt.
+    pub delay: Duration,
+    /// Why the failed attempt is retryable (`rate_limited`, `server_error`, `timeout`, …; see
+    /// [`palisade_core::classify::Reason::as_str`]).
+    pub reason: &'static str,
+}
+
+/// The user's retry hook.
+#[derive(Clone)]
+pub(crate) struct Hook(pub(crate) Arc<dyn Fn(&RetryEvent) + Send + Sync>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
+}
+
 /// Everything a retrying call needs; cloned into each call's future.
 #[derive(Clone, Debug)]
 pub(crate) struct Policy<C> {
@@ -69,6 +92,7 @@ pub(crate) struct Policy<C> {
     pub(crate) jitter: bool,
     pub(crate) classifier: C,
     pub(crate) budget: Option<Arc<RetryBudget>>,
+    pub(crate) on_retry: Option<Hook>,
 }
 
 impl Default for RetryLayer {
@@ -90,6 +114,7 @@ impl RetryLayer {
                 jitter: true,
                 classifier: LlmClassifier::new(),
                 budget: None,
+                on_retry: None,
             },
         }
     }
@@ -140,6 +165,29 @@ impl<C> RetryLayer<C> {
         self
     }
 
+    /// Calls `hook` before every retry (after the `tracing` event), e.g. to
+    /// count retries in a metric. Keep it quick: it runs inside the call's
+    /// future.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use palisade_retry::RetryLayer;
+    ///
+    /// let retries = Arc::new(AtomicU64::new(0));
+    /// let counter = retries.clone();
+    /// let layer = RetryLayer::new().on_retry(move |ev| {
+    ///     counter.fetch_add(1, Ordering::Relaxed);
+    ///     eprintln!("retry after attempt {} ({})", ev.attempt, ev.reason);
+    /// });
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn on_retry(mut self, hook: impl Fn(&RetryEvent) + Send + Sync + 'static) -> Self {
+        self.policy.on_retry = Some(Hook(Arc::new(hook)));
+        self
+    }
+
     /// Replaces the classifier that decides what is retryable. It is cloned
     /// into every call, so keep it cheap to clone (wrap big state in an `Arc`).
     pub fn classifier<C2>(self, classifier: C2) -> RetryLayer<C2> {
@@ -153,6 +201,7 @@ impl<C> RetryLayer<C> {
                 jitter: p.jitter,
                 classifier,
                 budget: p.budget,
+                on_retry: p.on_retry,
             },
         }
     }

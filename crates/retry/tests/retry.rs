@@ -408,3 +408,23 @@ async fn retries_over_loopback_with_the_real_client() {
     // already buffered: the connection goes back to the pool.
     assert_eq!(mock.connection_count(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_retry_hook_sees_every_retry_with_its_delay_and_reason() {
+    let mock = MockUpstream::new();
+    mock.push(Reply::status(429).header("retry-after", "1"));
+    mock.push(Reply::status(503));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let layer = exact()
+        .base_delay(ms(100))
+        .on_retry(move |ev| sink.lock().unwrap().push((ev.attempt, ev.delay, ev.reason)));
+    let (res, _) = call(layer, &mock).await;
+    assert_eq!(res.unwrap().status(), StatusCode::OK);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!((seen[0].0, seen[0].1), (1, secs(1)));
+    assert_eq!((seen[1].0, seen[1].1), (2, ms(200)));
+    assert_eq!(seen[0].2, "rate_limited");
+    assert_eq!(seen[1].2, "server_error");
+}
