@@ -43,6 +43,7 @@ pub mod hint;
 pub mod keyed;
 #[cfg(feature = "test-util")]
 pub mod test_util;
+pub mod tokens;
 
 pub use body::{ParsedBody, RequestBody};
 pub use error::{

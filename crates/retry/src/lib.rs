@@ -67,5 +67,7 @@ mod service;
 pub use budget::RetryBudget;
 pub use error::BudgetExhausted;
 pub use future::ResponseFuture;
-pub use layer::{DEFAULT_BASE_DELAY, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_DELAY, RetryEvent, RetryLayer};
+pub use layer::{
+    DEFAULT_BASE_DELAY, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_DELAY, RetryEvent, RetryLayer,
+};
 pub use service::Retry;

@@ -78,8 +78,22 @@ impl Event {
         self.id.as_ref()
     }
 
+    /// Whether this is a provider's in-band error: Anthropic's `event: error`,
+    /// or data that is a JSON object whose first key is `"error"` (OpenAI's
+    /// `data: {"error":…}`). The same rule as [`crate::EventScanner`]'s.
+    pub fn is_inband_error(&self) -> bool {
+        self.is("error") || is_error_json(&self.data)
+    }
+
     /// A reconnection time set by a `retry` field since the previous event.
     pub fn retry(&self) -> Option<Duration> {
         self.retry
     }
+}
+
+/// Whether `data` starts like `{"error"…`: the in-band error shape of
+/// OpenAI-style streams.
+pub(crate) fn is_error_json(data: &[u8]) -> bool {
+    let json = data.trim_ascii_start();
+    json.starts_with(b"{") && json[1..].trim_ascii_start().starts_with(b"\"error\"")
 }

@@ -125,9 +125,7 @@ impl EventScanner {
         match field {
             b"data" => {
                 self.has_data = true;
-                let json = value.trim_ascii_start();
-                if json.starts_with(b"{") && json[1..].trim_ascii_start().starts_with(b"\"error\"")
-                {
+                if crate::event::is_error_json(value) {
                     self.is_error = true;
                 }
             }

@@ -1,0 +1,617 @@
+//! The gateway's configuration file (TOML, SPEC §4), its defaults and its
+//! validation.
+//!
+//! Every section but `[[upstreams]]` and `[[routes]]` is optional. Unknown
+//! keys are errors (a typo must not silently fall back to a default). An
+//! invalid file fails at start with a [`ConfigError`] naming the file, the key
+//! and the reason.
+//!
+//! | key | default |
+//! |---|---|
+//! | `listen` | `127.0.0.1:8080` |
+//! | `max_body_bytes` | 33554432 (32 MiB) |
+//! | `shutdown_grace` (ms) | 30000 |
+//! | `[auth] keys_env` | none: no inbound key is required |
+//! | `[upstreams.timeout]` `connect` / `first_byte` / `idle` / `total` (ms) | 10000 / 60000 / 30000 / 600000 |
+//! | `[upstreams.retry]` `max_attempts` / `base_delay` / `max_delay` (ms) | 3 / 200 / 10000 |
+//! | `[upstreams.rate_limit]` | none (no limit); `max_wait` 0 = reject at once |
+//! | `[upstreams.breaker]` `failure_rate` / `minimum_calls` / `window` / `open_for` (ms) / `half_open_calls` | 0.5 / 10 / 20 / 30000 / 2 |
+//!
+//! A route's target is an upstream name, or `upstream:model` to send another
+//! model name to that upstream (for a fallback to another provider):
+//! `targets = ["primary", "claude:claude-haiku-4-5"]`.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The default request body limit (32 MiB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where to listen.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The largest request body accepted (413 above).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT
+    /// (milliseconds).
+    #[serde(default = "default_grace")]
+    pub shutdown_grace: u64,
+    /// Inbound authentication.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// The upstreams.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Which models go where.
+    pub routes: Vec<RouteConfig>,
+    /// Shared limits across gateway processes (not used yet: the Redis
+    /// backend of the rate limiter is still to come; accepted so that
+    /// configs written for it load).
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
+}
+
+/// `[auth]`: inbound bearer keys.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The environment variable holding the accepted keys, comma-separated.
+    pub keys_env: String,
+}
+
+/// `[redis]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port`.
+    pub url: String,
+}
+
+/// Which API an upstream speaks.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// OpenAI chat completions (and every OpenAI-compatible server).
+    Openai,
+    /// Anthropic messages.
+    Anthropic,
+    /// The built-in mock upstream, in-process (speaks both).
+    Mock,
+}
+
+/// `[[upstreams]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Its name, used by routes, metrics and error messages.
+    pub name: String,
+    /// Which API it speaks.
+    pub kind: Kind,
+    /// The base URL (`https://api.openai.com/v1`); not for `mock`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The environment variable holding its key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// A file holding its key (re-read when it changes).
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// Timeouts.
+    #[serde(default)]
+    pub timeout: TimeoutConfig,
+    /// Retries.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Rate limits.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Circuit breaker.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+}
+
+/// `[upstreams.timeout]`, milliseconds.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutConfig {
+    /// TCP (and TLS) connect.
+    pub connect: u64,
+    /// Request sent → response headers, per attempt.
+    pub first_byte: u64,
+    /// Longest gap between two stream events carrying data.
+    pub idle: u64,
+    /// The whole exchange, retries and streamed body included.
+    pub total: u64,
+}
+
+impl Default for TimeoutConfig {
+    fn default() -> Self {
+        Self {
+            connect: 10_000,
+            first_byte: 60_000,
+            idle: 30_000,
+            total: 600_000,
+        }
+    }
+}
+
+/// `[upstreams.retry]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Attempts in all, the first call included.
+    pub max_attempts: u32,
+    /// The first retry's delay (ms).
+    pub base_delay: u64,
+    /// The longest delay, upstream hints included (ms).
+    pub max_delay: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            base_delay: 200,
+            max_delay: 10_000,
+        }
+    }
+}
+
+/// `[upstreams.rate_limit]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Requests per minute (also the burst).
+    pub requests_per_minute: Option<u64>,
+    /// Tokens per minute (also the burst), estimated from each request.
+    pub tokens_per_minute: Option<u64>,
+    /// How long a request may wait for capacity (ms); 0 rejects at once.
+    pub max_wait: u64,
+}
+
+/// `[upstreams.breaker]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Failure rate over the window that opens the circuit.
+    pub failure_rate: f64,
+    /// Calls in the window before the rate counts.
+    pub minimum_calls: u32,
+    /// The window: this many latest calls.
+    pub window: u32,
+    /// How long the circuit stays open (ms).
+    pub open_for: u64,
+    /// Probes let through when half-open.
+    pub half_open_calls: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            failure_rate: 0.5,
+            minimum_calls: 10,
+            window: 20,
+            open_for: 30_000,
+            half_open_calls: 2,
+        }
+    }
+}
+
+/// `[[routes]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The model name clients send.
+    pub model: String,
+    /// Upstreams tried in order; `name` or `name:model`.
+    pub targets: Vec<String>,
+}
+
+/// A target of a route, parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The upstream's name.
+    pub upstream: String,
+    /// The model name sent to it (`None`: the client's).
+    pub model: Option<String>,
+}
+
+impl Target {
+    /// Parses `name` or `name:model`.
+    pub fn parse(s: &str) -> Self {
+        match s.split_once(':') {
+            Some((u, m)) => Self {
+                upstream: u.to_owned(),
+                model: Some(m.to_owned()),
+            },
+            None => Self {
+                upstream: s.to_owned(),
+                model: None,
+            },
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_max_body() -> usize {
+    DEFAULT_MAX_BODY_BYTES
+}
+fn default_grace() -> u64 {
+    30_000
+}
+
+/// A config that cannot be used: which file, which key, why.
+#[derive(Debug)]
+pub struct ConfigError {
+    file: String,
+    key: String,
+    reason: String,
+}
+
+impl ConfigError {
+    fn new(file: &str, key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            file: file.to_owned(),
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The file (or `<built-in>`).
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// The key, as a path (`upstreams[0].timeout.idle`); empty for the file
+    /// as a whole.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Why.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "invalid config {}: {}", self.file, self.reason)
+        } else {
+            write!(
+                f,
+                "invalid config {}: `{}`: {}",
+                self.file, self.key, self.reason
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// The built-in configuration: the mock upstream (model `mock`) on
+    /// `127.0.0.1:8080`, no keys needed.
+    pub fn builtin_mock() -> Self {
+        Self {
+            listen: default_listen(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            shutdown_grace: default_grace(),
+            auth: None,
+            upstreams: vec![UpstreamConfig {
+                name: "mock".to_owned(),
+                kind: Kind::Mock,
+                base_url: None,
+                api_key_env: None,
+                api_key_file: None,
+                timeout: TimeoutConfig::default(),
+                retry: RetryConfig::default(),
+                rate_limit: None,
+                breaker: BreakerConfig::default(),
+            }],
+            routes: vec![RouteConfig {
+                model: "mock".to_owned(),
+                targets: vec!["mock".to_owned()],
+            }],
+            redis: None,
+        }
+    }
+
+    /// Reads and validates the file at `path`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the file, the key and the reason.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(&file, "", format!("cannot read it: {e}")))?;
+        Self::parse(&text, &file)
+    }
+
+    /// Parses and validates `text`; `file` names it in errors.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the file, the key and the reason.
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| ConfigError::new(file, "", format!("not valid TOML: {e}")))?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let reason = e.into_inner().message().to_owned();
+            ConfigError::new(file, if key == "." { String::new() } else { key }, reason)
+        })?;
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |key: String, reason: String| Err(ConfigError::new(file, key, reason));
+        if self.max_body_bytes == 0 {
+            return err("max_body_bytes".into(), "must be at least 1".into());
+        }
+        if let Some(a) = &self.auth {
+            if a.keys_env.trim().is_empty() {
+                return err(
+                    "auth.keys_env".into(),
+                    "must name an environment variable".into(),
+                );
+            }
+        }
+        if self.upstreams.is_empty() {
+            return err(
+                "upstreams".into(),
+                "at least one [[upstreams]] is needed".into(),
+            );
+        }
+        let mut names = HashSet::new();
+        for (i, u) in self.upstreams.iter().enumerate() {
+            let at = |k: &str| format!("upstreams[{i}].{k}");
+            if u.name.is_empty()
+                || !u
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                return err(
+                    at("name"),
+                    format!("`{}`: use letters, digits, `-`, `_` and `.` only", u.name),
+                );
+            }
+            if !names.insert(u.name.as_str()) {
+                return err(at("name"), format!("`{}` is used twice", u.name));
+            }
+            match (u.kind, &u.base_url) {
+                (Kind::Mock, _) => {}
+                (_, None) => {
+                    return err(at("base_url"), "is required for this kind".into());
+                }
+                (_, Some(url)) => {
+                    let ok = url
+                        .parse::<http::Uri>()
+                        .ok()
+                        .is_some_and(|u| u.scheme().is_some() && u.authority().is_some());
+                    if !ok {
+                        return err(
+                            at("base_url"),
+                            format!("`{url}` is not an absolute http(s) URL"),
+                        );
+                    }
+                }
+            }
+            if u.api_key_env.is_some() && u.api_key_file.is_some() {
+                return err(
+                    at("api_key_env"),
+                    "set api_key_env or api_key_file, not both".into(),
+                );
+            }
+            let t = &u.timeout;
+            for (k, v) in [
+                ("connect", t.connect),
+                ("first_byte", t.first_byte),
+                ("idle", t.idle),
+                ("total", t.total),
+            ] {
+                if v == 0 {
+                    return err(at(&format!("timeout.{k}")), "must be at least 1 ms".into());
+                }
+            }
+            if u.retry.max_attempts == 0 {
+                return err(
+                    at("retry.max_attempts"),
+                    "must be at least 1 (it counts the first call)".into(),
+                );
+            }
+            if u.retry.max_delay < u.retry.base_delay {
+                return err(
+                    at("retry.max_delay"),
+                    "must be at least retry.base_delay".into(),
+                );
+            }
+            if let Some(r) = &u.rate_limit {
+                for (k, v) in [
+                    ("requests_per_minute", r.requests_per_minute),
+                    ("tokens_per_minute", r.tokens_per_minute),
+                ] {
+                    if v == Some(0) {
+                        return err(
+                            at(&format!("rate_limit.{k}")),
+                            "must be at least 1 (leave it out for no limit)".into(),
+                        );
+                    }
+                }
+            }
+            let b = &u.breaker;
+            if !(b.failure_rate > 0.0 && b.failure_rate <= 1.0) {
+                return err(
+                    at("breaker.failure_rate"),
+                    format!("{} is not in (0, 1]", b.failure_rate),
+                );
+            }
+            if b.window == 0 {
+                return err(at("breaker.window"), "must be at least 1".into());
+            }
+            if b.half_open_calls == 0 {
+                return err(at("breaker.half_open_calls"), "must be at least 1".into());
+            }
+            if b.open_for == 0 {
+                return err(at("breaker.open_for"), "must be at least 1 ms".into());
+            }
+        }
+        if self.routes.is_empty() {
+            return err("routes".into(), "at least one [[routes]] is needed".into());
+        }
+        let mut models = HashSet::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            if r.model.is_empty() {
+                return err(format!("routes[{i}].model"), "must not be empty".into());
+            }
+            if !models.insert(r.model.as_str()) {
+                return err(
+                    format!("routes[{i}].model"),
+                    format!("`{}` is routed twice", r.model),
+                );
+            }
+            if r.targets.is_empty() {
+                return err(
+                    format!("routes[{i}].targets"),
+                    "at least one target is needed".into(),
+                );
+            }
+            for (j, t) in r.targets.iter().enumerate() {
+                let target = Target::parse(t);
+                if !names.contains(target.upstream.as_str()) {
+                    return err(
+                        format!("routes[{i}].targets[{j}]"),
+                        format!("no upstream is named `{}`", target.upstream),
+                    );
+                }
+                if target.model.as_deref() == Some("") {
+                    return err(
+                        format!("routes[{i}].targets[{j}]"),
+                        "the model after `:` is empty".into(),
+                    );
+                }
+            }
+        }
+        if let Some(r) = &self.redis {
+            if !r.url.starts_with("redis://") && !r.url.starts_with("rediss://") {
+                return err(
+                    "redis.url".into(),
+                    format!("`{}` is not a redis:// URL", r.url),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The shutdown grace period.
+    pub fn grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const FULL: &str = r#"
+listen = "127.0.0.1:0"
+max_body_bytes = 1024
+[auth]
+keys_env = "PALISADE_KEYS"
+[[upstreams]]
+name = "primary"
+kind = "openai"
+base_url = "https://api.openai.com/v1"
+api_key_env = "OPENAI_API_KEY"
+[upstreams.timeout]
+connect = 2000
+first_byte = 30000
+idle = 15000
+total = 300000
+[upstreams.retry]
+max_attempts = 3
+base_delay = 200
+max_delay = 10000
+[upstreams.rate_limit]
+requests_per_minute = 600
+tokens_per_minute = 200000
+max_wait = 2000
+[upstreams.breaker]
+failure_rate = 0.5
+minimum_calls = 10
+window = 20
+open_for = 30000
+half_open_calls = 2
+[[upstreams]]
+name = "backup"
+kind = "mock"
+[[routes]]
+model = "gpt-4o-mini"
+targets = ["primary", "backup:mock"]
+[redis]
+url = "redis://127.0.0.1:6379"
+"#;
+
+    #[test]
+    fn the_spec_example_loads() {
+        let c = Config::parse(FULL, "gw.toml").unwrap();
+        assert_eq!(c.max_body_bytes, 1024);
+        assert_eq!(c.upstreams[0].timeout.idle, 15_000);
+        assert_eq!(c.upstreams[1].retry.max_attempts, 3);
+        assert_eq!(
+            Target::parse(&c.routes[0].targets[1]),
+            Target {
+                upstream: "backup".into(),
+                model: Some("mock".into())
+            }
+        );
+    }
+
+    fn error_of(text: &str) -> ConfigError {
+        Config::parse(text, "gw.toml").unwrap_err()
+    }
+
+    #[test]
+    fn errors_name_file_key_and_reason() {
+        let e = error_of(&FULL.replace("idle = 15000", "idle = \"soon\""));
+        assert_eq!(e.file(), "gw.toml");
+        assert_eq!(e.key(), "upstreams[0].timeout.idle", "{e}");
+        assert!(e.reason().contains("string"), "{e}");
+
+        let e = error_of(&FULL.replace("first_byte = 30000", "first_bite = 30000"));
+        assert!(e.reason().contains("first_bite"), "{e}");
+        assert!(e.key().starts_with("upstreams[0].timeout"), "{e}");
+
+        let e = error_of(&FULL.replace("\"backup:mock\"", "\"secondary\""));
+        assert_eq!(e.key(), "routes[0].targets[1]");
+        assert!(e.reason().contains("secondary"), "{e}");
+
+        let e = error_of(&FULL.replace("failure_rate = 0.5", "failure_rate = 1.5"));
+        assert_eq!(e.key(), "upstreams[0].breaker.failure_rate");
+
+        let e = error_of(&FULL.replace("base_url = \"https://api.openai.com/v1\"\n", ""));
+        assert_eq!(e.key(), "upstreams[0].base_url");
+
+        let e = error_of("listen = ");
+        assert!(e.reason().starts_with("not valid TOML"), "{e}");
+        assert!(e.to_string().contains("gw.toml"), "{e}");
+    }
+}

@@ -1,0 +1,356 @@
+//! palisade-gateway: an OpenAI- and Anthropic-compatible LLM proxy built from
+//! the palisade layers.
+//!
+//! The binary (`cargo run -p palisade-gateway`) serves the built-in mock
+//! upstream on `127.0.0.1:8080` with no arguments, or what a config file
+//! (`--config FILE`, see [`config`]) describes. This library is the same
+//! server as a value: build a [`Gateway`] from a [`Config`], take its
+//! [`router`](Gateway::router) into your own axum app, or [`serve`] it.
+//!
+//! Endpoints: `POST /v1/chat/completions` (OpenAI), `POST /v1/messages`
+//! (Anthropic) — JSON or streamed —, `GET /v1/models`, `GET /healthz`,
+//! `GET /metrics` (Prometheus text).
+//!
+//! Per upstream the stack is total timeout → retry → rate limit → breaker →
+//! per-attempt timeout → client (see the `upstream` module docs for why);
+//! request checks and trace ids are handled before it, routing with fallback
+//! over a route's targets around it.
+//!
+//! ```no_run
+//! use palisade_gateway::{Config, Gateway};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let gateway = Gateway::new(Config::builtin_mock())?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! palisade_gateway::serve(listener, gateway, std::future::pending()).await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use palisade_mock::MockUpstream;
+use palisade_providers::Provider;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+
+pub mod config;
+mod errors;
+mod metrics;
+mod proxy;
+mod relay;
+mod trace_ctx;
+mod upstream;
+mod validate;
+
+pub use config::{Config, ConfigError};
+pub use upstream::BuildError;
+
+use config::Target;
+use metrics::Metrics;
+use upstream::Upstream;
+
+/// The keys inbound callers must present.
+struct InboundKeys(Vec<SecretString>);
+
+impl std::fmt::Debug for InboundKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "InboundKeys([REDACTED; {}])", self.0.len())
+    }
+}
+
+impl InboundKeys {
+    fn matches(&self, presented: &str) -> bool {
+        // Compare against every key, without stopping at the first match.
+        self.0.iter().fold(false, |hit, k| {
+            let k = k.expose_secret().as_bytes();
+            let p = presented.as_bytes();
+            let same =
+                k.len() == p.len() && k.iter().zip(p).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+            hit | same
+        })
+    }
+}
+
+/// One target of a route, resolved.
+#[derive(Debug)]
+struct RouteTarget {
+    upstream: Arc<Upstream>,
+    model: Option<String>,
+}
+
+/// Everything the handlers share.
+#[derive(Debug)]
+struct AppState {
+    routes: HashMap<String, Vec<RouteTarget>>,
+    models: Vec<String>,
+    upstreams: Vec<Arc<Upstream>>,
+    max_body_bytes: usize,
+    inbound_keys: Option<InboundKeys>,
+    metrics: Arc<Metrics>,
+}
+
+/// The gateway: routes, upstream stacks, metrics.
+///
+/// Cloning is cheap and shares everything.
+#[derive(Clone, Debug)]
+pub struct Gateway {
+    state: Arc<AppState>,
+}
+
+/// Why a gateway could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The configuration.
+    Config(ConfigError),
+    /// An upstream could not be built.
+    Upstream(BuildError),
+    /// The `[auth]` key variable.
+    Auth(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Config(e) => e.fmt(f),
+            Self::Upstream(e) => e.fmt(f),
+            Self::Auth(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl Gateway {
+    /// Builds every upstream stack of `config`.
+    ///
+    /// # Errors
+    ///
+    /// An upstream whose key cannot be read, or an `[auth]` variable that is
+    /// unset or empty.
+    pub fn new(config: Config) -> Result<Self, StartError> {
+        Self::with_mocks(config, HashMap::new())
+    }
+
+    /// Like [`new`](Self::new), with the given mocks behind the
+    /// `kind = "mock"` upstreams of those names (to script them in tests).
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    pub fn with_mocks(
+        config: Config,
+        mut mocks: HashMap<String, MockUpstream>,
+    ) -> Result<Self, StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let mut by_name = HashMap::new();
+        let mut upstreams = Vec::new();
+        for u in &config.upstreams {
+            let up = Arc::new(
+                Upstream::build(u, &metrics, mocks.remove(&u.name))
+                    .map_err(StartError::Upstream)?,
+            );
+            by_name.insert(u.name.clone(), up.clone());
+            upstreams.push(up);
+        }
+        let mut routes = HashMap::new();
+        let mut models = Vec::new();
+        for r in &config.routes {
+            let targets = r
+                .targets
+                .iter()
+                .filter_map(|t| {
+                    let t = Target::parse(t);
+                    by_name.get(&t.upstream).map(|u| RouteTarget {
+                        upstream: u.clone(),
+                        model: t.model,
+                    })
+                })
+                .collect();
+            routes.insert(r.model.clone(), targets);
+            models.push(r.model.clone());
+        }
+        let inbound_keys = match &config.auth {
+            None => None,
+            Some(a) => {
+                let raw = std::env::var(&a.keys_env).map_err(|_| {
+                    StartError::Auth(format!(
+                        "[auth] keys_env: the variable `{}` is not set; export it with the accepted keys, comma-separated",
+                        a.keys_env
+                    ))
+                })?;
+                let keys: Vec<SecretString> = raw
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(|k| SecretString::from(k.to_owned()))
+                    .collect();
+                if keys.is_empty() {
+                    return Err(StartError::Auth(format!(
+                        "[auth] keys_env: the variable `{}` holds no key",
+                        a.keys_env
+                    )));
+                }
+                Some(InboundKeys(keys))
+            }
+        };
+        Ok(Self {
+            state: Arc::new(AppState {
+                routes,
+                models,
+                upstreams,
+                max_body_bytes: config.max_body_bytes,
+                inbound_keys,
+                metrics,
+            }),
+        })
+    }
+
+    /// The axum router serving every endpoint.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/v1/chat/completions", post(chat_completions))
+            .route("/v1/messages", post(messages))
+            .route("/v1/models", get(models))
+            .route("/healthz", get(healthz))
+            .route("/metrics", get(metrics_text))
+            .fallback(not_found)
+            .with_state(self.state.clone())
+    }
+
+    /// The mock behind the `kind = "mock"` upstream `name`, if any.
+    pub fn mock(&self, name: &str) -> Option<&MockUpstream> {
+        self.state
+            .upstreams
+            .iter()
+            .find(|u| &*u.name == name)
+            .and_then(|u| u.mock.as_ref())
+    }
+}
+
+async fn chat_completions(State(state): State<Arc<AppState>>, req: Request) -> Response<Body> {
+    proxy::handle(state, Provider::OpenAi, req).await
+}
+
+async fn messages(State(state): State<Arc<AppState>>, req: Request) -> Response<Body> {
+    proxy::handle(state, Provider::Anthropic, req).await
+}
+
+/// `GET /v1/models`: the routed models, in Anthropic's format when the
+/// caller sends `anthropic-version`, OpenAI's otherwise.
+async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> impl IntoResponse {
+    let body = if headers.contains_key("anthropic-version") {
+        let data: Vec<_> = state
+            .models
+            .iter()
+            .map(|m| json!({"type": "model", "id": m, "display_name": m, "created_at": "1970-01-01T00:00:00Z"}))
+            .collect();
+        json!({
+            "data": data,
+            "has_more": false,
+            "first_id": state.models.first(),
+            "last_id": state.models.last(),
+        })
+    } else {
+        let data: Vec<_> = state
+            .models
+            .iter()
+            .map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "palisade"}))
+            .collect();
+        json!({"object": "list", "data": data})
+    };
+    ([(CONTENT_TYPE, "application/json")], body.to_string())
+}
+
+async fn healthz() -> impl IntoResponse {
+    ([(CONTENT_TYPE, "application/json")], r#"{"status":"ok"}"#)
+}
+
+async fn metrics_text(State(state): State<Arc<AppState>>) -> Response<Body> {
+    // The breaker's state is read now (an open circuit turns half-open on
+    // the next call, not on a timer).
+    for u in &state.upstreams {
+        state.metrics.set_breaker_state(&u.name, u.breaker.state());
+    }
+    let mut res = Response::new(Body::from(state.metrics.encode()));
+    res.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    res
+}
+
+async fn not_found(req: Request) -> Response<Body> {
+    let api = if req.uri().path().ends_with("/messages")
+        || req.headers().contains_key("anthropic-version")
+    {
+        Provider::Anthropic
+    } else {
+        Provider::OpenAi
+    };
+    errors::error_response(
+        api,
+        StatusCode::NOT_FOUND,
+        &format!(
+            "no endpoint {} {}; this gateway serves POST /v1/chat/completions, POST /v1/messages, GET /v1/models, GET /healthz, GET /metrics",
+            req.method(),
+            req.uri().path()
+        ),
+        None,
+        None,
+    )
+}
+
+/// Serves `gateway` on `listener` until `shutdown` completes, then lets
+/// in-flight requests finish (see [`serve_with_grace`] for a bound).
+///
+/// # Errors
+///
+/// When accepting connections fails.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, gateway.router())
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Serves until `shutdown`, then waits at most `grace` for in-flight
+/// requests (streams included) to finish. Returns `true` when they all did.
+///
+/// # Errors
+///
+/// When accepting connections fails.
+pub async fn serve_with_grace(
+    listener: tokio::net::TcpListener,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<bool> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        let _ = tx.send(());
+    };
+    let server = serve(listener, gateway, signal);
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => return r.map(|()| true),
+        _ = rx => {}
+    }
+    match tokio::time::timeout(grace, server).await {
+        Ok(r) => r.map(|()| true),
+        Err(_) => Ok(false),
+    }
+}

@@ -1,0 +1,161 @@
+//! `palisade-gateway [--config FILE] [--listen ADDR]`
+//!
+//! With no config, the built-in mock upstream (model `mock`) on
+//! `127.0.0.1:8080`. The first line on stdout is `listening on ADDR`; logs go
+//! to stderr, filtered by `RUST_LOG` (default `info`). SIGTERM/SIGINT stop
+//! accepting and let in-flight requests finish within the grace period.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use palisade_gateway::{Config, Gateway};
+use tracing_subscriber::EnvFilter;
+
+const USAGE: &str = "usage: palisade-gateway [--config FILE] [--listen ADDR]
+
+  --config FILE   the TOML config (SPEC §4); without it, the built-in mock
+                  upstream serves the model `mock`
+  --listen ADDR   where to listen (overrides the config's `listen`);
+                  127.0.0.1:0 picks a free port
+";
+
+struct Args {
+    config: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = std::env::args_os().skip(1);
+    let mut out = Args {
+        config: None,
+        listen: None,
+    };
+    while let Some(a) = args.next() {
+        let a = a.to_string_lossy().into_owned();
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) => (f.to_owned(), Some(v.to_owned())),
+            None => (a.clone(), None),
+        };
+        let mut value = |name: &str| {
+            inline
+                .clone()
+                .or_else(|| args.next().map(|v| v.to_string_lossy().into_owned()))
+                .ok_or_else(|| format!("{name} needs a value\n\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "--config" | "-c" => out.config = Some(PathBuf::from(value("--config")?)),
+            "--listen" | "-l" => {
+                let v = value("--listen")?;
+                out.listen = Some(v.parse().map_err(|e| {
+                    format!("--listen `{v}` is not an address like 127.0.0.1:8080: {e}")
+                })?);
+            }
+            "--help" | "-h" => return Err(USAGE.to_owned()),
+            other => return Err(format!("unknown argument `{other}`\n\n{USAGE}")),
+        }
+    }
+    Ok(out)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down: no new connections; waiting for in-flight requests");
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(m) => {
+            eprintln!("{m}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut config = match &args.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Config::builtin_mock(),
+    };
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    let listen = config.listen;
+    let grace = config.grace();
+    let mock_mode = args.config.is_none();
+    let gateway = match Gateway::new(config) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "error: cannot listen on {listen}: {e}; is another process using it? pick another with --listen"
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let addr = listener.local_addr().unwrap_or(listen);
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on {addr}");
+        let _ = out.flush();
+    }
+    if mock_mode {
+        tracing::info!(
+            "built-in mock upstream, model `mock`; try: curl -s http://{addr}/v1/chat/completions -H 'content-type: application/json' -d '{{\"model\":\"mock\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello palisade\"}}]}}'"
+        );
+    }
+    match palisade_gateway::serve_with_grace(listener, gateway, shutdown_signal(), grace).await {
+        Ok(true) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Ok(false) => {
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "stopped with requests still in flight after the grace period"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: serving failed: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

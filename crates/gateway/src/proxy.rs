@@ -1,0 +1,611 @@
+//! The two proxy endpoints: read and check the request, route it over its
+//! targets (fallback), translate where a target speaks the other API, and
+//! answer in the caller's format.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::StreamBody;
+use palisade_core::classify::{ClassifyOutcome, LlmClassifier, Outcome};
+use palisade_core::{
+    BodyTooLarge, BoxError, CircuitOpen, ErrorKind, ParsedBody, RateLimited, RequestBody,
+    body::collect_limited, find,
+};
+use palisade_providers::translate::{
+    anthropic_request_to_openai, anthropic_response_to_openai, openai_request_to_anthropic,
+    openai_response_to_anthropic,
+};
+use palisade_providers::{Provider, anthropic, openai};
+use palisade_sse::EventStream;
+use serde_json::Value;
+use tower::ServiceExt;
+use tracing::Instrument;
+
+use crate::errors::{error_response, parse_upstream_error};
+use crate::metrics::{Metrics, RequestLabels, UpstreamLabel};
+use crate::trace_ctx::{TRACE_ID_HEADER, TraceContext};
+use crate::upstream::{ResBody, Upstream};
+use crate::{AppState, validate};
+
+/// The largest upstream answer read whole (JSON answers and error bodies).
+const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
+/// The largest upstream error body relayed.
+const MAX_ERROR_BODY: usize = 1024 * 1024;
+
+const OVERHEAD_HEADER: &str = "x-palisade-overhead-ms";
+
+/// What the caller gets, plus what the metrics need.
+struct Answer {
+    res: Response<Body>,
+    route: String,
+    upstream: String,
+    /// Time spent waiting on upstreams.
+    waited: Duration,
+}
+
+impl Answer {
+    fn local(res: Response<Body>) -> Self {
+        Self {
+            res,
+            route: String::new(),
+            upstream: String::new(),
+            waited: Duration::ZERO,
+        }
+    }
+}
+
+/// `POST /v1/chat/completions` and `POST /v1/messages`.
+pub(crate) async fn handle(
+    state: Arc<AppState>,
+    caller: Provider,
+    req: Request<Body>,
+) -> Response<Body> {
+    let started = Instant::now();
+    let trace = TraceContext::from_headers(req.headers());
+    let span = tracing::info_span!("request", trace_id = %trace.id);
+    let answer = proxy(&state, caller, req, &trace, started)
+        .instrument(span)
+        .await;
+    let Answer {
+        mut res,
+        route,
+        upstream,
+        waited,
+    } = answer;
+    let total = started.elapsed();
+    let overhead = total.saturating_sub(waited);
+    let h = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&trace.id) {
+        h.insert(TRACE_ID_HEADER, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", overhead.as_secs_f64() * 1000.0)) {
+        h.insert(OVERHEAD_HEADER, v);
+    }
+    let m = &state.metrics;
+    Metrics::observe(&m.overhead, overhead);
+    Metrics::observe(&m.duration, total);
+    m.requests
+        .get_or_create(&RequestLabels {
+            route,
+            upstream,
+            status: res.status().as_u16().to_string(),
+        })
+        .inc();
+    res
+}
+
+fn bad_request(caller: Provider, violations: &[palisade_core::Violation]) -> Response<Body> {
+    let message = violations
+        .iter()
+        .map(|v| {
+            if v.pointer().is_empty() {
+                v.message().to_owned()
+            } else {
+                format!("{}: {}", v.pointer(), v.message())
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let param = violations
+        .first()
+        .map(|v| v.pointer())
+        .filter(|p| !p.is_empty());
+    error_response(
+        caller,
+        StatusCode::BAD_REQUEST,
+        &format!("invalid request: {message}"),
+        param,
+        None,
+    )
+}
+
+fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(keys) = &state.inbound_keys else {
+        return true;
+    };
+    let presented = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
+    presented.is_some_and(|p| keys.matches(p.trim()))
+}
+
+async fn proxy(
+    state: &AppState,
+    caller: Provider,
+    req: Request<Body>,
+    trace: &TraceContext,
+    started: Instant,
+) -> Answer {
+    if !authorized(state, req.headers()) {
+        tracing::info!("refused: missing or unknown inbound key");
+        return Answer::local(error_response(
+            caller,
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid API key for this gateway: send `Authorization: Bearer KEY` with one of the keys it was configured with",
+            None,
+            None,
+        ));
+    }
+    let (parts, body) = req.into_parts();
+    let limit = state.max_body_bytes;
+    let too_large = || {
+        error_response(
+            caller,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "the request body is over this gateway's limit of {limit} bytes (max_body_bytes); send a smaller request"
+            ),
+            None,
+            None,
+        )
+    };
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Answer::local(too_large());
+    }
+    let bytes = match collect_limited(body, limit).await {
+        Ok(b) => b,
+        Err(e) if find::<BodyTooLarge>(&*e).is_some() => return Answer::local(too_large()),
+        Err(e) => {
+            return Answer::local(error_response(
+                caller,
+                StatusCode::BAD_REQUEST,
+                &format!("could not read the request body: {e}"),
+                None,
+                None,
+            ));
+        }
+    };
+    let parsed = match ParsedBody::parse(&bytes) {
+        Ok(p) => p,
+        Err(rejected) => return Answer::local(bad_request(caller, rejected.violations())),
+    };
+    let violations = validate::check(caller, parsed.value());
+    if !violations.is_empty() {
+        tracing::info!(violations = violations.len(), "refused: invalid request");
+        return Answer::local(bad_request(caller, &violations));
+    }
+    let model = parsed.model().unwrap_or_default().to_owned();
+    let Some(targets) = state.routes.get(&model) else {
+        let known: Vec<&str> = state.models.iter().map(String::as_str).collect();
+        return Answer::local(error_response(
+            caller,
+            StatusCode::NOT_FOUND,
+            &format!(
+                "the model `{model}` is not served by this gateway; it serves: {}",
+                known.join(", ")
+            ),
+            Some("model"),
+            None,
+        ));
+    };
+    let stream = parsed.is_stream();
+    let mut waited = Duration::ZERO;
+    let mut last: Option<(Arc<Upstream>, Failure)> = None;
+    for target in targets {
+        let up = &target.upstream;
+        let up_api = up.api.unwrap_or(caller);
+        let body = match upstream_body(caller, up_api, &bytes, &parsed, target.model.as_deref()) {
+            Ok(b) => b,
+            Err(msg) => {
+                tracing::info!(upstream = %up.name, reason = %msg, "cannot translate the request for this upstream; trying the next target");
+                last = Some((up.clone(), Failure::Untranslatable(msg)));
+                continue;
+            }
+        };
+        let mut ureq = Request::post(match up_api {
+            Provider::Anthropic => "/messages",
+            _ => "/chat/completions",
+        })
+        .header(CONTENT_TYPE, "application/json")
+        .header(TRACE_ID_HEADER, trace.id.as_str())
+        .header("traceparent", trace.traceparent());
+        if let Some(ts) = &trace.tracestate {
+            ureq = ureq.header("tracestate", ts.as_str());
+        }
+        if up_api == Provider::Anthropic && caller == Provider::Anthropic {
+            if let Some(beta) = parts.headers.get("anthropic-beta") {
+                ureq = ureq.header("anthropic-beta", beta.clone());
+            }
+        }
+        let Ok(mut ureq) = ureq.body(RequestBody::new(body.clone())) else {
+            continue;
+        };
+        // The body parsed once travels with the request (token estimation);
+        // a re-targeted body gets its own.
+        if body == bytes {
+            ureq.extensions_mut().insert(parsed.clone());
+        } else if let Ok(p) = ParsedBody::parse(&body) {
+            ureq.extensions_mut().insert(p);
+        }
+
+        let t0 = Instant::now();
+        let result = up.service.clone().oneshot(ureq).await;
+        let failure = match result {
+            Ok(res) if res.status().is_success() => {
+                if stream {
+                    let mut events = EventStream::new(res.into_body());
+                    match events.next().await {
+                        Some(Ok(first)) => {
+                            waited += t0.elapsed();
+                            Metrics::observe(&state.metrics.ttft, started.elapsed());
+                            let include_usage = parsed
+                                .value()
+                                .pointer("/stream_options/include_usage")
+                                .and_then(Value::as_bool)
+                                .unwrap_or(false);
+                            let relay = crate::relay::Relay::new(
+                                events,
+                                first,
+                                caller,
+                                up.clone(),
+                                state.metrics.clone(),
+                                include_usage,
+                            );
+                            let mut res = Response::new(Body::new(StreamBody::new(relay)));
+                            let h = res.headers_mut();
+                            h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+                            h.insert(
+                                http::header::CACHE_CONTROL,
+                                HeaderValue::from_static("no-cache"),
+                            );
+                            return Answer {
+                                res,
+                                route: model,
+                                upstream: up.name.to_string(),
+                                waited,
+                            };
+                        }
+                        Some(Err(e)) => Failure::Error(e.into()),
+                        None => Failure::Error("the stream ended before its first event".into()),
+                    }
+                } else {
+                    let (uparts, ubody) = res.into_parts();
+                    match collect_upstream(ubody, MAX_UPSTREAM_BODY).await {
+                        Ok(b) => {
+                            waited += t0.elapsed();
+                            match json_answer(
+                                caller,
+                                up,
+                                up_api,
+                                &uparts.headers,
+                                b,
+                                &state.metrics,
+                            ) {
+                                Ok(res) => {
+                                    return Answer {
+                                        res,
+                                        route: model,
+                                        upstream: up.name.to_string(),
+                                        waited,
+                                    };
+                                }
+                                Err(msg) => Failure::Untranslatable(msg),
+                            }
+                        }
+                        Err(e) => Failure::Error(e),
+                    }
+                }
+            }
+            Ok(res) => {
+                let retryable = LlmClassifier::new()
+                    .classify(Outcome::response(&res))
+                    .is_retryable();
+                let (uparts, ubody) = res.into_parts();
+                let body = collect_upstream(ubody, MAX_ERROR_BODY)
+                    .await
+                    .unwrap_or_default();
+                waited += t0.elapsed();
+                let status = uparts.status;
+                tracing::info!(upstream = %up.name, status = status.as_u16(), "upstream answered with an error status");
+                let f = Failure::Status {
+                    status,
+                    headers: uparts.headers,
+                    body: up.redact(body),
+                };
+                if !retryable {
+                    // The request itself is at fault: another target would
+                    // refuse it too.
+                    return Answer {
+                        res: relay_failure(caller, up, up_api, f),
+                        route: model,
+                        upstream: up.name.to_string(),
+                        waited,
+                    };
+                }
+                f
+            }
+            Err(e) => Failure::Error(e),
+        };
+        if matches!(failure, Failure::Error(_)) {
+            waited += t0.elapsed();
+        }
+        if let Failure::Error(e) = &failure {
+            if ErrorKind::of(&**e) == Some(ErrorKind::RateLimited) {
+                state
+                    .metrics
+                    .ratelimit_rejected
+                    .get_or_create(&UpstreamLabel {
+                        upstream: up.name.to_string(),
+                    })
+                    .inc();
+            }
+            tracing::info!(upstream = %up.name, reason = %e, "upstream failed; trying the next target if any");
+        }
+        last = Some((up.clone(), failure));
+    }
+    let Some((up, failure)) = last else {
+        return Answer::local(error_response(
+            caller,
+            StatusCode::BAD_GATEWAY,
+            "the route has no usable target",
+            None,
+            None,
+        ));
+    };
+    let up_api = up.api.unwrap_or(caller);
+    Answer {
+        res: relay_failure(caller, &up, up_api, failure),
+        route: model,
+        upstream: up.name.to_string(),
+        waited,
+    }
+}
+
+/// Reads an upstream body whole, up to `limit`. (A named, boxed future: an
+/// `async fn` generic over the body's error trips rustc's higher-ranked
+/// lifetime inference inside axum handlers.)
+fn collect_upstream(
+    body: ResBody,
+    limit: usize,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Bytes, BoxError>> + Send>> {
+    Box::pin(collect_limited(body, limit))
+}
+
+/// How one target failed.
+enum Failure {
+    /// An error status (body scrubbed).
+    Status {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+    },
+    /// An error from the stack (transport, timeout, open circuit, limit, …).
+    Error(BoxError),
+    /// The request or answer cannot be carried to/from this target's API.
+    Untranslatable(String),
+}
+
+/// The request body for a target speaking `up_api`, with its model name.
+fn upstream_body(
+    caller: Provider,
+    up_api: Provider,
+    bytes: &Bytes,
+    parsed: &ParsedBody,
+    model: Option<&str>,
+) -> Result<Bytes, String> {
+    if caller == up_api && model.is_none() {
+        return Ok(bytes.clone());
+    }
+    let mut value = match (caller, up_api) {
+        (Provider::OpenAi, Provider::Anthropic) => {
+            let req: openai::ChatRequest = serde_json::from_value(parsed.value().clone())
+                .map_err(|e| format!("the request does not fit OpenAI's chat request: {e}"))?;
+            let out = openai_request_to_anthropic(&req).map_err(|e| e.to_string())?;
+            serde_json::to_value(out).map_err(|e| e.to_string())?
+        }
+        (Provider::Anthropic, Provider::OpenAi) => {
+            let req: anthropic::MessagesRequest = serde_json::from_value(parsed.value().clone())
+                .map_err(|e| {
+                    format!("the request does not fit Anthropic's messages request: {e}")
+                })?;
+            serde_json::to_value(anthropic_request_to_openai(&req)).map_err(|e| e.to_string())?
+        }
+        _ => parsed.value().clone(),
+    };
+    if let (Some(m), Some(obj)) = (model, value.as_object_mut()) {
+        obj.insert("model".to_owned(), Value::String(m.to_owned()));
+    }
+    serde_json::to_vec(&value)
+        .map(Bytes::from)
+        .map_err(|e| e.to_string())
+}
+
+/// Headers of an upstream answer worth handing on.
+const RELAYED_HEADERS: [&str; 4] = [
+    "retry-after",
+    "retry-after-ms",
+    "x-request-id",
+    "request-id",
+];
+
+fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    for name in RELAYED_HEADERS {
+        if let Some(v) = from.get(name) {
+            to.insert(HeaderName::from_static(name), v.clone());
+        }
+    }
+}
+
+/// A JSON answer, translated when the target speaks the other API.
+fn json_answer(
+    caller: Provider,
+    up: &Upstream,
+    up_api: Provider,
+    headers: &HeaderMap,
+    body: Bytes,
+    metrics: &Metrics,
+) -> Result<Response<Body>, String> {
+    let body = up.redact(body);
+    let body = match (up_api, caller) {
+        (Provider::Anthropic, Provider::OpenAi) => {
+            let r: anthropic::MessagesResponse = serde_json::from_slice(&body).map_err(|e| {
+                format!(
+                    "upstream `{}` sent an answer that is not an Anthropic message: {e}",
+                    up.name
+                )
+            })?;
+            Bytes::from(
+                serde_json::to_vec(&anthropic_response_to_openai(&r)).map_err(|e| e.to_string())?,
+            )
+        }
+        (Provider::OpenAi, Provider::Anthropic) => {
+            let r: openai::ChatCompletion = serde_json::from_slice(&body).map_err(|e| {
+                format!(
+                    "upstream `{}` sent an answer that is not an OpenAI chat completion: {e}",
+                    up.name
+                )
+            })?;
+            let out = openai_response_to_anthropic(&r).map_err(|e| e.to_string())?;
+            Bytes::from(serde_json::to_vec(&out).map_err(|e| e.to_string())?)
+        }
+        _ => body,
+    };
+    count_usage(&body, &up.name, metrics);
+    let mut res = Response::new(Body::from(body));
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    copy_headers(headers, res.headers_mut());
+    Ok(res)
+}
+
+fn count_usage(body: &[u8], upstream: &str, metrics: &Metrics) {
+    #[derive(serde::Deserialize)]
+    struct WithUsage {
+        usage: Option<Value>,
+    }
+    let Ok(WithUsage { usage: Some(u) }) = serde_json::from_slice::<WithUsage>(body) else {
+        return;
+    };
+    let n = |a: &str, b: &str| {
+        u.get(a)
+            .or_else(|| u.get(b))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    };
+    metrics.add_tokens(upstream, "input", n("prompt_tokens", "input_tokens"));
+    metrics.add_tokens(upstream, "output", n("completion_tokens", "output_tokens"));
+}
+
+/// The caller's answer for a failed target.
+fn relay_failure(caller: Provider, up: &Upstream, up_api: Provider, f: Failure) -> Response<Body> {
+    let name = &up.name;
+    match f {
+        Failure::Status {
+            status,
+            headers,
+            body,
+        } => {
+            let mut res = if up_api == caller && parse_upstream_error(&body).is_some() {
+                let mut res = Response::new(Body::from(body));
+                res.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                res
+            } else {
+                let msg = match parse_upstream_error(&body) {
+                    Some((kind, m)) => format!("upstream `{name}` answered {status} ({kind}): {m}"),
+                    None => format!(
+                        "upstream `{name}` answered {status}: {}",
+                        String::from_utf8_lossy(&body[..body.len().min(500)])
+                    ),
+                };
+                error_response(caller, status, &msg, None, None)
+            };
+            *res.status_mut() = status;
+            copy_headers(&headers, res.headers_mut());
+            res
+        }
+        Failure::Untranslatable(msg) => error_response(
+            caller,
+            StatusCode::BAD_GATEWAY,
+            &format!("upstream `{name}`: {msg}"),
+            None,
+            None,
+        ),
+        Failure::Error(e) => {
+            let kind = ErrorKind::of(&*e);
+            match kind {
+                Some(ErrorKind::CircuitOpen) => {
+                    let wait = find::<CircuitOpen>(&*e).map(CircuitOpen::remaining);
+                    error_response(
+                        caller,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &format!(
+                            "upstream `{name}` is unavailable: its circuit breaker is open after repeated failures; retry later ({e})"
+                        ),
+                        None,
+                        Some(wait.unwrap_or(Duration::from_secs(1))),
+                    )
+                }
+                Some(ErrorKind::RateLimited) => {
+                    let wait = find::<RateLimited>(&*e).and_then(RateLimited::retry_after);
+                    let mut res = error_response(
+                        caller,
+                        StatusCode::TOO_MANY_REQUESTS,
+                        &format!(
+                            "the gateway's rate limit for upstream `{name}` is reached; retry later ({e})"
+                        ),
+                        None,
+                        wait,
+                    );
+                    if wait.is_none() {
+                        res.headers_mut().remove(RETRY_AFTER);
+                    }
+                    res
+                }
+                Some(ErrorKind::Timeout) => error_response(
+                    caller,
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &format!("upstream `{name}` timed out: {e}"),
+                    None,
+                    None,
+                ),
+                Some(ErrorKind::Transport(_)) => error_response(
+                    caller,
+                    StatusCode::BAD_GATEWAY,
+                    &format!("upstream `{name}` could not be reached: {e}"),
+                    None,
+                    None,
+                ),
+                _ => error_response(
+                    caller,
+                    StatusCode::BAD_GATEWAY,
+                    &format!("upstream `{name}` failed: {e}"),
+                    None,
+                    None,
+                ),
+            }
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! Relaying an upstream's event stream to the caller.
+//!
+//! The relay is pull-driven: it decodes the next upstream event only when the
+//! caller's connection asks for more bytes, so a slow reader slows the
+//! upstream read (backpressure) and memory per stream stays bounded (one
+//! event of at most the decoder's `max_event_bytes`, plus its translation).
+//!
+//! Events pass through as they came when the upstream speaks the caller's
+//! API, and through the `palisade-providers` translators when it does not.
+//! A stream that fails after the first byte — a body error, a timeout, a
+//! malformed event, an end without the terminator (`data: [DONE]` /
+//! `message_stop`) — ends with an error event in the caller's format; an
+//! upstream's own in-band error event is relayed (key scrubbed) and ends the
+//! stream too. Nothing is ever replayed: once the first event went out, no
+//! retry or fallback happens.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_core::Stream;
+use futures_util::StreamExt;
+use http::StatusCode;
+use http_body::Frame;
+use palisade_core::ErrorKind;
+use palisade_providers::translate::{
+    AnthropicToOpenAiStream, OpenAiToAnthropicStream, anthropic_sse, openai_sse,
+};
+use palisade_providers::{OpenAiItem, Provider, decode_anthropic, decode_openai};
+use palisade_sse::{Event, EventStream, SseError};
+use serde_json::Value;
+
+use crate::errors::stream_error_event;
+use crate::metrics::Metrics;
+use crate::upstream::{ResBody, Upstream};
+
+/// How events are carried across.
+enum Mode {
+    /// Same API on both sides.
+    Pass,
+    /// An OpenAI upstream, an Anthropic caller.
+    ToAnthropic(Box<OpenAiToAnthropicStream>),
+    /// An Anthropic upstream, an OpenAI caller.
+    ToOpenAi(Box<AnthropicToOpenAiStream>),
+}
+
+/// Token counts seen in the stream.
+#[derive(Clone, Copy, Debug, Default)]
+struct Usage {
+    input: u64,
+    output: u64,
+}
+
+/// The caller's response body for a streamed call.
+pub(crate) struct Relay {
+    events: EventStream<ResBody>,
+    mode: Mode,
+    caller: Provider,
+    upstream_api: Provider,
+    upstream: Arc<Upstream>,
+    metrics: Arc<Metrics>,
+    out: VecDeque<Bytes>,
+    usage: Usage,
+    terminated: bool,
+    done: bool,
+    reported: bool,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("upstream", &self.upstream.name)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl Relay {
+    /// A relay whose first upstream event, `first`, was already read.
+    pub(crate) fn new(
+        events: EventStream<ResBody>,
+        first: Event,
+        caller: Provider,
+        upstream: Arc<Upstream>,
+        metrics: Arc<Metrics>,
+        include_usage: bool,
+    ) -> Self {
+        let upstream_api = upstream.api.unwrap_or(caller);
+        let mode = match (upstream_api, caller) {
+            (Provider::OpenAi, Provider::Anthropic) => {
+                Mode::ToAnthropic(Box::new(OpenAiToAnthropicStream::new()))
+            }
+            (Provider::Anthropic, Provider::OpenAi) => {
+                Mode::ToOpenAi(Box::new(AnthropicToOpenAiStream::new(include_usage)))
+            }
+            _ => Mode::Pass,
+        };
+        let mut relay = Self {
+            events,
+            mode,
+            caller,
+            upstream_api,
+            upstream,
+            metrics,
+            out: VecDeque::new(),
+            usage: Usage::default(),
+            terminated: false,
+            done: false,
+            reported: false,
+        };
+        relay.on_event(first);
+        relay
+    }
+
+    fn fail(&mut self, status: StatusCode, message: String) {
+        tracing::warn!(upstream = %self.upstream.name, reason = %message, "stream from upstream failed after the first byte");
+        self.out
+            .push_back(stream_error_event(self.caller, status, &message));
+        self.done = true;
+    }
+
+    fn tap_usage(&mut self, ev: &Event) {
+        let data = ev.data();
+        let interesting = match self.upstream_api {
+            Provider::Anthropic => ev.is("message_start") || ev.is("message_delta"),
+            _ => memchr::memmem::find(data, b"\"usage\"").is_some(),
+        };
+        if !interesting {
+            return;
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(data) else {
+            return;
+        };
+        let usage = v
+            .get("usage")
+            .or_else(|| v.get("message").and_then(|m| m.get("usage")));
+        let Some(u) = usage.filter(|u| u.is_object()) else {
+            return;
+        };
+        let n = |k: &str| u.get(k).and_then(Value::as_u64);
+        if let Some(i) = n("prompt_tokens").or_else(|| n("input_tokens")) {
+            self.usage.input = self.usage.input.max(i);
+        }
+        if let Some(o) = n("completion_tokens").or_else(|| n("output_tokens")) {
+            self.usage.output = self.usage.output.max(o);
+        }
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        self.tap_usage(&ev);
+        if ev.is_inband_error() {
+            let data = self.upstream.redact(ev.data().clone());
+            tracing::warn!(upstream = %self.upstream.name, "upstream sent an error event mid-stream");
+            match (&self.mode, self.caller) {
+                (Mode::Pass, _) => self.out.push_back(encode(ev.event(), &data)),
+                (_, caller) => {
+                    let msg = crate::errors::parse_upstream_error(&data)
+                        .map_or_else(|| String::from_utf8_lossy(&data).into_owned(), |(_, m)| m);
+                    self.out.push_back(stream_error_event(
+                        caller,
+                        StatusCode::BAD_GATEWAY,
+                        &format!(
+                            "upstream `{}` reported an error mid-stream: {msg}",
+                            self.upstream.name
+                        ),
+                    ));
+                }
+            }
+            self.done = true;
+            return;
+        }
+        let name = self.upstream.name.clone();
+        let malformed = |e: &dyn std::fmt::Display| {
+            format!("upstream `{name}` sent a malformed stream event ({e}); the stream is cut here")
+        };
+        match &mut self.mode {
+            Mode::Pass => {
+                let end = match self.upstream_api {
+                    Provider::Anthropic => ev.is("message_stop"),
+                    _ => ev.data().as_ref() == b"[DONE]",
+                };
+                self.out.push_back(encode(ev.event(), ev.data()));
+                if end {
+                    self.terminated = true;
+                }
+            }
+            Mode::ToAnthropic(t) => match decode_openai(&ev) {
+                Ok(item) => {
+                    let end = item == OpenAiItem::Done;
+                    for e in t.push(item) {
+                        self.out.push_back(anthropic_sse(&e));
+                    }
+                    if end {
+                        self.terminated = true;
+                    }
+                }
+                Err(e) => {
+                    let m = malformed(&e);
+                    self.fail(StatusCode::BAD_GATEWAY, m);
+                }
+            },
+            Mode::ToOpenAi(t) => match decode_anthropic(&ev) {
+                Ok(e) => {
+                    let end = ev.is("message_stop");
+                    for item in t.push(e) {
+                        self.out.push_back(openai_sse(&item));
+                    }
+                    if end {
+                        self.terminated = true;
+                    }
+                }
+                Err(e) => {
+                    let m = malformed(&e);
+                    self.fail(StatusCode::BAD_GATEWAY, m);
+                }
+            },
+        }
+    }
+
+    fn on_error(&mut self, e: SseError) {
+        let (status, what) = match ErrorKind::of(&e) {
+            Some(ErrorKind::Timeout) => (StatusCode::GATEWAY_TIMEOUT, "timed out"),
+            _ if e.is_too_large() => (StatusCode::BAD_GATEWAY, "sent an oversized event"),
+            _ => (StatusCode::BAD_GATEWAY, "failed"),
+        };
+        let m = format!(
+            "the stream from upstream `{}` {what} after the first byte: {e}",
+            self.upstream.name
+        );
+        self.fail(status, m);
+    }
+
+    fn report(&mut self) {
+        if !self.reported {
+            self.reported = true;
+            let name = &self.upstream.name;
+            self.metrics.add_tokens(name, "input", self.usage.input);
+            self.metrics.add_tokens(name, "output", self.usage.output);
+        }
+    }
+}
+
+/// `event: …\ndata: …\n\n`, one `data:` line per line of `data`.
+fn encode(event: Option<&str>, data: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(data.len() + 32);
+    if let Some(e) = event {
+        b.put_slice(b"event: ");
+        b.put_slice(e.as_bytes());
+        b.put_u8(b'\n');
+    }
+    for line in data.split(|c| *c == b'\n') {
+        b.put_slice(b"data: ");
+        b.put_slice(line);
+        b.put_u8(b'\n');
+    }
+    b.put_u8(b'\n');
+    b.freeze()
+}
+
+impl Stream for Relay {
+    type Item = Result<Frame<Bytes>, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if let Some(b) = this.out.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(b))));
+            }
+            if this.done {
+                this.report();
+                return Poll::Ready(None);
+            }
+            if this.terminated {
+                // Read the upstream body to its end when it is already there,
+                // so that the breaker records the call's success; do not wait
+                // for it (the caller has everything).
+                match this.events.poll_next_unpin(cx) {
+                    Poll::Ready(Some(Ok(_))) => continue,
+                    _ => {
+                        this.done = true;
+                        continue;
+                    }
+                }
+            }
+            match ready!(this.events.poll_next_unpin(cx)) {
+                Some(Ok(ev)) => this.on_event(ev),
+                Some(Err(e)) => this.on_error(e),
+                None => {
+                    let m = format!(
+                        "upstream `{}` ended the stream without its terminator ({}); the answer is truncated",
+                        this.upstream.name,
+                        match this.upstream_api {
+                            Provider::Anthropic => "message_stop",
+                            _ => "data: [DONE]",
+                        }
+                    );
+                    this.fail(StatusCode::BAD_GATEWAY, m);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_line_data_is_re_encoded_line_by_line() {
+        assert_eq!(
+            encode(Some("x"), b"a\nb"),
+            Bytes::from_static(b"event: x\ndata: a\ndata: b\n\n")
+        );
+        assert_eq!(
+            encode(None, b"[DONE]"),
+            Bytes::from_static(b"data: [DONE]\n\n")
+        );
+    }
+}

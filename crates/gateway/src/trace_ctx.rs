@@ -1,0 +1,157 @@
+//! `x-trace-id` and W3C `traceparent`/`tracestate` for one request.
+//!
+//! - A valid incoming `traceparent` is the parent: its trace id is kept and
+//!   a new span id (the gateway's) is sent upstream.
+//! - An incoming `x-trace-id` (1–128 visible ASCII characters) is kept as
+//!   is; when it is 32 hex digits and no `traceparent` came, it also seeds
+//!   the W3C trace id.
+//! - When only a `traceparent` arrives, its trace id becomes the `x-trace-id`.
+//! - Otherwise both are generated.
+
+use http::HeaderMap;
+
+/// The trace identity of one request.
+#[derive(Clone, Debug)]
+pub(crate) struct TraceContext {
+    /// The `x-trace-id` value (echoed, forwarded, logged).
+    pub(crate) id: String,
+    /// The W3C trace id (32 lowercase hex).
+    pub(crate) trace_id: String,
+    /// The gateway's span id (16 lowercase hex).
+    pub(crate) span_id: String,
+    /// The trace flags (`01` sampled).
+    pub(crate) flags: String,
+    /// The incoming `tracestate`, forwarded untouched.
+    pub(crate) tracestate: Option<String>,
+}
+
+pub(crate) const TRACE_ID_HEADER: &str = "x-trace-id";
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn random_hex(bytes: usize) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes * 2);
+    loop {
+        s.clear();
+        for _ in 0..bytes {
+            let _ = write!(s, "{:02x}", fastrand::u8(..));
+        }
+        if s.bytes().any(|b| b != b'0') {
+            return s;
+        }
+    }
+}
+
+/// `version-traceid-parentid-flags`, version 00 (or a future version with
+/// the same first four fields, as W3C asks).
+fn parse_traceparent(v: &str) -> Option<(String, String)> {
+    let mut parts = v.trim().split('-');
+    let version = parts.next()?;
+    let trace_id = parts.next()?;
+    let parent = parts.next()?;
+    let flags = parts.next()?;
+    if !is_hex(version, 2) || version == "ff" || (version == "00" && parts.next().is_some()) {
+        return None;
+    }
+    if !is_hex(trace_id, 32) || trace_id.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    if !is_hex(parent, 16) || parent.bytes().all(|b| b == b'0') || !is_hex(flags, 2) {
+        return None;
+    }
+    Some((trace_id.to_owned(), flags.to_owned()))
+}
+
+impl TraceContext {
+    /// Reads the incoming headers, generating what is missing.
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
+        let incoming_id = headers
+            .get(TRACE_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()));
+        let parent = headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_traceparent);
+        let tracestate = parent.as_ref().and_then(|_| {
+            headers
+                .get("tracestate")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        });
+        let (trace_id, flags) = match parent {
+            Some(p) => p,
+            None => {
+                let seeded = incoming_id
+                    .map(str::to_ascii_lowercase)
+                    .filter(|s| is_hex(s, 32) && s.bytes().any(|b| b != b'0'));
+                (seeded.unwrap_or_else(|| random_hex(16)), "01".to_owned())
+            }
+        };
+        let id = incoming_id.map_or_else(|| trace_id.clone(), str::to_owned);
+        Self {
+            id,
+            trace_id,
+            span_id: random_hex(8),
+            flags,
+            tracestate,
+        }
+    }
+
+    /// The `traceparent` to send upstream (the gateway's span as parent).
+    pub(crate) fn traceparent(&self) -> String {
+        format!("00-{}-{}-{}", self.trace_id, self.span_id, self.flags)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn ctx(pairs: &[(&'static str, &str)]) -> TraceContext {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        TraceContext::from_headers(&h)
+    }
+
+    #[test]
+    fn propagation_rules() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let c = ctx(&[("traceparent", tp), ("tracestate", "a=b")]);
+        assert_eq!(c.id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(
+            c.traceparent()
+                .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+        );
+        assert!(
+            !c.traceparent().contains("00f067aa0ba902b7"),
+            "a new span id"
+        );
+        assert_eq!(c.tracestate.as_deref(), Some("a=b"));
+
+        let c = ctx(&[("x-trace-id", "req-42"), ("traceparent", tp)]);
+        assert_eq!(c.id, "req-42");
+        assert_eq!(c.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+
+        let c = ctx(&[("x-trace-id", "req-42")]);
+        assert_eq!(c.id, "req-42");
+        assert!(is_hex(&c.trace_id, 32));
+
+        let c = ctx(&[(
+            "traceparent",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        )]);
+        assert_ne!(c.trace_id, "00000000000000000000000000000000");
+        assert_eq!(c.id, c.trace_id);
+
+        let c = ctx(&[]);
+        assert!(is_hex(&c.id, 32) && is_hex(&c.span_id, 16));
+    }
+}
