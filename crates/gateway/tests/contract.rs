@@ -1,0 +1,572 @@
+//! The gateway against SPEC §4, black box: the router served on loopback,
+//! palisade-mock upstreams (in-process or on their own sockets), a plain
+//! hyper client.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use palisade_core::test_util::LogCapture;
+use palisade_mock::{Fault, MockUpstream, Reply};
+
+const OPENAI: &str = "/v1/chat/completions";
+const ANTHROPIC: &str = "/v1/messages";
+
+/// One attempt, short timeouts: failures show at once.
+const ONE_SHOT: &str =
+    "[upstreams.retry]\nmax_attempts = 1\n[upstreams.timeout]\nfirst_byte = 2000\nidle = 300\n";
+
+fn mock_gateway_toml(extra_top: &str) -> String {
+    format!(
+        "{extra_top}\n[[upstreams]]\nname = \"m\"\nkind = \"mock\"\n{}",
+        route("mock", &["m"])
+    )
+}
+
+#[tokio::test]
+async fn builtin_mock_answers_json_and_streams_in_both_apis() {
+    let gw = start(&mock_gateway_toml(""), &[]).await;
+    let (res, body) = gw
+        .call(OPENAI, &chat("mock", "hello palisade gateway", false))
+        .await;
+    assert_eq!(res.status(), 200, "{body}");
+    assert_eq!(
+        json(&body)["choices"][0]["message"]["content"],
+        "hello palisade gateway"
+    );
+    let overhead: f64 = res.headers()["x-palisade-overhead-ms"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(overhead >= 0.0);
+    assert_eq!(res.headers()["x-trace-id"].len(), 32);
+
+    let (res, body) = gw.call(OPENAI, &chat("mock", "one two three", true)).await;
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    assert_eq!(openai_text(&body), "one two three");
+    assert_eq!(data_lines(&body).last().unwrap(), "[DONE]");
+
+    let (res, body) = gw
+        .call(ANTHROPIC, &anthropic("mock", "hi there", false))
+        .await;
+    assert_eq!(res.status(), 200, "{body}");
+    assert_eq!(json(&body)["content"][0]["text"], "hi there");
+
+    let (_, body) = gw
+        .call(ANTHROPIC, &anthropic("mock", "hi there", true))
+        .await;
+    assert!(body.contains("event: message_start"), "{body}");
+    assert!(
+        body.trim_end()
+            .ends_with("data: {\"type\":\"message_stop\"}"),
+        "{body}"
+    );
+
+    let (status, models) = gw.get("/v1/models").await;
+    assert_eq!(status, 200);
+    assert_eq!(json(&models)["data"][0]["id"], "mock");
+    let (status, health) = gw.get("/healthz").await;
+    assert_eq!(
+        (status, json(&health)["status"].as_str()),
+        (200, Some("ok"))
+    );
+}
+
+#[tokio::test]
+async fn invalid_requests_are_400_with_the_pointer_and_reach_no_upstream() {
+    let mock = MockUpstream::new();
+    let gw = start(&mock_gateway_toml(""), &[("m", &mock)]).await;
+    let cases = [
+        (r#"{"model":"mock"}"#, "/messages"),
+        (
+            r#"{"model":null,"messages":[{"role":"user","content":"x"}]}"#,
+            "/model",
+        ),
+        (
+            r#"{"model":"mock","messages":[{"role":"wizard","content":"x"}]}"#,
+            "/messages/0/role",
+        ),
+        (
+            r#"{"model":"mock","temperature":3,"messages":[{"role":"user","content":"x"}]}"#,
+            "/temperature",
+        ),
+        (
+            r#"{"model":"mock","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{}}]}"#,
+            "/tools/0/function/name",
+        ),
+    ];
+    for (body, pointer) in cases {
+        let (res, text) = gw.call(OPENAI, body).await;
+        assert_eq!(res.status(), 400, "{body} → {text}");
+        let v = json(&text);
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["param"], pointer, "{text}");
+        assert!(v["error"]["message"].as_str().unwrap().contains(pointer));
+    }
+    let (res, text) = gw.call(OPENAI, "{not json").await;
+    assert_eq!(res.status(), 400);
+    assert!(text.contains("not valid JSON"), "{text}");
+    // Anthropic callers get Anthropic's error format.
+    let (res, text) = gw
+        .call(
+            ANTHROPIC,
+            r#"{"model":"mock","messages":[{"role":"user","content":"x"}]}"#,
+        )
+        .await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(json(&text)["type"], "error");
+    assert!(text.contains("/max_tokens"), "{text}");
+    assert_eq!(mock.request_count(), 0);
+}
+
+#[tokio::test]
+async fn unknown_model_is_404_and_oversized_body_413() {
+    let mock = MockUpstream::new();
+    let gw = start(&mock_gateway_toml("max_body_bytes = 200"), &[("m", &mock)]).await;
+    let (res, text) = gw.call(OPENAI, &chat("gpt-9", "x", false)).await;
+    assert_eq!(res.status(), 404);
+    assert!(text.contains("gpt-9") && text.contains("mock"), "{text}");
+    let (res, text) = gw
+        .call(OPENAI, &chat("mock", &"word ".repeat(100), false))
+        .await;
+    assert_eq!(res.status(), 413, "{text}");
+    assert!(text.contains("max_body_bytes"), "{text}");
+    let (res, _) = gw
+        .call(ANTHROPIC, &anthropic("mock", &"word ".repeat(100), false))
+        .await;
+    assert_eq!(res.status(), 413);
+    assert_eq!(mock.request_count(), 0);
+}
+
+#[tokio::test]
+async fn inbound_keys_are_required_when_auth_is_set() {
+    let gw = start(
+        &mock_gateway_toml("[auth]\nkeys_env = \"PALISADE_TEST_GATEWAY_KEYS\""),
+        &[],
+    )
+    .await;
+    let body = chat("mock", "hi", false);
+    let res = gw.post(OPENAI, &body, &[]).await;
+    assert_eq!(res.status(), 401);
+    let res = gw
+        .post(OPENAI, &body, &[("authorization", "Bearer wrong")])
+        .await;
+    assert_eq!(res.status(), 401);
+    let res = gw
+        .post(
+            OPENAI,
+            &body,
+            &[("authorization", "Bearer inbound-test-key-2")],
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let res = gw
+        .post(
+            ANTHROPIC,
+            &anthropic("mock", "hi", false),
+            &[("x-api-key", "inbound-test-key-1")],
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
+async fn retry_waits_for_retry_after_then_succeeds() {
+    let mock = MockUpstream::new();
+    mock.push(Reply::status(429).header("retry-after-ms", "300"));
+    let server = mock.serve().await.unwrap();
+    let toml = upstream("a", "openai", &server.base_url(), "") + &route("gpt", &["a"]);
+    let gw = start(&toml, &[]).await;
+    let t = Instant::now();
+    let (res, body) = gw.call(OPENAI, &chat("gpt", "after a wait", false)).await;
+    assert_eq!(res.status(), 200, "{body}");
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(mock.request_count(), 2);
+    let (_, metrics) = gw.get("/metrics").await;
+    assert!(
+        metrics.contains(r#"palisade_retries_total{upstream="a",reason="rate_limited"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_error_is_relayed_at_once_without_retry_or_fallback() {
+    let a = MockUpstream::new();
+    a.set_default(Reply::status(400));
+    let b = MockUpstream::new();
+    let (sa, sb) = (a.serve().await.unwrap(), b.serve().await.unwrap());
+    let toml = upstream("a", "openai", &sa.base_url(), "")
+        + &upstream("b", "openai", &sb.base_url(), "")
+        + &route("gpt", &["a", "b"]);
+    let gw = start(&toml, &[]).await;
+    let (res, body) = gw.call(OPENAI, &chat("gpt", "x", false)).await;
+    assert_eq!(res.status(), 400, "{body}");
+    assert!(json(&body)["error"].is_object(), "{body}");
+    assert_eq!((a.request_count(), b.request_count()), (1, 0));
+}
+
+#[tokio::test]
+async fn fallback_goes_to_the_next_target_after_retries() {
+    let a = MockUpstream::new();
+    a.set_default(Reply::status(503));
+    let b = MockUpstream::new();
+    let (sa, sb) = (a.serve().await.unwrap(), b.serve().await.unwrap());
+    let retry = "[upstreams.retry]\nmax_attempts = 2\nbase_delay = 1\nmax_delay = 2\n";
+    let toml = upstream("a", "openai", &sa.base_url(), retry)
+        + &upstream("b", "openai", &sb.base_url(), "")
+        + &route("gpt", &["a", "b"]);
+    let gw = start(&toml, &[]).await;
+    let (res, body) = gw
+        .call(OPENAI, &chat("gpt", "from the backup", false))
+        .await;
+    assert_eq!(res.status(), 200, "{body}");
+    assert_eq!(
+        json(&body)["choices"][0]["message"]["content"],
+        "from the backup"
+    );
+    assert_eq!((a.request_count(), b.request_count()), (2, 1));
+    let (_, metrics) = gw.get("/metrics").await;
+    assert!(
+        metrics.contains(r#"palisade_requests_total{route="gpt",upstream="b",status="200"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn fallback_across_providers_translates_request_answer_and_stream() {
+    let a = MockUpstream::new();
+    a.set_default(Reply::status(529));
+    let b = MockUpstream::new();
+    let (sa, sb) = (a.serve().await.unwrap(), b.serve().await.unwrap());
+    let toml = upstream("a", "openai", &sa.base_url(), ONE_SHOT)
+        + &upstream("claude", "anthropic", &sb.base_url(), "")
+        + &route("gpt", &["a", "claude:claude-haiku"]);
+    let gw = start(&toml, &[]).await;
+    let (res, body) = gw
+        .call(OPENAI, &chat("gpt", "translated both ways", false))
+        .await;
+    assert_eq!(res.status(), 200, "{body}");
+    let v = json(&body);
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "translated both ways"
+    );
+    let sent = b.last_request().unwrap();
+    assert!(sent.uri.path().ends_with("/messages"), "{}", sent.uri);
+    let sent = sent.json().unwrap();
+    assert_eq!(sent["model"], "claude-haiku");
+    assert!(sent["max_tokens"].as_u64().is_some(), "{sent}");
+
+    let (_, body) = gw.call(OPENAI, &chat("gpt", "streamed across", true)).await;
+    assert_eq!(openai_text(&body), "streamed across");
+    assert_eq!(data_lines(&body).last().unwrap(), "[DONE]");
+}
+
+#[tokio::test]
+async fn breaker_opens_refuses_without_calling_then_closes() {
+    let mock = MockUpstream::new();
+    mock.set_default(Reply::status(500));
+    let server = mock.serve().await.unwrap();
+    let extra = format!(
+        "{ONE_SHOT}[upstreams.breaker]\nminimum_calls = 2\nwindow = 2\nfailure_rate = 0.5\nopen_for = 200\nhalf_open_calls = 1\n"
+    );
+    let toml = upstream("a", "openai", &server.base_url(), &extra) + &route("gpt", &["a"]);
+    let gw = start(&toml, &[]).await;
+    for _ in 0..2 {
+        let (res, _) = gw.call(OPENAI, &chat("gpt", "x", false)).await;
+        assert_eq!(res.status(), 500);
+    }
+    let (res, body) = gw.call(OPENAI, &chat("gpt", "x", false)).await;
+    assert_eq!(res.status(), 503, "{body}");
+    assert!(res.headers().contains_key("retry-after"));
+    assert!(body.contains("`a`") && body.contains("circuit"), "{body}");
+    assert_eq!(mock.request_count(), 2, "an open circuit calls nobody");
+    let (_, metrics) = gw.get("/metrics").await;
+    assert!(
+        metrics.contains(r#"palisade_breaker_state{upstream="a"} 1"#),
+        "{metrics}"
+    );
+
+    mock.set_default(Reply::echo());
+    // Let the open time pass (this waits for a deadline, it synchronises nothing).
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let (res, _) = gw.call(OPENAI, &chat("gpt", "x", false)).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(mock.request_count(), 3);
+    let (_, metrics) = gw.get("/metrics").await;
+    assert!(
+        metrics.contains(r#"palisade_breaker_state{upstream="a"} 0"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn the_gateways_own_rate_limit_answers_429_with_retry_after() {
+    let mock = MockUpstream::new();
+    let toml = format!(
+        "[[upstreams]]\nname = \"m\"\nkind = \"mock\"\n[upstreams.rate_limit]\nrequests_per_minute = 1\nmax_wait = 0\n{}",
+        route("mock", &["m"])
+    );
+    let gw = start(&toml, &[("m", &mock)]).await;
+    let (res, _) = gw.call(OPENAI, &chat("mock", "x", false)).await;
+    assert_eq!(res.status(), 200);
+    let (res, body) = gw.call(OPENAI, &chat("mock", "x", false)).await;
+    assert_eq!(res.status(), 429, "{body}");
+    let secs: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((50..=60).contains(&secs), "{secs}");
+    assert_eq!(mock.request_count(), 1);
+    let (_, metrics) = gw.get("/metrics").await;
+    assert!(
+        metrics.contains(r#"palisade_ratelimit_rejected_total{upstream="m"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn the_last_upstream_429_is_relayed_with_its_retry_after() {
+    let mock = MockUpstream::new();
+    mock.set_default(Reply::status(429).header("retry-after", "7"));
+    let server = mock.serve().await.unwrap();
+    let toml = upstream("a", "openai", &server.base_url(), ONE_SHOT) + &route("gpt", &["a"]);
+    let gw = start(&toml, &[]).await;
+    let (res, body) = gw.call(OPENAI, &chat("gpt", "x", false)).await;
+    assert_eq!(res.status(), 429, "{body}");
+    assert_eq!(res.headers()["retry-after"], "7");
+    // An Anthropic caller gets it in Anthropic's format.
+    let (res, body) = gw.call(ANTHROPIC, &anthropic("gpt", "x", false)).await;
+    assert_eq!(res.status(), 429);
+    assert_eq!(json(&body)["type"], "error", "{body}");
+}
+
+#[tokio::test]
+async fn transport_failure_is_502_and_timeout_504_naming_the_upstream() {
+    // A port nobody listens on: bind, note it, close.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let slow = MockUpstream::new();
+    slow.set_default(Reply::echo().delay_before_headers(Duration::from_secs(30)));
+    let server = slow.serve().await.unwrap();
+    let toml = upstream("gone", "openai", &format!("http://{closed}/v1"), ONE_SHOT)
+        + &upstream(
+            "slow",
+            "openai",
+            &server.base_url(),
+            "[upstreams.retry]\nmax_attempts = 1\n[upstreams.timeout]\nfirst_byte = 100\n",
+        )
+        + &route("a", &["gone"])
+        + &route("b", &["slow"]);
+    let gw = start(&toml, &[]).await;
+    let (res, body) = gw.call(OPENAI, &chat("a", "x", false)).await;
+    assert_eq!(res.status(), 502, "{body}");
+    assert!(body.contains("`gone`"), "{body}");
+    let (res, body) = gw.call(OPENAI, &chat("b", "x", false)).await;
+    assert_eq!(res.status(), 504, "{body}");
+    assert!(
+        body.contains("`slow`") && body.contains("first-byte"),
+        "{body}"
+    );
+}
+
+async fn stream_with_fault(fault: Fault, toml_extra: &str) -> String {
+    let mock = MockUpstream::new();
+    mock.push(Reply::echo().fault_after(2, fault));
+    let server = mock.serve().await.unwrap();
+    let extra = format!("{ONE_SHOT}{toml_extra}");
+    let toml = upstream("a", "openai", &server.base_url(), &extra) + &route("gpt", &["a"]);
+    let gw = start(&toml, &[]).await;
+    let (res, body) = gw
+        .call(OPENAI, &chat("gpt", "alpha beta gamma delta", true))
+        .await;
+    assert_eq!(res.status(), 200, "{body}");
+    assert_eq!(
+        mock.request_count(),
+        1,
+        "nothing is replayed after the first byte"
+    );
+    body
+}
+
+fn assert_ends_with_error(body: &str, needle: &str) {
+    let data = data_lines(body);
+    let last = data.last().unwrap();
+    assert!(last.starts_with("{\"error\""), "{body}");
+    assert!(last.contains(needle), "{last}");
+    assert!(!data.iter().any(|d| d == "[DONE]"), "{body}");
+    // The tokens before the failure went through once, in order.
+    assert_eq!(openai_text(body), "alpha beta");
+}
+
+#[tokio::test]
+async fn a_reset_mid_stream_ends_with_an_error_event() {
+    let body = stream_with_fault(Fault::Reset, "").await;
+    assert_ends_with_error(&body, "`a`");
+}
+
+#[tokio::test]
+async fn a_stall_mid_stream_ends_with_a_timeout_error_event() {
+    let body = stream_with_fault(Fault::Stall, "").await;
+    assert_ends_with_error(&body, "timed out");
+}
+
+#[tokio::test]
+async fn heartbeats_alone_do_not_keep_a_stream_alive() {
+    let body = stream_with_fault(Fault::Heartbeats(Duration::from_millis(50)), "").await;
+    assert_ends_with_error(&body, "timed out");
+}
+
+#[tokio::test]
+async fn a_truncated_stream_ends_with_an_error_event() {
+    let body = stream_with_fault(Fault::Truncate, "").await;
+    assert_ends_with_error(&body, "truncated");
+}
+
+#[tokio::test]
+async fn an_inband_error_is_relayed_and_ends_the_stream() {
+    let body = stream_with_fault(Fault::InbandError, "").await;
+    let data = data_lines(&body);
+    assert!(data.last().unwrap().starts_with("{\"error\""), "{body}");
+    assert!(!data.iter().any(|d| d == "[DONE]"));
+}
+
+#[tokio::test]
+async fn an_anthropic_caller_gets_an_anthropic_error_event() {
+    let mock = MockUpstream::new();
+    mock.push(Reply::echo().fault_after(2, Fault::Reset));
+    let server = mock.serve().await.unwrap();
+    let toml = upstream("a", "anthropic", &server.base_url(), ONE_SHOT) + &route("claude", &["a"]);
+    let gw = start(&toml, &[]).await;
+    let (_, body) = gw
+        .call(ANTHROPIC, &anthropic("claude", "alpha beta gamma", true))
+        .await;
+    assert!(body.contains("event: error\ndata: {"), "{body}");
+    assert!(!body.contains("message_stop"), "{body}");
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_streams_keep_their_exact_tokens() {
+    let gw = std::sync::Arc::new(start(&mock_gateway_toml(""), &[]).await);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let gw = gw.clone();
+        tasks.spawn(async move {
+            let text = format!("stream {i} says {} and {}", i * 7, i * 13);
+            let (res, body) = gw.call(OPENAI, &chat("mock", &text, true)).await;
+            assert_eq!(res.status(), 200);
+            assert_eq!(openai_text(&body), text);
+            assert_eq!(data_lines(&body).last().unwrap(), "[DONE]");
+        });
+    }
+    let mut done = 0;
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+        done += 1;
+    }
+    assert_eq!(done, 200);
+}
+
+#[tokio::test]
+async fn keys_are_never_forwarded_logged_or_relayed() {
+    let logs = LogCapture::new();
+    let _guard = logs.set_default();
+    let key = std::env::var("PALISADE_TEST_ENV_KEY").unwrap();
+    let mock = MockUpstream::new();
+    let quoted = format!(
+        r#"{{"error":{{"message":"Incorrect API key provided: {key}","type":"invalid_request_error"}}}}"#
+    );
+    mock.push(Reply::status(401).body(quoted));
+    mock.push(Reply::status(503).body(format!("overloaded; your key {key} is fine")));
+    let server = mock.serve().await.unwrap();
+    let extra = format!("api_key_env = \"PALISADE_TEST_ENV_KEY\"\n{ONE_SHOT}");
+    let toml = upstream("a", "openai", &server.base_url(), &extra) + &route("gpt", &["a"]);
+    let gw = start(&toml, &[]).await;
+    let headers = [("authorization", "Bearer caller-secret-token")];
+    let res = gw.post(OPENAI, &chat("gpt", "x", false), &headers).await;
+    assert_eq!(res.status(), 401);
+    let body = text(res).await;
+    assert!(!body.contains(&key), "{body}");
+    assert!(body.contains("[REDACTED]"), "{body}");
+    let res = gw.post(OPENAI, &chat("gpt", "x", false), &headers).await;
+    let body = text(res).await;
+    assert!(!body.contains(&key), "{body}");
+
+    let sent = mock.last_request().unwrap();
+    assert_eq!(
+        sent.header("authorization"),
+        Some(format!("Bearer {key}").as_str())
+    );
+    assert!(
+        mock.requests()
+            .iter()
+            .all(|r| !format!("{:?}", r.headers).contains("caller-secret-token"))
+    );
+    let (_, metrics) = gw.get("/metrics").await;
+    let logs = logs.contents();
+    assert!(
+        logs.contains("upstream"),
+        "the failures were logged: {logs}"
+    );
+    for (what, text) in [("metrics", &metrics), ("logs", &logs)] {
+        assert!(!text.contains(&key), "{what} leak the key");
+        assert!(
+            !text.contains("caller-secret-token"),
+            "{what} leak the caller's key"
+        );
+    }
+}
+
+#[tokio::test]
+async fn trace_ids_go_upstream_and_come_back() {
+    let logs = LogCapture::new();
+    let _guard = logs.set_default();
+    let mock = MockUpstream::new();
+    let toml = mock_gateway_toml("");
+    let gw = start(&toml, &[("m", &mock)]).await;
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let res = gw
+        .post(OPENAI, &chat("mock", "x", false), &[("traceparent", tp)])
+        .await;
+    assert_eq!(
+        res.headers()["x-trace-id"],
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    let sent = mock.last_request().unwrap();
+    assert_eq!(
+        sent.header("x-trace-id"),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    let up_tp = sent.header("traceparent").unwrap();
+    assert!(
+        up_tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{up_tp}"
+    );
+
+    let res = gw
+        .post(
+            OPENAI,
+            r#"{"model":"mock"}"#,
+            &[("x-trace-id", "my-trace-7")],
+        )
+        .await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.headers()["x-trace-id"], "my-trace-7");
+    let logs = logs.contents();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("invalid request"))
+        .expect(&logs);
+    assert!(line.contains("my-trace-7"), "{line}");
+}
