@@ -1,0 +1,169 @@
+//! The `palisade-gateway` binary: its first line, its config errors, and a
+//! SIGTERM with a stream in flight.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![cfg(unix)]
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{chat, client, data_lines, openai_text};
+use http_body_util::{BodyExt, Full};
+use palisade_mock::{MockUpstream, Reply};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_palisade-gateway");
+
+/// Starts the binary and reads `listening on ADDR` from its stdout.
+async fn spawn(args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        BufReader::new(stdout).read_line(&mut line),
+    )
+    .await
+    .expect("the first line within 30 s")
+    .unwrap();
+    let addr = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("first line: {line:?}"))
+        .trim()
+        .to_owned();
+    (child, addr)
+}
+
+fn terminate(child: &Child) {
+    let pid = child.id().unwrap().to_string();
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+async fn exit_code(child: &mut Child) -> i32 {
+    tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("exits within 30 s")
+        .unwrap()
+        .code()
+        .unwrap_or(-1)
+}
+
+fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "palisade-gateway-test-{}-{name}.toml",
+        std::process::id()
+    ));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn with_no_config_it_serves_the_mock_and_stops_cleanly_on_sigterm() {
+    let (mut child, addr) = spawn(&["--listen", "127.0.0.1:0"]).await;
+    let req = http::Request::post(format!("http://{addr}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(chat(
+            "mock",
+            "hello from the binary",
+            false,
+        ))))
+        .unwrap();
+    let res = client().request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "hello from the binary"
+    );
+    terminate(&child);
+    assert_eq!(exit_code(&mut child).await, 0);
+}
+
+#[tokio::test]
+async fn an_invalid_config_fails_at_start_naming_file_key_and_reason() {
+    let path = temp_config(
+        "invalid",
+        "[[upstreams]]\nname = \"a\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n[upstreams.timeout]\nidle = -5\n[[routes]]\nmodel = \"m\"\ntargets = [\"a\"]\n",
+    );
+    let out = Command::new(BIN)
+        .args(["--config", path.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(path.to_str().unwrap()), "{stderr}");
+    assert!(stderr.contains("upstreams[0].timeout.idle"), "{stderr}");
+    assert!(out.stdout.is_empty(), "nothing listened");
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_stream_in_flight_finish_then_exits_0() {
+    let mock = MockUpstream::new();
+    mock.set_default(Reply::echo().delay_per_token(Duration::from_millis(100)));
+    let server = mock.serve().await.unwrap();
+    let path = temp_config(
+        "sigterm",
+        &format!(
+            "shutdown_grace = 20000\n[[upstreams]]\nname = \"a\"\nkind = \"openai\"\nbase_url = \"{}\"\n[[routes]]\nmodel = \"m\"\ntargets = [\"a\"]\n",
+            server.base_url()
+        ),
+    );
+    let (mut child, addr) = spawn(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .await;
+    let text = "one two three four five six seven eight";
+    let req = http::Request::post(format!("http://{addr}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(chat("m", text, true))))
+        .unwrap();
+    let res = client().request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let mut body = res.into_body();
+    // The stream is under way: its first frame is here.
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    terminate(&child);
+    let rest = tokio::time::timeout(Duration::from_secs(30), body.collect())
+        .await
+        .expect("the stream finishes")
+        .unwrap()
+        .to_bytes();
+    let whole = format!(
+        "{}{}",
+        String::from_utf8_lossy(&first),
+        String::from_utf8_lossy(&rest)
+    );
+    assert_eq!(openai_text(&whole), text);
+    assert_eq!(data_lines(&whole).last().unwrap(), "[DONE]");
+    assert_eq!(exit_code(&mut child).await, 0);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(stderr.contains("shutting down"), "{stderr}");
+}
