@@ -44,7 +44,7 @@ struct Answer {
     res: Response<Body>,
     route: String,
     upstream: String,
-    /// Time spent waiting on upstreams.
+    /// Time spent waiting on upstreams (and on the caller's body).
     waited: Duration,
 }
 
@@ -174,7 +174,11 @@ async fn proxy(
     if declared.is_some_and(|n| n > limit as u64) {
         return Answer::local(too_large());
     }
-    let bytes = match collect_limited(body, limit).await {
+    // Waiting for the caller's body is not the gateway's own time either.
+    let t_body = Instant::now();
+    let read = collect_limited(body, limit).await;
+    let body_wait = t_body.elapsed();
+    let bytes = match read {
         Ok(b) => b,
         Err(e) if find::<BodyTooLarge>(&*e).is_some() => return Answer::local(too_large()),
         Err(e) => {
@@ -211,7 +215,7 @@ async fn proxy(
         ));
     };
     let stream = parsed.is_stream();
-    let mut waited = Duration::ZERO;
+    let mut waited = body_wait;
     let mut last: Option<(Arc<Upstream>, Failure)> = None;
     for target in targets {
         let up = &target.upstream;

@@ -1,0 +1,193 @@
+//! Load script: the gateway's added latency and throughput against calling
+//! the mock upstream directly.
+//!
+//! ```sh
+//! cargo run --release -p palisade-gateway --example load            # 3 s per run
+//! cargo run --release -p palisade-gateway --example load -- 10      # 10 s per run
+//! ```
+//!
+//! Three processes: the mock upstream (palisade-mock on loopback), the
+//! gateway in front of it (an `openai` upstream, default stack), and this
+//! driver, which sends non-streamed chat requests from `c` concurrent
+//! workers, first straight to the mock, then through the gateway, for
+//! concurrency 1 and 64, three interleaved rounds each, and prints the
+//! medians side by side: p50, p99, requests/s, added latency and the
+//! throughput ratio, and the gateway's own time per request as it reports
+//! it in `x-palisade-overhead-ms` (total minus waiting on the upstream and on
+//! the caller). All three share this machine's cores, so the gateway
+//! and the driver compete for CPU: the ratio is a lower bound.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const BODY: &str = r#"{"model":"m","messages":[{"role":"user","content":"the quick brown fox jumps over the lazy dog"}]}"#;
+
+fn main() -> Result<(), BoxError> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rt = tokio::runtime::Runtime::new()?;
+    match args.first().map(String::as_str) {
+        Some("serve-mock") => rt.block_on(serve_mock()),
+        Some("serve-gateway") => {
+            rt.block_on(serve_gateway(args.get(1).cloned().unwrap_or_default()))
+        }
+        other => {
+            let secs = other.and_then(|s| s.parse().ok()).unwrap_or(3u64);
+            rt.block_on(drive(Duration::from_secs(secs)))
+        }
+    }
+}
+
+async fn serve_mock() -> Result<(), BoxError> {
+    let server = palisade_mock::MockUpstream::new().serve().await?;
+    println!("{}", server.base_url());
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+async fn serve_gateway(mock_url: String) -> Result<(), BoxError> {
+    let toml = format!(
+        "[[upstreams]]\nname = \"mock\"\nkind = \"openai\"\nbase_url = \"{mock_url}\"\n[[routes]]\nmodel = \"m\"\ntargets = [\"mock\"]\n"
+    );
+    let gateway = palisade_gateway::Gateway::new(palisade_gateway::Config::parse(&toml, "load")?)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("http://{}/v1", listener.local_addr()?);
+    palisade_gateway::serve(listener, gateway, std::future::pending()).await?;
+    Ok(())
+}
+
+/// Runs this example in `mode` and reads the base URL it prints.
+fn child(mode: &[&str]) -> Result<(Child, String), BoxError> {
+    let mut c = Command::new(std::env::current_exe()?)
+        .args(mode)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let out = c.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    BufReader::new(out).read_line(&mut line)?;
+    Ok((c, line.trim().to_owned()))
+}
+
+struct Run {
+    p50: Duration,
+    p99: Duration,
+    rps: f64,
+    /// The gateway's own time per request (`x-palisade-overhead-ms`), p50.
+    own_p50: f64,
+}
+
+async fn run(url: &str, concurrency: usize, length: Duration) -> Result<Run, BoxError> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(concurrency)
+        .build_http();
+    let url: http::Uri = format!("{url}/chat/completions").parse()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url, stop) = (client.clone(), url.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(100_000);
+            let mut own = Vec::with_capacity(100_000);
+            while !stop.load(Ordering::Relaxed) {
+                let req = http::Request::post(url.clone())
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from_static(BODY.as_bytes())))?;
+                let t = Instant::now();
+                let res = client.request(req).await?;
+                if res.status() != 200 {
+                    return Err(format!("status {}", res.status()).into());
+                }
+                if let Some(ms) = res
+                    .headers()
+                    .get("x-palisade-overhead-ms")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<f64>().ok())
+                {
+                    own.push(ms * 1000.0);
+                }
+                res.into_body().collect().await?;
+                lat.push(t.elapsed());
+            }
+            Ok::<_, BoxError>((lat, own))
+        }));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(length).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut all, mut own) = (Vec::new(), Vec::new());
+    for t in tasks {
+        let (l, o) = t.await??;
+        all.extend(l);
+        own.extend(o);
+    }
+    let took = started.elapsed();
+    all.sort_unstable();
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    Ok(Run {
+        p50: pct(0.50),
+        p99: pct(0.99),
+        rps: all.len() as f64 / took.as_secs_f64(),
+        own_p50: if own.is_empty() { 0.0 } else { median(own) },
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+async fn drive(length: Duration) -> Result<(), BoxError> {
+    let (mut mock, mock_url) = child(&["serve-mock"])?;
+    let (mut gw, gw_url) = child(&["serve-gateway", &mock_url])?;
+    println!(
+        "mock {mock_url}, gateway {gw_url}; {} s per run, 3 rounds, medians",
+        length.as_secs()
+    );
+    println!(
+        "{:>5} | {:>22} | {:>22} | {:>18} | {:>6} | {:>12}",
+        "conc",
+        "direct p50/p99 µs req/s",
+        "gateway p50/p99 µs req/s",
+        "added p50/p99 µs",
+        "ratio",
+        "own p50 µs"
+    );
+    for conc in [1usize, 64] {
+        // Warm both paths (connections, allocator, branch predictors).
+        run(&mock_url, conc, Duration::from_millis(300)).await?;
+        run(&gw_url, conc, Duration::from_millis(300)).await?;
+        let (mut d, mut g) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            d.push(run(&mock_url, conc, length).await?);
+            g.push(run(&gw_url, conc, length).await?);
+        }
+        let us = |f: fn(&Run) -> Duration, v: &[Run]| {
+            median(v.iter().map(|r| f(r).as_secs_f64() * 1e6).collect())
+        };
+        let rps = |v: &[Run]| median(v.iter().map(|r| r.rps).collect());
+        let (dp50, dp99, drps) = (us(|r| r.p50, &d), us(|r| r.p99, &d), rps(&d));
+        let (gp50, gp99, grps) = (us(|r| r.p50, &g), us(|r| r.p99, &g), rps(&g));
+        println!(
+            "{conc:>5} | {dp50:>6.0} {dp99:>6.0} {drps:>8.0} | {gp50:>6.0} {gp99:>6.0} {grps:>8.0} | {:>8.0} {:>8.0} | {:>5.1}% | {:>12.1}",
+            gp50 - dp50,
+            gp99 - dp99,
+            100.0 * grps / drps,
+            median(g.iter().map(|r| r.own_p50).collect()),
+        );
+    }
+    let _ = gw.kill();
+    let _ = mock.kill();
+    let _ = gw.wait();
+    let _ = mock.wait();
+    Ok(())
+}
