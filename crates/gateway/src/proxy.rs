@@ -26,11 +26,12 @@ use serde_json::Value;
 use tower::ServiceExt;
 use tracing::Instrument;
 
-use crate::errors::{error_response, parse_upstream_error};
+use crate::errors::error_response;
 use crate::metrics::{Metrics, RequestLabels, UpstreamLabel};
 use crate::trace_ctx::{TRACE_ID_HEADER, TraceContext};
 use crate::upstream::{ResBody, Upstream};
 use crate::{AppState, validate};
+use palisade_providers::errors::parse_error as parse_upstream_error;
 
 /// The largest upstream answer read whole (JSON answers and error bodies).
 const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;

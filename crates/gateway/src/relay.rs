@@ -33,9 +33,9 @@ use palisade_providers::{OpenAiItem, Provider, decode_anthropic, decode_openai};
 use palisade_sse::{Event, EventStream, SseError};
 use serde_json::Value;
 
-use crate::errors::stream_error_event;
 use crate::metrics::Metrics;
 use crate::upstream::{ResBody, Upstream};
+use palisade_providers::errors::stream_error_event;
 
 /// How events are carried across.
 enum Mode {
@@ -157,7 +157,7 @@ impl Relay {
             match (&self.mode, self.caller) {
                 (Mode::Pass, _) => self.out.push_back(encode(ev.event(), &data)),
                 (_, caller) => {
-                    let msg = crate::errors::parse_upstream_error(&data)
+                    let msg = palisade_providers::errors::parse_error(&data)
                         .map_or_else(|| String::from_utf8_lossy(&data).into_owned(), |(_, m)| m);
                     self.out.push_back(stream_error_event(
                         caller,

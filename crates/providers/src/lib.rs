@@ -15,10 +15,12 @@
 //!   message, tool calls, finish reason and usage from a stream, and report
 //!   a stream that ended without its terminator as truncated.
 //!
+//! - [`errors`]: error bodies and stream error events in each provider's format.
 //! - [`translate`]: requests, answers and streams from one API to the other,
 //!   so a route can fall back across providers.
 
 pub mod anthropic;
+pub mod errors;
 mod maybe;
 pub mod openai;
 mod stream;
