@@ -10,6 +10,7 @@
 //! - `timeout` (feature `timeout`): first-byte, idle (SSE-aware) and total deadlines
 //! - `retry` (feature `retry`): backoff that honours provider hints, a retry budget
 //! - `ratelimit` (feature `ratelimit`): a GCRA token bucket shared by clones, by requests or weighted cost
+//! - `schema` (feature `schema`): JSON Schema validation of request bodies (bundled OpenAI/Anthropic schemas), parse once
 //! - `breaker` (feature `breaker`): a circuit breaker that records a stream's outcome when it ends
 //! - `sse` (feature `sse`): the WHATWG `text/event-stream` decoder
 //! - `providers` (feature `providers`): OpenAI and Anthropic wire types, typed
@@ -74,6 +75,9 @@ pub use palisade_ratelimit as ratelimit;
 
 #[cfg(feature = "retry")]
 pub use palisade_retry as retry;
+
+#[cfg(feature = "schema")]
+pub use palisade_schema as schema;
 
 #[cfg(feature = "sse")]
 pub use palisade_sse as sse;

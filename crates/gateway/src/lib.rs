@@ -13,7 +13,8 @@
 //!
 //! Per upstream the stack is total timeout → retry → rate limit → breaker →
 //! per-attempt timeout → client (see the `upstream` module docs for why);
-//! request checks and trace ids are handled before it, routing with fallback
+//! request checks (`palisade-schema`'s bundled schemas, on the body parsed
+//! once) and trace ids are handled before it, routing with fallback
 //! over a route's targets around it.
 //!
 //! ```no_run
@@ -50,7 +51,6 @@ mod proxy;
 mod relay;
 mod trace_ctx;
 mod upstream;
-mod validate;
 
 pub use config::{Config, ConfigError};
 pub use upstream::BuildError;
@@ -88,9 +88,17 @@ struct RouteTarget {
     model: Option<String>,
 }
 
+/// The request schemas (compiled once, shared).
+#[derive(Debug)]
+struct Schemas {
+    openai: palisade_schema::Schema,
+    anthropic: palisade_schema::Schema,
+}
+
 /// Everything the handlers share.
 #[derive(Debug)]
 struct AppState {
+    schemas: Schemas,
     routes: HashMap<String, Vec<RouteTarget>>,
     models: Vec<String>,
     upstreams: Vec<Arc<Upstream>>,
@@ -205,6 +213,10 @@ impl Gateway {
         };
         Ok(Self {
             state: Arc::new(AppState {
+                schemas: Schemas {
+                    openai: palisade_schema::Schema::openai_chat(),
+                    anthropic: palisade_schema::Schema::anthropic_messages(),
+                },
                 routes,
                 models,
                 upstreams,

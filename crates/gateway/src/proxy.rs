@@ -26,11 +26,11 @@ use serde_json::Value;
 use tower::ServiceExt;
 use tracing::Instrument;
 
+use crate::AppState;
 use crate::errors::error_response;
 use crate::metrics::{Metrics, RequestLabels, UpstreamLabel};
 use crate::trace_ctx::{TRACE_ID_HEADER, TraceContext};
 use crate::upstream::{ResBody, Upstream};
-use crate::{AppState, validate};
 use palisade_providers::errors::parse_error as parse_upstream_error;
 
 /// The largest upstream answer read whole (JSON answers and error bodies).
@@ -196,10 +196,14 @@ async fn proxy(
         Ok(p) => p,
         Err(rejected) => return Answer::local(bad_request(caller, rejected.violations())),
     };
-    let violations = validate::check(caller, parsed.value());
-    if !violations.is_empty() {
+    let schema = match caller {
+        Provider::Anthropic => &state.schemas.anthropic,
+        _ => &state.schemas.openai,
+    };
+    if let Err(rejected) = schema.check(parsed.value()) {
+        let violations = rejected.violations();
         tracing::info!(violations = violations.len(), "refused: invalid request");
-        return Answer::local(bad_request(caller, &violations));
+        return Answer::local(bad_request(caller, violations));
     }
     let model = parsed.model().unwrap_or_default().to_owned();
     let Some(targets) = state.routes.get(&model) else {

@@ -1,0 +1,45 @@
+//! palisade-schema: JSON Schema validation of LLM request bodies, so a bad
+//! request is stopped before it leaves the process (or, on a server, answered
+//! with a 400 in the provider's format).
+//!
+//! - [`Schema`]: a schema compiled once with the `jsonschema` crate and
+//!   shared by every clone; bundled schemas for OpenAI chat completions
+//!   ([`Schema::openai_chat`]) and Anthropic messages
+//!   ([`Schema::anthropic_messages`]), or your own ([`Schema::new`]).
+//! - [`SchemaLayer`] / [`Validate`]: the tower layer for a client stack. The
+//!   size limit is checked before parsing; the body is parsed **once** and
+//!   the value stored as [`palisade_core::ParsedBody`] in the request's
+//!   extensions, so token estimation and routing after it never parse again
+//!   (and a `ParsedBody` stored by an earlier layer is reused). Every
+//!   violation is reported with its JSON pointer in a
+//!   [`palisade_core::Rejected`].
+//! - [`SchemaServerLayer`] ([`SchemaLayer::respond_as`]): the server-side
+//!   variant answering 413 / 400 in the caller's provider format.
+//!
+//! Numbers keep their precision: the workspace builds `serde_json` with
+//! `float_roundtrip`, and the parsed value is what later layers see.
+//!
+//! In the recommended stack it sits right after trace, before the total
+//! timeout: a request that cannot succeed costs no retry, no rate-limit
+//! token and no breaker slot.
+//!
+//! ```
+//! use palisade_schema::SchemaLayer;
+//! use tower::ServiceBuilder;
+//! # let client = tower::service_fn(|_: http::Request<palisade_core::RequestBody>| async {
+//! #     Ok::<_, std::convert::Infallible>(http::Response::new(()))
+//! # });
+//! let stack = ServiceBuilder::new()
+//!     .layer(SchemaLayer::openai().max_body_bytes(1 << 20))
+//!     .service(client);
+//! # let _ = stack;
+//! ```
+
+mod layer;
+mod schema;
+mod server;
+
+pub use layer::{DEFAULT_MAX_BODY_BYTES, ResponseFuture, SchemaLayer, Validate};
+pub use palisade_core::{Rejected, Violation};
+pub use schema::{MAX_VIOLATIONS, Schema, SchemaError};
+pub use server::{SchemaServerLayer, ServerFuture, ValidateServer, rejection_response};
