@@ -16,6 +16,8 @@
 //! - `providers` (feature `providers`): OpenAI and Anthropic wire types, typed
 //!   stream events, aggregators
 //! - `mock` (feature `mock`): the scriptable mock LLM upstream
+//! - [`preset`] (feature `preset`): the recommended stack from one config
+//!   struct, as a named, cloneable service
 //!
 //! # The recommended stack, and why in that order
 //!
@@ -35,10 +37,16 @@
 //!   Retry *inside* the breaker would hide each failure behind a final
 //!   success or failure and let one call send `max_attempts` requests to an
 //!   upstream the breaker believes healthy.
-//! - **Rate limit outside the breaker**: calls the breaker refuses never
-//!   spend tokens, and each retry is admitted like a fresh call.
+//! - **Rate limit inside retry, outside the breaker**: each retry is admitted
+//!   like a fresh call (a retry storm cannot exceed the limit), and the time
+//!   a call waits for capacity, or a local `RateLimited` refusal, never
+//!   counts against the upstream's health (slow calls, failure rate) as it
+//!   would inside the breaker.
+//! - **Schema outermost (after trace)**: a request that cannot succeed costs
+//!   no retry, no rate-limit token and no breaker slot, and the body it parsed
+//!   once is handed on for token estimation.
 //!
-//! The layers land crate by crate; those present today compose like this:
+//! [`preset::StackConfig`] assembles exactly this; by hand, with tower:
 //!
 //! ```
 //! use palisade::{breaker::BreakerLayer, mock::MockUpstream, ratelimit::RateLimitLayer, retry::RetryLayer, timeout::TimeoutLayer};
@@ -78,6 +86,9 @@ pub use palisade_retry as retry;
 
 #[cfg(feature = "schema")]
 pub use palisade_schema as schema;
+
+#[cfg(feature = "preset")]
+pub mod preset;
 
 #[cfg(feature = "sse")]
 pub use palisade_sse as sse;

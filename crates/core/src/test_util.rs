@@ -34,7 +34,12 @@ impl LogCapture {
             .with_writer(self.clone())
             .with_ansi(false)
             .finish();
-        tracing::subscriber::set_default(subscriber)
+        let guard = tracing::subscriber::set_default(subscriber);
+        // A callsite first hit by a test thread with no subscriber, racing
+        // this registration, can cache "never" for every thread; recompute
+        // the interest with this subscriber registered.
+        tracing::callsite::rebuild_interest_cache();
+        guard
     }
 
     /// Everything captured so far, as text.

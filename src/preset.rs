@@ -1,0 +1,458 @@
+//! The recommended stack, assembled from one config struct.
+//!
+//! [`StackConfig::openai`] / [`StackConfig::anthropic`] start from the
+//! defaults below; each setter changes one; [`StackConfig::build`] returns an
+//! [`LlmStack`]: a named, cloneable `tower::Service` to keep in a struct
+//! field. The order is `schema → total timeout → retry → rate limit
+//! (requests, then tokens) → breaker → per-attempt timeout → client`; the
+//! crate docs say why.
+//!
+//! | setting | default |
+//! |---|---|
+//! | base URL | `https://api.openai.com/v1` / `https://api.anthropic.com/v1` |
+//! | key | `$OPENAI_API_KEY` / `$ANTHROPIC_API_KEY` |
+//! | schema validation | on (the provider's bundled schema) |
+//! | total timeout (retries and the streamed body included) | 10 min |
+//! | first byte / idle (SSE-aware) / connect | 60 s / 30 s / 10 s |
+//! | attempts / base delay / max delay | 3 / 200 ms / 10 s |
+//! | requests / tokens per minute, max wait | none, none, 0 (reject) |
+//! | breaker | failure rate 0.5 over the last 20 calls, at least 10 calls, open 30 s, 2 half-open probes |
+//!
+//! ```
+//! use palisade::preset::{LlmStack, StackConfig};
+//! use palisade::core::RequestBody;
+//! use tower::ServiceExt;
+//!
+//! struct App {
+//!     llm: LlmStack,
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), palisade::core::BoxError> {
+//! let upstream = palisade::mock::MockUpstream::new().serve().await?;
+//! let app = App {
+//!     llm: StackConfig::openai().base_url(upstream.base_url()).no_key().requests_per_minute(600).build()?,
+//! };
+//! let req = http::Request::post("/chat/completions")
+//!     .body(RequestBody::from(r#"{"model":"mock","messages":[{"role":"user","content":"hi"}]}"#))?;
+//! let res = app.llm.clone().oneshot(req).await?;
+//! assert_eq!(res.status(), 200);
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use palisade_breaker::{BreakerHandle, BreakerLayer, Transition, Window};
+use palisade_client::{Auth, HttpClient, KeySource};
+use palisade_core::{BoxError, ParsedBody, RequestBody};
+use palisade_providers::Provider;
+use palisade_ratelimit::RateLimitLayer;
+use palisade_retry::{RetryEvent, RetryLayer};
+use palisade_schema::SchemaLayer;
+use palisade_timeout::TimeoutLayer;
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+/// The response body of an [`LlmStack`].
+pub type LlmBody = UnsyncBoxBody<Bytes, BoxError>;
+
+type RetryHook = Arc<dyn Fn(&RetryEvent) + Send + Sync>;
+type TransitionHook = Arc<dyn Fn(Transition) + Send + Sync>;
+
+/// Everything the preset stack needs; see the module docs for the defaults.
+#[derive(Clone)]
+pub struct StackConfig {
+    api: Provider,
+    base_url: String,
+    key: Option<KeySource>,
+    validate: bool,
+    total: Duration,
+    first_byte: Duration,
+    idle: Duration,
+    connect: Duration,
+    max_attempts: u32,
+    base_delay: Duration,
+    max_delay: Duration,
+    requests_per_minute: Option<u64>,
+    tokens_per_minute: Option<u64>,
+    max_wait: Duration,
+    failure_rate: f64,
+    minimum_calls: u32,
+    window: usize,
+    open_for: Duration,
+    half_open_calls: u32,
+    breaker_name: Option<String>,
+    on_retry: Option<RetryHook>,
+    on_transition: Option<TransitionHook>,
+}
+
+impl fmt::Debug for StackConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StackConfig")
+            .field("api", &self.api)
+            .field("base_url", &self.base_url)
+            .field("key", &self.key)
+            .field("validate", &self.validate)
+            .field("total", &self.total)
+            .field("first_byte", &self.first_byte)
+            .field("idle", &self.idle)
+            .field("max_attempts", &self.max_attempts)
+            .field("requests_per_minute", &self.requests_per_minute)
+            .field("tokens_per_minute", &self.tokens_per_minute)
+            .finish_non_exhaustive()
+    }
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        #[must_use]
+        pub fn $name(mut self, v: $ty) -> Self {
+            self.$name = v;
+            self
+        }
+    };
+}
+
+impl StackConfig {
+    fn new(api: Provider, base_url: &str, key_env: &str) -> Self {
+        Self {
+            api,
+            base_url: base_url.to_owned(),
+            key: Some(KeySource::env(key_env)),
+            validate: true,
+            total: Duration::from_secs(600),
+            first_byte: Duration::from_secs(60),
+            idle: Duration::from_secs(30),
+            connect: Duration::from_secs(10),
+            max_attempts: 3,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(10),
+            requests_per_minute: None,
+            tokens_per_minute: None,
+            max_wait: Duration::ZERO,
+            failure_rate: 0.5,
+            minimum_calls: 10,
+            window: 20,
+            open_for: Duration::from_secs(30),
+            half_open_calls: 2,
+            breaker_name: None,
+            on_retry: None,
+            on_transition: None,
+        }
+    }
+
+    /// OpenAI chat completions (and any OpenAI-compatible server, with
+    /// [`base_url`](Self::base_url)); key from `$OPENAI_API_KEY`.
+    pub fn openai() -> Self {
+        Self::new(
+            Provider::OpenAi,
+            "https://api.openai.com/v1",
+            "OPENAI_API_KEY",
+        )
+    }
+
+    /// Anthropic messages; key from `$ANTHROPIC_API_KEY`.
+    pub fn anthropic() -> Self {
+        Self::new(
+            Provider::Anthropic,
+            "https://api.anthropic.com/v1",
+            "ANTHROPIC_API_KEY",
+        )
+    }
+
+    /// The API the stack speaks.
+    pub fn api(&self) -> Provider {
+        self.api
+    }
+
+    /// The base URL requests are joined under.
+    #[must_use]
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = url.into();
+        self
+    }
+
+    /// Where the key comes from.
+    #[must_use]
+    pub fn key(mut self, source: KeySource) -> Self {
+        self.key = Some(source);
+        self
+    }
+
+    /// Sends no key (local servers, the mock).
+    #[must_use]
+    pub fn no_key(mut self) -> Self {
+        self.key = None;
+        self
+    }
+
+    setter!(
+        /// Validates request bodies against the provider's bundled schema
+        /// (on by default).
+        validate: bool
+    );
+    setter!(
+        /// The whole call's budget, retries and streamed body included.
+        total: Duration
+    );
+    setter!(
+        /// Request sent → response headers, per attempt.
+        first_byte: Duration
+    );
+    setter!(
+        /// The longest gap between two stream events carrying data.
+        idle: Duration
+    );
+    setter!(
+        /// TCP (and TLS) connect.
+        connect: Duration
+    );
+    setter!(
+        /// Attempts in all, the first call included.
+        max_attempts: u32
+    );
+    setter!(
+        /// The first retry's delay.
+        base_delay: Duration
+    );
+    setter!(
+        /// The longest delay between attempts, hints included.
+        max_delay: Duration
+    );
+    setter!(
+        /// How long a call may wait for rate-limit capacity (zero: refuse at
+        /// once).
+        max_wait: Duration
+    );
+    setter!(
+        /// The failure rate over the breaker's window that opens it.
+        failure_rate: f64
+    );
+    setter!(
+        /// Calls in the window before the failure rate counts.
+        minimum_calls: u32
+    );
+    setter!(
+        /// The breaker's window: this many latest calls.
+        window: usize
+    );
+    setter!(
+        /// How long the breaker stays open.
+        open_for: Duration
+    );
+    setter!(
+        /// Probes let through when half-open.
+        half_open_calls: u32
+    );
+
+    /// A requests-per-minute limit (also the burst).
+    #[must_use]
+    pub fn requests_per_minute(mut self, n: u64) -> Self {
+        self.requests_per_minute = Some(n);
+        self
+    }
+
+    /// A tokens-per-minute limit (also the burst); each call reserves its
+    /// estimated prompt + `max_tokens` ([`palisade_core::tokens`]).
+    #[must_use]
+    pub fn tokens_per_minute(mut self, n: u64) -> Self {
+        self.tokens_per_minute = Some(n);
+        self
+    }
+
+    /// Names the breaker (in its `tracing` events).
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.breaker_name = Some(name.into());
+        self
+    }
+
+    /// Called before every retry (e.g. to count retries).
+    #[must_use]
+    pub fn on_retry(mut self, hook: impl Fn(&RetryEvent) + Send + Sync + 'static) -> Self {
+        self.on_retry = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called on every breaker transition.
+    #[must_use]
+    pub fn on_transition(mut self, hook: impl Fn(Transition) + Send + Sync + 'static) -> Self {
+        self.on_transition = Some(Arc::new(hook));
+        self
+    }
+
+    /// Builds the stack over a pooled [`HttpClient`] for the base URL and key.
+    ///
+    /// # Errors
+    ///
+    /// A key that cannot be read, a base URL that is not absolute, or an
+    /// out-of-range setting; each names what to fix.
+    pub fn build(self) -> Result<LlmStack, BoxError> {
+        let mut b = HttpClient::builder()
+            .base_url(self.base_url.clone())
+            .connect_timeout(Some(self.connect));
+        if let Some(source) = self.key.clone() {
+            b = b.auth(match self.api {
+                Provider::Anthropic => Auth::anthropic(source),
+                _ => Auth::openai(source),
+            });
+        }
+        let client = b.build()?;
+        self.build_over(client)
+    }
+
+    /// Builds the stack over `inner` instead of an HTTP client (a mock, a
+    /// client configured by hand).
+    ///
+    /// # Errors
+    ///
+    /// An out-of-range setting, naming it.
+    pub fn build_over<S, B>(self, inner: S) -> Result<LlmStack, BoxError>
+    where
+        S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let mut breaker = BreakerLayer::builder()
+            .failure_rate(self.failure_rate)
+            .window(Window::Count(self.window))
+            .minimum_calls(self.minimum_calls)
+            .open_for(self.open_for)
+            .half_open_calls(self.half_open_calls);
+        if let Some(n) = &self.breaker_name {
+            breaker = breaker.name(n.as_str());
+        }
+        if let Some(h) = self.on_transition.clone() {
+            breaker = breaker.on_transition(move |t| h(t));
+        }
+        let breaker = breaker.build()?;
+        let handle = breaker.handle();
+
+        let mut retry = RetryLayer::new()
+            .max_attempts(self.max_attempts)
+            .base_delay(self.base_delay)
+            .max_delay(self.max_delay)
+            .max_elapsed(self.total);
+        if let Some(h) = self.on_retry.clone() {
+            retry = retry.on_retry(move |e| h(e));
+        }
+        let limit = |per_minute: Option<u64>| -> Result<_, BoxError> {
+            per_minute
+                .map(|n| {
+                    RateLimitLayer::try_new(n, n as f64 / 60.0).map(|l| {
+                        if self.max_wait.is_zero() {
+                            l.reject()
+                        } else {
+                            l.wait(self.max_wait)
+                        }
+                    })
+                })
+                .transpose()
+                .map_err(Into::into)
+        };
+        let rpm = limit(self.requests_per_minute)?;
+        let tpm = limit(self.tokens_per_minute)?
+            .map(|l| l.cost(token_cost as fn(&Request<RequestBody>) -> u64));
+        let schema = self.validate.then(|| match self.api {
+            Provider::Anthropic => SchemaLayer::anthropic(),
+            _ => SchemaLayer::openai(),
+        });
+
+        let stack = ServiceBuilder::new()
+            .map_response(|res: Response<_>| res.map(box_body))
+            .option_layer(schema)
+            .layer(TimeoutLayer::new().total(self.total))
+            .layer(retry)
+            .option_layer(rpm)
+            .option_layer(tpm)
+            .layer(breaker)
+            .layer(
+                TimeoutLayer::new()
+                    .first_byte(self.first_byte)
+                    .idle(self.idle)
+                    .sse_aware(true),
+            )
+            .service(inner.map_err(Into::into));
+        Ok(LlmStack {
+            inner: BoxCloneSyncService::new(stack),
+            breaker: handle,
+            api: self.api,
+        })
+    }
+}
+
+fn box_body<B>(b: B) -> LlmBody
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    b.map_err(Into::into).boxed_unsync()
+}
+
+/// A request's estimated tokens for a tokens-per-minute limit: from the
+/// parsed body when a layer stored one, else about four bytes per token.
+fn token_cost(req: &Request<RequestBody>) -> u64 {
+    match ParsedBody::of(req) {
+        Some(p) => palisade_core::tokens::estimate(p).total().max(1),
+        None => (req.body().as_bytes().len() as u64)
+            .div_ceil(palisade_core::tokens::BYTES_PER_TOKEN)
+            .max(1),
+    }
+}
+
+/// The preset stack: a named, cloneable `Service<http::Request<RequestBody>>`
+/// answering `http::Response<LlmBody>`. Clones share the breaker, the rate
+/// limits and the connection pool.
+#[derive(Clone)]
+pub struct LlmStack {
+    inner: BoxCloneSyncService<Request<RequestBody>, Response<LlmBody>, BoxError>,
+    breaker: BreakerHandle,
+    api: Provider,
+}
+
+impl fmt::Debug for LlmStack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LlmStack")
+            .field("api", &self.api)
+            .field("breaker", &self.breaker.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LlmStack {
+    /// The breaker's handle: its state, its window, force open/closed.
+    pub fn breaker(&self) -> &BreakerHandle {
+        &self.breaker
+    }
+
+    /// The API this stack speaks.
+    pub fn api(&self) -> Provider {
+        self.api
+    }
+}
+
+impl Service<Request<RequestBody>> for LlmStack {
+    type Response = Response<LlmBody>;
+    type Error = BoxError;
+    type Future =
+        <BoxCloneSyncService<Request<RequestBody>, Response<LlmBody>, BoxError> as Service<
+            Request<RequestBody>,
+        >>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<RequestBody>) -> Self::Future {
+        self.inner.call(req)
+    }
+}

@@ -1,0 +1,82 @@
+//! The preset stack from `StackConfig`: its layers are all there, in order.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use http::Request;
+use palisade::core::{ErrorKind, RateLimited, RequestBody, find};
+use palisade::mock::{MockUpstream, Reply};
+use palisade::preset::StackConfig;
+use tower::ServiceExt;
+
+fn chat(body: &str) -> Request<RequestBody> {
+    Request::post("/chat/completions")
+        .body(RequestBody::from(body.to_owned()))
+        .unwrap()
+}
+
+const OK: &str =
+    r#"{"model":"m","max_tokens":10,"messages":[{"role":"user","content":"hello preset"}]}"#;
+
+#[tokio::test(start_paused = true)]
+async fn schema_first_then_retry_over_the_upstream() {
+    let mock = MockUpstream::new();
+    let stack = StackConfig::openai()
+        .no_key()
+        .base_delay(Duration::from_millis(10))
+        .build_over(mock.clone())
+        .unwrap();
+    let err = stack
+        .clone()
+        .oneshot(chat(
+            r#"{"model":"m","messages":[{"role":"user","content":7}]}"#,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(ErrorKind::of(&*err), Some(ErrorKind::InvalidRequest));
+    assert_eq!(mock.request_count(), 0, "a bad request is never sent");
+
+    mock.push(Reply::status(503));
+    let res = stack.oneshot(chat(OK)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(mock.request_count(), 2, "one retry after the 503");
+}
+
+#[tokio::test(start_paused = true)]
+async fn tokens_per_minute_reserve_prompt_plus_max_tokens() {
+    let mock = MockUpstream::new();
+    let stack = StackConfig::openai()
+        .no_key()
+        .tokens_per_minute(100)
+        .build_over(mock.clone())
+        .unwrap();
+    // About 10 tokens of prompt and framing, plus max_tokens 10: fits.
+    assert_eq!(stack.clone().oneshot(chat(OK)).await.unwrap().status(), 200);
+    // max_tokens 1000 can never fit a 100-token bucket: refused at once.
+    let big = r#"{"model":"m","max_tokens":1000,"messages":[{"role":"user","content":"hi"}]}"#;
+    let err = stack.clone().oneshot(chat(big)).await.unwrap_err();
+    let limited = find::<RateLimited>(&*err).expect("RateLimited");
+    assert_eq!(limited.retry_after(), None, "{err}");
+    assert_eq!(mock.request_count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_breaker_handle_sees_the_stacks_circuit() {
+    let mock = MockUpstream::new();
+    mock.set_default(Reply::status(500));
+    let stack = StackConfig::openai()
+        .no_key()
+        .max_attempts(1)
+        .minimum_calls(2)
+        .window(2)
+        .build_over(mock.clone())
+        .unwrap();
+    for _ in 0..2 {
+        let res = stack.clone().oneshot(chat(OK)).await.unwrap();
+        assert_eq!(res.status(), 500);
+    }
+    assert_eq!(stack.breaker().state(), palisade::breaker::State::Open);
+    let err = stack.clone().oneshot(chat(OK)).await.unwrap_err();
+    assert_eq!(ErrorKind::of(&*err), Some(ErrorKind::CircuitOpen));
+    assert_eq!(mock.request_count(), 2);
+}
