@@ -16,6 +16,7 @@ use palisade_core::{
     BodyTooLarge, BoxError, CircuitOpen, ErrorKind, ParsedBody, RateLimited, RequestBody,
     body::collect_limited, find,
 };
+use palisade_providers::observe::ResponseObserver;
 use palisade_providers::translate::{
     anthropic_request_to_openai, anthropic_response_to_openai, openai_request_to_anthropic,
     openai_response_to_anthropic,
@@ -509,22 +510,12 @@ fn json_answer(
     Ok(res)
 }
 
-fn count_usage(body: &[u8], upstream: &str, metrics: &Metrics) {
-    #[derive(serde::Deserialize)]
-    struct WithUsage {
-        usage: Option<Value>,
-    }
-    let Ok(WithUsage { usage: Some(u) }) = serde_json::from_slice::<WithUsage>(body) else {
-        return;
-    };
-    let n = |a: &str, b: &str| {
-        u.get(a)
-            .or_else(|| u.get(b))
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-    };
-    metrics.add_tokens(upstream, "input", n("prompt_tokens", "input_tokens"));
-    metrics.add_tokens(upstream, "output", n("completion_tokens", "output_tokens"));
+fn count_usage(body: &Bytes, upstream: &str, metrics: &Metrics) {
+    let mut obs = ResponseObserver::new(Some("application/json"));
+    obs.feed(body);
+    let s = obs.finish();
+    metrics.add_tokens(upstream, "input", s.input_tokens.unwrap_or(0));
+    metrics.add_tokens(upstream, "output", s.output_tokens.unwrap_or(0));
 }
 
 /// The caller's answer for a failed target.

@@ -26,12 +26,12 @@ use futures_util::StreamExt;
 use http::StatusCode;
 use http_body::Frame;
 use palisade_core::ErrorKind;
+use palisade_providers::observe::ResponseObserver;
 use palisade_providers::translate::{
     AnthropicToOpenAiStream, OpenAiToAnthropicStream, anthropic_sse, openai_sse,
 };
 use palisade_providers::{OpenAiItem, Provider, decode_anthropic, decode_openai};
 use palisade_sse::{Event, EventStream, SseError};
-use serde_json::Value;
 
 use crate::metrics::Metrics;
 use crate::upstream::{ResBody, Upstream};
@@ -47,13 +47,6 @@ enum Mode {
     ToOpenAi(Box<AnthropicToOpenAiStream>),
 }
 
-/// Token counts seen in the stream.
-#[derive(Clone, Copy, Debug, Default)]
-struct Usage {
-    input: u64,
-    output: u64,
-}
-
 /// The caller's response body for a streamed call.
 pub(crate) struct Relay {
     events: EventStream<ResBody>,
@@ -63,7 +56,8 @@ pub(crate) struct Relay {
     upstream: Arc<Upstream>,
     metrics: Arc<Metrics>,
     out: VecDeque<Bytes>,
-    usage: Usage,
+    /// Usage and finish reasons, as the stream goes by.
+    observer: ResponseObserver,
     terminated: bool,
     done: bool,
     reported: bool,
@@ -106,7 +100,7 @@ impl Relay {
             upstream,
             metrics,
             out: VecDeque::new(),
-            usage: Usage::default(),
+            observer: ResponseObserver::for_events(),
             terminated: false,
             done: false,
             reported: false,
@@ -122,35 +116,8 @@ impl Relay {
         self.done = true;
     }
 
-    fn tap_usage(&mut self, ev: &Event) {
-        let data = ev.data();
-        let interesting = match self.upstream_api {
-            Provider::Anthropic => ev.is("message_start") || ev.is("message_delta"),
-            _ => memchr::memmem::find(data, b"\"usage\"").is_some(),
-        };
-        if !interesting {
-            return;
-        }
-        let Ok(v) = serde_json::from_slice::<Value>(data) else {
-            return;
-        };
-        let usage = v
-            .get("usage")
-            .or_else(|| v.get("message").and_then(|m| m.get("usage")));
-        let Some(u) = usage.filter(|u| u.is_object()) else {
-            return;
-        };
-        let n = |k: &str| u.get(k).and_then(Value::as_u64);
-        if let Some(i) = n("prompt_tokens").or_else(|| n("input_tokens")) {
-            self.usage.input = self.usage.input.max(i);
-        }
-        if let Some(o) = n("completion_tokens").or_else(|| n("output_tokens")) {
-            self.usage.output = self.usage.output.max(o);
-        }
-    }
-
     fn on_event(&mut self, ev: Event) {
-        self.tap_usage(&ev);
+        self.observer.on_event(&ev);
         if ev.is_inband_error() {
             let data = self.upstream.redact(ev.data().clone());
             tracing::warn!(upstream = %self.upstream.name, "upstream sent an error event mid-stream");
@@ -237,8 +204,11 @@ impl Relay {
         if !self.reported {
             self.reported = true;
             let name = &self.upstream.name;
-            self.metrics.add_tokens(name, "input", self.usage.input);
-            self.metrics.add_tokens(name, "output", self.usage.output);
+            let s = self.observer.finish();
+            self.metrics
+                .add_tokens(name, "input", s.input_tokens.unwrap_or(0));
+            self.metrics
+                .add_tokens(name, "output", s.output_tokens.unwrap_or(0));
         }
     }
 }

@@ -68,6 +68,13 @@ async fn builtin_mock_answers_json_and_streams_in_both_apis() {
     let (status, models) = gw.get("/v1/models").await;
     assert_eq!(status, 200);
     assert_eq!(json(&models)["data"][0]["id"], "mock");
+    let (_, metrics) = gw.get("/metrics").await;
+    // Usage from the JSON answers (3 + 2 words) and the Anthropic stream's
+    // message_delta (2); the OpenAI stream asked for no usage chunk.
+    assert!(
+        metrics.contains(r#"palisade_tokens_total{upstream="m",kind="output"} 7"#),
+        "{metrics}"
+    );
     let (status, health) = gw.get("/healthz").await;
     assert_eq!(
         (status, json(&health)["status"].as_str()),

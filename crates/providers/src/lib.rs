@@ -16,12 +16,14 @@
 //!   a stream that ended without its terminator as truncated.
 //!
 //! - [`errors`]: error bodies and stream error events in each provider's format.
+//! - [`observe`]: usage, finish reasons, model and in-band errors of a response as it goes by.
 //! - [`translate`]: requests, answers and streams from one API to the other,
 //!   so a route can fall back across providers.
 
 pub mod anthropic;
 pub mod errors;
 mod maybe;
+pub mod observe;
 pub mod openai;
 mod stream;
 pub mod translate;

@@ -1,0 +1,259 @@
+//! Watching a response go by: usage, finish reasons, model, id and in-band
+//! errors, from a JSON answer or a stream, without holding the stream.
+//!
+//! This is the one place the layers that need "what did this call amount
+//! to" get it: the trace layer (span attributes, token metrics), the
+//! gateway (token metrics), token reconciliation. Feed it the body's frames
+//! ([`ResponseObserver::feed`]) or, when you already decode the stream, its
+//! events ([`ResponseObserver::on_event`]); read the [`Summary`] at the end.
+//!
+//! Memory is bounded: an SSE stream is decoded event by event (at most
+//! [`MAX_EVENT_BYTES`] per event), a JSON answer is kept only up to
+//! [`MAX_JSON_BYTES`] (beyond that, nothing is reported). Only the events
+//! that can carry what is watched are parsed (the first one, and those with
+//! `usage`, a finish/stop reason or an error).
+
+use bytes::Bytes;
+use palisade_sse::{Decoder, Event};
+use serde_json::Value;
+
+/// The largest JSON answer kept to be read at its end (4 MiB).
+pub const MAX_JSON_BYTES: usize = 4 * 1024 * 1024;
+/// The largest stream event decoded (1 MiB); larger ones are skipped.
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+/// What a response amounted to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Summary {
+    /// Prompt tokens the upstream reported.
+    pub input_tokens: Option<u64>,
+    /// Output tokens the upstream reported.
+    pub output_tokens: Option<u64>,
+    /// Finish reasons (`stop`, `length`, `tool_calls`; Anthropic's
+    /// `end_turn`, `max_tokens`, `tool_use` …), one per choice.
+    pub finish_reasons: Vec<String>,
+    /// The model that answered.
+    pub model: Option<String>,
+    /// The response id.
+    pub id: Option<String>,
+    /// The type of an in-band error event, if one came.
+    pub inband_error: Option<String>,
+    /// Data events seen (streams).
+    pub events: u64,
+}
+
+#[derive(Debug)]
+enum Mode {
+    Sse(Box<Decoder>),
+    Json(Vec<u8>),
+    /// Too large, or neither JSON nor SSE.
+    Off,
+}
+
+/// Watches one response; see the module docs.
+///
+/// ```
+/// use bytes::Bytes;
+/// use palisade_providers::observe::ResponseObserver;
+///
+/// let mut obs = ResponseObserver::new(Some("text/event-stream"));
+/// obs.feed(&Bytes::from_static(b"data: {\"id\":\"c1\",\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n"));
+/// obs.feed(&Bytes::from_static(b"data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"));
+/// obs.feed(&Bytes::from_static(b"data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n"));
+/// let s = obs.finish();
+/// assert_eq!((s.input_tokens, s.output_tokens), (Some(5), Some(1)));
+/// assert_eq!(s.finish_reasons, ["stop"]);
+/// assert_eq!(s.model.as_deref(), Some("gpt-4o"));
+/// ```
+#[derive(Debug)]
+pub struct ResponseObserver {
+    mode: Mode,
+    summary: Summary,
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    memchr::memmem::find(hay, needle).is_some()
+}
+
+impl ResponseObserver {
+    /// An observer for a body of this `content-type` (`text/event-stream`:
+    /// a stream; anything else: JSON).
+    pub fn new(content_type: Option<&str>) -> Self {
+        let sse = content_type.is_some_and(|c| c.trim_start().starts_with("text/event-stream"));
+        Self {
+            mode: if sse {
+                Mode::Sse(Box::new(Decoder::new().max_event_bytes(MAX_EVENT_BYTES)))
+            } else {
+                Mode::Json(Vec::new())
+            },
+            summary: Summary::default(),
+        }
+    }
+
+    /// An observer fed with decoded events only ([`on_event`](Self::on_event)).
+    pub fn for_events() -> Self {
+        Self {
+            mode: Mode::Off,
+            summary: Summary::default(),
+        }
+    }
+
+    /// Feeds a frame of the body.
+    pub fn feed(&mut self, bytes: &Bytes) {
+        match &mut self.mode {
+            Mode::Sse(decoder) => {
+                decoder.push(bytes.clone());
+                let mut events = Vec::new();
+                loop {
+                    match decoder.next_event() {
+                        Ok(Some(ev)) => events.push(ev),
+                        Ok(None) => break,
+                        // An oversized event: skip watching the rest.
+                        Err(_) => {
+                            self.mode = Mode::Off;
+                            break;
+                        }
+                    }
+                }
+                for ev in events {
+                    self.on_event(&ev);
+                }
+            }
+            Mode::Json(buf) => {
+                if buf.len() + bytes.len() > MAX_JSON_BYTES {
+                    self.mode = Mode::Off;
+                } else {
+                    buf.extend_from_slice(bytes);
+                }
+            }
+            Mode::Off => {}
+        }
+    }
+
+    /// Watches one decoded stream event.
+    pub fn on_event(&mut self, ev: &Event) {
+        self.summary.events += 1;
+        let data = ev.data();
+        if ev.is_inband_error() {
+            let kind = serde_json::from_slice::<Value>(data)
+                .ok()
+                .and_then(|v| {
+                    v.pointer("/error/type")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                })
+                .unwrap_or_else(|| "error".to_owned());
+            self.summary.inband_error = Some(kind);
+            return;
+        }
+        let first = self.summary.events == 1;
+        let interesting = first
+            || ev.is("message_start")
+            || ev.is("message_delta")
+            || contains(data, b"\"usage\"")
+            || (contains(data, b"\"finish_reason\"") && !contains(data, b"\"finish_reason\":null"));
+        if !interesting || data.as_ref() == b"[DONE]" {
+            return;
+        }
+        if let Ok(v) = serde_json::from_slice::<Value>(data) {
+            self.absorb(&v);
+        }
+    }
+
+    fn absorb(&mut self, v: &Value) {
+        let s = &mut self.summary;
+        // Anthropic's message_start nests the message.
+        let msg = v.get("message").filter(|m| m.is_object()).unwrap_or(v);
+        let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+        if s.model.is_none() {
+            s.model = text(msg, "model");
+        }
+        if s.id.is_none() {
+            s.id = text(msg, "id");
+        }
+        if let Some(choices) = v.get("choices").and_then(Value::as_array) {
+            for c in choices {
+                if let Some(r) = c.get("finish_reason").and_then(Value::as_str) {
+                    s.finish_reasons.push(r.to_owned());
+                }
+            }
+        }
+        let stop = msg
+            .get("stop_reason")
+            .or_else(|| v.pointer("/delta/stop_reason"))
+            .and_then(Value::as_str);
+        if let Some(r) = stop {
+            s.finish_reasons.push(r.to_owned());
+        }
+        if let Some(u) = msg.get("usage").filter(|u| u.is_object()) {
+            let n = |a: &str, b: &str| u.get(a).or_else(|| u.get(b)).and_then(Value::as_u64);
+            if let Some(i) = n("prompt_tokens", "input_tokens") {
+                s.input_tokens = Some(s.input_tokens.map_or(i, |x| x.max(i)));
+            }
+            if let Some(o) = n("completion_tokens", "output_tokens") {
+                s.output_tokens = Some(s.output_tokens.map_or(o, |x| x.max(o)));
+            }
+        }
+    }
+
+    /// The summary so far (for a stream, complete once its last event was
+    /// fed; for JSON, parses what was kept).
+    pub fn finish(&mut self) -> Summary {
+        if let Mode::Json(buf) = &mut self.mode {
+            let buf = std::mem::take(buf);
+            if let Ok(v) = serde_json::from_slice::<Value>(&buf) {
+                if v.get("error").is_some_and(Value::is_object) {
+                    self.summary.inband_error = v
+                        .pointer("/error/type")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned);
+                } else {
+                    self.absorb(&v);
+                }
+            }
+            self.mode = Mode::Off;
+        }
+        self.summary.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_anthropic_stream_and_a_json_answer() {
+        let mut o = ResponseObserver::new(Some("text/event-stream; charset=utf-8"));
+        for chunk in [
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"claude\",\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":4}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        ] {
+            o.feed(&Bytes::from(chunk));
+        }
+        let s = o.finish();
+        assert_eq!((s.input_tokens, s.output_tokens), (Some(9), Some(4)));
+        assert_eq!(s.finish_reasons, ["end_turn"]);
+        assert_eq!(
+            (s.model.as_deref(), s.id.as_deref()),
+            (Some("claude"), Some("msg_1"))
+        );
+
+        let mut o = ResponseObserver::new(Some("application/json"));
+        o.feed(&Bytes::from_static(
+            b"{\"id\":\"c\",\"model\":\"gpt\",\"choices\":[{\"finish_reason\":\"length\"}],",
+        ));
+        o.feed(&Bytes::from_static(
+            b"\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":7}}",
+        ));
+        let s = o.finish();
+        assert_eq!((s.input_tokens, s.output_tokens), (Some(3), Some(7)));
+        assert_eq!(s.finish_reasons, ["length"]);
+
+        let mut o = ResponseObserver::new(Some("text/event-stream"));
+        o.feed(&Bytes::from_static(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"x\"}}\n\n"));
+        assert_eq!(o.finish().inband_error.as_deref(), Some("overloaded_error"));
+    }
+}
