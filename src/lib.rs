@@ -7,6 +7,7 @@
 //!
 //! - [`core`]: error kinds, the outcome classifier, retry hints, bodies
 //! - `client` (feature `client`): the raw hyper client service
+//! - `trace` (feature `trace`): trace-id / W3C traceparent propagation, OpenTelemetry GenAI spans and metrics
 //! - `timeout` (feature `timeout`): first-byte, idle (SSE-aware) and total deadlines
 //! - `retry` (feature `retry`): backoff that honours provider hints, a retry budget
 //! - `ratelimit` (feature `ratelimit`): a GCRA token bucket shared by clones, by requests or weighted cost
@@ -95,3 +96,6 @@ pub use palisade_sse as sse;
 
 #[cfg(feature = "timeout")]
 pub use palisade_timeout as timeout;
+
+#[cfg(feature = "trace")]
+pub use palisade_trace as trace;

@@ -81,17 +81,20 @@ fn call_allocates_only_what_hyper_does_plus_the_joined_path() {
         "allocations per request: hyper-util {hyper_only}, palisade absolute URI {ours_absolute}, \
          palisade /chat/completions {ours_known}, palisade other relative path {ours_other}"
     );
-    assert_eq!(
-        ours_absolute, hyper_only,
-        "with an absolute URI the client adds no allocation"
+    // dhat counts every thread of the process: a stray allocation elsewhere
+    // (the test harness, a runtime thread) can add a few hundredths per call.
+    // What is checked is the whole number of allocations per call.
+    let same = |a: f64, b: f64| (a - b).abs() < 0.1;
+    assert!(
+        same(ours_absolute, hyper_only),
+        "with an absolute URI the client adds no allocation: {ours_absolute} vs {hyper_only}"
     );
-    assert_eq!(
-        ours_known, hyper_only,
-        "a well-known endpoint's URI is pre-joined: no allocation"
+    assert!(
+        same(ours_known, hyper_only),
+        "a well-known endpoint's URI is pre-joined, no allocation: {ours_known} vs {hyper_only}"
     );
-    assert_eq!(
-        ours_other,
-        hyper_only + 2.0,
-        "another relative path costs its joined path and that buffer's promotion"
+    assert!(
+        same(ours_other, hyper_only + 2.0),
+        "another relative path costs its joined path and that buffer's promotion: {ours_other} vs {hyper_only} + 2"
     );
 }

@@ -49,7 +49,7 @@ mod errors;
 mod metrics;
 mod proxy;
 mod relay;
-mod trace_ctx;
+
 mod upstream;
 
 pub use config::{Config, ConfigError};

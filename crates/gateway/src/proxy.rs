@@ -30,9 +30,9 @@ use tracing::Instrument;
 use crate::AppState;
 use crate::errors::error_response;
 use crate::metrics::{Metrics, RequestLabels, UpstreamLabel};
-use crate::trace_ctx::{TRACE_ID_HEADER, TraceContext};
 use crate::upstream::{ResBody, Upstream};
 use palisade_providers::errors::parse_error as parse_upstream_error;
+use palisade_trace::{TRACE_ID_HEADER, TraceContext};
 
 /// The largest upstream answer read whole (JSON answers and error bodies).
 const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;

@@ -1,4 +1,5 @@
-//! `x-trace-id` and W3C `traceparent`/`tracestate` for one request.
+//! [`TraceContext`]: `x-trace-id` and W3C `traceparent`/`tracestate` for
+//! one request.
 //!
 //! - A valid incoming `traceparent` is the parent: its trace id is kept and
 //!   a new span id (the gateway's) is sent upstream.
@@ -10,44 +11,64 @@
 
 use http::HeaderMap;
 
-/// The trace identity of one request.
+/// The trace identity of one request: read from its headers, generated
+/// where missing.
+///
+/// ```
+/// use palisade_trace::TraceContext;
+///
+/// let mut h = http::HeaderMap::new();
+/// h.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap());
+/// let ctx = TraceContext::from_headers(&h);
+/// assert_eq!(ctx.id, "4bf92f3577b34da6a3ce929d0e0e4736");
+/// assert!(ctx.traceparent().starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+/// ```
 #[derive(Clone, Debug)]
-pub(crate) struct TraceContext {
+#[non_exhaustive]
+pub struct TraceContext {
     /// The `x-trace-id` value (echoed, forwarded, logged).
-    pub(crate) id: String,
+    pub id: String,
     /// The W3C trace id (32 lowercase hex).
-    pub(crate) trace_id: String,
-    /// The gateway's span id (16 lowercase hex).
-    pub(crate) span_id: String,
+    pub trace_id: String,
+    /// This hop's span id (16 lowercase hex): the parent id sent upstream.
+    pub span_id: String,
     /// The trace flags (`01` sampled).
-    pub(crate) flags: String,
+    pub flags: String,
     /// The incoming `tracestate`, forwarded untouched.
-    pub(crate) tracestate: Option<String>,
+    pub tracestate: Option<String>,
+    /// The incoming parent span id, when a valid `traceparent` came.
+    pub parent_id: Option<String>,
+    /// Whether `id` came with the request (else it was generated).
+    pub id_from_request: bool,
 }
 
-pub(crate) const TRACE_ID_HEADER: &str = "x-trace-id";
+/// The default trace-id header.
+pub const TRACE_ID_HEADER: &str = "x-trace-id";
 
 fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-fn random_hex(bytes: usize) -> String {
-    use std::fmt::Write;
+/// `bytes` random bytes as lowercase hex, never all zeros (W3C: invalid).
+pub(crate) fn random_hex(bytes: usize) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes * 2);
     loop {
-        s.clear();
-        for _ in 0..bytes {
-            let _ = write!(s, "{:02x}", fastrand::u8(..));
+        let mut x = fastrand::u128(..);
+        for _ in 0..bytes * 2 {
+            s.push(char::from(HEX[(x & 0xf) as usize]));
+            x >>= 4;
         }
         if s.bytes().any(|b| b != b'0') {
             return s;
         }
+        s.clear();
     }
 }
 
 /// `version-traceid-parentid-flags`, version 00 (or a future version with
 /// the same first four fields, as W3C asks).
-fn parse_traceparent(v: &str) -> Option<(String, String)> {
+fn parse_traceparent(v: &str) -> Option<(String, String, String)> {
     let mut parts = v.trim().split('-');
     let version = parts.next()?;
     let trace_id = parts.next()?;
@@ -62,12 +83,12 @@ fn parse_traceparent(v: &str) -> Option<(String, String)> {
     if !is_hex(parent, 16) || parent.bytes().all(|b| b == b'0') || !is_hex(flags, 2) {
         return None;
     }
-    Some((trace_id.to_owned(), flags.to_owned()))
+    Some((trace_id.to_owned(), parent.to_owned(), flags.to_owned()))
 }
 
 impl TraceContext {
     /// Reads the incoming headers, generating what is missing.
-    pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
+    pub fn from_headers(headers: &HeaderMap) -> Self {
         let incoming_id = headers
             .get(TRACE_ID_HEADER)
             .and_then(|v| v.to_str().ok())
@@ -83,8 +104,9 @@ impl TraceContext {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         });
+        let parent_id = parent.as_ref().map(|p| p.1.clone());
         let (trace_id, flags) = match parent {
-            Some(p) => p,
+            Some((t, _, f)) => (t, f),
             None => {
                 let seeded = incoming_id
                     .map(str::to_ascii_lowercase)
@@ -99,11 +121,13 @@ impl TraceContext {
             span_id: random_hex(8),
             flags,
             tracestate,
+            parent_id,
+            id_from_request: incoming_id.is_some(),
         }
     }
 
-    /// The `traceparent` to send upstream (the gateway's span as parent).
-    pub(crate) fn traceparent(&self) -> String {
+    /// The `traceparent` to send upstream (this hop's span as parent).
+    pub fn traceparent(&self) -> String {
         format!("00-{}-{}-{}", self.trace_id, self.span_id, self.flags)
     }
 }

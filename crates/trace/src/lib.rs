@@ -1,0 +1,643 @@
+//! palisade-trace: trace-id and W3C trace-context propagation, with one
+//! OpenTelemetry GenAI span and the GenAI client metrics per LLM call.
+//!
+//! [`TraceLayer`] is the outermost layer of a palisade stack. Per call it:
+//!
+//! - reads `x-trace-id` (name configurable) and `traceparent`/`tracestate`
+//!   from the request, generates what is missing ([`TraceContext`]), and
+//!   sends both upstream; the response carries `x-trace-id` back;
+//! - opens a `tracing` span `gen_ai` at INFO whose OpenTelemetry name is
+//!   `{operation} {model}` (`otel.name`) with the GenAI semantic-convention
+//!   attributes: `gen_ai.operation.name`, `gen_ai.provider.name`,
+//!   `gen_ai.request.model`, `gen_ai.response.model`, `gen_ai.response.id`,
+//!   `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens`,
+//!   `gen_ai.response.finish_reasons`, `gen_ai.response.time_to_first_chunk`
+//!   (streams), `server.address`, `http.response.status_code`, `error.type`,
+//!   the provider's request id (`gen_ai.response.request_id`, from
+//!   `x-request-id` / `request-id`), and `trace_id` (so every log line inside
+//!   the call carries it). Usage, finish reasons and the response model are
+//!   recorded when the body **ends** — for streams, from the final events —
+//!   through `palisade_providers::observe`;
+//! - with [`TraceLayer::metrics`], records `gen_ai.client.operation.duration`,
+//!   `gen_ai.client.token.usage` and `gen_ai.client.operation.time_to_first_chunk`
+//!   through the `opentelemetry` metrics API.
+//!
+//! With the `otel` feature (default) and a `tracing-opentelemetry` layer
+//! installed, the span's parent is the incoming `traceparent` and the
+//! `traceparent` sent upstream names the span itself, so the exported trace
+//! is continuous. Spans export over OTLP when you install an exporter; this
+//! crate installs nothing.
+//!
+//! No header value is recorded except the provider's request id: keys
+//! (`authorization`, `x-api-key`, `api-key`, cookies) never reach a span.
+//!
+//! Cheap when nobody listens: without a subscriber for the span and without
+//! metrics, a call costs the id propagation (two header inserts) and nothing
+//! else — no body parse, no body wrapper work.
+//!
+//! ```
+//! use palisade_trace::TraceLayer;
+//! use tower::ServiceBuilder;
+//! # let client = tower::service_fn(|_: http::Request<palisade_core::RequestBody>| async {
+//! #     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+//! # });
+//! let meter = opentelemetry::global::meter("my-app");
+//! let stack = ServiceBuilder::new()
+//!     .layer(TraceLayer::new().metrics(&meter))
+//!     .service(client);
+//! # let _ = stack;
+//! ```
+
+mod context;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Histogram, Meter};
+use palisade_core::{BoxError, ErrorKind, ParsedBody};
+use palisade_providers::Provider;
+use palisade_providers::observe::ResponseObserver;
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+use tracing::Span;
+use tracing::field::Empty;
+
+pub use context::{TRACE_ID_HEADER, TraceContext};
+
+/// The GenAI client metrics.
+#[derive(Clone, Debug)]
+struct Instruments {
+    duration: Histogram<f64>,
+    tokens: Histogram<u64>,
+    ttft: Histogram<f64>,
+}
+
+struct Config {
+    header: HeaderName,
+    provider: Option<Provider>,
+    metrics: Option<Instruments>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("header", &self.header)
+            .field("provider", &self.provider)
+            .field("metrics", &self.metrics.is_some())
+            .finish()
+    }
+}
+
+/// The trace layer; see the crate docs.
+#[derive(Clone, Debug)]
+pub struct TraceLayer {
+    cfg: Arc<Config>,
+}
+
+impl Default for TraceLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TraceLayer {
+    /// `x-trace-id`, the provider inferred from the path (`…/messages`:
+    /// Anthropic; otherwise OpenAI), no metrics.
+    pub fn new() -> Self {
+        Self {
+            cfg: Arc::new(Config {
+                header: HeaderName::from_static(TRACE_ID_HEADER),
+                provider: None,
+                metrics: None,
+            }),
+        }
+    }
+
+    fn with(self, f: impl FnOnce(&mut Config)) -> Self {
+        let c = &*self.cfg;
+        let mut cfg = Config {
+            header: c.header.clone(),
+            provider: c.provider,
+            metrics: c.metrics.clone(),
+        };
+        f(&mut cfg);
+        Self { cfg: Arc::new(cfg) }
+    }
+
+    /// Uses `name` instead of `x-trace-id`.
+    #[must_use]
+    pub fn trace_id_header(self, name: HeaderName) -> Self {
+        self.with(|c| c.header = name)
+    }
+
+    /// Names the provider instead of inferring it from the path.
+    #[must_use]
+    pub fn provider(self, p: Provider) -> Self {
+        self.with(|c| c.provider = Some(p))
+    }
+
+    /// Records the GenAI client metrics with `meter`.
+    #[must_use]
+    pub fn metrics(self, meter: &Meter) -> Self {
+        let instruments = Instruments {
+            duration: meter
+                .f64_histogram("gen_ai.client.operation.duration")
+                .with_unit("s")
+                .with_description("GenAI operation duration")
+                .build(),
+            tokens: meter
+                .u64_histogram("gen_ai.client.token.usage")
+                .with_unit("{token}")
+                .with_description("Number of input and output tokens used")
+                .build(),
+            ttft: meter
+                .f64_histogram("gen_ai.client.operation.time_to_first_chunk")
+                .with_unit("s")
+                .with_description("Time to receive the first chunk of a streamed response")
+                .build(),
+        };
+        self.with(|c| c.metrics = Some(instruments))
+    }
+}
+
+impl<S> Layer<S> for TraceLayer {
+    type Service = Trace<S>;
+
+    fn layer(&self, inner: S) -> Trace<S> {
+        Trace {
+            inner,
+            cfg: self.cfg.clone(),
+        }
+    }
+}
+
+/// The service [`TraceLayer`] builds.
+#[derive(Clone, Debug)]
+pub struct Trace<S> {
+    inner: S,
+    cfg: Arc<Config>,
+}
+
+fn provider_name(p: Provider) -> &'static str {
+    match p {
+        Provider::Anthropic => "anthropic",
+        _ => "openai",
+    }
+}
+
+/// What the span and the metrics need after the headers.
+struct Call {
+    span: Span,
+    started: Instant,
+    attrs: Vec<KeyValue>,
+    metrics: Option<Instruments>,
+}
+
+impl<S, B, RB> Service<Request<B>> for Trace<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    B: AsRef<[u8]>,
+    RB: Body<Data = Bytes>,
+{
+    type Response = Response<TraceBody<RB>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let cfg = &*self.cfg;
+        let provider = cfg.provider.unwrap_or_else(|| {
+            if req.uri().path().ends_with("/messages") {
+                Provider::Anthropic
+            } else {
+                Provider::OpenAi
+            }
+        });
+        let span = tracing::info_span!(
+            "gen_ai",
+            otel.name = Empty,
+            otel.kind = "client",
+            gen_ai.operation.name = "chat",
+            gen_ai.provider.name = provider_name(provider),
+            gen_ai.request.model = Empty,
+            gen_ai.response.model = Empty,
+            gen_ai.response.id = Empty,
+            gen_ai.response.request_id = Empty,
+            gen_ai.usage.input_tokens = Empty,
+            gen_ai.usage.output_tokens = Empty,
+            gen_ai.response.finish_reasons = Empty,
+            gen_ai.response.time_to_first_chunk = Empty,
+            server.address = Empty,
+            http.response.status_code = Empty,
+            error.type = Empty,
+            trace_id = Empty,
+        );
+        let watched = !span.is_disabled() || cfg.metrics.is_some();
+        let incoming =
+            req.headers().contains_key(&cfg.header) || req.headers().contains_key("traceparent");
+        if !watched && !incoming {
+            // Nobody listens and nothing came in: fresh ids, straight into
+            // header values (no intermediate strings).
+            let (id, traceparent) = fresh_ids();
+            let h = req.headers_mut();
+            h.insert(cfg.header.clone(), id.clone());
+            h.insert(HeaderName::from_static("traceparent"), traceparent);
+            let fut = self.inner.call(req);
+            return ResponseFuture {
+                fut,
+                span,
+                call: None,
+                echo: Some((cfg.header.clone(), id)),
+            };
+        }
+        let mut ctx = TraceContext::from_headers(req.headers());
+        let call = if watched {
+            // The body parsed once: stored for the layers after this one.
+            let model = ParsedBody::get_or_parse(&mut req)
+                .ok()
+                .and_then(|p| p.model().map(str::to_owned))
+                .unwrap_or_default();
+            let host = req.uri().host().map(str::to_owned);
+            span.record("otel.name", format!("chat {model}"));
+            span.record("gen_ai.request.model", model.as_str());
+            if let Some(h) = &host {
+                span.record("server.address", h.as_str());
+            }
+            #[cfg(feature = "otel")]
+            otel::link(&span, &mut ctx);
+            span.record("trace_id", ctx.id.as_str());
+            let mut attrs = vec![
+                KeyValue::new("gen_ai.operation.name", "chat"),
+                KeyValue::new("gen_ai.provider.name", provider_name(provider)),
+                KeyValue::new("gen_ai.request.model", model),
+            ];
+            if let Some(h) = host {
+                attrs.push(KeyValue::new("server.address", h));
+            }
+            Some(Box::new(Call {
+                span: span.clone(),
+                started: Instant::now(),
+                attrs,
+                metrics: cfg.metrics.clone(),
+            }))
+        } else {
+            None
+        };
+        let h = req.headers_mut();
+        let id = HeaderValue::from_str(&ctx.id).ok();
+        if let Some(v) = &id {
+            h.insert(cfg.header.clone(), v.clone());
+        }
+        if let Ok(v) = HeaderValue::from_str(&ctx.traceparent()) {
+            h.insert(HeaderName::from_static("traceparent"), v);
+        }
+        if let Some(ts) = ctx
+            .tracestate
+            .as_deref()
+            .and_then(|t| HeaderValue::from_str(t).ok())
+        {
+            h.insert(HeaderName::from_static("tracestate"), ts);
+        }
+        let fut = {
+            let _entered = span.enter();
+            self.inner.call(req)
+        };
+        ResponseFuture {
+            fut,
+            span,
+            call,
+            echo: id.map(|v| (cfg.header.clone(), v)),
+        }
+    }
+}
+
+/// A new trace id (as the `x-trace-id` value) and the `traceparent` naming
+/// it with a new span id.
+fn fresh_ids() -> (HeaderValue, HeaderValue) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    fn hex(out: &mut [u8], mut x: u128) {
+        for b in out.iter_mut().rev() {
+            *b = HEX[(x & 0xf) as usize];
+            x >>= 4;
+        }
+    }
+    let trace = fastrand::u128(1..);
+    let span = fastrand::u64(1..);
+    let mut tp = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    hex(&mut tp[3..35], trace);
+    hex(&mut tp[36..52], u128::from(span));
+    // One allocation shared by both values; hex digits and dashes are valid
+    // header bytes.
+    let all = Bytes::copy_from_slice(&tp);
+    let id = HeaderValue::from_maybe_shared(all.slice(3..35));
+    let tp = HeaderValue::from_maybe_shared(all);
+    match (id, tp) {
+        (Ok(id), Ok(tp)) => (id, tp),
+        _ => (
+            HeaderValue::from_static("00000000000000000000000000000001"),
+            HeaderValue::from_static("00-00000000000000000000000000000001-0000000000000001-01"),
+        ),
+    }
+}
+
+#[cfg(feature = "otel")]
+mod otel {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    use crate::TraceContext;
+
+    /// With an incoming `traceparent`, parents `span` on it; without one,
+    /// adopts the trace the span starts. Either way the `traceparent` sent
+    /// upstream then names the span itself. Does nothing unless a
+    /// tracing-opentelemetry layer is installed.
+    pub(crate) fn link(span: &tracing::Span, ctx: &mut TraceContext) {
+        if let Some(parent) = &ctx.parent_id {
+            let (Ok(trace_id), Ok(parent)) =
+                (TraceId::from_hex(&ctx.trace_id), SpanId::from_hex(parent))
+            else {
+                return;
+            };
+            let flags = if ctx.flags.ends_with('1') {
+                TraceFlags::SAMPLED
+            } else {
+                TraceFlags::default()
+            };
+            let remote = SpanContext::new(trace_id, parent, flags, true, TraceState::default());
+            if span
+                .set_parent(opentelemetry::Context::new().with_remote_span_context(remote))
+                .is_err()
+            {
+                return;
+            }
+        }
+        let cx = span.context();
+        let own = cx.span().span_context().clone();
+        if !own.is_valid() {
+            return;
+        }
+        if ctx.parent_id.is_none() {
+            ctx.trace_id = own.trace_id().to_string();
+            if !ctx.id_from_request {
+                ctx.id.clone_from(&ctx.trace_id);
+            }
+        }
+        if own.trace_id().to_string() == ctx.trace_id {
+            ctx.span_id = own.span_id().to_string();
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`Trace`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        fut: F,
+        span: Span,
+        call: Option<Box<Call>>,
+        echo: Option<(HeaderName, HeaderValue)>,
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+fn error_type(err: &BoxError) -> &'static str {
+    match ErrorKind::of(&**err) {
+        Some(ErrorKind::Timeout) => "timeout",
+        Some(ErrorKind::RateLimited) => "rate_limited",
+        Some(ErrorKind::CircuitOpen) => "circuit_open",
+        Some(ErrorKind::InvalidRequest) => "invalid_request",
+        Some(ErrorKind::UpstreamStatus) => "upstream_status",
+        Some(ErrorKind::Transport(_)) => "transport",
+        _ => "_OTHER",
+    }
+}
+
+impl<F, RB, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+    E: Into<BoxError>,
+    RB: Body<Data = Bytes>,
+{
+    type Output = Result<Response<TraceBody<RB>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = {
+            let _entered = this.span.enter();
+            ready!(this.fut.poll(cx))
+        };
+        match result {
+            Ok(mut res) => {
+                if let Some((name, v)) = this.echo.take() {
+                    res.headers_mut().insert(name, v);
+                }
+                let observing = this.call.take().map(|mut call| {
+                    let status = res.status();
+                    call.span
+                        .record("http.response.status_code", i64::from(status.as_u16()));
+                    let rid = res
+                        .headers()
+                        .get("x-request-id")
+                        .or_else(|| res.headers().get("request-id"))
+                        .and_then(|v| v.to_str().ok());
+                    if let Some(rid) = rid {
+                        call.span.record("gen_ai.response.request_id", rid);
+                    }
+                    if status.is_client_error() || status.is_server_error() {
+                        let code = status.as_str().to_owned();
+                        call.span.record("error.type", code.as_str());
+                        call.attrs.push(KeyValue::new("error.type", code));
+                    }
+                    let ct = res
+                        .headers()
+                        .get(CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok());
+                    let stream = ct.is_some_and(|c| c.starts_with("text/event-stream"));
+                    Box::new(Observing {
+                        observer: ResponseObserver::new(ct),
+                        stream,
+                        first_chunk: None,
+                        call,
+                        done: false,
+                    })
+                });
+                Poll::Ready(Ok(res.map(|inner| TraceBody { inner, observing })))
+            }
+            Err(e) => {
+                let e = e.into();
+                if let Some(call) = this.call.take() {
+                    let kind = error_type(&e);
+                    call.span.record("error.type", kind);
+                    tracing::info!(parent: &call.span, error = %e, "LLM call failed");
+                    if let Some(m) = &call.metrics {
+                        let mut attrs = call.attrs.clone();
+                        attrs.push(KeyValue::new("error.type", kind));
+                        m.duration
+                            .record(call.started.elapsed().as_secs_f64(), &attrs);
+                    }
+                }
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+}
+
+/// What the body wrapper watches until the end.
+struct Observing {
+    observer: ResponseObserver,
+    stream: bool,
+    first_chunk: Option<Instant>,
+    call: Box<Call>,
+    done: bool,
+}
+
+impl Observing {
+    fn finish(&mut self, failure: Option<&str>) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let s = self.observer.finish();
+        let span = &self.call.span;
+        let mut attrs = std::mem::take(&mut self.call.attrs);
+        if let Some(m) = &s.model {
+            span.record("gen_ai.response.model", m.as_str());
+            attrs.push(KeyValue::new("gen_ai.response.model", m.clone()));
+        }
+        if let Some(id) = &s.id {
+            span.record("gen_ai.response.id", id.as_str());
+        }
+        // As i64: OpenTelemetry has no unsigned integers.
+        if let Some(n) = s.input_tokens {
+            span.record(
+                "gen_ai.usage.input_tokens",
+                i64::try_from(n).unwrap_or(i64::MAX),
+            );
+        }
+        if let Some(n) = s.output_tokens {
+            span.record(
+                "gen_ai.usage.output_tokens",
+                i64::try_from(n).unwrap_or(i64::MAX),
+            );
+        }
+        if !s.finish_reasons.is_empty() {
+            span.record(
+                "gen_ai.response.finish_reasons",
+                s.finish_reasons.join(",").as_str(),
+            );
+        }
+        let ttft = self
+            .first_chunk
+            .filter(|_| self.stream)
+            .map(|t| t.duration_since(self.call.started).as_secs_f64());
+        if let Some(t) = ttft {
+            span.record("gen_ai.response.time_to_first_chunk", t);
+        }
+        let failure = failure.or(s.inband_error.as_deref());
+        if let Some(f) = failure {
+            span.record("error.type", f);
+            attrs.push(KeyValue::new("error.type", f.to_owned()));
+        }
+        if let Some(m) = &self.call.metrics {
+            m.duration
+                .record(self.call.started.elapsed().as_secs_f64(), &attrs);
+            if let Some(t) = ttft {
+                m.ttft.record(t, &attrs);
+            }
+            for (kind, n) in [("input", s.input_tokens), ("output", s.output_tokens)] {
+                if let Some(n) = n {
+                    let mut a = attrs.clone();
+                    a.push(KeyValue::new("gen_ai.token.type", kind));
+                    m.tokens.record(n, &a);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Observing {
+    fn drop(&mut self) {
+        // A body dropped before its end: the caller went away.
+        self.finish(Some("cancelled"));
+    }
+}
+
+pin_project! {
+    /// The response body of [`Trace`]: the inner body, watched to its end
+    /// when anyone listens.
+    pub struct TraceBody<B> {
+        #[pin]
+        inner: B,
+        observing: Option<Box<Observing>>,
+    }
+}
+
+impl<B> fmt::Debug for TraceBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TraceBody")
+            .field("observed", &self.observing.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> Body for TraceBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let Some(obs) = this.observing.as_mut() else {
+            return this.inner.poll_frame(cx);
+        };
+        let polled = {
+            let _entered = obs.call.span.enter();
+            ready!(this.inner.poll_frame(cx))
+        };
+        match &polled {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    obs.first_chunk.get_or_insert_with(Instant::now);
+                    obs.observer.feed(data);
+                }
+            }
+            Some(Err(_)) => obs.finish(Some("body_error")),
+            None => obs.finish(None),
+        }
+        Poll::Ready(polled)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
