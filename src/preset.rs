@@ -3,7 +3,7 @@
 //! [`StackConfig::openai`] / [`StackConfig::anthropic`] start from the
 //! defaults below; each setter changes one; [`StackConfig::build`] returns an
 //! [`LlmStack`]: a named, cloneable `tower::Service` to keep in a struct
-//! field. The order is `schema → total timeout → retry → rate limit
+//! field. The order is `trace → schema → total timeout → retry → rate limit
 //! (requests, then tokens) → breaker → per-attempt timeout → client`; the
 //! crate docs say why.
 //!
@@ -11,6 +11,7 @@
 //! |---|---|
 //! | base URL | `https://api.openai.com/v1` / `https://api.anthropic.com/v1` |
 //! | key | `$OPENAI_API_KEY` / `$ANTHROPIC_API_KEY` |
+//! | trace ids and GenAI span | on |
 //! | schema validation | on (the provider's bundled schema) |
 //! | total timeout (retries and the streamed body included) | 10 min |
 //! | first byte / idle (SSE-aware) / connect | 60 s / 30 s / 10 s |
@@ -56,6 +57,7 @@ use palisade_ratelimit::RateLimitLayer;
 use palisade_retry::{RetryEvent, RetryLayer};
 use palisade_schema::SchemaLayer;
 use palisade_timeout::TimeoutLayer;
+use palisade_trace::TraceLayer;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
@@ -72,6 +74,7 @@ pub struct StackConfig {
     base_url: String,
     key: Option<KeySource>,
     validate: bool,
+    trace: bool,
     total: Duration,
     first_byte: Duration,
     idle: Duration,
@@ -127,6 +130,7 @@ impl StackConfig {
             base_url: base_url.to_owned(),
             key: Some(KeySource::env(key_env)),
             validate: true,
+            trace: true,
             total: Duration::from_secs(600),
             first_byte: Duration::from_secs(60),
             idle: Duration::from_secs(30),
@@ -197,6 +201,11 @@ impl StackConfig {
         /// Validates request bodies against the provider's bundled schema
         /// (on by default).
         validate: bool
+    );
+    setter!(
+        /// Propagates trace ids and opens a GenAI span per call
+        /// (`palisade-trace`; on by default).
+        trace: bool
     );
     setter!(
         /// The whole call's budget, retries and streamed body included.
@@ -367,6 +376,7 @@ impl StackConfig {
             _ => SchemaLayer::openai(),
         });
 
+        let trace = self.trace.then(|| TraceLayer::new().provider(self.api));
         let stack = ServiceBuilder::new()
             .map_response(|res: Response<_>| res.map(box_body))
             .option_layer(schema)
@@ -382,8 +392,19 @@ impl StackConfig {
                     .sse_aware(true),
             )
             .service(inner.map_err(Into::into));
+        let stack = BoxCloneSyncService::new(stack);
+        // Trace outermost (a layer of its own type: boxed separately).
+        let stack = match trace {
+            Some(t) => BoxCloneSyncService::new(
+                ServiceBuilder::new()
+                    .map_response(|res: Response<_>| res.map(box_body))
+                    .layer(t)
+                    .service(stack),
+            ),
+            None => stack,
+        };
         Ok(LlmStack {
-            inner: BoxCloneSyncService::new(stack),
+            inner: stack,
             breaker: handle,
             api: self.api,
         })
