@@ -1,7 +1,8 @@
 //! End to end over loopback: palisade-mock served on 127.0.0.1, a raw
-//! hyper-util client versus `palisade-client` under the layers landed so far
-//! (total timeout → retry → breaker → first-byte/idle timeout → client), at
-//! concurrency 1 and 32. Prints requests/s and p50/p99 latency side by side,
+//! hyper-util client versus `palisade-client` alone and under the preset
+//! stack (`palisade::preset`: trace → total timeout → retry → rate limit →
+//! breaker → first-byte/idle timeout → client; schema validation off, as it
+//! is a parse of the body rather than overhead), at concurrency 1 and 32. Prints requests/s and p50/p99 latency side by side,
 //! and the stack's share of raw hyper's throughput.
 //!
 //! `cargo bench --bench e2e` (E2E_REQUESTS=N to change the requests per run)
@@ -16,13 +17,11 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use palisade::breaker::BreakerLayer;
 use palisade::client::HttpClient;
 use palisade::core::{BoxError, RequestBody};
 use palisade::mock::MockUpstream;
-use palisade::retry::RetryLayer;
-use palisade::timeout::TimeoutLayer;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use palisade::preset::StackConfig;
+use tower::{Service, ServiceExt};
 
 const BODY: &str = r#"{"model":"mock","messages":[{"role":"user","content":"hello from the end to end benchmark"}]}"#;
 
@@ -124,17 +123,13 @@ async fn async_main() {
             Ok::<_, BoxError>(())
         }
     };
-    let stack = ServiceBuilder::new()
-        .layer(TimeoutLayer::new().total(Duration::from_secs(60)))
-        .layer(RetryLayer::new())
-        .layer(BreakerLayer::builder().build().unwrap())
-        .layer(
-            TimeoutLayer::new()
-                .first_byte(Duration::from_secs(30))
-                .idle(Duration::from_secs(15))
-                .sse_aware(true),
-        )
-        .service(client);
+    let stack = StackConfig::openai()
+        .no_key()
+        .validate(false)
+        .requests_per_minute(u64::from(u32::MAX))
+        .max_wait(Duration::from_secs(1))
+        .build_over(client)
+        .unwrap();
     let stack_one = move || {
         let mut svc = stack.clone();
         async move {
@@ -173,7 +168,7 @@ async fn async_main() {
         }
         let (r, c, s) = (median(raws), median(clients), median(stacks));
         ratios.sort_by(f64::total_cmp);
-        for (name, x) in [("raw hyper", &r), ("client only", &c), ("full stack", &s)] {
+        for (name, x) in [("raw hyper", &r), ("client only", &c), ("preset stack", &s)] {
             println!(
                 "{:<12} {:>5} {:>10.0} {:>9.1} {:>9.1}",
                 name,

@@ -376,9 +376,10 @@ impl StackConfig {
             _ => SchemaLayer::openai(),
         });
 
-        let trace = self.trace.then(|| TraceLayer::new().provider(self.api));
+        let trace = TraceLayer::new().provider(self.api).enabled(self.trace);
         let stack = ServiceBuilder::new()
             .map_response(|res: Response<_>| res.map(box_body))
+            .layer(trace)
             .option_layer(schema)
             .layer(TimeoutLayer::new().total(self.total))
             .layer(retry)
@@ -392,19 +393,8 @@ impl StackConfig {
                     .sse_aware(true),
             )
             .service(inner.map_err(Into::into));
-        let stack = BoxCloneSyncService::new(stack);
-        // Trace outermost (a layer of its own type: boxed separately).
-        let stack = match trace {
-            Some(t) => BoxCloneSyncService::new(
-                ServiceBuilder::new()
-                    .map_response(|res: Response<_>| res.map(box_body))
-                    .layer(t)
-                    .service(stack),
-            ),
-            None => stack,
-        };
         Ok(LlmStack {
-            inner: stack,
+            inner: BoxCloneSyncService::new(stack),
             breaker: handle,
             api: self.api,
         })

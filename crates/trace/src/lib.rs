@@ -83,6 +83,7 @@ struct Instruments {
 }
 
 struct Config {
+    enabled: bool,
     header: HeaderName,
     provider: Option<Provider>,
     metrics: Option<Instruments>,
@@ -116,6 +117,7 @@ impl TraceLayer {
     pub fn new() -> Self {
         Self {
             cfg: Arc::new(Config {
+                enabled: true,
                 header: HeaderName::from_static(TRACE_ID_HEADER),
                 provider: None,
                 metrics: None,
@@ -126,12 +128,21 @@ impl TraceLayer {
     fn with(self, f: impl FnOnce(&mut Config)) -> Self {
         let c = &*self.cfg;
         let mut cfg = Config {
+            enabled: c.enabled,
             header: c.header.clone(),
             provider: c.provider,
             metrics: c.metrics.clone(),
         };
         f(&mut cfg);
         Self { cfg: Arc::new(cfg) }
+    }
+
+    /// Turns the layer off (`false`): calls pass straight through, nothing
+    /// is propagated or recorded. For stacks that decide at run time, with
+    /// one service type either way.
+    #[must_use]
+    pub fn enabled(self, on: bool) -> Self {
+        self.with(|c| c.enabled = on)
     }
 
     /// Uses `name` instead of `x-trace-id`.
@@ -220,6 +231,14 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let cfg = &*self.cfg;
+        if !cfg.enabled {
+            return ResponseFuture {
+                fut: self.inner.call(req),
+                span: Span::none(),
+                call: None,
+                echo: None,
+            };
+        }
         let provider = cfg.provider.unwrap_or_else(|| {
             if req.uri().path().ends_with("/messages") {
                 Provider::Anthropic
