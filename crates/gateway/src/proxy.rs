@@ -32,6 +32,7 @@ use crate::errors::error_response;
 use crate::metrics::{Metrics, RequestLabels, UpstreamLabel};
 use crate::upstream::{ResBody, Upstream};
 use palisade_providers::errors::parse_error as parse_upstream_error;
+use palisade_schema::rejection_response;
 use palisade_trace::{TRACE_ID_HEADER, TraceContext};
 
 /// The largest upstream answer read whole (JSON answers and error bodies).
@@ -99,31 +100,6 @@ pub(crate) async fn handle(
         })
         .inc();
     res
-}
-
-fn bad_request(caller: Provider, violations: &[palisade_core::Violation]) -> Response<Body> {
-    let message = violations
-        .iter()
-        .map(|v| {
-            if v.pointer().is_empty() {
-                v.message().to_owned()
-            } else {
-                format!("{}: {}", v.pointer(), v.message())
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
-    let param = violations
-        .first()
-        .map(|v| v.pointer())
-        .filter(|p| !p.is_empty());
-    error_response(
-        caller,
-        StatusCode::BAD_REQUEST,
-        &format!("invalid request: {message}"),
-        param,
-        None,
-    )
 }
 
 fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
@@ -195,16 +171,18 @@ async fn proxy(
     };
     let parsed = match ParsedBody::parse(&bytes) {
         Ok(p) => p,
-        Err(rejected) => return Answer::local(bad_request(caller, rejected.violations())),
+        Err(rejected) => return Answer::local(rejection_response(caller, &rejected)),
     };
     let schema = match caller {
         Provider::Anthropic => &state.schemas.anthropic,
         _ => &state.schemas.openai,
     };
     if let Err(rejected) = schema.check(parsed.value()) {
-        let violations = rejected.violations();
-        tracing::info!(violations = violations.len(), "refused: invalid request");
-        return Answer::local(bad_request(caller, violations));
+        tracing::info!(
+            violations = rejected.violations().len(),
+            "refused: invalid request"
+        );
+        return Answer::local(rejection_response(caller, &rejected));
     }
     let model = parsed.model().unwrap_or_default().to_owned();
     let Some(targets) = state.routes.get(&model) else {
