@@ -51,9 +51,9 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use palisade_breaker::{BreakerHandle, BreakerLayer, Transition, Window};
 use palisade_client::{Auth, HttpClient, KeySource};
-use palisade_core::{BoxError, ParsedBody, RequestBody};
+use palisade_core::{BoxError, RequestBody};
 use palisade_providers::Provider;
-use palisade_ratelimit::RateLimitLayer;
+use palisade_ratelimit::{RateLimitLayer, TokenLimitLayer};
 use palisade_retry::{RetryEvent, RetryLayer};
 use palisade_schema::SchemaLayer;
 use palisade_timeout::TimeoutLayer;
@@ -269,7 +269,9 @@ impl StackConfig {
     }
 
     /// A tokens-per-minute limit (also the burst); each call reserves its
-    /// estimated prompt + `max_tokens` ([`palisade_core::tokens`]).
+    /// estimated prompt + `max_tokens` ([`palisade_core::tokens`]) and is
+    /// reconciled with the reported usage when its body ends
+    /// ([`palisade_ratelimit::TokenLimitLayer`]).
     #[must_use]
     pub fn tokens_per_minute(mut self, n: u64) -> Self {
         self.tokens_per_minute = Some(n);
@@ -369,8 +371,17 @@ impl StackConfig {
                 .map_err(Into::into)
         };
         let rpm = limit(self.requests_per_minute)?;
-        let tpm = limit(self.tokens_per_minute)?
-            .map(|l| l.cost(token_cost as fn(&Request<RequestBody>) -> u64));
+        let tpm = match self.tokens_per_minute {
+            None => TokenLimitLayer::off(),
+            Some(n) => {
+                let l = TokenLimitLayer::per_minute(n)?;
+                if self.max_wait.is_zero() {
+                    l.reject()
+                } else {
+                    l.wait(self.max_wait)
+                }
+            }
+        };
         let schema = self.validate.then(|| match self.api {
             Provider::Anthropic => SchemaLayer::anthropic(),
             _ => SchemaLayer::openai(),
@@ -384,7 +395,7 @@ impl StackConfig {
             .layer(TimeoutLayer::new().total(self.total))
             .layer(retry)
             .option_layer(rpm)
-            .option_layer(tpm)
+            .layer(tpm)
             .layer(breaker)
             .layer(
                 TimeoutLayer::new()
@@ -407,17 +418,6 @@ where
     B::Error: Into<BoxError>,
 {
     b.map_err(Into::into).boxed_unsync()
-}
-
-/// A request's estimated tokens for a tokens-per-minute limit: from the
-/// parsed body when a layer stored one, else about four bytes per token.
-fn token_cost(req: &Request<RequestBody>) -> u64 {
-    match ParsedBody::of(req) {
-        Some(p) => palisade_core::tokens::estimate(p).total().max(1),
-        None => (req.body().as_bytes().len() as u64)
-            .div_ceil(palisade_core::tokens::BYTES_PER_TOKEN)
-            .max(1),
-    }
 }
 
 /// The preset stack: a named, cloneable `Service<http::Request<RequestBody>>`

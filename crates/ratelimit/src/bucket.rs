@@ -102,6 +102,24 @@ impl Bucket {
         }
     }
 
+    /// Units available now (0 while the bucket is in debt).
+    pub fn available(&self) -> u64 {
+        let owed = self.tat.load(Ordering::Acquire).saturating_sub(self.now());
+        self.tolerance.saturating_sub(owed) / self.interval
+    }
+
+    /// Takes `cost` more units at once, into debt if need be (a call that
+    /// turned out dearer than its reservation): later callers wait longer.
+    pub(crate) fn charge(&self, cost: u64) {
+        let take = cost.saturating_mul(self.interval);
+        let now = self.now();
+        let _ = self
+            .tat
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
+                Some(tat.max(now).saturating_add(take))
+            });
+    }
+
     /// Gives back `cost` units (a cancelled waiter, a smaller actual cost).
     pub(crate) fn refund(&self, cost: u64) {
         let give = cost.saturating_mul(self.interval);

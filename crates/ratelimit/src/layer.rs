@@ -101,16 +101,7 @@ impl RateLimitLayer {
     ///
     /// A capacity of 0, or a rate that is not a positive number.
     pub fn try_new(capacity: u64, per_second: f64) -> Result<Self, ConfigError> {
-        if capacity == 0 {
-            return Err(ConfigError(
-                "the capacity is 0: no call could ever pass; use at least 1".to_owned(),
-            ));
-        }
-        if !(per_second.is_finite() && per_second > 0.0) {
-            return Err(ConfigError(format!(
-                "the refill rate is {per_second} per second; it must be a positive number"
-            )));
-        }
+        validate(capacity, per_second)?;
         Ok(Self {
             bucket: Arc::new(Bucket::new(capacity, per_second)),
             max_wait: Duration::ZERO,
@@ -119,6 +110,21 @@ impl RateLimitLayer {
             per_second,
         })
     }
+}
+
+/// Checks a bucket's settings (shared by the layers).
+pub(crate) fn validate(capacity: u64, per_second: f64) -> Result<(), ConfigError> {
+    if capacity == 0 {
+        return Err(ConfigError(
+            "the capacity is 0: no call could ever pass; use at least 1".to_owned(),
+        ));
+    }
+    if !(per_second.is_finite() && per_second > 0.0) {
+        return Err(ConfigError(format!(
+            "the refill rate is {per_second} per second; it must be a positive number"
+        )));
+    }
+    Ok(())
 }
 
 impl<F> RateLimitLayer<F> {

@@ -51,6 +51,7 @@ mod future;
 mod keyed;
 mod layer;
 mod service;
+mod tokens;
 
 pub use bucket::Bucket;
 pub use future::ResponseFuture;
@@ -58,3 +59,4 @@ pub use keyed::{DEFAULT_MAX_KEYS, KeyedRateLimit, KeyedRateLimitLayer};
 pub use layer::{ConfigError, PerRequest, RateLimitLayer, RequestCost};
 pub use palisade_core::RateLimited;
 pub use service::RateLimit;
+pub use tokens::{Reconciled, TokenFuture, TokenLimit, TokenLimitLayer};

@@ -8,7 +8,7 @@ use http::Request;
 use palisade_core::BoxError;
 use tower_service::Service;
 
-use crate::bucket::Bucket;
+use crate::bucket::{Bucket, Grant};
 use crate::future::{Reservation, ResponseFuture};
 use crate::layer::RequestCost;
 
@@ -87,12 +87,25 @@ where
 {
     match bucket.acquire(cost, max_wait) {
         Err(refused) => ResponseFuture::refused(refused),
-        Ok(grant) if grant.wait.is_zero() => ResponseFuture::calling(inner.call(req)),
-        Ok(grant) => {
-            let fresh = inner.clone();
-            let svc = std::mem::replace(inner, fresh);
-            let reservation = Reservation::new(bucket.clone(), grant.cost);
-            ResponseFuture::waiting(svc, req, grant.wait, reservation)
-        }
+        Ok(grant) => granted(bucket, grant, inner, req),
     }
+}
+
+/// Calls `inner` now, or waits for `grant`'s reservation to mature.
+pub(crate) fn granted<S, B>(
+    bucket: &Arc<Bucket>,
+    grant: Grant,
+    inner: &mut S,
+    req: Request<B>,
+) -> ResponseFuture<S, B>
+where
+    S: Service<Request<B>> + Clone,
+{
+    if grant.wait.is_zero() {
+        return ResponseFuture::calling(inner.call(req));
+    }
+    let fresh = inner.clone();
+    let svc = std::mem::replace(inner, fresh);
+    let reservation = Reservation::new(bucket.clone(), grant.cost);
+    ResponseFuture::waiting(svc, req, grant.wait, reservation)
 }

@@ -1,0 +1,331 @@
+//! [`TokenLimitLayer`]: tokens per minute, reserved from an estimate and
+//! reconciled with the usage the upstream reports.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use palisade_core::{BoxError, ParsedBody, tokens};
+use palisade_providers::observe::ResponseObserver;
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::bucket::Bucket;
+use crate::future::ResponseFuture;
+use crate::layer::{ConfigError, validate};
+use crate::service::granted;
+
+/// A tokens-per-minute limit for LLM calls.
+///
+/// Each call reserves its estimate — prompt tokens counted with a real
+/// tokenizer plus its `max_tokens` ([`palisade_core::tokens::estimate`]),
+/// from the body parsed once ([`ParsedBody`]; stored for the layers after
+/// this one) — then, when the response body **ends**, the reservation is
+/// reconciled with the `usage` the upstream reported (the JSON answer's, or
+/// a stream's final events): the difference is refunded, or charged when
+/// the call cost more (later calls then wait longer). An error status that
+/// reports no usage is refunded whole (providers do not bill it); a body
+/// that fails or is dropped before its end keeps its reservation (nothing
+/// says what it cost).
+///
+/// Waiting, refusal and sharing work as in [`crate::RateLimitLayer`]: one
+/// bucket shared by every clone; a call whose estimate exceeds the capacity
+/// fails at once.
+///
+/// ```
+/// use palisade_ratelimit::TokenLimitLayer;
+/// use std::time::Duration;
+///
+/// let tpm = TokenLimitLayer::per_minute(200_000).unwrap().wait(Duration::from_secs(2));
+/// assert_eq!(tpm.bucket().capacity(), 200_000);
+/// ```
+#[derive(Clone)]
+pub struct TokenLimitLayer {
+    bucket: Arc<Bucket>,
+    max_wait: Duration,
+    enabled: bool,
+}
+
+impl fmt::Debug for TokenLimitLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenLimitLayer")
+            .field("bucket", &self.bucket)
+            .field("max_wait", &self.max_wait)
+            .field("enabled", &self.enabled)
+            .finish()
+    }
+}
+
+impl TokenLimitLayer {
+    /// `tokens` per minute, with a burst of `tokens`; refuses at once.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] for 0 tokens.
+    pub fn per_minute(tokens: u64) -> Result<Self, ConfigError> {
+        Self::try_new(tokens, tokens as f64 / 60.0)
+    }
+
+    /// A bucket of `capacity` tokens refilled at `per_second`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] for a zero capacity or a rate that is not positive.
+    pub fn try_new(capacity: u64, per_second: f64) -> Result<Self, ConfigError> {
+        validate(capacity, per_second)?;
+        Ok(Self {
+            bucket: Arc::new(Bucket::new(capacity, per_second)),
+            max_wait: Duration::ZERO,
+            enabled: true,
+        })
+    }
+
+    /// No limit: calls pass straight through (for stacks that decide at run
+    /// time, with one service type either way).
+    pub fn off() -> Self {
+        Self {
+            bucket: Arc::new(Bucket::new(u64::MAX / 2, 1.0)),
+            max_wait: Duration::ZERO,
+            enabled: false,
+        }
+    }
+
+    /// Waits up to `max_wait` for tokens (FIFO).
+    #[must_use]
+    pub fn wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
+    }
+
+    /// Refuses at once when the tokens are not there (the default).
+    #[must_use]
+    pub fn reject(mut self) -> Self {
+        self.max_wait = Duration::ZERO;
+        self
+    }
+
+    /// The shared bucket.
+    pub fn bucket(&self) -> &Bucket {
+        &self.bucket
+    }
+}
+
+impl<S> Layer<S> for TokenLimitLayer {
+    type Service = TokenLimit<S>;
+
+    fn layer(&self, inner: S) -> TokenLimit<S> {
+        TokenLimit {
+            inner,
+            bucket: self.bucket.clone(),
+            max_wait: self.max_wait,
+            enabled: self.enabled,
+        }
+    }
+}
+
+/// The service [`TokenLimitLayer`] builds.
+#[derive(Clone, Debug)]
+pub struct TokenLimit<S> {
+    inner: S,
+    bucket: Arc<Bucket>,
+    max_wait: Duration,
+    enabled: bool,
+}
+
+impl<S, B, RB> Service<Request<B>> for TokenLimit<S>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone,
+    S::Error: Into<BoxError>,
+    B: AsRef<[u8]>,
+    RB: Body<Data = Bytes>,
+{
+    type Response = Response<Reconciled<RB>>;
+    type Error = BoxError;
+    type Future = TokenFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        if !self.enabled {
+            return TokenFuture {
+                inner: ResponseFuture::calling(self.inner.call(req)),
+                settle: None,
+            };
+        }
+        let cost = match ParsedBody::get_or_parse(&mut req) {
+            Ok(p) => tokens::estimate(&p).total(),
+            Err(_) => (req.body().as_ref().len() as u64).div_ceil(tokens::BYTES_PER_TOKEN),
+        }
+        .max(1);
+        match self.bucket.acquire(cost, self.max_wait) {
+            Err(refused) => TokenFuture {
+                inner: ResponseFuture::refused(refused),
+                settle: None,
+            },
+            Ok(grant) => TokenFuture {
+                inner: granted(&self.bucket, grant, &mut self.inner, req),
+                settle: Some(Settlement {
+                    bucket: self.bucket.clone(),
+                    reserved: cost,
+                }),
+            },
+        }
+    }
+}
+
+/// A reservation to reconcile.
+#[derive(Debug)]
+struct Settlement {
+    bucket: Arc<Bucket>,
+    reserved: u64,
+}
+
+impl Settlement {
+    fn settle(self, used: u64) {
+        if used < self.reserved {
+            self.bucket.refund(self.reserved - used);
+        } else if used > self.reserved {
+            self.bucket.charge(used - self.reserved);
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`TokenLimit`].
+    pub struct TokenFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        inner: ResponseFuture<S, B>,
+        settle: Option<Settlement>,
+    }
+}
+
+impl<S, B> fmt::Debug for TokenFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, B, RB> Future for TokenFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<Response<Reconciled<RB>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match ready!(this.inner.poll(cx)) {
+            Ok(res) => {
+                let success = res.status().is_success();
+                let ct = res
+                    .headers()
+                    .get(CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok());
+                let watch = this.settle.take().map(|settle| {
+                    Box::new(Watch {
+                        observer: ResponseObserver::new(ct),
+                        settle: Some(settle),
+                        success,
+                    })
+                });
+                Poll::Ready(Ok(res.map(|inner| Reconciled { inner, watch })))
+            }
+            Err(e) => {
+                // The call never reached the upstream, or failed there
+                // before answering: nothing was billed.
+                if let Some(s) = this.settle.take() {
+                    s.settle(0);
+                }
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+}
+
+struct Watch {
+    observer: ResponseObserver,
+    settle: Option<Settlement>,
+    success: bool,
+}
+
+impl Watch {
+    fn end(&mut self) {
+        let Some(settle) = self.settle.take() else {
+            return;
+        };
+        let s = self.observer.finish();
+        match (s.input_tokens, s.output_tokens) {
+            (None, None) if self.success => drop(settle),
+            (None, None) => settle.settle(0),
+            (i, o) => settle.settle(i.unwrap_or(0).saturating_add(o.unwrap_or(0))),
+        }
+    }
+}
+
+pin_project! {
+    /// The response body of [`TokenLimit`]: settles the reservation when it
+    /// ends.
+    pub struct Reconciled<B> {
+        #[pin]
+        inner: B,
+        watch: Option<Box<Watch>>,
+    }
+}
+
+impl<B> fmt::Debug for Reconciled<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reconciled").finish_non_exhaustive()
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for Reconciled<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let polled = ready!(this.inner.poll_frame(cx));
+        if let Some(w) = this.watch.as_mut() {
+            match &polled {
+                Some(Ok(frame)) => {
+                    if let Some(d) = frame.data_ref() {
+                        w.observer.feed(d);
+                    }
+                }
+                // A failed body: its cost is unknown, the reservation stays.
+                Some(Err(_)) => {
+                    w.settle = None;
+                }
+                None => w.end(),
+            }
+        }
+        Poll::Ready(polled)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
