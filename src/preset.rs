@@ -53,7 +53,7 @@ use palisade_breaker::{BreakerHandle, BreakerLayer, Transition, Window};
 use palisade_client::{Auth, HttpClient, KeySource};
 use palisade_core::{BoxError, RequestBody};
 use palisade_providers::Provider;
-use palisade_ratelimit::{RateLimitLayer, TokenLimitLayer};
+use palisade_ratelimit::{RateLimitLayer, RedisRateLimitLayer, TokenLimitLayer};
 use palisade_retry::{RetryEvent, RetryLayer};
 use palisade_schema::SchemaLayer;
 use palisade_timeout::TimeoutLayer;
@@ -91,6 +91,7 @@ pub struct StackConfig {
     open_for: Duration,
     half_open_calls: u32,
     breaker_name: Option<String>,
+    redis: Option<String>,
     on_retry: Option<RetryHook>,
     on_transition: Option<TransitionHook>,
 }
@@ -147,6 +148,7 @@ impl StackConfig {
             open_for: Duration::from_secs(30),
             half_open_calls: 2,
             breaker_name: None,
+            redis: None,
             on_retry: None,
             on_transition: None,
         }
@@ -278,6 +280,16 @@ impl StackConfig {
         self
     }
 
+    /// Keeps the requests-per-minute limit in the Redis at `url`, shared by
+    /// every process with the same [`name`](Self::name) (key
+    /// `palisade:{name}:rpm`); fails open when Redis cannot be asked
+    /// ([`palisade_ratelimit::RedisRateLimitLayer`]).
+    #[must_use]
+    pub fn redis(mut self, url: impl Into<String>) -> Self {
+        self.redis = Some(url.into());
+        self
+    }
+
     /// Names the breaker (in its `tracing` events).
     #[must_use]
     pub fn name(mut self, name: impl Into<String>) -> Self {
@@ -370,7 +382,22 @@ impl StackConfig {
                 .transpose()
                 .map_err(Into::into)
         };
-        let rpm = limit(self.requests_per_minute)?;
+        let (rpm, rpm_redis) = match (&self.redis, self.requests_per_minute) {
+            (Some(url), Some(n)) => {
+                let key = format!(
+                    "palisade:{}:rpm",
+                    self.breaker_name.as_deref().unwrap_or(&self.base_url)
+                );
+                let l = RedisRateLimitLayer::new(url, key, n, n as f64 / 60.0)?;
+                let l = if self.max_wait.is_zero() {
+                    l.reject()
+                } else {
+                    l.wait(self.max_wait)
+                };
+                (None, Some(l))
+            }
+            _ => (limit(self.requests_per_minute)?, None),
+        };
         let tpm = match self.tokens_per_minute {
             None => TokenLimitLayer::off(),
             Some(n) => {
@@ -395,6 +422,7 @@ impl StackConfig {
             .layer(TimeoutLayer::new().total(self.total))
             .layer(retry)
             .option_layer(rpm)
+            .option_layer(rpm_redis)
             .layer(tpm)
             .layer(breaker)
             .layer(

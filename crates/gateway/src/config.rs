@@ -55,9 +55,10 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// Which models go where.
     pub routes: Vec<RouteConfig>,
-    /// Shared limits across gateway processes (not used yet: the Redis
-    /// backend of the rate limiter is still to come; accepted so that
-    /// configs written for it load).
+    /// Shared limits across gateway processes: each upstream's
+    /// `requests_per_minute` lives in this Redis (key
+    /// `palisade:{upstream}:rpm`), failing open when Redis cannot be asked.
+    /// Token limits stay per process (they are reconciled per call).
     #[serde(default)]
     pub redis: Option<RedisConfig>,
 }

@@ -164,8 +164,13 @@ impl Gateway {
         let mut upstreams = Vec::new();
         for u in &config.upstreams {
             let up = Arc::new(
-                Upstream::build(u, &metrics, mocks.remove(&u.name))
-                    .map_err(StartError::Upstream)?,
+                Upstream::build(
+                    u,
+                    &metrics,
+                    mocks.remove(&u.name),
+                    config.redis.as_ref().map(|r| r.url.as_str()),
+                )
+                .map_err(StartError::Upstream)?,
             );
             by_name.insert(u.name.clone(), up.clone());
             upstreams.push(up);

@@ -68,6 +68,7 @@ impl Upstream {
         cfg: &UpstreamConfig,
         metrics: &Arc<Metrics>,
         mock: Option<MockUpstream>,
+        redis: Option<&str>,
     ) -> Result<Self, BuildError> {
         let err = |source: BoxError| BuildError {
             upstream: cfg.name.clone(),
@@ -113,6 +114,9 @@ impl Upstream {
                 })
                 .inc();
         });
+        if let Some(url) = redis {
+            preset = preset.redis(url);
+        }
         if let Some(r) = &cfg.rate_limit {
             preset = preset.max_wait(ms(r.max_wait));
             if let Some(n) = r.requests_per_minute {

@@ -577,3 +577,38 @@ async fn trace_ids_go_upstream_and_come_back() {
         .expect(&logs);
     assert!(line.contains("my-trace-7"), "{line}");
 }
+
+#[tokio::test]
+async fn two_gateways_share_one_requests_per_minute_limit_in_redis() {
+    let redis = palisade_core::test_util::RedisServer::start();
+    let mock = MockUpstream::new();
+    let server = mock.serve().await.unwrap();
+    let toml = format!(
+        "{}[redis]\nurl = \"{}\"\n",
+        upstream(
+            "shared",
+            "openai",
+            &server.base_url(),
+            "[upstreams.rate_limit]\nrequests_per_minute = 3\n"
+        ) + &route("gpt", &["shared"]),
+        redis.url()
+    );
+    let (a, b) = (start(&toml, &[]).await, start(&toml, &[]).await);
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        let (res, _) = gw.call(OPENAI, &chat("gpt", "x", false)).await;
+        statuses.push(res.status().as_u16());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(mock.request_count(), 3);
+}

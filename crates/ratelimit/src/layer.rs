@@ -38,7 +38,7 @@ impl<B, F: Fn(&Request<B>) -> u64> RequestCost<B> for F {
 
 /// A rate limit setting was invalid.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError(String);
+pub struct ConfigError(pub(crate) String);
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

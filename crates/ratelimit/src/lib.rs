@@ -50,6 +50,8 @@ mod bucket;
 mod future;
 mod keyed;
 mod layer;
+#[cfg(feature = "redis")]
+mod redis;
 mod service;
 mod tokens;
 
@@ -58,5 +60,7 @@ pub use future::ResponseFuture;
 pub use keyed::{DEFAULT_MAX_KEYS, KeyedRateLimit, KeyedRateLimitLayer};
 pub use layer::{ConfigError, PerRequest, RateLimitLayer, RequestCost};
 pub use palisade_core::RateLimited;
+#[cfg(feature = "redis")]
+pub use redis::{BackendUnavailable, RedisFuture, RedisRateLimit, RedisRateLimitLayer};
 pub use service::RateLimit;
 pub use tokens::{Reconciled, TokenFuture, TokenLimit, TokenLimitLayer};

@@ -1,0 +1,387 @@
+//! [`RedisRateLimitLayer`]: one limit shared by a fleet of processes, kept in
+//! Redis (feature `redis`).
+//!
+//! The bucket is GCRA in one atomic Lua script: Redis's own clock (`TIME`,
+//! so the processes' clocks do not matter), one key per limit holding the
+//! theoretical arrival time, written with a TTL of the time until the bucket
+//! is full again (plus a second) — no immortal keys. Each call is one
+//! `EVALSHA` round trip on a multiplexed connection shared by every clone.
+//!
+//! Redis unreachable or slow: after `timeout` (50 ms by default; connecting
+//! included) the call either passes without a limit (`fail_open`, the
+//! default: a limiter outage must not become an LLM outage) or fails with
+//! [`BackendUnavailable`] (`fail_closed`); never a hang. A failed connection
+//! is dropped and made anew on a later call.
+//!
+//! Differences from the in-process bucket: a waiter that is cancelled keeps
+//! its reservation (giving it back would need another round trip from a
+//! `Drop`), and waiting is FIFO only per process.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Request;
+use palisade_core::{BoxError, RateLimited};
+use redis::aio::MultiplexedConnection;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::layer::{ConfigError, PerRequest, RequestCost, validate};
+
+const GCRA: &str = r"
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local max_wait = tonumber(ARGV[4])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + cost * interval
+local wait = new_tat - now - tolerance
+if wait > max_wait then return {0, wait} end
+if wait < 0 then wait = 0 end
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+return {1, wait}
+";
+
+/// What to do when Redis cannot be asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FailMode {
+    Open,
+    Closed,
+}
+
+/// The limit's Redis could not be reached in time and the limit fails
+/// closed.
+#[derive(Debug)]
+pub struct BackendUnavailable {
+    backend: String,
+    reason: String,
+}
+
+impl fmt::Display for BackendUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the rate limit's Redis at {} is unavailable ({}); the call is refused because the \
+             limit fails closed: check Redis, or build the layer with `fail_open()`",
+            self.backend, self.reason
+        )
+    }
+}
+
+impl std::error::Error for BackendUnavailable {}
+
+struct Shared {
+    client: redis::Client,
+    shown: String,
+    key: String,
+    capacity: u64,
+    interval_us: u64,
+    conn: Mutex<Option<MultiplexedConnection>>,
+    script: redis::Script,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("redis", &self.shown)
+            .field("key", &self.key)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Refusal {
+    Limited(Option<Duration>),
+    Backend(String),
+}
+
+impl Shared {
+    async fn connection(&self, timeout: Duration) -> Result<MultiplexedConnection, String> {
+        let cached = self
+            .conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(c) = cached {
+            return Ok(c);
+        }
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        let conn = tokio::time::timeout(
+            timeout,
+            self.client
+                .get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+        .map_err(|_| format!("connecting took over {timeout:?}"))?
+        .map_err(|e| format!("cannot connect: {e}"))?;
+        *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
+        Ok(conn)
+    }
+
+    fn forget_connection(&self) {
+        *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// The wait before `cost` units are ours, or why not.
+    async fn acquire(
+        &self,
+        cost: u64,
+        max_wait: Duration,
+        timeout: Duration,
+    ) -> Result<Duration, Refusal> {
+        if cost > self.capacity {
+            return Err(Refusal::Limited(None));
+        }
+        let mut conn = self.connection(timeout).await.map_err(Refusal::Backend)?;
+        let max_wait_us = u64::try_from(max_wait.as_micros()).unwrap_or(u64::MAX);
+        let tolerance = self.interval_us.saturating_mul(self.capacity);
+        let mut call = self.script.prepare_invoke();
+        call.key(&self.key)
+            .arg(self.interval_us)
+            .arg(tolerance)
+            .arg(cost)
+            .arg(max_wait_us);
+        let answer =
+            tokio::time::timeout(timeout, call.invoke_async::<(i64, i64)>(&mut conn)).await;
+        match answer {
+            Ok(Ok((1, wait))) => Ok(Duration::from_micros(wait.max(0).unsigned_abs())),
+            Ok(Ok((_, wait))) => Err(Refusal::Limited(Some(Duration::from_micros(
+                wait.max(0).unsigned_abs(),
+            )))),
+            Ok(Err(e)) => {
+                self.forget_connection();
+                Err(Refusal::Backend(format!("the script failed: {e}")))
+            }
+            Err(_) => {
+                self.forget_connection();
+                Err(Refusal::Backend(format!("no answer within {timeout:?}")))
+            }
+        }
+    }
+}
+
+/// A rate limit kept in Redis and shared by every process using the same
+/// `key`; see the module docs.
+///
+/// ```no_run
+/// use palisade_ratelimit::RedisRateLimitLayer;
+/// use std::time::Duration;
+///
+/// // 600 requests per minute across the fleet; wait up to 2 s.
+/// let layer = RedisRateLimitLayer::new("redis://127.0.0.1:6379", "palisade:openai:rpm", 600, 10.0)
+///     .unwrap()
+///     .wait(Duration::from_secs(2));
+/// # let _ = layer;
+/// ```
+#[derive(Clone, Debug)]
+pub struct RedisRateLimitLayer<F = PerRequest> {
+    shared: Arc<Shared>,
+    max_wait: Duration,
+    timeout: Duration,
+    fail: FailMode,
+    cost: F,
+}
+
+fn shown_url(url: &str) -> String {
+    // Never show a password: keep the scheme and what follows the last `@`.
+    match (url.split_once("://"), url.rsplit_once('@')) {
+        (Some((scheme, _)), Some((_, host))) => format!("{scheme}://{host}"),
+        _ => url.to_owned(),
+    }
+}
+
+impl RedisRateLimitLayer {
+    /// A limit of `capacity` units refilled at `per_second`, kept under `key`
+    /// in the Redis at `url` (`redis://host:port/db`). Nothing connects
+    /// until the first call.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] for a URL Redis cannot parse, a zero capacity or a rate
+    /// that is not positive.
+    pub fn new(
+        url: &str,
+        key: impl Into<String>,
+        capacity: u64,
+        per_second: f64,
+    ) -> Result<Self, ConfigError> {
+        validate(capacity, per_second)?;
+        let shown = shown_url(url);
+        let client = redis::Client::open(url)
+            .map_err(|e| ConfigError(format!("the Redis URL {shown} is invalid: {e}")))?;
+        let interval_us = (1e6 / per_second).round().max(1.0) as u64;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                client,
+                shown,
+                key: key.into(),
+                capacity,
+                interval_us,
+                conn: Mutex::new(None),
+                script: redis::Script::new(GCRA),
+            }),
+            max_wait: Duration::ZERO,
+            timeout: Duration::from_millis(50),
+            fail: FailMode::Open,
+            cost: PerRequest,
+        })
+    }
+}
+
+impl<F> RedisRateLimitLayer<F> {
+    /// Waits up to `max_wait` for capacity.
+    #[must_use]
+    pub fn wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
+    }
+
+    /// Refuses at once when there is no capacity (the default).
+    #[must_use]
+    pub fn reject(mut self) -> Self {
+        self.max_wait = Duration::ZERO;
+        self
+    }
+
+    /// How long a call may spend asking Redis, connecting included (50 ms
+    /// by default).
+    #[must_use]
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = d;
+        self
+    }
+
+    /// When Redis cannot be asked, let the call through (the default).
+    #[must_use]
+    pub fn fail_open(mut self) -> Self {
+        self.fail = FailMode::Open;
+        self
+    }
+
+    /// When Redis cannot be asked, refuse the call with
+    /// [`BackendUnavailable`].
+    #[must_use]
+    pub fn fail_closed(mut self) -> Self {
+        self.fail = FailMode::Closed;
+        self
+    }
+
+    /// Sets what a request costs (default: 1).
+    pub fn cost<F2>(self, cost: F2) -> RedisRateLimitLayer<F2> {
+        RedisRateLimitLayer {
+            shared: self.shared,
+            max_wait: self.max_wait,
+            timeout: self.timeout,
+            fail: self.fail,
+            cost,
+        }
+    }
+}
+
+impl<S, F: Clone> Layer<S> for RedisRateLimitLayer<F> {
+    type Service = RedisRateLimit<S, F>;
+
+    fn layer(&self, inner: S) -> RedisRateLimit<S, F> {
+        RedisRateLimit {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service [`RedisRateLimitLayer`] builds.
+#[derive(Clone, Debug)]
+pub struct RedisRateLimit<S, F> {
+    inner: S,
+    layer: RedisRateLimitLayer<F>,
+}
+
+/// The boxed future of [`RedisRateLimit`] (a network round trip per call).
+pub type RedisFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send + 'static>>;
+
+impl<S, B, F> Service<Request<B>> for RedisRateLimit<S, F>
+where
+    S: Service<Request<B>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Response: Send,
+    S::Error: Into<BoxError>,
+    B: Send + 'static,
+    F: RequestCost<B>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = RedisFuture<S::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let cost = self.layer.cost.cost(&req);
+        let fresh = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, fresh);
+        let shared = self.layer.shared.clone();
+        let (max_wait, timeout, fail) = (self.layer.max_wait, self.layer.timeout, self.layer.fail);
+        Box::pin(async move {
+            match shared.acquire(cost, max_wait, timeout).await {
+                Ok(wait) if wait.is_zero() => {}
+                Ok(wait) => {
+                    tokio::time::sleep(wait).await;
+                    std::future::poll_fn(|cx| inner.poll_ready(cx))
+                        .await
+                        .map_err(Into::into)?;
+                }
+                Err(Refusal::Limited(after)) => return Err(RateLimited::new(after).into()),
+                Err(Refusal::Backend(reason)) => match fail {
+                    FailMode::Open => {
+                        tracing_warn(&shared.shown, &reason);
+                    }
+                    FailMode::Closed => {
+                        return Err(BackendUnavailable {
+                            backend: shared.shown.clone(),
+                            reason,
+                        }
+                        .into());
+                    }
+                },
+            }
+            inner.call(req).await.map_err(Into::into)
+        })
+    }
+}
+
+fn tracing_warn(backend: &str, reason: &str) {
+    // palisade-ratelimit logs through `tracing` only when the feature that
+    // needs it is on; a fail-open pass is worth a line.
+    tracing::warn!(
+        backend,
+        reason,
+        "rate limit unavailable; letting the call through (fail open)"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(
+            shown_url("redis://:hunter2@10.0.0.1:6379/0"),
+            "redis://10.0.0.1:6379/0"
+        );
+        assert_eq!(
+            shown_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+    }
+}

@@ -1,0 +1,136 @@
+//! The Redis backend against a real `redis-server` on 127.0.0.1 (started
+//! here on a free port; CI installs it with apt-get).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![cfg(feature = "redis")]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use palisade_core::test_util::RedisServer;
+use palisade_core::{RateLimited, find};
+use palisade_ratelimit::{BackendUnavailable, RedisRateLimitLayer};
+use tower::{Layer, ServiceExt, service_fn};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn counting(
+    calls: &Arc<AtomicUsize>,
+) -> impl tower::Service<
+    Request<()>,
+    Response = Response<()>,
+    Error = std::convert::Infallible,
+    Future = std::future::Ready<Result<Response<()>, std::convert::Infallible>>,
+> + Clone
++ Send
++ 'static {
+    let calls = calls.clone();
+    service_fn(move |_req: Request<()>| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok(Response::new(())))
+    })
+}
+
+#[tokio::test]
+async fn two_limiters_sharing_a_key_admit_the_total_not_twice_it() {
+    let redis = RedisServer::start();
+    // Five per burst, refilled at one per 1,000 s: the test sees the burst.
+    let a = RedisRateLimitLayer::new(&redis.url(), "test:shared", 5, 0.001).unwrap();
+    let b = RedisRateLimitLayer::new(&redis.url(), "test:shared", 5, 0.001).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (sa, sb) = (a.layer(counting(&calls)), b.layer(counting(&calls)));
+    let mut admitted = 0;
+    let mut refused = 0;
+    for i in 0..12 {
+        let svc = if i % 2 == 0 { sa.clone() } else { sb.clone() };
+        match svc.oneshot(Request::new(())).await {
+            Ok(_) => admitted += 1,
+            Err(e) => {
+                let limited = find::<RateLimited>(&*e).expect("RateLimited");
+                assert!(
+                    limited.retry_after().unwrap() > Duration::from_secs(100),
+                    "{e}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((admitted, refused), (5, 7));
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+
+    // The key expires: no immortal counters.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg("test:shared")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(ttl > 0, "the key has a TTL: {ttl}");
+}
+
+#[tokio::test]
+async fn a_waiting_call_passes_when_its_turn_comes() {
+    let redis = RedisServer::start();
+    // One unit, refilled every 100 ms; waits up to a second.
+    let layer = RedisRateLimitLayer::new(&redis.url(), "test:wait", 1, 10.0)
+        .unwrap()
+        .wait(Duration::from_secs(1));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = layer.layer(counting(&calls));
+    svc.clone().oneshot(Request::new(())).await.unwrap();
+    let t = Instant::now();
+    svc.oneshot(Request::new(())).await.unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(80),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn unreachable_redis_fails_open_or_closed_within_the_timeout() {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let calls = Arc::new(AtomicUsize::new(0));
+
+    let open = RedisRateLimitLayer::new(&url, "k", 1, 1.0)
+        .unwrap()
+        .fail_open();
+    let t = Instant::now();
+    open.layer(counting(&calls))
+        .oneshot(Request::new(()))
+        .await
+        .unwrap();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "fail open lets the call through"
+    );
+
+    let closed = RedisRateLimitLayer::new(&url, "k", 1, 1.0)
+        .unwrap()
+        .fail_closed()
+        .timeout(Duration::from_millis(100));
+    let err = closed
+        .layer(counting(&calls))
+        .oneshot(Request::new(()))
+        .await
+        .unwrap_err();
+    assert!(find::<BackendUnavailable>(&*err).is_some(), "{err}");
+    assert!(err.to_string().contains(&url), "{err}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "fail closed calls nobody");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "never a hang: {:?}",
+        t.elapsed()
+    );
+}
