@@ -53,6 +53,7 @@ mod layer;
 #[cfg(feature = "redis")]
 mod redis;
 mod service;
+mod sync;
 mod tokens;
 
 pub use bucket::Bucket;
