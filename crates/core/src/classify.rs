@@ -84,6 +84,8 @@ pub enum Reason {
     CircuitOpen,
     /// Rejected before sending.
     InvalidRequest,
+    /// A structured output that does not match its schema.
+    InvalidOutput,
     /// An error palisade does not know.
     Unknown,
 }
@@ -108,6 +110,7 @@ impl Reason {
             Self::RateLimitedLocally => "rate_limited_locally",
             Self::CircuitOpen => "circuit_open",
             Self::InvalidRequest => "invalid_request",
+            Self::InvalidOutput => "invalid_output",
             Self::Unknown => "unknown",
         }
     }
@@ -216,6 +219,7 @@ where
 pub struct LlmClassifier {
     retry_conflict: bool,
     rate_limit_is_failure: bool,
+    retry_invalid_output: bool,
 }
 
 impl LlmClassifier {
@@ -224,6 +228,7 @@ impl LlmClassifier {
         Self {
             retry_conflict: false,
             rate_limit_is_failure: false,
+            retry_invalid_output: false,
         }
     }
 
@@ -240,6 +245,15 @@ impl LlmClassifier {
     #[must_use]
     pub const fn rate_limit_is_failure(mut self, on: bool) -> Self {
         self.rate_limit_is_failure = on;
+        self
+    }
+
+    /// Retry a structured output that does not match its schema
+    /// ([`crate::InvalidOutput`], from `palisade-schema`'s output check).
+    /// Not an upstream failure for the breaker. Default: off.
+    #[must_use]
+    pub const fn retry_invalid_output(mut self, on: bool) -> Self {
+        self.retry_invalid_output = on;
         self
     }
 
@@ -261,6 +275,9 @@ impl LlmClassifier {
     }
 
     fn classify_error(&self, err: &(dyn StdError + 'static)) -> Classification {
+        if find::<crate::InvalidOutput>(err).is_some() {
+            return Classification::new(Reason::InvalidOutput, self.retry_invalid_output, false);
+        }
         if let Some(s) = find::<UpstreamStatus>(err) {
             return self.classify_status(s.status(), &HeaderMap::new());
         }

@@ -438,6 +438,42 @@ impl fmt::Display for Rejected {
 
 impl StdError for Rejected {}
 
+/// The model's structured output does not match the JSON schema the request
+/// asked for (`response_format: json_schema`): the answer came, but it is
+/// not usable. Retry can be told to try again
+/// ([`crate::classify::LlmClassifier::retry_invalid_output`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidOutput {
+    violations: Vec<Violation>,
+}
+
+impl InvalidOutput {
+    /// An invalid output with these violations (pointers into the output).
+    pub fn new(violations: Vec<Violation>) -> Self {
+        Self { violations }
+    }
+
+    /// Every violation found.
+    pub fn violations(&self) -> &[Violation] {
+        &self.violations
+    }
+}
+
+impl fmt::Display for InvalidOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the model's structured output does not match the requested schema: ")?;
+        for (i, v) in self.violations.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{v}")?;
+        }
+        f.write_str("; retry (the output varies), or relax the schema")
+    }
+}
+
+impl StdError for InvalidOutput {}
+
 /// A body was larger than the limit it was read under.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BodyTooLarge {

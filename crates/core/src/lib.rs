@@ -47,6 +47,6 @@ pub mod tokens;
 
 pub use body::{ParsedBody, RequestBody};
 pub use error::{
-    BodyTooLarge, BoxError, Budget, CircuitOpen, Elapsed, ErrorKind, RateLimited, Rejected,
-    TransportError, TransportKind, UpstreamStatus, Violation, chain, find,
+    BodyTooLarge, BoxError, Budget, CircuitOpen, Elapsed, ErrorKind, InvalidOutput, RateLimited,
+    Rejected, TransportError, TransportKind, UpstreamStatus, Violation, chain, find,
 };

@@ -15,6 +15,9 @@
 //!   [`palisade_core::Rejected`].
 //! - [`SchemaServerLayer`] ([`SchemaLayer::respond_as`]): the server-side
 //!   variant answering 413 / 400 in the caller's provider format.
+//! - [`OutputSchemaLayer`]: checks a structured output against the schema
+//!   its request asked for (`response_format: json_schema`), failing with a
+//!   typed [`palisade_core::InvalidOutput`] that retry can be told to act on.
 //!
 //! Numbers keep their precision: the workspace builds `serde_json` with
 //! `float_roundtrip`, and the parsed value is what later layers see.
@@ -36,10 +39,12 @@
 //! ```
 
 mod layer;
+mod output;
 mod schema;
 mod server;
 
 pub use layer::{DEFAULT_MAX_BODY_BYTES, ResponseFuture, SchemaLayer, Validate};
+pub use output::{CheckFuture, CheckOutput, OutputSchemaLayer};
 pub use palisade_core::{Rejected, Violation};
 pub use schema::{MAX_VIOLATIONS, Schema, SchemaError};
 pub use server::{SchemaServerLayer, ServerFuture, ValidateServer, rejection_response};
