@@ -7,14 +7,25 @@
 //! ([`ResponseObserver::feed`]) or, when you already decode the stream, its
 //! events ([`ResponseObserver::on_event`]); read the [`Summary`] at the end.
 //!
+//! [`WatchedBody`] is the body wrapper built on it: it feeds the observer
+//! the frames as the caller reads them and tells a [`Watch`] how the body
+//! ended — completely, with an error, or dropped unread — with the summary.
+//! The trace layer (span attributes, GenAI metrics) and the token limiter
+//! (reconciliation) are both watches.
+//!
 //! Memory is bounded: an SSE stream is decoded event by event (at most
 //! [`MAX_EVENT_BYTES`] per event), a JSON answer is kept only up to
 //! [`MAX_JSON_BYTES`] (beyond that, nothing is reported). Only the events
 //! that can carry what is watched are parsed (the first one, and those with
 //! `usage`, a finish/stop reason or an error).
 
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
 use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 use palisade_sse::{Decoder, Event};
+use pin_project_lite::pin_project;
 use serde_json::Value;
 
 /// The largest JSON answer kept to be read at its end (4 MiB).
@@ -215,6 +226,119 @@ impl ResponseObserver {
             self.mode = Mode::Off;
         }
         self.summary.clone()
+    }
+}
+
+/// How a watched body ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum End {
+    /// Read to its end.
+    Complete,
+    /// The body failed.
+    Failed,
+    /// Dropped before its end (the caller went away).
+    Dropped,
+}
+
+/// What a [`WatchedBody`] reports to.
+pub trait Watch {
+    /// A data frame went by (the observer has seen it).
+    fn on_data(&mut self, _data: &Bytes) {}
+
+    /// The body ended; called exactly once.
+    fn on_end(&mut self, summary: Summary, how: End);
+}
+
+struct Watching<W> {
+    observer: ResponseObserver,
+    watch: W,
+}
+
+pin_project! {
+    /// A response body watched to its end; see the module docs.
+    pub struct WatchedBody<B, W: Watch> {
+        #[pin]
+        inner: B,
+        watching: Option<Box<Watching<W>>>,
+    }
+
+    impl<B, W: Watch> PinnedDrop for WatchedBody<B, W> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(mut w) = this.project().watching.take() {
+                let summary = w.observer.finish();
+                w.watch.on_end(summary, End::Dropped);
+            }
+        }
+    }
+}
+
+impl<B, W: Watch> WatchedBody<B, W> {
+    /// Watches `inner` with `observer`, reporting to `watch`.
+    pub fn new(inner: B, observer: ResponseObserver, watch: W) -> Self {
+        Self {
+            inner,
+            watching: Some(Box::new(Watching { observer, watch })),
+        }
+    }
+
+    /// `inner` unwatched (nobody listens): frames pass straight through.
+    pub fn unwatched(inner: B) -> Self {
+        Self {
+            inner,
+            watching: None,
+        }
+    }
+}
+
+impl<B, W: Watch> std::fmt::Debug for WatchedBody<B, W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchedBody")
+            .field("watched", &self.watching.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B, W> Body for WatchedBody<B, W>
+where
+    B: Body<Data = Bytes>,
+    W: Watch,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let polled = ready!(this.inner.poll_frame(cx));
+        let end = match &polled {
+            Some(Ok(frame)) => {
+                if let (Some(w), Some(data)) = (this.watching.as_mut(), frame.data_ref()) {
+                    w.observer.feed(data);
+                    w.watch.on_data(data);
+                }
+                None
+            }
+            Some(Err(_)) => Some(End::Failed),
+            None => Some(End::Complete),
+        };
+        if let Some(how) = end {
+            if let Some(mut w) = this.watching.take() {
+                let summary = w.observer.finish();
+                w.watch.on_end(summary, how);
+            }
+        }
+        Poll::Ready(polled)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

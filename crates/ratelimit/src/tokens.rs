@@ -11,9 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{Request, Response};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use palisade_core::{BoxError, ParsedBody, tokens};
-use palisade_providers::observe::ResponseObserver;
+use palisade_providers::observe::{End, ResponseObserver, Summary, Watch, WatchedBody};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -192,6 +192,9 @@ struct Settlement {
 
 impl Settlement {
     fn settle(self, used: u64) {
+        if self.reserved == 0 {
+            return;
+        }
         if used < self.reserved {
             self.bucket.refund(self.reserved - used);
         } else if used > self.reserved {
@@ -233,18 +236,23 @@ where
         match ready!(this.inner.poll(cx)) {
             Ok(res) => {
                 let success = res.status().is_success();
-                let ct = res
-                    .headers()
-                    .get(CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok());
-                let watch = this.settle.take().map(|settle| {
-                    Box::new(Watch {
-                        observer: ResponseObserver::new(ct),
-                        settle: Some(settle),
-                        success,
-                    })
-                });
-                Poll::Ready(Ok(res.map(|inner| Reconciled { inner, watch })))
+                let observer = ResponseObserver::new(
+                    res.headers()
+                        .get(CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok()),
+                );
+                let settle = this.settle.take();
+                Poll::Ready(Ok(res.map(|inner| match settle {
+                    Some(settlement) => WatchedBody::new(
+                        inner,
+                        observer,
+                        Settle {
+                            settlement,
+                            success,
+                        },
+                    ),
+                    None => WatchedBody::unwatched(inner),
+                })))
             }
             Err(e) => {
                 // The call never reached the upstream, or failed there
@@ -258,74 +266,35 @@ where
     }
 }
 
-struct Watch {
-    observer: ResponseObserver,
-    settle: Option<Settlement>,
+/// Settles a reservation when the body ends.
+#[derive(Debug)]
+pub struct Settle {
+    settlement: Settlement,
     success: bool,
 }
 
-impl Watch {
-    fn end(&mut self) {
-        let Some(settle) = self.settle.take() else {
-            return;
+impl Watch for Settle {
+    fn on_end(&mut self, s: Summary, how: End) {
+        // Take the settlement out: it settles once.
+        let settlement = Settlement {
+            bucket: self.settlement.bucket.clone(),
+            reserved: std::mem::take(&mut self.settlement.reserved),
         };
-        let s = self.observer.finish();
+        // A failed or abandoned body: nothing says what it cost; the
+        // reservation stays.
+        if how != End::Complete {
+            return;
+        }
         match (s.input_tokens, s.output_tokens) {
-            (None, None) if self.success => drop(settle),
-            (None, None) => settle.settle(0),
-            (i, o) => settle.settle(i.unwrap_or(0).saturating_add(o.unwrap_or(0))),
+            // A success without usage: its cost is unknown; keep it.
+            (None, None) if self.success => {}
+            // An error status reporting nothing is not billed.
+            (None, None) => settlement.settle(0),
+            (i, o) => settlement.settle(i.unwrap_or(0).saturating_add(o.unwrap_or(0))),
         }
     }
 }
 
-pin_project! {
-    /// The response body of [`TokenLimit`]: settles the reservation when it
-    /// ends.
-    pub struct Reconciled<B> {
-        #[pin]
-        inner: B,
-        watch: Option<Box<Watch>>,
-    }
-}
-
-impl<B> fmt::Debug for Reconciled<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Reconciled").finish_non_exhaustive()
-    }
-}
-
-impl<B: Body<Data = Bytes>> Body for Reconciled<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = self.project();
-        let polled = ready!(this.inner.poll_frame(cx));
-        if let Some(w) = this.watch.as_mut() {
-            match &polled {
-                Some(Ok(frame)) => {
-                    if let Some(d) = frame.data_ref() {
-                        w.observer.feed(d);
-                    }
-                }
-                // A failed body: its cost is unknown, the reservation stays.
-                Some(Err(_)) => {
-                    w.settle = None;
-                }
-                None => w.end(),
-            }
-        }
-        Poll::Ready(polled)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
+/// The response body of [`TokenLimit`]: settles the reservation when it
+/// ends.
+pub type Reconciled<B> = WatchedBody<B, Settle>;

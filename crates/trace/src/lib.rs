@@ -65,7 +65,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Histogram, Meter};
 use palisade_core::{BoxError, ErrorKind, ParsedBody};
 use palisade_providers::Provider;
-use palisade_providers::observe::ResponseObserver;
+use palisade_providers::observe::{End, ResponseObserver, Summary, Watch, WatchedBody};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -493,15 +493,27 @@ where
                         .get(CONTENT_TYPE)
                         .and_then(|v| v.to_str().ok());
                     let stream = ct.is_some_and(|c| c.starts_with("text/event-stream"));
-                    Box::new(Observing {
-                        observer: ResponseObserver::new(ct),
-                        stream,
-                        first_chunk: None,
-                        call,
-                        done: false,
-                    })
+                    let span = call.span.clone();
+                    (
+                        ResponseObserver::new(ct),
+                        Observing {
+                            stream,
+                            first_chunk: None,
+                            call,
+                        },
+                        span,
+                    )
                 });
-                Poll::Ready(Ok(res.map(|inner| TraceBody { inner, observing })))
+                Poll::Ready(Ok(res.map(|inner| match observing {
+                    Some((observer, watch, span)) => TraceBody {
+                        inner: WatchedBody::new(inner, observer, watch),
+                        span,
+                    },
+                    None => TraceBody {
+                        inner: WatchedBody::unwatched(inner),
+                        span: Span::none(),
+                    },
+                })))
             }
             Err(e) => {
                 let e = e.into();
@@ -522,22 +534,39 @@ where
     }
 }
 
-/// What the body wrapper watches until the end.
-struct Observing {
-    observer: ResponseObserver,
+/// What the body wrapper reports to: the span and the metrics.
+pub struct Observing {
     stream: bool,
     first_chunk: Option<Instant>,
     call: Box<Call>,
-    done: bool,
+}
+
+impl fmt::Debug for Observing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Observing")
+            .field("stream", &self.stream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Watch for Observing {
+    fn on_data(&mut self, _data: &Bytes) {
+        self.first_chunk.get_or_insert_with(Instant::now);
+    }
+
+    fn on_end(&mut self, s: Summary, how: End) {
+        let failure = match how {
+            End::Complete => None,
+            End::Failed => Some("body_error"),
+            // The caller went away before the end.
+            _ => Some("cancelled"),
+        };
+        self.finish(s, failure);
+    }
 }
 
 impl Observing {
-    fn finish(&mut self, failure: Option<&str>) {
-        if self.done {
-            return;
-        }
-        self.done = true;
-        let s = self.observer.finish();
+    fn finish(&mut self, s: Summary, failure: Option<&str>) {
         let span = &self.call.span;
         let mut attrs = std::mem::take(&mut self.call.attrs);
         if let Some(m) = &s.model {
@@ -595,28 +624,22 @@ impl Observing {
     }
 }
 
-impl Drop for Observing {
-    fn drop(&mut self) {
-        // A body dropped before its end: the caller went away.
-        self.finish(Some("cancelled"));
-    }
-}
-
 pin_project! {
     /// The response body of [`Trace`]: the inner body, watched to its end
-    /// when anyone listens.
+    /// (through `palisade_providers::observe`) when anyone listens, polled
+    /// inside the call's span.
     pub struct TraceBody<B> {
         #[pin]
-        inner: B,
-        observing: Option<Box<Observing>>,
+        inner: WatchedBody<B, Observing>,
+        span: Span,
     }
 }
 
 impl<B> fmt::Debug for TraceBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TraceBody")
-            .field("observed", &self.observing.is_some())
-            .finish_non_exhaustive()
+            .field("inner", &self.inner)
+            .finish()
     }
 }
 
@@ -632,24 +655,8 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.project();
-        let Some(obs) = this.observing.as_mut() else {
-            return this.inner.poll_frame(cx);
-        };
-        let polled = {
-            let _entered = obs.call.span.enter();
-            ready!(this.inner.poll_frame(cx))
-        };
-        match &polled {
-            Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref() {
-                    obs.first_chunk.get_or_insert_with(Instant::now);
-                    obs.observer.feed(data);
-                }
-            }
-            Some(Err(_)) => obs.finish(Some("body_error")),
-            None => obs.finish(None),
-        }
-        Poll::Ready(polled)
+        let _entered = this.span.enter();
+        this.inner.poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
