@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::StreamBody;
 use palisade_core::classify::{ClassifyOutcome, LlmClassifier, Outcome};
@@ -144,16 +144,10 @@ async fn proxy(
             None,
         )
     };
-    let declared = parts
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Answer::local(too_large());
-    }
     // Waiting for the caller's body is not the gateway's own time either.
     let t_body = Instant::now();
+    // A declared Content-Length over the limit (the body's size hint) is
+    // refused before anything is read.
     let read = collect_limited(body, limit).await;
     let body_wait = t_body.elapsed();
     let bytes = match read {

@@ -612,3 +612,25 @@ async fn two_gateways_share_one_requests_per_minute_limit_in_redis() {
     );
     assert_eq!(mock.request_count(), 3);
 }
+
+#[tokio::test]
+async fn a_declared_length_over_the_limit_is_refused_before_the_body_arrives() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mock = MockUpstream::new();
+    let gw = start(&mock_gateway_toml("max_body_bytes = 1000"), &[("m", &mock)]).await;
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    // Headers only: the 10 MB body never comes.
+    tcp.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 10000000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .expect("answered without waiting for the body")
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert_eq!(mock.request_count(), 0);
+}

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use palisade_core::body::collect_limited;
@@ -158,15 +158,9 @@ where
                     None,
                 )
             };
-            let declared = req
-                .headers()
-                .get(CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|n| n > limit as u64) {
-                return Ok(too_large());
-            }
             let (parts, body) = req.into_parts();
+            // A declared Content-Length over the limit (the body's size hint)
+            // is refused before anything is read.
             let bytes = match collect_limited(body, limit).await {
                 Ok(b) => b,
                 Err(e) if find::<BodyTooLarge>(&*e).is_some() => return Ok(too_large()),
