@@ -198,7 +198,13 @@ async fn proxy(
     for target in targets {
         let up = &target.upstream;
         let up_api = up.api.unwrap_or(caller);
-        let body = match upstream_body(caller, up_api, &bytes, &parsed, target.model.as_deref()) {
+        let (body, body_parsed) = match upstream_body(
+            caller,
+            up_api,
+            &bytes,
+            &parsed,
+            target.model.as_deref(),
+        ) {
             Ok(b) => b,
             Err(msg) => {
                 tracing::info!(upstream = %up.name, reason = %msg, "cannot translate the request for this upstream; trying the next target");
@@ -221,16 +227,12 @@ async fn proxy(
                 ureq = ureq.header("anthropic-beta", beta.clone());
             }
         }
-        let Ok(mut ureq) = ureq.body(RequestBody::new(body.clone())) else {
+        let Ok(mut ureq) = ureq.body(RequestBody::new(body)) else {
             continue;
         };
-        // The body parsed once travels with the request (token estimation);
-        // a re-targeted body gets its own.
-        if body == bytes {
-            ureq.extensions_mut().insert(parsed.clone());
-        } else if let Ok(p) = ParsedBody::parse(&body) {
-            ureq.extensions_mut().insert(p);
-        }
+        // The parsed body travels with the request (trace, token estimation
+        // read it without parsing again).
+        ureq.extensions_mut().insert(body_parsed);
 
         let t0 = Instant::now();
         let result = up.service.clone().oneshot(ureq).await;
@@ -389,16 +391,18 @@ enum Failure {
     Untranslatable(String),
 }
 
-/// The request body for a target speaking `up_api`, with its model name.
+/// The request body for a target speaking `up_api`, with its model name,
+/// and its parsed form (the caller's, or the value it was serialized from:
+/// never parsed again).
 fn upstream_body(
     caller: Provider,
     up_api: Provider,
     bytes: &Bytes,
     parsed: &ParsedBody,
     model: Option<&str>,
-) -> Result<Bytes, String> {
+) -> Result<(Bytes, ParsedBody), String> {
     if caller == up_api && model.is_none() {
-        return Ok(bytes.clone());
+        return Ok((bytes.clone(), parsed.clone()));
     }
     let mut value = match (caller, up_api) {
         (Provider::OpenAi, Provider::Anthropic) => {
@@ -419,9 +423,9 @@ fn upstream_body(
     if let (Some(m), Some(obj)) = (model, value.as_object_mut()) {
         obj.insert("model".to_owned(), Value::String(m.to_owned()));
     }
-    serde_json::to_vec(&value)
-        .map(Bytes::from)
-        .map_err(|e| e.to_string())
+    let out = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
+    let len = out.len();
+    Ok((Bytes::from(out), ParsedBody::from_value(value, len)))
 }
 
 /// Headers of an upstream answer worth handing on.

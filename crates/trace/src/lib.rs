@@ -74,6 +74,9 @@ use tracing::field::Empty;
 
 pub use context::{TRACE_ID_HEADER, TraceContext};
 
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
 /// The GenAI client metrics.
 #[derive(Clone, Debug)]
 struct Instruments {
@@ -267,14 +270,14 @@ where
         );
         let watched = !span.is_disabled() || cfg.metrics.is_some();
         let incoming =
-            req.headers().contains_key(&cfg.header) || req.headers().contains_key("traceparent");
+            req.headers().contains_key(&cfg.header) || req.headers().contains_key(TRACEPARENT);
         if !watched && !incoming {
             // Nobody listens and nothing came in: fresh ids, straight into
             // header values (no intermediate strings).
             let (id, traceparent) = fresh_ids();
             let h = req.headers_mut();
             h.insert(cfg.header.clone(), id.clone());
-            h.insert(HeaderName::from_static("traceparent"), traceparent);
+            h.insert(TRACEPARENT, traceparent);
             let fut = self.inner.call(req);
             return ResponseFuture {
                 fut,
@@ -322,14 +325,14 @@ where
             h.insert(cfg.header.clone(), v.clone());
         }
         if let Ok(v) = HeaderValue::from_str(&ctx.traceparent()) {
-            h.insert(HeaderName::from_static("traceparent"), v);
+            h.insert(TRACEPARENT, v);
         }
         if let Some(ts) = ctx
             .tracestate
             .as_deref()
             .and_then(|t| HeaderValue::from_str(t).ok())
         {
-            h.insert(HeaderName::from_static("tracestate"), ts);
+            h.insert(TRACESTATE, ts);
         }
         let fut = {
             let _entered = span.enter();
