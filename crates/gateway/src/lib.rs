@@ -296,7 +296,9 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response<Body> {
     // The breaker's state is read now (an open circuit turns half-open on
     // the next call, not on a timer).
     for u in &state.upstreams {
-        state.metrics.set_breaker_state(&u.name, u.breaker.state());
+        state
+            .metrics
+            .set_breaker_state(&u.name, u.service.breaker().state());
     }
     let mut res = Response::new(Body::from(state.metrics.encode()));
     res.headers_mut().insert(

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use palisade::preset::{LlmStack, StackConfig};
-use palisade_breaker::{BreakerHandle, State};
+use palisade_breaker::State;
 use palisade_client::{Auth, HttpClient, KeySource};
 use palisade_core::BoxError;
 use palisade_mock::MockUpstream;
@@ -31,7 +31,6 @@ pub(crate) struct Upstream {
     /// The API it speaks; `None` for the mock, which speaks both.
     pub(crate) api: Option<Provider>,
     pub(crate) service: LlmStack,
-    pub(crate) breaker: BreakerHandle,
     /// For scrubbing the key out of what the upstream sends back.
     pub(crate) client: Option<HttpClient>,
     /// The mock behind a `kind = "mock"` upstream.
@@ -158,12 +157,10 @@ impl Upstream {
                 )
             }
         };
-        let handle = stack.breaker().clone();
         Ok(Self {
             name,
             api,
             service: stack,
-            breaker: handle,
             client,
             mock,
         })

@@ -51,18 +51,24 @@ fn is_hex(s: &str, len: usize) -> bool {
 
 /// `bytes` random bytes as lowercase hex, never all zeros (W3C: invalid).
 pub(crate) fn random_hex(bytes: usize) -> String {
+    let mut buf = [0u8; 32];
+    let out = &mut buf[..bytes.min(16) * 2];
+    // Never zero: the low `bytes` bytes of a value of at least 1.
+    let max = if bytes >= 16 {
+        u128::MAX
+    } else {
+        (1u128 << (bytes * 8)) - 1
+    };
+    write_hex(out, fastrand::u128(1..=max));
+    String::from_utf8_lossy(out).into_owned()
+}
+
+/// `x` as lowercase hex filling `out` (its low `out.len()` nibbles).
+pub(crate) fn write_hex(out: &mut [u8], mut x: u128) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes * 2);
-    loop {
-        let mut x = fastrand::u128(..);
-        for _ in 0..bytes * 2 {
-            s.push(char::from(HEX[(x & 0xf) as usize]));
-            x >>= 4;
-        }
-        if s.bytes().any(|b| b != b'0') {
-            return s;
-        }
-        s.clear();
+    for b in out.iter_mut().rev() {
+        *b = HEX[(x & 0xf) as usize];
+        x >>= 4;
     }
 }
 

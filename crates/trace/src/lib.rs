@@ -350,13 +350,7 @@ where
 /// A new trace id (as the `x-trace-id` value) and the `traceparent` naming
 /// it with a new span id.
 fn fresh_ids() -> (HeaderValue, HeaderValue) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    fn hex(out: &mut [u8], mut x: u128) {
-        for b in out.iter_mut().rev() {
-            *b = HEX[(x & 0xf) as usize];
-            x >>= 4;
-        }
-    }
+    use context::write_hex as hex;
     let trace = fastrand::u128(1..);
     let span = fastrand::u64(1..);
     let mut tp = *b"00-00000000000000000000000000000000-0000000000000000-01";
