@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
-use http_body_util::Empty;
+use http_body_util::{Empty, Full};
 use palisade_breaker::{BreakerLayer, Window};
 use palisade_core::test_util::{call_now, time_contended};
 use tower::{Layer, Service};
@@ -30,6 +30,40 @@ fn always_ready() -> impl Service<
 + Send
 + 'static {
     tower::service_fn(|_: Request<()>| ready(Ok(Response::new(Empty::new()))))
+}
+
+/// A service answering at once with a small JSON body.
+type JsonReply = Ready<Result<Response<Full<Bytes>>, Infallible>>;
+
+fn always_ready_json()
+-> impl Service<Request<()>, Response = Response<Full<Bytes>>, Error = Infallible, Future = JsonReply>
++ Clone
++ Send
++ 'static {
+    tower::service_fn(|_: Request<()>| {
+        ready(Ok(Response::new(Full::new(Bytes::from_static(
+            br#"{"id":"x","choices":[]}"#,
+        )))))
+    })
+}
+
+/// One call and its body read to the end (where the breaker records a
+/// success when the body is not known to be empty at once).
+fn one_call_with_body<S, B>(svc: &mut S)
+where
+    S: Service<Request<()>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    let res = call_now(svc, Request::new(())).unwrap();
+    let mut body = res.into_body();
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    while let std::task::Poll::Ready(Some(frame)) =
+        std::pin::Pin::new(&mut body).poll_frame(&mut cx)
+    {
+        black_box(frame.unwrap());
+    }
 }
 
 fn one_call<S>(svc: &mut S)
@@ -72,6 +106,17 @@ fn bench(c: &mut Criterion) {
         .unwrap()
         .layer(always_ready());
     g.bench_function("tower_resilience", |b| b.iter(|| one_call(&mut theirs)));
+
+    // A body that is not known to be empty: the outcome is recorded when it
+    // ends, so the breaker wraps it; the bench reads it to the end.
+    let mut bare_json = always_ready_json();
+    g.bench_function("bare_json_body", |b| {
+        b.iter(|| one_call_with_body(&mut bare_json))
+    });
+    let mut count_json = ours().layer(always_ready_json());
+    g.bench_function("palisade_count_window_json_body", |b| {
+        b.iter(|| one_call_with_body(&mut count_json))
+    });
 
     // Two threads sharing one circuit: time per call on this thread while
     // another hammers the same breaker.

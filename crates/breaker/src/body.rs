@@ -27,18 +27,20 @@ pin_project! {
         #[pin]
         inner: B,
         permit: Option<Permit>,
-        classifier: Option<C>,
-        scanner: Option<EventScanner>,
+        classifier: C,
+        // Boxed: only event streams need it, and they are long-lived; every
+        // other response is smaller for it (it is moved with the response).
+        scanner: Option<Box<EventScanner>>,
         slow_at: Option<Instant>,
     }
 }
 
 impl<B, C> BreakerBody<B, C> {
-    pub(crate) fn passthrough(inner: B) -> Self {
+    pub(crate) fn passthrough(inner: B, classifier: C) -> Self {
         Self {
             inner,
             permit: None,
-            classifier: None,
+            classifier,
             scanner: None,
             slow_at: None,
         }
@@ -54,8 +56,8 @@ impl<B, C> BreakerBody<B, C> {
         Self {
             inner,
             permit: Some(permit),
-            classifier: Some(classifier),
-            scanner: sse.then(EventScanner::new),
+            classifier,
+            scanner: sse.then(|| Box::new(EventScanner::new())),
             slow_at,
         }
     }
@@ -97,8 +99,8 @@ where
             }
             Poll::Ready(Some(Err(e))) => {
                 let e: BoxError = e.into();
-                if let (Some(p), Some(c)) = (this.permit.take(), this.classifier.as_ref())
-                    && let Some(v) = verdict(c.classify(Outcome::Error(&*e)))
+                if let Some(p) = this.permit.take()
+                    && let Some(v) = verdict(this.classifier.classify(Outcome::Error(&*e)))
                 {
                     p.record(v);
                 }

@@ -73,6 +73,20 @@ struct Transit {
     trips: u32,
 }
 
+/// The counters every recorded outcome writes, on a cache line of their own
+/// so that writing them does not evict the read-mostly fields (state,
+/// settings) or the `Arc`'s reference count from other cores' caches.
+#[repr(align(64))]
+struct Counters {
+    /// Outcomes written into the ring so far (its next slot is this modulo
+    /// its length).
+    calls: AtomicU64,
+    /// Failures currently in the ring.
+    ring_failures: AtomicU64,
+    /// Failures in a row.
+    consecutive: AtomicU32,
+}
+
 pub(crate) struct Circuit {
     pub(crate) config: Config,
     state: AtomicU8,
@@ -82,10 +96,8 @@ pub(crate) struct Circuit {
     /// Milliseconds after `origin` when the open state ends.
     open_until_ms: AtomicU64,
     ring: Box<[AtomicU8]>,
-    calls: AtomicU64,
-    ring_failures: AtomicU64,
+    counters: Counters,
     buckets: Box<[Bucket]>,
-    consecutive: AtomicU32,
     probes_left: AtomicU32,
     probe_successes: AtomicU32,
     transit: Mutex<Transit>,
@@ -114,6 +126,7 @@ const NOT_A_PROBE: u64 = u64::MAX;
 const RECORDED: u64 = u64::MAX - 1;
 
 impl Permit {
+    #[inline]
     pub(crate) fn record(mut self, verdict: Verdict) {
         let probe = std::mem::replace(&mut self.probe, RECORDED);
         match probe {
@@ -124,6 +137,7 @@ impl Permit {
 }
 
 impl Drop for Permit {
+    #[inline]
     fn drop(&mut self) {
         // A call that ended without an outcome (cancelled, or ignored by the
         // classifier) is not the upstream's doing: nothing is recorded, and
@@ -157,16 +171,19 @@ impl Circuit {
             origin: Instant::now(),
             open_until_ms: AtomicU64::new(0),
             ring,
-            calls: AtomicU64::new(0),
-            ring_failures: AtomicU64::new(0),
+            counters: Counters {
+                calls: AtomicU64::new(0),
+                ring_failures: AtomicU64::new(0),
+                consecutive: AtomicU32::new(0),
+            },
             buckets,
-            consecutive: AtomicU32::new(0),
             probes_left: AtomicU32::new(0),
             probe_successes: AtomicU32::new(0),
             transit: Mutex::new(Transit { trips: 0 }),
         }
     }
 
+    #[inline]
     pub(crate) fn state(&self) -> State {
         State::from_u8(self.state.load(Ordering::Acquire))
     }
@@ -181,6 +198,7 @@ impl Circuit {
     }
 
     /// Admits a call, or refuses it with the time left open.
+    #[inline]
     pub(crate) fn acquire(self: &Arc<Self>) -> Result<Permit, CircuitOpen> {
         loop {
             match self.state() {
@@ -220,25 +238,50 @@ impl Circuit {
         }
     }
 
+    #[inline]
     fn record(&self, verdict: Verdict) {
         if self.state() != State::Closed {
             // A call admitted before the circuit opened: old news.
             return;
         }
         let failed = verdict == Verdict::Failure;
+        if !failed && self.clean() {
+            return;
+        }
+        self.record_slow(failed);
+    }
+
+    /// A success changes nothing when the count window is full of successes
+    /// and no failure streak runs: writing `ok` over `ok` in the next slot
+    /// leaves the ring as it was (every slot is alike, so which one is next
+    /// does not matter), and the streak is already zero. The healthy steady
+    /// state thus only reads shared memory: three loads of one cache line
+    /// that stays shared between cores. A failure, a window not yet full
+    /// or a time window take [`Self::record_slow`].
+    #[inline]
+    fn clean(&self) -> bool {
+        let Window::Count(n) = self.config.window else {
+            return false;
+        };
+        self.counters.ring_failures.load(Ordering::Acquire) == 0
+            && self.counters.consecutive.load(Ordering::Acquire) == 0
+            && self.counters.calls.load(Ordering::Acquire) >= n as u64
+    }
+
+    fn record_slow(&self, failed: bool) {
         // Steady state writes as little shared memory as it can: a success
         // leaves an already-zero streak and an already-"ok" slot alone.
         let consecutive = if failed {
-            self.consecutive.fetch_add(1, Ordering::AcqRel) + 1
+            self.counters.consecutive.fetch_add(1, Ordering::AcqRel) + 1
         } else {
-            if self.consecutive.load(Ordering::Acquire) != 0 {
-                self.consecutive.store(0, Ordering::Release);
+            if self.counters.consecutive.load(Ordering::Acquire) != 0 {
+                self.counters.consecutive.store(0, Ordering::Release);
             }
             0
         };
         let (calls, failures) = match self.config.window {
             Window::Count(n) => {
-                let i = self.calls.fetch_add(1, Ordering::AcqRel);
+                let i = self.counters.calls.fetch_add(1, Ordering::AcqRel);
                 let slot = &self.ring[(i % n as u64) as usize];
                 let new = if failed { FAIL } else { OK };
                 let old = match slot.load(Ordering::Acquire) {
@@ -246,9 +289,9 @@ impl Circuit {
                     _ => slot.swap(new, Ordering::AcqRel),
                 };
                 let f = match (old == FAIL, failed) {
-                    (false, true) => self.ring_failures.fetch_add(1, Ordering::AcqRel) + 1,
-                    (true, false) => self.ring_failures.fetch_sub(1, Ordering::AcqRel) - 1,
-                    _ => self.ring_failures.load(Ordering::Acquire),
+                    (false, true) => self.counters.ring_failures.fetch_add(1, Ordering::AcqRel) + 1,
+                    (true, false) => self.counters.ring_failures.fetch_sub(1, Ordering::AcqRel) - 1,
+                    _ => self.counters.ring_failures.load(Ordering::Acquire),
                 };
                 ((i + 1).min(n as u64), f)
             }
@@ -389,20 +432,20 @@ impl Circuit {
         for s in self.ring.iter() {
             s.store(EMPTY, Ordering::Release);
         }
-        self.calls.store(0, Ordering::Release);
-        self.ring_failures.store(0, Ordering::Release);
+        self.counters.calls.store(0, Ordering::Release);
+        self.counters.ring_failures.store(0, Ordering::Release);
         for b in self.buckets.iter() {
             b.sec.store(0, Ordering::Release);
         }
-        self.consecutive.store(0, Ordering::Release);
+        self.counters.consecutive.store(0, Ordering::Release);
     }
 
     /// The calls and failures currently in the window.
     pub(crate) fn window_counts(&self) -> (u64, u64) {
         match self.config.window {
             Window::Count(n) => (
-                self.calls.load(Ordering::Acquire).min(n as u64),
-                self.ring_failures.load(Ordering::Acquire),
+                self.counters.calls.load(Ordering::Acquire).min(n as u64),
+                self.counters.ring_failures.load(Ordering::Acquire),
             ),
             Window::Time(_) => {
                 let sec = self.origin.elapsed().as_secs() + 1;

@@ -20,45 +20,50 @@ pin_project! {
     #[derive(Debug)]
     pub struct ResponseFuture<F, C> {
         #[pin]
-        kind: Kind<F>,
-        permit: Option<Permit>,
-        classifier: Option<C>,
-        // When the call becomes slow (set only with a slow-call threshold).
-        slow_at: Option<Instant>,
+        kind: Kind<F, C>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
     #[derive(Debug)]
-    enum Kind<F> {
-        Call { #[pin] fut: F },
+    enum Kind<F, C> {
+        Call {
+            #[pin]
+            fut: F,
+            // `None` once the call's outcome was handed on.
+            permit: Option<Permit>,
+            classifier: C,
+            // When the call becomes slow (set only with a slow-call threshold).
+            slow_at: Option<Instant>,
+        },
         Refused { err: Option<CircuitOpen> },
     }
 }
 
 impl<F, C> ResponseFuture<F, C> {
+    #[inline]
     pub(crate) fn new(fut: F, permit: Permit, classifier: C, slow: Option<Duration>) -> Self {
         Self {
-            kind: Kind::Call { fut },
-            permit: Some(permit),
-            classifier: Some(classifier),
-            slow_at: slow.map(|d| Instant::now() + d),
+            kind: Kind::Call {
+                fut,
+                permit: Some(permit),
+                classifier,
+                slow_at: slow.map(|d| Instant::now() + d),
+            },
         }
     }
 
     pub(crate) fn refused(err: CircuitOpen) -> Self {
         Self {
             kind: Kind::Refused { err: Some(err) },
-            permit: None,
-            classifier: None,
-            slow_at: None,
         }
     }
 }
 
 /// Admits a call through `circuit` (calling `inner`) or refuses it: the
 /// `call` of both breaker services.
+#[inline]
 pub(crate) fn admit<S, B, C>(
     circuit: &std::sync::Arc<crate::circuit::Circuit>,
     inner: &mut S,
@@ -92,35 +97,44 @@ pub(crate) fn verdict(class: Classification) -> Option<Verdict> {
     }
 }
 
+const POLLED_AFTER_COMPLETION: &str = "palisade-breaker: response future polled after completion";
+
 impl<F, B, E, C> Future for ResponseFuture<F, C>
 where
     F: Future<Output = Result<Response<B>, E>>,
     B: http_body::Body,
     E: Into<BoxError>,
-    C: ClassifyOutcome,
+    C: ClassifyOutcome + Clone,
 {
     type Output = Result<Response<BreakerBody<B, C>>, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let fut = match this.kind.project() {
+        let (fut, permit, classifier, slow_at) = match self.project().kind.project() {
             KindProj::Refused { err } => {
                 return Poll::Ready(Err(match err.take() {
                     Some(e) => e.into(),
-                    None => "palisade-breaker: response future polled after completion".into(),
+                    None => POLLED_AFTER_COMPLETION.into(),
                 }));
             }
-            KindProj::Call { fut } => fut,
+            KindProj::Call {
+                fut,
+                permit,
+                classifier,
+                slow_at,
+            } => (fut, permit, classifier, slow_at),
         };
+        if permit.is_none() {
+            return Poll::Ready(Err(POLLED_AFTER_COMPLETION.into()));
+        }
         let result = match fut.poll(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(r) => r.map_err(Into::into),
         };
-        let (Some(permit), Some(classifier)) = (this.permit.take(), this.classifier.take()) else {
-            return Poll::Ready(Err(
-                "palisade-breaker: response future polled after completion".into(),
-            ));
+        let Some(permit) = permit.take() else {
+            return Poll::Ready(Err(POLLED_AFTER_COMPLETION.into()));
         };
+        let classifier = classifier.clone();
         match result {
             Err(e) => {
                 if let Some(v) = verdict(classifier.classify(Outcome::Error(&*e))) {
@@ -135,14 +149,14 @@ where
                     // body ends.
                     Some(Verdict::Failure) => {
                         permit.record(Verdict::Failure);
-                        res.map(|b| BreakerBody::passthrough(b))
+                        res.map(move |b| BreakerBody::passthrough(b, classifier))
                     }
-                    None => res.map(|b| BreakerBody::passthrough(b)),
+                    None => res.map(move |b| BreakerBody::passthrough(b, classifier)),
                     // Nothing to stream (e.g. 204): consumers will not poll
                     // an ended body, so the outcome is known now.
                     Some(Verdict::Success) if res.body().is_end_stream() => {
-                        permit.record(crate::body::end_verdict(*this.slow_at));
-                        res.map(|b| BreakerBody::passthrough(b))
+                        permit.record(crate::body::end_verdict(*slow_at));
+                        res.map(move |b| BreakerBody::passthrough(b, classifier))
                     }
                     Some(Verdict::Success) => {
                         let sse = res
@@ -150,8 +164,8 @@ where
                             .get(http::header::CONTENT_TYPE)
                             .and_then(|v| v.to_str().ok())
                             .is_some_and(|v| v.starts_with("text/event-stream"));
-                        let slow_at = *this.slow_at;
-                        res.map(|b| BreakerBody::watching(b, permit, classifier, sse, slow_at))
+                        let slow_at = *slow_at;
+                        res.map(move |b| BreakerBody::watching(b, permit, classifier, sse, slow_at))
                     }
                 };
                 Poll::Ready(Ok(res))

@@ -26,8 +26,11 @@
 //!   (`LlmClassifier`: transport errors, timeouts, 5xx and 529; 429 only if
 //!   configured; other 4xx never), replaceable with
 //!   [`BreakerLayer::classifier`].
-//! - The closed fast path takes no lock: one atomic load to admit, atomic
-//!   updates to record. Transitions are `tracing` events and go to an
+//! - The closed fast path takes no lock: one atomic load to admit; a
+//!   success into a count window full of successes only reads (writing `ok`
+//!   over `ok` would not change the ring, so it is skipped), and anything
+//!   else is a few atomic updates. The counters written per outcome sit on
+//!   their own cache line. Transitions are `tracing` events and go to an
 //!   optional hook; [`BreakerHandle`] reads the state and forces it.
 //! - The state machine is model-checked with loom (`tests/loom.rs`: a trip
 //!   happens once however failures race, concurrent probes close it once, a

@@ -63,10 +63,12 @@ where
 
     /// The inner service's readiness: an open circuit does not make the
     /// service unready (that would block callers); it refuses in `call`.
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, req: Request<B>) -> Self::Future {
         crate::future::admit(&self.circuit, &mut self.inner, req, &self.classifier)
     }

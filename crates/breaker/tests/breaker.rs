@@ -124,6 +124,41 @@ async fn the_count_window_evicts_old_outcomes() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_failure_after_a_clean_window_stays_for_exactly_the_window_length() {
+    // A success into a full window of successes is not written (the ring
+    // would not change); this checks that a failure after such a run is
+    // kept for exactly `n` further calls, as in a ring written every time.
+    let layer = BreakerLayer::builder()
+        .failure_rate(1.0)
+        .window(Window::Count(4))
+        .minimum_calls(4)
+        .build()
+        .unwrap();
+    let mock = MockUpstream::new();
+    let svc = layer.layer(mock.clone());
+    for _ in 0..9 {
+        call(&svc).await.unwrap();
+    }
+    assert_eq!(layer.handle().window(), (4, 0));
+    mock.push(Reply::status(500));
+    call(&svc).await.unwrap();
+    assert_eq!(layer.handle().window(), (4, 1));
+    for left in [1, 1, 1, 0] {
+        call(&svc).await.unwrap();
+        assert_eq!(layer.handle().window(), (4, left));
+    }
+    // Clean again: successes are skipped, two failures count as two.
+    for _ in 0..5 {
+        call(&svc).await.unwrap();
+    }
+    mock.push_all([Reply::status(500), Reply::status(500)]);
+    call(&svc).await.unwrap();
+    call(&svc).await.unwrap();
+    assert_eq!(layer.handle().window(), (4, 2));
+    assert_eq!(layer.handle().state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_time_window_forgets_what_is_older_than_it() {
     let layer = BreakerLayer::builder()
         .failure_rate(0.5)

@@ -257,10 +257,18 @@ impl LlmClassifier {
         self
     }
 
+    #[inline]
     fn classify_status(&self, status: StatusCode, headers: &HeaderMap) -> Classification {
+        // The common case, inlined into the layers; the rest is not.
+        if status.as_u16() < 400 {
+            return Classification::success();
+        }
+        self.classify_error_status(status, headers)
+    }
+
+    fn classify_error_status(&self, status: StatusCode, headers: &HeaderMap) -> Classification {
         let reason = Reason::Status(status);
         let c = match status.as_u16() {
-            100..=399 => return Classification::success(),
             408 => Classification::new(reason, true, false),
             409 => Classification::new(reason, self.retry_conflict, false),
             429 => Classification::new(reason, true, self.rate_limit_is_failure),
@@ -305,6 +313,7 @@ impl LlmClassifier {
 }
 
 impl ClassifyOutcome for LlmClassifier {
+    #[inline]
     fn classify(&self, outcome: Outcome<'_>) -> Classification {
         match outcome {
             Outcome::Response { status, headers } => self.classify_status(status, headers),
