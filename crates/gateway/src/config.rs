@@ -11,6 +11,7 @@
 //! | `listen` | `127.0.0.1:8080` |
 //! | `max_body_bytes` | 33554432 (32 MiB) |
 //! | `shutdown_grace` (ms) | 30000 |
+//! | `[[upstreams]] http` | `auto`: HTTP/2 where the server offers it over TLS, else HTTP/1.1; `http1`; `http2` (cleartext with prior knowledge, h2c: e.g. vLLM behind a proxy, or the mock) |
 //! | `[auth] keys_env` | none: no inbound key is required |
 //! | `[upstreams.timeout]` `connect` / `first_byte` / `idle` / `total` (ms) | 10000 / 60000 / 30000 / 600000 |
 //! | `[upstreams.retry]` `max_attempts` / `base_delay` / `max_delay` (ms) | 3 / 200 / 10000 |
@@ -91,6 +92,21 @@ pub enum Kind {
     Mock,
 }
 
+/// `[[upstreams]] http`: the HTTP versions spoken to an upstream.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpVersion {
+    /// HTTP/2 where the server offers it over TLS (ALPN), else HTTP/1.1.
+    #[default]
+    Auto,
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/2 only; over cleartext `http://` with prior knowledge (h2c).
+    /// Every stream to the upstream shares one connection, which is what
+    /// keeps memory per open stream low (see the `memory` example).
+    Http2,
+}
+
 /// `[[upstreams]]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,6 +124,9 @@ pub struct UpstreamConfig {
     /// A file holding its key (re-read when it changes).
     #[serde(default)]
     pub api_key_file: Option<PathBuf>,
+    /// The HTTP versions spoken to it.
+    #[serde(default)]
+    pub http: HttpVersion,
     /// Timeouts.
     #[serde(default)]
     pub timeout: TimeoutConfig,
@@ -319,6 +338,7 @@ impl Config {
                 base_url: None,
                 api_key_env: None,
                 api_key_file: None,
+                http: HttpVersion::Auto,
                 timeout: TimeoutConfig::default(),
                 retry: RetryConfig::default(),
                 rate_limit: None,
@@ -584,6 +604,21 @@ url = "redis://127.0.0.1:6379"
                 model: Some("mock".into())
             }
         );
+    }
+
+    #[test]
+    fn the_http_version_is_auto_unless_set() {
+        let c = Config::parse(FULL, "gw.toml").unwrap();
+        assert_eq!(c.upstreams[0].http, HttpVersion::Auto);
+        let with = FULL.replace(
+            "api_key_env = \"OPENAI_API_KEY\"",
+            "api_key_env = \"OPENAI_API_KEY\"\nhttp = \"http2\"",
+        );
+        let c = Config::parse(&with, "gw.toml").unwrap();
+        assert_eq!(c.upstreams[0].http, HttpVersion::Http2);
+        let e = error_of(&with.replace("\"http2\"", "\"h3\""));
+        assert_eq!(e.key(), "upstreams[0].http", "{e}");
+        assert!(e.reason().contains("http1"), "{e}");
     }
 
     fn error_of(text: &str) -> ConfigError {

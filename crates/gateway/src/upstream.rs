@@ -18,7 +18,7 @@ use palisade_core::BoxError;
 use palisade_mock::MockUpstream;
 use palisade_providers::Provider;
 
-use crate::config::{Kind, UpstreamConfig};
+use crate::config::{HttpVersion, Kind, UpstreamConfig};
 use crate::metrics::{Metrics, RetryLabels};
 
 /// Every upstream answers with this body.
@@ -137,7 +137,12 @@ impl Upstream {
             _ => {
                 let mut b = HttpClient::builder()
                     .base_url(cfg.base_url.clone().unwrap_or_default())
-                    .connect_timeout(Some(ms(t.connect)));
+                    .connect_timeout(Some(ms(t.connect)))
+                    .http_version(match cfg.http {
+                        HttpVersion::Auto => palisade_client::HttpVersion::Auto,
+                        HttpVersion::Http1 => palisade_client::HttpVersion::Http1Only,
+                        HttpVersion::Http2 => palisade_client::HttpVersion::Http2Only,
+                    });
                 let source = match (&cfg.api_key_env, &cfg.api_key_file) {
                     (Some(var), _) => Some(KeySource::env(var.clone())),
                     (None, Some(path)) => Some(KeySource::file(path.clone())),

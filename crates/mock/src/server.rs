@@ -85,15 +85,21 @@ async fn accept_loop(listener: TcpListener, upstream: MockUpstream) {
                     id: ConnectionId(next_id),
                 });
                 conns.spawn(async move {
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let mut builder = auto::Builder::new(TokioExecutor::new());
+                    // hyper's default is 200 streams per HTTP/2 connection;
+                    // the mock takes as many as a load test opens (each
+                    // stream is still bounded by its own flow control).
+                    builder.http2().max_concurrent_streams(H2_MAX_STREAMS);
+                    let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
                 });
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
     }
 }
+
+/// Concurrent streams the mock allows per HTTP/2 connection.
+const H2_MAX_STREAMS: u32 = 65_536;
 
 /// Tags each request with the connection it arrived on.
 #[derive(Clone, Debug)]

@@ -1,0 +1,304 @@
+//! Memory script: the gateway's resident memory (RSS) with a large stream
+//! going to a slow reader, and with many streams open at once (SPEC §9's
+//! memory rows).
+//!
+//! ```sh
+//! cargo run --release -p palisade-gateway --example memory              # 1 GiB, 10,000 streams
+//! cargo run --release -p palisade-gateway --example memory -- 256 2000  # 256 MiB, 2,000 streams
+//! ```
+//!
+//! Three processes, as in the `load` example: the mock upstream, the gateway
+//! in front of it (an `openai` upstream, default stack), and this driver.
+//! The gateway's RSS is read from `/proc/PID/status` (Linux) every 20 ms.
+//!
+//! 1. **Slow reader**: one streamed chat completion whose upstream produces
+//!    words as fast as it is read. The driver reads 1 MiB, stops reading for
+//!    2 s (the upstream could produce hundreds of MiB meanwhile: only
+//!    backpressure keeps them out of the gateway), then reads on, pausing
+//!    5 ms after every MiB, until it has read the given size; it prints the
+//!    largest RSS growth over the gateway's RSS before the stream.
+//! 2. **Open streams**: the driver opens N streams (HTTP/2 to the gateway,
+//!    200 per connection) whose upstream sends a token every 500 ms, waits
+//!    until each has relayed its first event, and prints the RSS growth with
+//!    all of them open, per stream; twice: with HTTP/1.1 from the gateway to
+//!    the mock (a connection per stream, as to a cleartext upstream) and with
+//!    `http = "http2"` (one multiplexed connection, as to OpenAI or
+//!    Anthropic over TLS, where ALPN picks HTTP/2).
+//!
+//! File descriptors: the gateway holds one socket per open stream towards
+//! the mock; 10,000 streams need a `nofile` limit above ~10,100.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const MIB: u64 = 1 << 20;
+const STREAM: &str = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"go"}]}"#;
+
+fn main() -> Result<(), BoxError> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rt = tokio::runtime::Runtime::new()?;
+    match args.first().map(String::as_str) {
+        Some("serve-mock") => rt.block_on(serve_mock(args.get(1).map(String::as_str))),
+        Some("serve-gateway") => rt.block_on(serve_gateway(
+            args.get(1).cloned().unwrap_or_default(),
+            args.get(2).cloned().unwrap_or_else(|| "auto".to_owned()),
+        )),
+        _ => {
+            let mib = args.first().and_then(|s| s.parse().ok()).unwrap_or(1024u64);
+            let streams = args
+                .get(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(10_000usize);
+            rt.block_on(drive(mib, streams))
+        }
+    }
+}
+
+async fn serve_mock(mode: Option<&str>) -> Result<(), BoxError> {
+    let mock = palisade_mock::MockUpstream::new();
+    let reply = palisade_mock::Reply::words(usize::MAX);
+    mock.set_default(match mode {
+        Some("slow") => reply.delay_per_token(Duration::from_millis(500)),
+        _ => reply,
+    });
+    let server = mock.serve().await?;
+    println!("{}", server.base_url());
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+async fn serve_gateway(mock_url: String, http: String) -> Result<(), BoxError> {
+    let toml = format!(
+        "[[upstreams]]\nname = \"mock\"\nkind = \"openai\"\nbase_url = \"{mock_url}\"\nhttp = \"{http}\"\n[[routes]]\nmodel = \"m\"\ntargets = [\"mock\"]\n"
+    );
+    let gateway =
+        palisade_gateway::Gateway::new(palisade_gateway::Config::parse(&toml, "memory")?)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("http://{}/v1", listener.local_addr()?);
+    palisade_gateway::serve(listener, gateway, std::future::pending()).await?;
+    Ok(())
+}
+
+/// Runs this example in `mode` and reads the base URL it prints.
+fn child(mode: &[&str]) -> Result<(Child, String), BoxError> {
+    let mut c = Command::new(std::env::current_exe()?)
+        .args(mode)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let out = c.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    BufReader::new(out).read_line(&mut line)?;
+    Ok((c, line.trim().to_owned()))
+}
+
+/// The resident set of process `pid`, in bytes.
+fn rss(pid: u32) -> Result<u64, BoxError> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .ok_or("no VmRSS line in /proc/PID/status (Linux only)")?;
+    Ok(kb * 1024)
+}
+
+/// Samples `pid`'s RSS every 20 ms into a running maximum until stopped.
+struct Sampler {
+    max: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sampler {
+    fn start(pid: u32) -> Self {
+        let (max, stop) = (
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let task = tokio::spawn({
+            let (max, stop) = (max.clone(), stop.clone());
+            async move {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(r) = rss(pid) {
+                        max.fetch_max(r, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        });
+        Self { max, stop, task }
+    }
+
+    async fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+        self.max.load(Ordering::Relaxed)
+    }
+}
+
+fn request(url: &str) -> Result<http::Request<Full<Bytes>>, BoxError> {
+    Ok(http::Request::post(format!("{url}/chat/completions"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(STREAM.as_bytes())))?)
+}
+
+fn h1_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+async fn drive(mib: u64, streams: usize) -> Result<(), BoxError> {
+    slow_reader(mib).await?;
+    open_streams(streams, "http1").await?;
+    open_streams(streams, "http2").await
+}
+
+async fn slow_reader(mib: u64) -> Result<(), BoxError> {
+    let (mut mock, mock_url) = child(&["serve-mock", "fast"])?;
+    let (mut gw, gw_url) = child(&["serve-gateway", &mock_url])?;
+    let pid = gw.id();
+    let client = h1_client();
+    // Warm the gateway (allocator arenas, connection pool) with a short
+    // stream read to 1 MiB, then take its RSS as the baseline.
+    read_some(&client, &gw_url, MIB, false).await?;
+    let before = rss(pid)?;
+    let sampler = Sampler::start(pid);
+    let t = Instant::now();
+    let read = read_some(&client, &gw_url, mib * MIB, true).await?;
+    let took = t.elapsed();
+    let max = sampler.stop().await;
+    println!(
+        "slow reader: {} MiB relayed in {:.1} s ({:.0} MiB/s, 2 s stall included); gateway RSS {:.1} MiB before, max {:.1} MiB: growth {:.2} MiB (goal < 16 MiB)",
+        read / MIB,
+        took.as_secs_f64(),
+        (read / MIB) as f64 / took.as_secs_f64(),
+        before as f64 / MIB as f64,
+        max as f64 / MIB as f64,
+        max.saturating_sub(before) as f64 / MIB as f64,
+    );
+    stop(&mut gw, &mut mock);
+    Ok(())
+}
+
+/// Reads `limit` bytes of one stream through the gateway, then drops it.
+/// `slow`: stall 2 s after the first MiB, then pause 5 ms after every MiB.
+async fn read_some(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    url: &str,
+    limit: u64,
+    slow: bool,
+) -> Result<u64, BoxError> {
+    let res = client.request(request(url)?).await?;
+    if res.status() != 200 {
+        return Err(format!("gateway answered {}", res.status()).into());
+    }
+    let mut body = res.into_body();
+    let (mut read, mut next_pause) = (0u64, MIB);
+    while read < limit {
+        let Some(frame) = body.frame().await else {
+            return Err(format!("the stream ended after {read} bytes").into());
+        };
+        if let Some(data) = frame?.data_ref() {
+            read += data.len() as u64;
+        }
+        if slow && read >= next_pause {
+            let pause = if next_pause == MIB { 2000 } else { 5 };
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            next_pause += MIB;
+        }
+    }
+    Ok(read)
+}
+
+/// `upstream_http`: the gateway's `http` setting towards the mock: `http1`
+/// (a connection per stream) or `http2` (one connection for all).
+async fn open_streams(n: usize, upstream_http: &str) -> Result<(), BoxError> {
+    let (mut mock, mock_url) = child(&["serve-mock", "slow"])?;
+    let (mut gw, gw_url) = child(&["serve-gateway", &mock_url, upstream_http])?;
+    let pid = gw.id();
+    // One HTTP/2 connection per 200 streams (the server's default limit of
+    // concurrent streams per connection).
+    let per_conn = 200;
+    let clients: Vec<Client<HttpConnector, Full<Bytes>>> = (0..n.div_ceil(per_conn))
+        .map(|_| {
+            Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build_http()
+        })
+        .collect();
+    // Warm up with one connection's worth, then take the baseline.
+    drop(open(&clients[..1], &gw_url, per_conn.min(n)).await?);
+    let before = rss(pid)?;
+    let sampler = Sampler::start(pid);
+    let t = Instant::now();
+    let held = open(&clients, &gw_url, n).await?;
+    let took = t.elapsed();
+    // Let the streams run (tokens every 500 ms) while sampling.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let max = sampler.stop().await;
+    let growth = max.saturating_sub(before);
+    println!(
+        "open streams, {upstream_http} to the upstream: {} streams open through the gateway (opened in {:.1} s); gateway RSS {:.1} MiB before, max {:.1} MiB: growth {:.1} MiB (goal < 200 MiB), {:.1} KiB per stream",
+        held.len(),
+        took.as_secs_f64(),
+        before as f64 / MIB as f64,
+        max as f64 / MIB as f64,
+        growth as f64 / MIB as f64,
+        growth as f64 / 1024.0 / held.len().max(1) as f64,
+    );
+    drop(held);
+    stop(&mut gw, &mut mock);
+    Ok(())
+}
+
+/// Opens `n` streams spread over `clients`, each read to its first data
+/// frame; returns their bodies (the streams stay open while held).
+async fn open(
+    clients: &[Client<HttpConnector, Full<Bytes>>],
+    url: &str,
+    n: usize,
+) -> Result<Vec<hyper::body::Incoming>, BoxError> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let client = clients[i % clients.len()].clone();
+        let req = request(url)?;
+        tasks.spawn(async move {
+            let res = client.request(req).await?;
+            if res.status() != 200 {
+                return Err::<_, BoxError>(format!("gateway answered {}", res.status()).into());
+            }
+            let mut body = res.into_body();
+            loop {
+                match body.frame().await {
+                    Some(Ok(f)) if f.is_data() => return Ok(body),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Err("the stream ended before its first event".into()),
+                }
+            }
+        });
+    }
+    let mut held = Vec::with_capacity(n);
+    while let Some(r) = tasks.join_next().await {
+        held.push(r??);
+    }
+    Ok(held)
+}
+
+fn stop(gw: &mut Child, mock: &mut Child) {
+    let _ = gw.kill();
+    let _ = mock.kill();
+    let _ = gw.wait();
+    let _ = mock.wait();
+}
