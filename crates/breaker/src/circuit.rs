@@ -295,7 +295,14 @@ impl Circuit {
                 };
                 ((i + 1).min(n as u64), f)
             }
-            Window::Time(_) => self.record_bucket(failed),
+            Window::Time(_) => {
+                let sec = self.record_bucket(failed);
+                if !failed {
+                    // Only a failure can trip: the sums wait for one.
+                    return;
+                }
+                self.bucket_sums(sec)
+            }
         };
         if !failed {
             return;
@@ -314,7 +321,9 @@ impl Circuit {
         }
     }
 
-    fn record_bucket(&self, failed: bool) -> (u64, u64) {
+    /// Counts one outcome in the current second's bucket; returns that
+    /// second (1-based, after `origin`).
+    fn record_bucket(&self, failed: bool) -> u64 {
         let sec = self.origin.elapsed().as_secs() + 1;
         let n = self.buckets.len() as u64;
         let b = &self.buckets[(sec % n) as usize];
@@ -331,16 +340,24 @@ impl Circuit {
         if failed {
             b.failures.fetch_add(1, Ordering::AcqRel);
         }
-        let oldest = sec.saturating_sub(n - 1);
-        let (mut calls, mut failures) = (0u64, 0u64);
-        for b in self.buckets.iter() {
-            let at = b.sec.load(Ordering::Acquire);
-            if at >= oldest && at <= sec {
-                calls += u64::from(b.calls.load(Ordering::Acquire));
-                failures += u64::from(b.failures.load(Ordering::Acquire));
-            }
-        }
-        (calls, failures)
+        sec
+    }
+
+    /// The calls and failures of the time window ending at second `sec`.
+    fn bucket_sums(&self, sec: u64) -> (u64, u64) {
+        let oldest = sec.saturating_sub(self.buckets.len() as u64 - 1);
+        self.buckets
+            .iter()
+            .filter(|b| {
+                let at = b.sec.load(Ordering::Acquire);
+                at >= oldest && at <= sec
+            })
+            .fold((0, 0), |(c, f), b| {
+                (
+                    c + u64::from(b.calls.load(Ordering::Acquire)),
+                    f + u64::from(b.failures.load(Ordering::Acquire)),
+                )
+            })
     }
 
     fn record_probe(&self, generation: u64, verdict: Verdict) {
@@ -447,22 +464,7 @@ impl Circuit {
                 self.counters.calls.load(Ordering::Acquire).min(n as u64),
                 self.counters.ring_failures.load(Ordering::Acquire),
             ),
-            Window::Time(_) => {
-                let sec = self.origin.elapsed().as_secs() + 1;
-                let oldest = sec.saturating_sub(self.buckets.len() as u64 - 1);
-                self.buckets
-                    .iter()
-                    .filter(|b| {
-                        let at = b.sec.load(Ordering::Acquire);
-                        at >= oldest && at <= sec
-                    })
-                    .fold((0, 0), |(c, f), b| {
-                        (
-                            c + u64::from(b.calls.load(Ordering::Acquire)),
-                            f + u64::from(b.failures.load(Ordering::Acquire)),
-                        )
-                    })
-            }
+            Window::Time(_) => self.bucket_sums(self.origin.elapsed().as_secs() + 1),
         }
     }
 
