@@ -181,6 +181,42 @@ async fn inbound_keys_are_required_when_auth_is_set() {
 }
 
 #[tokio::test]
+async fn an_http2_upstream_carries_concurrent_streams_on_one_connection() {
+    // `http = "http2"`: h2c with prior knowledge to a cleartext upstream.
+    // Over HTTP/1.1 the four overlapping streams would need four
+    // connections.
+    let mock = MockUpstream::new();
+    mock.set_default(Reply::echo().delay_per_token(Duration::from_millis(20)));
+    let server = mock.serve().await.unwrap();
+    let toml =
+        upstream("a", "openai", &server.base_url(), "http = \"http2\"") + &route("gpt", &["a"]);
+    let gw = start(&toml, &[]).await;
+    let ask = |text: &'static str| {
+        let gw = &gw;
+        async move { gw.call(OPENAI, &chat("gpt", text, true)).await }
+    };
+    let (a, b, c, d) = tokio::join!(
+        ask("one stream here"),
+        ask("two streams here"),
+        ask("three streams here"),
+        ask("four streams here"),
+    );
+    for ((res, body), text) in [a, b, c, d].into_iter().zip([
+        "one stream here",
+        "two streams here",
+        "three streams here",
+        "four streams here",
+    ]) {
+        assert_eq!(res.status(), 200, "{body}");
+        assert_eq!(openai_text(&body), text);
+    }
+    let (res, body) = gw.call(OPENAI, &chat("gpt", "and json", false)).await;
+    assert_eq!(res.status(), 200, "{body}");
+    assert_eq!(mock.request_count(), 5);
+    assert_eq!(mock.connection_count(), 1, "one HTTP/2 connection");
+}
+
+#[tokio::test]
 async fn retry_waits_for_retry_after_then_succeeds() {
     let mock = MockUpstream::new();
     mock.push(Reply::status(429).header("retry-after-ms", "300"));
