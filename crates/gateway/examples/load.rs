@@ -17,8 +17,6 @@
 //! the caller). All three share this machine's cores, so the gateway
 //! and the driver compete for CPU: the ratio is a lower bound.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -28,7 +26,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+mod procs;
+
+use procs::{BoxError, child, serve_gateway, stop};
 
 const BODY: &str = r#"{"model":"m","messages":[{"role":"user","content":"the quick brown fox jumps over the lazy dog"}]}"#;
 
@@ -38,7 +38,7 @@ fn main() -> Result<(), BoxError> {
     match args.first().map(String::as_str) {
         Some("serve-mock") => rt.block_on(serve_mock()),
         Some("serve-gateway") => {
-            rt.block_on(serve_gateway(args.get(1).cloned().unwrap_or_default()))
+            rt.block_on(serve_gateway(args.get(1).map_or("", String::as_str), ""))
         }
         other => {
             let secs = other.and_then(|s| s.parse().ok()).unwrap_or(3u64);
@@ -52,30 +52,6 @@ async fn serve_mock() -> Result<(), BoxError> {
     println!("{}", server.base_url());
     std::future::pending::<()>().await;
     Ok(())
-}
-
-async fn serve_gateway(mock_url: String) -> Result<(), BoxError> {
-    let toml = format!(
-        "[[upstreams]]\nname = \"mock\"\nkind = \"openai\"\nbase_url = \"{mock_url}\"\n[[routes]]\nmodel = \"m\"\ntargets = [\"mock\"]\n"
-    );
-    let gateway = palisade_gateway::Gateway::new(palisade_gateway::Config::parse(&toml, "load")?)?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    println!("http://{}/v1", listener.local_addr()?);
-    palisade_gateway::serve(listener, gateway, std::future::pending()).await?;
-    Ok(())
-}
-
-/// Runs this example in `mode` and reads the base URL it prints.
-fn child(mode: &[&str]) -> Result<(Child, String), BoxError> {
-    let mut c = Command::new(std::env::current_exe()?)
-        .args(mode)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let out = c.stdout.take().ok_or("no stdout")?;
-    let mut line = String::new();
-    BufReader::new(out).read_line(&mut line)?;
-    Ok((c, line.trim().to_owned()))
 }
 
 struct Run {
@@ -185,9 +161,6 @@ async fn drive(length: Duration) -> Result<(), BoxError> {
             median(g.iter().map(|r| r.own_p50).collect()),
         );
     }
-    let _ = gw.kill();
-    let _ = mock.kill();
-    let _ = gw.wait();
-    let _ = mock.wait();
+    stop(&mut [&mut gw, &mut mock]);
     Ok(())
 }

@@ -28,8 +28,6 @@
 //! File descriptors: the gateway holds one socket per open stream towards
 //! the mock; 10,000 streams need a `nofile` limit above ~10,100.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -40,7 +38,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+mod procs;
+
+use procs::{BoxError, child, serve_gateway, stop};
 
 const MIB: u64 = 1 << 20;
 const STREAM: &str = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"go"}]}"#;
@@ -50,10 +50,13 @@ fn main() -> Result<(), BoxError> {
     let rt = tokio::runtime::Runtime::new()?;
     match args.first().map(String::as_str) {
         Some("serve-mock") => rt.block_on(serve_mock(args.get(1).map(String::as_str))),
-        Some("serve-gateway") => rt.block_on(serve_gateway(
-            args.get(1).cloned().unwrap_or_default(),
-            args.get(2).cloned().unwrap_or_else(|| "auto".to_owned()),
-        )),
+        Some("serve-gateway") => {
+            let http = args.get(2).map_or("auto", String::as_str);
+            rt.block_on(serve_gateway(
+                args.get(1).map_or("", String::as_str),
+                &format!("http = \"{http}\""),
+            ))
+        }
         _ => {
             let mib = args.first().and_then(|s| s.parse().ok()).unwrap_or(1024u64);
             let streams = args
@@ -76,31 +79,6 @@ async fn serve_mock(mode: Option<&str>) -> Result<(), BoxError> {
     println!("{}", server.base_url());
     std::future::pending::<()>().await;
     Ok(())
-}
-
-async fn serve_gateway(mock_url: String, http: String) -> Result<(), BoxError> {
-    let toml = format!(
-        "[[upstreams]]\nname = \"mock\"\nkind = \"openai\"\nbase_url = \"{mock_url}\"\nhttp = \"{http}\"\n[[routes]]\nmodel = \"m\"\ntargets = [\"mock\"]\n"
-    );
-    let gateway =
-        palisade_gateway::Gateway::new(palisade_gateway::Config::parse(&toml, "memory")?)?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    println!("http://{}/v1", listener.local_addr()?);
-    palisade_gateway::serve(listener, gateway, std::future::pending()).await?;
-    Ok(())
-}
-
-/// Runs this example in `mode` and reads the base URL it prints.
-fn child(mode: &[&str]) -> Result<(Child, String), BoxError> {
-    let mut c = Command::new(std::env::current_exe()?)
-        .args(mode)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let out = c.stdout.take().ok_or("no stdout")?;
-    let mut line = String::new();
-    BufReader::new(out).read_line(&mut line)?;
-    Ok((c, line.trim().to_owned()))
 }
 
 /// The resident set of process `pid`, in bytes.
@@ -187,7 +165,7 @@ async fn slow_reader(mib: u64) -> Result<(), BoxError> {
         max as f64 / MIB as f64,
         max.saturating_sub(before) as f64 / MIB as f64,
     );
-    stop(&mut gw, &mut mock);
+    stop(&mut [&mut gw, &mut mock]);
     Ok(())
 }
 
@@ -258,7 +236,7 @@ async fn open_streams(n: usize, upstream_http: &str) -> Result<(), BoxError> {
         growth as f64 / 1024.0 / held.len().max(1) as f64,
     );
     drop(held);
-    stop(&mut gw, &mut mock);
+    stop(&mut [&mut gw, &mut mock]);
     Ok(())
 }
 
@@ -294,11 +272,4 @@ async fn open(
         held.push(r??);
     }
     Ok(held)
-}
-
-fn stop(gw: &mut Child, mock: &mut Child) {
-    let _ = gw.kill();
-    let _ = mock.kill();
-    let _ = gw.wait();
-    let _ = mock.wait();
 }
