@@ -239,12 +239,27 @@ impl ParsedBody {
 
     /// The output budget: `max_completion_tokens` (OpenAI's current name) or
     /// `max_tokens` (Anthropic, older OpenAI).
+    ///
+    /// Any JSON number shape counts (`1000`, `1e3`, `1000.0`); one past
+    /// `u64::MAX` (`1e300`, 2^64) saturates to `u64::MAX`, so a limit sees
+    /// it as the huge request it is. Negative numbers and non-numbers are
+    /// `None` (the schema or the provider refuses those).
     pub fn max_tokens(&self) -> Option<u64> {
-        self.value
-            .get("max_completion_tokens")
-            .and_then(Value::as_u64)
-            .or_else(|| self.value.get("max_tokens").and_then(Value::as_u64))
+        ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+            .iter()
+            .find_map(|k| self.value.get(*k).and_then(number_as_u64))
     }
+}
+
+/// A JSON number as a whole `u64`, saturating; `None` for a negative or
+/// non-number value.
+fn number_as_u64(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| {
+        v.as_f64()
+            .filter(|f| *f >= 0.0)
+            // `as` saturates: 1e300 becomes u64::MAX; the fraction goes.
+            .map(|f| f.ceil() as u64)
+    })
 }
 
 /// Reads `body` to its end into one buffer of at most `limit` bytes.

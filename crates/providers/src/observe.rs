@@ -13,6 +13,15 @@
 //! The trace layer (span attributes, GenAI metrics) and the token limiter
 //! (reconciliation) are both watches.
 //!
+//! **A stream is complete at its terminator** (OpenAI `data: [DONE]`,
+//! Anthropic `message_stop`), as the breaker also counts it: most callers
+//! stop reading there and drop the body, and the usage is known by then
+//! (the usage chunk and `message_delta` come before it). So a
+//! [`WatchedBody`] reports [`End::Complete`] as soon as the frame holding
+//! the terminator went by, not when — or whether — the connection ends
+//! after it. A body that says it has nothing more (`is_end_stream`, e.g. a
+//! JSON answer whose `Content-Length` is all read) is complete at once too.
+//!
 //! Memory is bounded: an SSE stream is decoded event by event (at most
 //! [`MAX_EVENT_BYTES`] per event), a JSON answer is kept only up to
 //! [`MAX_JSON_BYTES`] (beyond that, nothing is reported). Only the events
@@ -52,6 +61,10 @@ pub struct Summary {
     pub inband_error: Option<String>,
     /// Data events seen (streams).
     pub events: u64,
+    /// The stream's terminator went by (OpenAI `data: [DONE]`, Anthropic
+    /// `event: message_stop`): the answer is complete, whatever happens to
+    /// the connection afterwards.
+    pub terminated: bool,
 }
 
 #[derive(Debug)]
@@ -110,6 +123,11 @@ impl ResponseObserver {
         }
     }
 
+    /// Whether the stream's terminator was seen (see [`Summary::terminated`]).
+    pub fn is_terminated(&self) -> bool {
+        self.summary.terminated
+    }
+
     /// Feeds a frame of the body.
     pub fn feed(&mut self, bytes: &Bytes) {
         match &mut self.mode {
@@ -158,13 +176,17 @@ impl ResponseObserver {
             self.summary.inband_error = Some(kind);
             return;
         }
+        if ev.data().as_ref() == b"[DONE]" || ev.is("message_stop") {
+            self.summary.terminated = true;
+            return;
+        }
         let first = self.summary.events == 1;
         let interesting = first
             || ev.is("message_start")
             || ev.is("message_delta")
             || contains(data, b"\"usage\"")
             || (contains(data, b"\"finish_reason\"") && !contains(data, b"\"finish_reason\":null"));
-        if !interesting || data.as_ref() == b"[DONE]" {
+        if !interesting {
             return;
         }
         if let Ok(v) = serde_json::from_slice::<Value>(data) {
@@ -311,16 +333,19 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = self.project();
-        let polled = ready!(this.inner.poll_frame(cx));
+        let mut this = self.project();
+        let polled = ready!(this.inner.as_mut().poll_frame(cx));
         let end = match &polled {
-            Some(Ok(frame)) => {
-                if let (Some(w), Some(data)) = (this.watching.as_mut(), frame.data_ref()) {
+            Some(Ok(frame)) => match (this.watching.as_mut(), frame.data_ref()) {
+                (Some(w), Some(data)) => {
                     w.observer.feed(data);
                     w.watch.on_data(data);
+                    // Complete at the terminator, or when nothing follows.
+                    (w.observer.is_terminated() || this.inner.is_end_stream())
+                        .then_some(End::Complete)
                 }
-                None
-            }
+                _ => None,
+            },
             Some(Err(_)) => Some(End::Failed),
             None => Some(End::Complete),
         };

@@ -31,10 +31,18 @@ use crate::service::granted;
 /// this one) — then, when the response body **ends**, the reservation is
 /// reconciled with the `usage` the upstream reported (the JSON answer's, or
 /// a stream's final events): the difference is refunded, or charged when
-/// the call cost more (later calls then wait longer). An error status that
-/// reports no usage is refunded whole (providers do not bill it); a body
-/// that fails or is dropped before its end keeps its reservation (nothing
-/// says what it cost).
+/// the call cost more (later calls then wait longer). A stream settles at
+/// its **terminator** (`data: [DONE]`, `message_stop`), so a caller that
+/// stops reading there settles too.
+///
+/// Without usage in the answer (an OpenAI stream without
+/// `stream_options.include_usage`, a server that reports none), a complete
+/// success settles at the prompt estimate plus what was seen of the output
+/// — one token per stream event (providers send about one token per chunk),
+/// or a quarter of the bytes of a JSON answer — never more than was
+/// reserved. An error status that reports no usage is refunded whole
+/// (providers do not bill it). A body that fails or is dropped before its
+/// end (or terminator) keeps its reservation: nothing says what it cost.
 ///
 /// Waiting, refusal and sharing work as in [`crate::RateLimitLayer`]: one
 /// bucket shared by every clone; a call whose estimate exceeds the capacity
@@ -162,11 +170,14 @@ where
                 settle: None,
             };
         }
-        let cost = match ParsedBody::get_or_parse(&mut req) {
-            Ok(p) => tokens::estimate(&p).total(),
-            Err(_) => (req.body().as_ref().len() as u64).div_ceil(tokens::BYTES_PER_TOKEN),
-        }
-        .max(1);
+        let estimate = match ParsedBody::get_or_parse(&mut req) {
+            Ok(p) => tokens::estimate(&p),
+            Err(_) => tokens::TokenEstimate {
+                prompt: (req.body().as_ref().len() as u64).div_ceil(tokens::BYTES_PER_TOKEN),
+                max_output: 0,
+            },
+        };
+        let cost = estimate.total().max(1);
         match self.bucket.acquire(cost, self.max_wait) {
             Err(refused) => TokenFuture {
                 inner: ResponseFuture::refused(refused),
@@ -177,6 +188,7 @@ where
                 settle: Some(Settlement {
                     bucket: self.bucket.clone(),
                     reserved: cost,
+                    prompt: estimate.prompt,
                 }),
             },
         }
@@ -188,6 +200,8 @@ where
 struct Settlement {
     bucket: Arc<Bucket>,
     reserved: u64,
+    /// The prompt part of the estimate (for answers without usage).
+    prompt: u64,
 }
 
 impl Settlement {
@@ -249,6 +263,7 @@ where
                         Settle {
                             settlement,
                             success,
+                            bytes: 0,
                         },
                     ),
                     None => WatchedBody::unwatched(inner),
@@ -271,27 +286,46 @@ where
 pub struct Settle {
     settlement: Settlement,
     success: bool,
+    /// Body bytes seen (the output guess for a JSON answer without usage).
+    bytes: u64,
 }
 
 impl Watch for Settle {
+    fn on_data(&mut self, data: &Bytes) {
+        self.bytes = self.bytes.saturating_add(data.len() as u64);
+    }
+
     fn on_end(&mut self, s: Summary, how: End) {
         // Take the settlement out: it settles once.
         let settlement = Settlement {
             bucket: self.settlement.bucket.clone(),
             reserved: std::mem::take(&mut self.settlement.reserved),
+            prompt: self.settlement.prompt,
         };
         // A failed or abandoned body: nothing says what it cost; the
         // reservation stays.
         if how != End::Complete {
             return;
         }
-        match (s.input_tokens, s.output_tokens) {
-            // A success without usage: its cost is unknown; keep it.
-            (None, None) if self.success => {}
+        let used = match (s.input_tokens, s.output_tokens) {
+            // A success without usage: the prompt and what was seen of the
+            // output, at most what was reserved.
+            (None, None) if self.success => {
+                let output = if s.events > 0 {
+                    s.events
+                } else {
+                    self.bytes.div_ceil(tokens::BYTES_PER_TOKEN)
+                };
+                settlement
+                    .prompt
+                    .saturating_add(output)
+                    .min(settlement.reserved)
+            }
             // An error status reporting nothing is not billed.
-            (None, None) => settlement.settle(0),
-            (i, o) => settlement.settle(i.unwrap_or(0).saturating_add(o.unwrap_or(0))),
-        }
+            (None, None) => 0,
+            (i, o) => i.unwrap_or(0).saturating_add(o.unwrap_or(0)),
+        };
+        settlement.settle(used);
     }
 }
 

@@ -99,3 +99,135 @@ async fn an_estimate_over_capacity_fails_at_once() {
     assert_eq!(mock.request_count(), 0);
     assert_eq!(layer.bucket().available(), 100);
 }
+
+fn messages(max_tokens: u64, stream: bool) -> Request<RequestBody> {
+    let body = format!(
+        r#"{{"model":"mock","max_tokens":{max_tokens},"stream":{stream},"messages":[{{"role":"user","content":"alpha beta gamma"}}]}}"#
+    );
+    Request::post("/v1/messages")
+        .body(RequestBody::from(body))
+        .unwrap()
+}
+
+/// Reads `body` frame by frame until a frame holds `needle`, then drops it
+/// (what most stream handlers do at the terminator). Returns the text read.
+async fn read_until<B>(mut body: B, needle: &str) -> String
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    let mut seen = String::new();
+    while let Some(frame) = body.frame().await {
+        if let Some(d) = frame.unwrap().data_ref() {
+            seen.push_str(&String::from_utf8_lossy(d));
+        }
+        if seen.contains(needle) {
+            return seen;
+        }
+    }
+    panic!("the body ended without {needle:?}: {seen}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_that_stops_at_the_terminator_settles_openai_and_anthropic() {
+    for (req, terminator) in [
+        (chat(200, true), "data: [DONE]"),
+        (messages(200, true), "event: message_stop"),
+    ] {
+        let layer = TokenLimitLayer::per_minute(1_000).unwrap();
+        let svc = layer.layer(MockUpstream::new());
+        let reserved = estimate(&req);
+        let res = svc.oneshot(req).await.unwrap();
+        assert_eq!(layer.bucket().available(), 1_000 - reserved);
+        let mut body = res.into_body();
+        let text = read_until(&mut body, terminator).await;
+        // Settled at the terminator, before the body's end was read …
+        assert_eq!(layer.bucket().available(), 1_000 - 6, "{text}");
+        // … and dropping it afterwards changes nothing.
+        drop(body);
+        assert_eq!(layer.bucket().available(), 1_000 - 6);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_without_usage_settles_at_the_prompt_and_what_went_by() {
+    let layer = TokenLimitLayer::per_minute(1_000).unwrap();
+    let svc = layer.layer(MockUpstream::new());
+    // No stream_options.include_usage: the stream reports no usage at all.
+    let req = Request::post("/v1/chat/completions")
+        .body(RequestBody::from(
+            r#"{"model":"mock","max_tokens":500,"stream":true,"messages":[{"role":"user","content":"alpha beta gamma"}]}"#,
+        ))
+        .unwrap();
+    let parsed = tokens::estimate(&ParsedBody::parse(req.body().as_bytes()).unwrap());
+    let res = svc.oneshot(req).await.unwrap();
+    let text = read_until(res.into_body(), "data: [DONE]").await;
+    assert!(!text.contains("\"usage\""), "{text}");
+    let events = text.matches("data: ").count() as u64;
+    // The prompt estimate plus one token per event: far less than the
+    // 500-token output budget that was reserved.
+    assert_eq!(layer.bucket().available(), 1_000 - (parsed.prompt + events));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_that_goes_away_mid_stream_keeps_the_reservation() {
+    let layer = TokenLimitLayer::per_minute(1_000).unwrap();
+    let svc = layer.layer(MockUpstream::new());
+    let req = chat(200, true);
+    let reserved = estimate(&req);
+    let res = svc.oneshot(req).await.unwrap();
+    let mut body = res.into_body();
+    // One frame (the first event), then the caller is gone.
+    body.frame().await.unwrap().unwrap();
+    drop(body);
+    assert_eq!(layer.bucket().available(), 1_000 - reserved);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_with_a_large_image_passes_a_30k_limit() {
+    let layer = TokenLimitLayer::per_minute(30_000).unwrap();
+    let mock = MockUpstream::new();
+    let svc = layer.layer(mock.clone());
+    let b64 = "iVBORw0KGgo".repeat(100_000); // ~1.1 MB of base64
+    let body = format!(
+        r#"{{"model":"mock","max_tokens":100,"messages":[{{"role":"user","content":[{{"type":"text","text":"what is this"}},{{"type":"image_url","image_url":{{"url":"data:image/png;base64,{b64}"}}}}]}}]}}"#
+    );
+    let res = svc
+        .oneshot(
+            Request::post("/v1/chat/completions")
+                .body(RequestBody::from(body))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(mock.request_count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_output_budget_in_any_number_shape_is_reserved() {
+    let layer = TokenLimitLayer::per_minute(100_000).unwrap();
+    let mock = MockUpstream::new();
+    let svc = layer.layer(mock.clone());
+    for max in ["1e300", "1.8e19", "18446744073709551616", "2e5"] {
+        let body = format!(
+            r#"{{"model":"mock","max_tokens":{max},"messages":[{{"role":"user","content":"hi"}}]}}"#
+        );
+        let err = svc
+            .clone()
+            .oneshot(
+                Request::post("/v1/chat/completions")
+                    .body(RequestBody::from(body))
+                    .unwrap(),
+            )
+            .await
+            .unwrap_err();
+        // Over the capacity: refused at once, never forwarded.
+        assert_eq!(
+            find::<RateLimited>(&*err).unwrap().retry_after(),
+            None,
+            "{max}"
+        );
+    }
+    assert_eq!(mock.request_count(), 0);
+}

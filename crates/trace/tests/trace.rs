@@ -176,6 +176,39 @@ async fn an_upstream_error_and_a_dropped_stream_set_error_type() {
 }
 
 #[tokio::test]
+async fn a_caller_that_stops_at_the_terminator_completed_the_call() {
+    let otel = otel();
+    let svc = TraceLayer::new().layer(MockUpstream::new());
+    let res = svc
+        .oneshot(request(
+            r#"{"model":"mock","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"one two three"}]}"#,
+        ))
+        .await
+        .unwrap();
+    let mut body = res.into_body();
+    let mut seen = String::new();
+    while !seen.contains("data: [DONE]") {
+        let frame = body.frame().await.expect("a frame before [DONE]").unwrap();
+        if let Some(d) = frame.data_ref() {
+            seen.push_str(&String::from_utf8_lossy(d));
+        }
+    }
+    // The caller stops reading here, as most do.
+    drop(body);
+    let spans = otel.finished();
+    assert_eq!(spans.len(), 1);
+    assert_eq!(
+        attr(&spans[0], "error.type"),
+        None,
+        "a complete stream is not cancelled"
+    );
+    assert_eq!(
+        attr(&spans[0], "gen_ai.usage.output_tokens"),
+        Some(&Value::from(3i64))
+    );
+}
+
+#[tokio::test]
 async fn log_lines_inside_a_call_carry_the_trace_id() {
     let logs = palisade_core::test_util::LogCapture::new();
     let _g = logs.set_default();
