@@ -670,3 +670,56 @@ async fn a_declared_length_over_the_limit_is_refused_before_the_body_arrives() {
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
     assert_eq!(mock.request_count(), 0);
 }
+
+/// Six streams reserving ~1,300 tokens each and using a few: with every
+/// reservation settled at the stream's terminator, a 3,000 tokens-per-minute
+/// limit admits them all — passed through and translated, both APIs.
+#[tokio::test]
+async fn streamed_answers_settle_their_token_reservations() {
+    let tpm = "[upstreams.rate_limit]\ntokens_per_minute = 3000\nmax_wait = 0\n";
+    let openai_up = MockUpstream::new();
+    let anthropic_up = MockUpstream::new();
+    let (so, sa) = (
+        openai_up.serve().await.unwrap(),
+        anthropic_up.serve().await.unwrap(),
+    );
+    let cases = [
+        // (caller path, upstream config, label)
+        (
+            OPENAI,
+            format!("[[upstreams]]\nname = \"u\"\nkind = \"mock\"\n{tpm}"),
+            "openai passthrough",
+        ),
+        (
+            ANTHROPIC,
+            format!("[[upstreams]]\nname = \"u\"\nkind = \"mock\"\n{tpm}"),
+            "anthropic passthrough",
+        ),
+        (
+            OPENAI,
+            upstream("u", "anthropic", &sa.base_url(), tpm),
+            "openai caller, anthropic upstream",
+        ),
+        (
+            ANTHROPIC,
+            upstream("u", "openai", &so.base_url(), tpm),
+            "anthropic caller, openai upstream",
+        ),
+    ];
+    for (path, up, label) in cases {
+        let gw = start(&(up + &route("m", &["u"])), &[]).await;
+        for i in 0..6 {
+            let body = serde_json::json!({
+                "model": "m", "max_tokens": 1300, "stream": true,
+                "messages": [{"role": "user", "content": "settle me"}],
+            })
+            .to_string();
+            let (res, text) = gw.call(path, &body).await;
+            assert_eq!(res.status(), 200, "{label}, stream {i}: {text}");
+            assert!(
+                text.contains("[DONE]") || text.contains("message_stop"),
+                "{label}: {text}"
+            );
+        }
+    }
+}
