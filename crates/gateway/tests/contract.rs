@@ -93,11 +93,11 @@ async fn invalid_requests_are_400_with_the_pointer_and_reach_no_upstream() {
             "/model",
         ),
         (
-            r#"{"model":"mock","messages":[{"role":"wizard","content":"x"}]}"#,
+            r#"{"model":"mock","messages":[{"role":7,"content":"x"}]}"#,
             "/messages/0/role",
         ),
         (
-            r#"{"model":"mock","temperature":3,"messages":[{"role":"user","content":"x"}]}"#,
+            r#"{"model":"mock","temperature":"3","messages":[{"role":"user","content":"x"}]}"#,
             "/temperature",
         ),
         (

@@ -19,6 +19,18 @@
 //!   its request asked for (`response_format: json_schema`), failing with a
 //!   typed [`palisade_core::InvalidOutput`] that retry can be told to act on.
 //!
+//! **The bundled schemas never refuse what the provider accepts.** They
+//! check structure and types where a mistake is certain — a missing
+//! `model`, `messages` or (Anthropic) `max_tokens`, `messages` that is not an
+//! array, a role that is not a string, a string where a number must be, a
+//! content block without its `type`, a text part without its text — and
+//! leave open what providers extend: roles, thinking types, tool and block
+//! types, image `detail`, tool names (no length or pattern), the number of
+//! `stop` strings, sampling ranges, and every field they do not name.
+//! Optional fields may be `null` (frameworks send it for "unset"). They are
+//! tested against a corpus of real requests from the providers' OpenAPI
+//! spec, SDK tests and examples (`tests/corpus/`, each with its source).
+//!
 //! Numbers keep their precision: the workspace builds `serde_json` with
 //! `float_roundtrip`, and the parsed value is what later layers see.
 //!

@@ -21,7 +21,7 @@ const ANTHROPIC_MESSAGES: &str = include_str!("../schemas/anthropic_messages.jso
 ///
 /// let schema = Schema::openai_chat();
 /// assert!(schema.check(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})).is_ok());
-/// let err = schema.check(&json!({"model": "gpt-4o-mini", "temperature": 3, "messages": []})).unwrap_err();
+/// let err = schema.check(&json!({"model": "gpt-4o-mini", "temperature": "3", "messages": "hi"})).unwrap_err();
 /// let pointers: Vec<&str> = err.violations().iter().map(|v| v.pointer()).collect();
 /// assert_eq!(pointers, ["/messages", "/temperature"]);
 /// ```
