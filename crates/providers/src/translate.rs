@@ -5,8 +5,10 @@
 //! streamed — brought back in the caller's dialect.
 //!
 //! What is translated: text, images (URL and base64), system prompts, tool
-//! definitions, tool choice, tool calls and tool results, stop sequences,
-//! temperature and `top_p`, the output budget, finish reasons and usage.
+//! definitions, tool choice, tool calls and tool results,
+//! `parallel_tool_calls: false` ↔ `tool_choice.disable_parallel_tool_use`,
+//! stop sequences, temperature and `top_p`, the output budget, finish
+//! reasons and usage.
 //! What has no counterpart is dropped and documented here: OpenAI's
 //! `response_format`, `seed`, `logprobs`, `n > 1` (only choice 0 is kept);
 //! Anthropic's thinking blocks (not sent to OpenAI) and cache control.
@@ -263,6 +265,19 @@ pub fn openai_request_to_anthropic(
         },
         None => Maybe::Absent,
     };
+    // `parallel_tool_calls: false` is Anthropic's `disable_parallel_tool_use`
+    // (which lives in `tool_choice`, so it needs one: `auto` by default).
+    let serial = req.extra.get("parallel_tool_calls") == Some(&Value::Bool(false));
+    let tool_choice = match tool_choice {
+        Maybe::Present(Value::Object(mut c)) if serial && c.get("type") != Some(&json!("none")) => {
+            c.insert("disable_parallel_tool_use".to_owned(), Value::Bool(true));
+            Maybe::Present(Value::Object(c))
+        }
+        Maybe::Absent if serial && tools.is_some() => {
+            Maybe::Present(json!({"type": "auto", "disable_parallel_tool_use": true}))
+        }
+        other => other,
+    };
     let mut extra = Map::new();
     if let Some(p) = req.top_p.get() {
         extra.insert("top_p".to_owned(), Value::Number(p.clone()));
@@ -407,6 +422,16 @@ pub fn anthropic_request_to_openai(req: &anthropic::MessagesRequest) -> openai::
     let mut extra = Map::new();
     if let Some(p) = req.extra.get("top_p") {
         extra.insert("top_p".to_owned(), p.clone());
+    }
+    // Anthropic's `disable_parallel_tool_use` is OpenAI's
+    // `parallel_tool_calls: false` (which OpenAI allows only with tools).
+    let serial = req
+        .tool_choice
+        .get()
+        .and_then(|c| c.get("disable_parallel_tool_use"))
+        == Some(&Value::Bool(true));
+    if serial && tools.is_some() {
+        extra.insert("parallel_tool_calls".to_owned(), Value::Bool(false));
     }
     openai::ChatRequest {
         model: req.model.clone(),

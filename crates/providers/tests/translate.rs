@@ -278,3 +278,47 @@ fn a_streamed_tool_call_survives_translation_there_and_back() {
     );
     assert_eq!(msg.usage.output_tokens.get(), Some(&30));
 }
+
+#[test]
+fn parallel_tool_calls_false_is_disable_parallel_tool_use_both_ways() {
+    let tools =
+        json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]);
+    // No tool_choice: Anthropic gets `auto` with the flag.
+    let req = openai_req(
+        json!({"model": "m", "parallel_tool_calls": false, "tools": tools,
+        "messages": [{"role": "user", "content": "x"}]}),
+    );
+    let out = serde_json::to_value(openai_request_to_anthropic(&req).unwrap()).unwrap();
+    assert_eq!(
+        out["tool_choice"],
+        json!({"type": "auto", "disable_parallel_tool_use": true})
+    );
+    assert!(out.get("parallel_tool_calls").is_none(), "{out}");
+    // A forced tool keeps its choice and gains the flag.
+    let req = openai_req(
+        json!({"model": "m", "parallel_tool_calls": false, "tools": tools,
+        "tool_choice": "required", "messages": [{"role": "user", "content": "x"}]}),
+    );
+    let out = serde_json::to_value(openai_request_to_anthropic(&req).unwrap()).unwrap();
+    assert_eq!(
+        out["tool_choice"],
+        json!({"type": "any", "disable_parallel_tool_use": true})
+    );
+    // true (the default) adds nothing.
+    let req = openai_req(
+        json!({"model": "m", "parallel_tool_calls": true, "tools": tools,
+        "messages": [{"role": "user", "content": "x"}]}),
+    );
+    let out = serde_json::to_value(openai_request_to_anthropic(&req).unwrap()).unwrap();
+    assert!(out.get("tool_choice").is_none(), "{out}");
+
+    // And back.
+    let req: anthropic::MessagesRequest = serde_json::from_value(json!({"model": "m",
+        "max_tokens": 10, "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+        "tool_choice": {"type": "auto", "disable_parallel_tool_use": true},
+        "messages": [{"role": "user", "content": "x"}]}))
+    .unwrap();
+    let out = serde_json::to_value(anthropic_request_to_openai(&req)).unwrap();
+    assert_eq!(out["parallel_tool_calls"], false, "{out}");
+    assert_eq!(out["tool_choice"], "auto");
+}
