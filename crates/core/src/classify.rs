@@ -357,7 +357,7 @@ mod tests {
         LlmClassifier::new().classify(Outcome::Error(&*e))
     }
 
-    /// The table of SPEC §2 "retry" and "breaker", row by row.
+    /// The retry and failure table of the classifier docs, row by row.
     #[test]
     fn status_table_matches_the_spec() {
         // (status, retryable, failure, label)

@@ -1,4 +1,4 @@
-//! The gateway's configuration file (TOML, SPEC §4), its defaults and its
+//! The gateway's configuration file (TOML), its defaults and its
 //! validation.
 //!
 //! Every section but `[[upstreams]]` and `[[routes]]` is optional. Unknown
@@ -11,6 +11,7 @@
 //! | `listen` | `127.0.0.1:8080` |
 //! | `max_body_bytes` | 33554432 (32 MiB) |
 //! | `shutdown_grace` (ms) | 30000 |
+//! | `[[upstreams]] base_url` | required but for `mock`; `anthropic`: with or without `/v1` |
 //! | `[[upstreams]] http` | `auto`: HTTP/2 where the server offers it over TLS, else HTTP/1.1; `http1`; `http2` (cleartext with prior knowledge, h2c: e.g. vLLM behind a proxy, or the mock) |
 //! | `[auth] keys_env` | none: no inbound key is required |
 //! | `[upstreams.timeout]` `connect` / `first_byte` / `idle` / `total` (ms) | 10000 / 60000 / 30000 / 600000 |
@@ -107,6 +108,19 @@ pub enum HttpVersion {
     Http2,
 }
 
+impl UpstreamConfig {
+    /// The base URL the API paths (`/chat/completions`, `/messages`) are
+    /// joined to: `base_url` as written, except that an Anthropic one not
+    /// ending in `/v1` gets it (the SDKs' `base_url` leaves it out).
+    pub fn api_base_url(&self) -> Option<String> {
+        let url = self.base_url.as_deref()?.trim_end_matches('/');
+        Some(match self.kind {
+            Kind::Anthropic if !url.ends_with("/v1") => format!("{url}/v1"),
+            _ => url.to_owned(),
+        })
+    }
+}
+
 /// `[[upstreams]]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -115,7 +129,11 @@ pub struct UpstreamConfig {
     pub name: String,
     /// Which API it speaks.
     pub kind: Kind,
-    /// The base URL (`https://api.openai.com/v1`); not for `mock`.
+    /// The base URL (`https://api.openai.com/v1`); not for `mock`. For
+    /// `kind = "anthropic"` both spellings work: with `/v1`
+    /// (`https://api.anthropic.com/v1`) or without it, as the Anthropic SDKs
+    /// write it (`https://api.anthropic.com`) — see
+    /// [`UpstreamConfig::api_base_url`].
     #[serde(default)]
     pub base_url: Option<String>,
     /// The environment variable holding its key.
@@ -623,6 +641,30 @@ url = "redis://127.0.0.1:6379"
 
     fn error_of(text: &str) -> ConfigError {
         Config::parse(text, "gw.toml").unwrap_err()
+    }
+
+    #[test]
+    fn an_anthropic_base_url_works_with_or_without_v1() {
+        let api = |kind: &str, url: &str| {
+            let c = Config::parse(
+                &format!(
+                    "[[upstreams]]\nname = \"u\"\nkind = \"{kind}\"\nbase_url = \"{url}\"\n[[routes]]\nmodel = \"m\"\ntargets = [\"u\"]\n"
+                ),
+                "gw.toml",
+            )
+            .unwrap();
+            c.upstreams[0].api_base_url().unwrap()
+        };
+        let v1 = "https://api.anthropic.com/v1";
+        assert_eq!(api("anthropic", "https://api.anthropic.com"), v1);
+        assert_eq!(api("anthropic", "https://api.anthropic.com/"), v1);
+        assert_eq!(api("anthropic", v1), v1);
+        assert_eq!(api("anthropic", "https://api.anthropic.com/v1/"), v1);
+        // Other kinds are taken as written.
+        assert_eq!(
+            api("openai", "http://127.0.0.1:8000/openai"),
+            "http://127.0.0.1:8000/openai"
+        );
     }
 
     #[test]

@@ -241,6 +241,8 @@ impl Gateway {
             .route("/healthz", get(healthz))
             .route("/metrics", get(metrics_text))
             .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .layer(axum::middleware::from_fn(stamp))
             .with_state(self.state.clone())
     }
 
@@ -308,25 +310,69 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response<Body> {
     res
 }
 
-async fn not_found(req: Request) -> Response<Body> {
-    let api = if req.uri().path().ends_with("/messages")
-        || req.headers().contains_key("anthropic-version")
-    {
+/// What this gateway serves, for 404 and 405 answers.
+const ENDPOINTS: &str =
+    "POST /v1/chat/completions, POST /v1/messages, GET /v1/models, GET /healthz, GET /metrics";
+
+/// The API whose error format a request that matched no handler gets.
+fn api_of(req: &Request) -> Provider {
+    if req.uri().path().ends_with("/messages") || req.headers().contains_key("anthropic-version") {
         Provider::Anthropic
     } else {
         Provider::OpenAi
-    };
+    }
+}
+
+async fn not_found(req: Request) -> Response<Body> {
     errors::error_response(
-        api,
+        api_of(&req),
         StatusCode::NOT_FOUND,
         &format!(
-            "no endpoint {} {}; this gateway serves POST /v1/chat/completions, POST /v1/messages, GET /v1/models, GET /healthz, GET /metrics",
+            "no endpoint {} {}; this gateway serves {ENDPOINTS}",
             req.method(),
             req.uri().path()
         ),
         None,
         None,
     )
+}
+
+async fn method_not_allowed(req: Request) -> Response<Body> {
+    errors::error_response(
+        api_of(&req),
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!(
+            "{} is not allowed on {}; this gateway serves {ENDPOINTS}",
+            req.method(),
+            req.uri().path()
+        ),
+        None,
+        None,
+    )
+}
+
+/// Gives every answer — errors, 404, 405, health and metrics included — an
+/// `x-trace-id` and an `x-palisade-overhead-ms`. The trace context is read
+/// (or generated) once here and handed to the handlers in the request's
+/// extensions; a handler that measured its own overhead (the proxy, which
+/// leaves out the time spent waiting on upstreams) keeps its figure.
+async fn stamp(mut req: Request, next: axum::middleware::Next) -> Response<Body> {
+    let started = std::time::Instant::now();
+    let trace = palisade_trace::TraceContext::from_headers(req.headers());
+    let id = HeaderValue::from_str(&trace.id).ok();
+    req.extensions_mut().insert(trace);
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    if let (false, Some(id)) = (h.contains_key(palisade_trace::TRACE_ID_HEADER), id) {
+        h.insert(palisade_trace::TRACE_ID_HEADER, id);
+    }
+    if !h.contains_key(proxy::OVERHEAD_HEADER) {
+        h.insert(
+            proxy::OVERHEAD_HEADER,
+            proxy::overhead_value(started.elapsed()),
+        );
+    }
+    res
 }
 
 /// Serves `gateway` on `listener` until `shutdown` completes, then lets

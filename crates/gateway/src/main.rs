@@ -3,8 +3,11 @@
 //! With no config, the built-in mock upstream (model `mock`) on
 //! `127.0.0.1:8080`. The first line on stdout is `listening on ADDR`; logs go
 //! to stderr, filtered by `RUST_LOG` (default `info`). SIGTERM/SIGINT stop
-//! accepting and let in-flight requests finish within the grace period.
+//! accepting and let in-flight requests finish within the grace period
+//! (installed before `listening on` is printed); SIGHUP keeps its default
+//! action.
 
+use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,8 +18,10 @@ use tracing_subscriber::EnvFilter;
 
 const USAGE: &str = "usage: palisade-gateway [--config FILE] [--listen ADDR]
 
-  --config FILE   the TOML config (SPEC §4); without it, the built-in mock
-                  upstream serves the model `mock`
+  --config FILE   the TOML config (every key and default: the docs of
+                  `palisade_gateway::config`, `cargo doc -p palisade-gateway
+                  --open`); without it, the built-in mock upstream serves
+                  the model `mock`
   --listen ADDR   where to listen (overrides the config's `listen`);
                   127.0.0.1:0 picks a free port
 ";
@@ -59,28 +64,35 @@ fn parse_args() -> Result<Args, String> {
     Ok(out)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// The shutdown signals, installed now (not when first polled), so a
+/// SIGTERM that arrives right after `listening on` stops the process
+/// gracefully instead of killing it. SIGHUP is not handled: it keeps its
+/// default action (the process ends at once), as there is no configuration
+/// reload to tie it to; run the gateway under a supervisor that sends
+/// SIGTERM to stop it gracefully.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+            tracing::info!("shutting down: no new connections; waiting for in-flight requests");
+        })
     }
-    tracing::info!("shutting down: no new connections; waiting for in-flight requests");
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tracing::info!("shutting down: no new connections; waiting for in-flight requests");
+        })
+    }
 }
 
 #[tokio::main]
@@ -131,6 +143,13 @@ async fn main() -> ExitCode {
         }
     };
     let addr = listener.local_addr().unwrap_or(listen);
+    let shutdown = match shutdown_signal() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot install the SIGTERM/SIGINT handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening on {addr}");
@@ -141,7 +160,7 @@ async fn main() -> ExitCode {
             "built-in mock upstream, model `mock`; try: curl -s http://{addr}/v1/chat/completions -H 'content-type: application/json' -d '{{\"model\":\"mock\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello palisade\"}}]}}'"
         );
     }
-    match palisade_gateway::serve_with_grace(listener, gateway, shutdown_signal(), grace).await {
+    match palisade_gateway::serve_with_grace(listener, gateway, shutdown, grace).await {
         Ok(true) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS

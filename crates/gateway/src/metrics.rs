@@ -1,4 +1,4 @@
-//! The gateway's Prometheus metrics (SPEC §4), served on `GET /metrics`.
+//! The gateway's Prometheus metrics, served on `GET /metrics`.
 //!
 //! Label values are route models, upstream names, statuses and reasons —
 //! never a key or a header value.

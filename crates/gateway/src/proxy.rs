@@ -40,7 +40,15 @@ const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
 /// The largest upstream error body relayed.
 const MAX_ERROR_BODY: usize = 1024 * 1024;
 
-const OVERHEAD_HEADER: &str = "x-palisade-overhead-ms";
+/// The gateway's own time per request, in milliseconds.
+pub(crate) const OVERHEAD_HEADER: &str = "x-palisade-overhead-ms";
+
+/// `d` in milliseconds with three decimals, as a header value.
+pub(crate) fn overhead_value(d: Duration) -> HeaderValue {
+    // A formatted number is always a valid header value.
+    HeaderValue::from_str(&format!("{:.3}", d.as_secs_f64() * 1000.0))
+        .unwrap_or_else(|_| HeaderValue::from_static("0.000"))
+}
 
 /// What the caller gets, plus what the metrics need.
 struct Answer {
@@ -69,7 +77,13 @@ pub(crate) async fn handle(
     req: Request<Body>,
 ) -> Response<Body> {
     let started = Instant::now();
-    let trace = TraceContext::from_headers(req.headers());
+    // The router's `stamp` middleware put it there; computed here only when
+    // the handler is used without it.
+    let trace = req
+        .extensions()
+        .get::<TraceContext>()
+        .cloned()
+        .unwrap_or_else(|| TraceContext::from_headers(req.headers()));
     let span = tracing::info_span!("request", trace_id = %trace.id);
     let answer = proxy(&state, caller, req, &trace, started)
         .instrument(span)
@@ -86,9 +100,7 @@ pub(crate) async fn handle(
     if let Ok(v) = HeaderValue::from_str(&trace.id) {
         h.insert(TRACE_ID_HEADER, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", overhead.as_secs_f64() * 1000.0)) {
-        h.insert(OVERHEAD_HEADER, v);
-    }
+    h.insert(OVERHEAD_HEADER, overhead_value(overhead));
     let m = &state.metrics;
     Metrics::observe(&m.overhead, overhead);
     Metrics::observe(&m.duration, total);
@@ -195,6 +207,8 @@ async fn proxy(
     let stream = parsed.is_stream();
     let mut waited = body_wait;
     let mut last: Option<(Arc<Upstream>, Failure)> = None;
+    // Targets called, for `x-should-retry` on the final failure.
+    let mut called = 0usize;
     for target in targets {
         let up = &target.upstream;
         let up_api = up.api.unwrap_or(caller);
@@ -235,6 +249,7 @@ async fn proxy(
         ureq.extensions_mut().insert(body_parsed);
 
         let t0 = Instant::now();
+        called += 1;
         let result = up.service.clone().oneshot(ureq).await;
         let failure = match result {
             Ok(res) if res.status().is_success() => {
@@ -359,8 +374,31 @@ async fn proxy(
         ));
     };
     let up_api = up.api.unwrap_or(caller);
+    // A failure of a kind the gateway retries, after more than one call (or
+    // with retries configured: the retry layer spent its attempts, or the
+    // upstream's wait hint was longer than the budget left).
+    let retried = called > 1 || up.max_attempts > 1;
+    let retryable = match &failure {
+        Failure::Status {
+            status, headers, ..
+        } => LlmClassifier::new()
+            .classify(Outcome::Response {
+                status: *status,
+                headers,
+            })
+            .is_retryable(),
+        Failure::Error(e) => !matches!(
+            ErrorKind::of(&**e),
+            Some(ErrorKind::RateLimited | ErrorKind::CircuitOpen)
+        ),
+        Failure::Untranslatable(_) => false,
+    };
+    let mut res = relay_failure(caller, &up, up_api, failure);
+    if retried && retryable {
+        no_more_retries(&mut res);
+    }
     Answer {
-        res: relay_failure(caller, &up, up_api, failure),
+        res,
         route: model,
         upstream: up.name.to_string(),
         waited,
@@ -436,12 +474,32 @@ const RELAYED_HEADERS: [&str; 4] = [
     "request-id",
 ];
 
+/// Copies [`RELAYED_HEADERS`] and the answering upstream's rate-limit
+/// state (`x-ratelimit-*`, `anthropic-ratelimit-*`), so callers that pace
+/// themselves by them keep working behind the gateway.
 fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
     for name in RELAYED_HEADERS {
         if let Some(v) = from.get(name) {
             to.insert(HeaderName::from_static(name), v.clone());
         }
     }
+    for (name, v) in from {
+        let n = name.as_str();
+        if n.starts_with("x-ratelimit-") || n.starts_with("anthropic-ratelimit-") {
+            to.append(name.clone(), v.clone());
+        }
+    }
+}
+
+/// `x-should-retry`, which the official SDKs honour over the status.
+const SHOULD_RETRY: &str = "x-should-retry";
+
+/// Marks an answer the gateway already retried (or fell back on) with
+/// `x-should-retry: false`, so an SDK's own retries do not multiply the
+/// upstream calls (3 gateway attempts × 3 SDK attempts = 9).
+fn no_more_retries(res: &mut Response<Body>) {
+    res.headers_mut()
+        .insert(SHOULD_RETRY, HeaderValue::from_static("false"));
 }
 
 /// A JSON answer, translated when the target speaks the other API.

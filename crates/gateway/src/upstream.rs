@@ -35,6 +35,8 @@ pub(crate) struct Upstream {
     pub(crate) client: Option<HttpClient>,
     /// The mock behind a `kind = "mock"` upstream.
     pub(crate) mock: Option<MockUpstream>,
+    /// Calls per request, the first included (`[upstreams.retry]`).
+    pub(crate) max_attempts: u32,
 }
 
 /// Why an upstream could not be built (a key that cannot be read, …).
@@ -136,7 +138,7 @@ impl Upstream {
             }
             _ => {
                 let mut b = HttpClient::builder()
-                    .base_url(cfg.base_url.clone().unwrap_or_default())
+                    .base_url(cfg.api_base_url().unwrap_or_default())
                     .connect_timeout(Some(ms(t.connect)))
                     .http_version(match cfg.http {
                         HttpVersion::Auto => palisade_client::HttpVersion::Auto,
@@ -168,6 +170,7 @@ impl Upstream {
             service: stack,
             client,
             mock,
+            max_attempts: cfg.retry.max_attempts,
         })
     }
 

@@ -59,6 +59,15 @@ async fn builtin_mock_answers_json_and_streams_in_both_apis() {
         .call(ANTHROPIC, &anthropic("mock", "hi there", true))
         .await;
     assert!(body.contains("event: message_start"), "{body}");
+    // As the real API does, message_start reports the prompt's tokens.
+    let start = data_lines(&body)
+        .into_iter()
+        .find(|d| d.contains("\"message_start\""))
+        .unwrap();
+    assert!(
+        json(&start)["message"]["usage"]["input_tokens"].as_u64() > Some(0),
+        "{start}"
+    );
     assert!(
         body.trim_end()
             .ends_with("data: {\"type\":\"message_stop\"}"),
@@ -722,4 +731,137 @@ async fn streamed_answers_settle_their_token_reservations() {
             );
         }
     }
+}
+
+/// Every answer carries `x-trace-id` and `x-palisade-overhead-ms`, and every
+/// error a provider-style JSON body.
+#[tokio::test]
+async fn every_answer_has_the_trace_and_overhead_headers_and_errors_a_json_body() {
+    let gw = start(&mock_gateway_toml(""), &[]).await;
+    let client = client();
+    let cases: [(&str, &str, Option<&str>, u16); 7] = [
+        ("GET", "/healthz", None, 200),
+        ("GET", "/v1/models", None, 200),
+        ("GET", "/metrics", None, 200),
+        ("GET", "/nowhere", None, 404),
+        ("GET", "/v1/chat/completions", None, 405),
+        ("DELETE", "/v1/messages", None, 405),
+        ("POST", "/v1/chat/completions", Some("{}"), 400),
+    ];
+    for (method, path, body, want) in cases {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(gw.url(path))
+            .header("content-type", "application/json")
+            .header("x-trace-id", "trace-every-answer")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.unwrap_or("").to_owned(),
+            )))
+            .unwrap();
+        let res = client.request(req).await.unwrap();
+        let label = format!("{method} {path}");
+        assert_eq!(res.status().as_u16(), want, "{label}");
+        assert_eq!(res.headers()["x-trace-id"], "trace-every-answer", "{label}");
+        let overhead: f64 = res.headers()["x-palisade-overhead-ms"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(overhead >= 0.0, "{label}");
+        if want >= 400 {
+            let text = text(res).await;
+            let v = json(&text);
+            let message = if path.ends_with("/messages") {
+                assert_eq!(v["type"], "error", "{label}: {text}");
+                v["error"]["message"].as_str()
+            } else {
+                v["error"]["message"].as_str()
+            };
+            assert!(message.is_some_and(|m| !m.is_empty()), "{label}: {text}");
+        }
+    }
+    // Without an incoming id, one is generated: the same for the headers
+    // and the upstream call.
+    let (res, _) = gw.call(OPENAI, &chat("mock", "x", false)).await;
+    assert_eq!(res.headers()["x-trace-id"].len(), 32);
+}
+
+#[tokio::test]
+async fn an_anthropic_base_url_with_or_without_v1_reaches_v1_messages() {
+    let mock = MockUpstream::new();
+    let server = mock.serve().await.unwrap();
+    let with_v1 = server.base_url();
+    let sdk_style = with_v1.trim_end_matches("/v1").to_owned() + "/";
+    for base in [with_v1.as_str(), sdk_style.as_str()] {
+        let toml = upstream("claude", "anthropic", base, ONE_SHOT) + &route("c", &["claude"]);
+        let gw = start(&toml, &[]).await;
+        let (res, body) = gw.call(ANTHROPIC, &anthropic("c", "hello", false)).await;
+        assert_eq!(res.status(), 200, "{base}: {body}");
+        assert_eq!(
+            mock.last_request().unwrap().uri.path(),
+            "/v1/messages",
+            "{base}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_retried_error_says_x_should_retry_false_and_rate_limit_headers_are_relayed() {
+    let mock = MockUpstream::new();
+    let server = mock.serve().await.unwrap();
+    let toml = upstream(
+        "a",
+        "openai",
+        &server.base_url(),
+        "[upstreams.retry]\nmax_attempts = 2\nbase_delay = 1\nmax_delay = 5\n",
+    ) + &route("gpt", &["a"]);
+    let gw = start(&toml, &[]).await;
+
+    // Two 500s: the gateway retried; the SDK should not.
+    mock.push_all([
+        Reply::status(500).header("x-ratelimit-remaining-requests", "98"),
+        Reply::status(500).header("x-ratelimit-remaining-requests", "97"),
+    ]);
+    let (res, body) = gw.call(OPENAI, &chat("gpt", "x", false)).await;
+    assert_eq!(res.status(), 500, "{body}");
+    assert_eq!(res.headers()["x-should-retry"], "false");
+    // The answering (latest) upstream's rate-limit state.
+    assert_eq!(res.headers()["x-ratelimit-remaining-requests"], "97");
+    assert_eq!(mock.request_count(), 2);
+
+    // A 400 is the caller's to fix: no retry happened, no header.
+    mock.push(Reply::status(400));
+    let (res, _) = gw.call(OPENAI, &chat("gpt", "x", false)).await;
+    assert_eq!(res.status(), 400);
+    assert!(res.headers().get("x-should-retry").is_none());
+
+    // A success relays the rate-limit headers too (both providers' names).
+    mock.push(
+        Reply::echo()
+            .header("x-ratelimit-limit-tokens", "30000")
+            .header("anthropic-ratelimit-requests-remaining", "49"),
+    );
+    let (res, body) = gw.call(OPENAI, &chat("gpt", "fine", false)).await;
+    assert_eq!(res.status(), 200, "{body}");
+    assert_eq!(res.headers()["x-ratelimit-limit-tokens"], "30000");
+    assert_eq!(
+        res.headers()["anthropic-ratelimit-requests-remaining"],
+        "49"
+    );
+    assert!(res.headers().get("x-should-retry").is_none());
+}
+
+#[tokio::test]
+async fn the_gateways_own_429_leaves_the_retry_to_the_caller() {
+    let toml = format!(
+        "[[upstreams]]\nname = \"m\"\nkind = \"mock\"\n[upstreams.rate_limit]\nrequests_per_minute = 1\nmax_wait = 0\n{}",
+        route("mock", &["m"])
+    );
+    let gw = start(&toml, &[]).await;
+    let (res, _) = gw.call(OPENAI, &chat("mock", "x", false)).await;
+    assert_eq!(res.status(), 200);
+    let (res, _) = gw.call(OPENAI, &chat("mock", "x", false)).await;
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().contains_key("retry-after"));
+    assert!(res.headers().get("x-should-retry").is_none());
 }
