@@ -272,8 +272,8 @@ impl StackConfig {
 
     /// A tokens-per-minute limit (also the burst); each call reserves its
     /// estimated prompt + `max_tokens` ([`palisade_core::tokens`]) and is
-    /// reconciled with the reported usage when its body ends
-    /// ([`palisade_ratelimit::TokenLimitLayer`]).
+    /// reconciled with the reported usage when the answer is complete — a
+    /// stream at its terminator ([`palisade_ratelimit::TokenLimitLayer`]).
     #[must_use]
     pub fn tokens_per_minute(mut self, n: u64) -> Self {
         self.tokens_per_minute = Some(n);

@@ -15,10 +15,10 @@
 //! | 529 (Anthropic: overloaded) | yes | yes | `overloaded` |
 //! | other 5xx (501, 505 …) | no | yes | `server_error` |
 //! | other 4xx (400, 401, 403, 404, 413, 422 …) | no | no | `client_error` |
-//! | transport error (refused, reset, TLS …) | yes | yes | `transport` |
+//! | transport error (refused, reset, TLS …) | yes | yes | its [`TransportKind`] label: `connect_refused`, `protocol`, `tls` … |
 //! | connect or first-byte timeout | yes | yes | `timeout` |
 //! | idle or total timeout | no | yes | `timeout` |
-//! | local rate limit, open circuit, rejected request | no | no | `rate_limited_locally`, … |
+//! | local rate limit, open circuit, rejected request | no | no | `local_rate_limit`, `circuit_open`, `invalid_request` |
 //! | an error palisade does not know | no | yes | `unknown` |
 //!
 //! An `x-should-retry: true` or `false` header from the upstream overrides the
@@ -92,7 +92,9 @@ pub enum Reason {
 
 impl Reason {
     /// A short, stable label: `"rate_limited"` for 429, `"overloaded"` for 529,
-    /// `"server_error"` for other 5xx, `"transport"`, `"timeout"` ….
+    /// `"server_error"` for other 5xx, the transport kind
+    /// (`"connect_refused"`, `"protocol"` …), `"timeout"` …; the same
+    /// vocabulary as [`ErrorKind::as_str`](crate::ErrorKind::as_str).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Success => "success",
@@ -105,9 +107,9 @@ impl Reason {
                 400..=499 => "client_error",
                 _ => "success",
             },
-            Self::Transport(_) => "transport",
+            Self::Transport(t) => t.as_str(),
             Self::Timeout => "timeout",
-            Self::RateLimitedLocally => "rate_limited_locally",
+            Self::RateLimitedLocally => "local_rate_limit",
             Self::CircuitOpen => "circuit_open",
             Self::InvalidRequest => "invalid_request",
             Self::InvalidOutput => "invalid_output",
@@ -424,6 +426,30 @@ mod tests {
         assert!(status_with(400, &h).is_retryable());
         h.insert("x-should-retry", HeaderValue::from_static("maybe"));
         assert!(!status_with(400, &h).is_retryable(), "garbage is ignored");
+    }
+
+    /// One vocabulary: an error's `ErrorKind` label and its classification
+    /// reason agree, and 429 (`rate_limited`) is never the local limiter.
+    #[test]
+    fn error_kinds_and_reasons_share_one_vocabulary() {
+        use crate::{CircuitOpen, RateLimited};
+        let errors: Vec<Box<dyn StdError + Send + Sync>> = vec![
+            Box::new(TransportError::new(
+                TransportKind::ConnectRefused,
+                "refused",
+            )),
+            Box::new(TransportError::new(TransportKind::Protocol, "reset")),
+            Box::new(Elapsed::new(Budget::FirstByte, Duration::from_secs(1))),
+            Box::new(RateLimited::new(None)),
+            Box::new(CircuitOpen::new(Duration::from_secs(1))),
+        ];
+        for e in errors {
+            let kind = ErrorKind::of(&*e).unwrap().as_str();
+            let reason = LlmClassifier::new().classify(Outcome::Error(&*e)).reason();
+            assert_eq!(reason.as_str(), kind, "{e}");
+        }
+        assert_eq!(ErrorKind::RateLimited.as_str(), "local_rate_limit");
+        assert_eq!(status(429).reason().as_str(), "rate_limited");
     }
 
     #[test]

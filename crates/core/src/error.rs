@@ -155,11 +155,18 @@ impl ErrorKind {
     }
 
     /// A short, stable label for metrics and logs (`"timeout"`,
-    /// `"connect_refused"`, …).
+    /// `"local_rate_limit"`, `"connect_refused"`, …).
+    ///
+    /// One vocabulary across palisade: the same condition has the same
+    /// label here, in [`Reason::as_str`](crate::classify::Reason::as_str)
+    /// (the retry layer's `reason`, the gateway's
+    /// `palisade_retries_total{reason}`) and in the trace layer's
+    /// `error.type`. `rate_limited` always means the **upstream** answered
+    /// 429; a refusal by a local limiter is `local_rate_limit`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Timeout => "timeout",
-            Self::RateLimited => "rate_limited",
+            Self::RateLimited => "local_rate_limit",
             Self::CircuitOpen => "circuit_open",
             Self::InvalidRequest => "invalid_request",
             Self::UpstreamStatus => "upstream_status",

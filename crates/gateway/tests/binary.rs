@@ -167,3 +167,15 @@ async fn sigterm_lets_a_stream_in_flight_finish_then_exits_0() {
     let _ = std::fs::remove_file(&path);
     assert!(stderr.contains("shutting down"), "{stderr}");
 }
+
+/// The signal handlers are in place before `listening on` is printed: a
+/// SIGTERM sent the moment the line is read stops the process cleanly
+/// (before, it could arrive before they were installed and kill it).
+#[tokio::test]
+async fn a_sigterm_right_after_the_first_line_is_a_clean_stop() {
+    for _ in 0..3 {
+        let (mut child, _addr) = spawn(&["--listen", "127.0.0.1:0"]).await;
+        terminate(&child);
+        assert_eq!(exit_code(&mut child).await, 0);
+    }
+}

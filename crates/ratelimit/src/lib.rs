@@ -22,9 +22,15 @@
 //! - **Keyed** limits ([`KeyedRateLimitLayer`]): a bucket per key (API key,
 //!   tenant, model) from a closure over the request, memory bounded.
 //!
-//! This is the in-process bucket. Token estimation from the body,
-//! reconciliation with reported usage and the Redis backend are still to
-//! come (issue #4).
+//! - **Tokens per minute** ([`TokenLimitLayer`]): each call reserves its
+//!   estimate (prompt counted with the `o200k_base` tokenizer, binary
+//!   payloads at a fixed cost, plus the output budget:
+//!   `palisade_core::tokens`), settled with the usage the upstream reports —
+//!   for a stream, at its terminator (`data: [DONE]`, `message_stop`), so a
+//!   caller that stops reading there settles too.
+//! - **Redis** ([`RedisRateLimitLayer`], feature `redis`, on by default): one
+//!   limit for a fleet of processes, GCRA in one Lua script on Redis's clock,
+//!   failing open or closed within a time budget when Redis is unreachable.
 //!
 //! # Example
 //!

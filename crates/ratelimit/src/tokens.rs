@@ -281,7 +281,8 @@ where
     }
 }
 
-/// Settles a reservation when the body ends.
+/// Settles a reservation when the answer is complete (see
+/// [`WatchedBody`]: at a stream's terminator, or the body's end).
 #[derive(Debug)]
 pub struct Settle {
     settlement: Settlement,

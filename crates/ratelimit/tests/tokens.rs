@@ -1,5 +1,5 @@
 //! Tokens per minute: reservation from the estimate, reconciliation with the
-//! reported usage when the body ends (paused time: the bucket does not
+//! reported usage when the answer is complete (paused time: the bucket does not
 //! refill while a test looks at it).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

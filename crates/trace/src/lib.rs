@@ -437,16 +437,11 @@ impl<F> fmt::Debug for ResponseFuture<F> {
     }
 }
 
+/// `error.type` of a failed call: palisade's one vocabulary
+/// ([`ErrorKind::as_str`]), or OpenTelemetry's `_OTHER` for an error
+/// palisade does not know.
 fn error_type(err: &BoxError) -> &'static str {
-    match ErrorKind::of(&**err) {
-        Some(ErrorKind::Timeout) => "timeout",
-        Some(ErrorKind::RateLimited) => "rate_limited",
-        Some(ErrorKind::CircuitOpen) => "circuit_open",
-        Some(ErrorKind::InvalidRequest) => "invalid_request",
-        Some(ErrorKind::UpstreamStatus) => "upstream_status",
-        Some(ErrorKind::Transport(_)) => "transport",
-        _ => "_OTHER",
-    }
+    ErrorKind::of(&**err).map_or("_OTHER", ErrorKind::as_str)
 }
 
 impl<F, RB, E> Future for ResponseFuture<F>
