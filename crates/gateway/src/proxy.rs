@@ -96,11 +96,10 @@ pub(crate) async fn handle(
     } = answer;
     let total = started.elapsed();
     let overhead = total.saturating_sub(waited);
-    let h = res.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&trace.id) {
-        h.insert(TRACE_ID_HEADER, v);
-    }
-    h.insert(OVERHEAD_HEADER, overhead_value(overhead));
+    // `x-trace-id` is set by the router's `stamp` middleware, from the same
+    // context; the overhead is this handler's own figure.
+    res.headers_mut()
+        .insert(OVERHEAD_HEADER, overhead_value(overhead));
     let m = &state.metrics;
     Metrics::observe(&m.overhead, overhead);
     Metrics::observe(&m.duration, total);
@@ -378,19 +377,20 @@ async fn proxy(
     // with retries configured: the retry layer spent its attempts, or the
     // upstream's wait hint was longer than the budget left).
     let retried = called > 1 || up.max_attempts > 1;
+    // The classifier the retry layer asked: a local limit or an open circuit
+    // (or an idle/total timeout) is not retryable there, so the caller may
+    // still retry those.
+    let classifier = LlmClassifier::new();
     let retryable = match &failure {
         Failure::Status {
             status, headers, ..
-        } => LlmClassifier::new()
+        } => classifier
             .classify(Outcome::Response {
                 status: *status,
                 headers,
             })
             .is_retryable(),
-        Failure::Error(e) => !matches!(
-            ErrorKind::of(&**e),
-            Some(ErrorKind::RateLimited | ErrorKind::CircuitOpen)
-        ),
+        Failure::Error(e) => classifier.classify(Outcome::Error(&**e)).is_retryable(),
         Failure::Untranslatable(_) => false,
     };
     let mut res = relay_failure(caller, &up, up_api, failure);

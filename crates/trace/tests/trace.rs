@@ -267,3 +267,29 @@ async fn the_genai_client_metrics_are_recorded() {
     assert!(dump.contains("gen_ai.token.type"), "{dump}");
     assert!(!dump.contains("secret-test"), "a key reached the metrics");
 }
+
+#[tokio::test]
+async fn a_failed_call_names_its_error_in_palisades_one_vocabulary() {
+    let otel = otel();
+    let svc = TraceLayer::new().layer(tower::service_fn(|_: Request<RequestBody>| async {
+        Err::<http::Response<http_body_util::Full<bytes::Bytes>>, palisade_core::BoxError>(
+            Box::new(palisade_core::RateLimited::new(None)),
+        )
+    }));
+    let err = svc
+        .oneshot(request(
+            r#"{"model":"mock","messages":[{"role":"user","content":"x"}]}"#,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        palisade_core::ErrorKind::of(&*err).map(palisade_core::ErrorKind::as_str),
+        Some("local_rate_limit")
+    );
+    let spans = otel.finished();
+    assert_eq!(
+        attr(&spans[0], "error.type"),
+        Some(&Value::from("local_rate_limit")),
+        "a local limiter's refusal, not an upstream 429 (`rate_limited`)"
+    );
+}
