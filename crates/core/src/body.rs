@@ -262,6 +262,281 @@ fn number_as_u64(v: &Value) -> Option<u64> {
     })
 }
 
+/// What a first pass over a JSON body learns without building it: how many
+/// values it holds and its top-level `"model"`.
+///
+/// Parsed into a [`Value`], a JSON body costs far more than its size when it
+/// is made of many small values (a million one-word messages: ~25× in
+/// `serde_json`'s maps). This pass allocates nothing per value and stops at
+/// the first value over the limit, so a server can refuse such a body — and
+/// route on its model — before paying for the parse.
+///
+/// ```
+/// use palisade_core::body::{Shape, ShapeError};
+///
+/// let shape = Shape::scan(br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#, 100).unwrap();
+/// assert_eq!(shape.model.as_deref(), Some("m"));
+/// assert_eq!(shape.values, 6);
+/// assert!(matches!(Shape::scan(b"[1,2,3]", 3), Err(ShapeError::TooManyValues { limit: 3 })));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Shape {
+    /// JSON values, containers and object keys' values included (object
+    /// keys themselves are not counted).
+    pub values: u64,
+    /// The top-level `"model"` string, when the body is an object that has
+    /// one.
+    pub model: Option<String>,
+}
+
+/// Why [`Shape::scan`] refused a body.
+#[derive(Debug)]
+pub enum ShapeError {
+    /// The body holds more JSON values than `limit`.
+    TooManyValues {
+        /// The limit it went over.
+        limit: u64,
+    },
+    /// The body is not JSON (or nests deeper than 128 levels).
+    NotJson(Rejected),
+}
+
+impl std::fmt::Display for ShapeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooManyValues { limit } => write!(
+                f,
+                "the body holds more than {limit} JSON values; send fewer messages or content parts"
+            ),
+            Self::NotJson(r) => r.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ShapeError {}
+
+impl Shape {
+    /// Scans `bytes` (no value is built; strings are not copied unless they
+    /// hold escapes), refusing at the first value past `max_values`.
+    ///
+    /// # Errors
+    ///
+    /// [`ShapeError::TooManyValues`] past `max_values`;
+    /// [`ShapeError::NotJson`] naming the line and column when `bytes` is not
+    /// JSON.
+    pub fn scan(bytes: &[u8], max_values: u64) -> Result<Self, ShapeError> {
+        let count = std::cell::Cell::new(0u64);
+        let over = std::cell::Cell::new(false);
+        let counter = shape::Counter {
+            count: &count,
+            over: &over,
+            limit: max_values,
+        };
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let model = serde::de::DeserializeSeed::deserialize(shape::Top(counter), &mut de)
+            .and_then(|m| de.end().map(|()| m));
+        match model {
+            Ok(model) => Ok(Self {
+                values: count.get(),
+                model,
+            }),
+            Err(_) if over.get() => Err(ShapeError::TooManyValues { limit: max_values }),
+            Err(e) => Err(ShapeError::NotJson(Rejected::new(vec![Violation::new(
+                "",
+                format!("the body is not valid JSON: {e}"),
+            )]))),
+        }
+    }
+}
+
+/// The visitors behind [`Shape::scan`].
+mod shape {
+    use std::cell::Cell;
+    use std::fmt;
+
+    use serde::de::{
+        self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+    };
+
+    /// Counts every value below it.
+    #[derive(Clone, Copy)]
+    pub(super) struct Counter<'c> {
+        pub(super) count: &'c Cell<u64>,
+        pub(super) over: &'c Cell<bool>,
+        pub(super) limit: u64,
+    }
+
+    impl Counter<'_> {
+        fn one<E: de::Error>(self) -> Result<(), E> {
+            let n = self.count.get() + 1;
+            self.count.set(n);
+            if n > self.limit {
+                self.over.set(true);
+                return Err(E::custom("too many JSON values"));
+            }
+            Ok(())
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Counter<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Counter<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+            self.one()
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+            self.one()
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+            self.one()
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+            self.one()
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+            self.one()
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+            self.one()
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            self.one()?;
+            while seq.next_element_seed(self)?.is_some() {}
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            self.one()?;
+            while map.next_key::<IgnoredAny>()?.is_some() {
+                map.next_value_seed(self)?;
+            }
+            Ok(())
+        }
+    }
+
+    /// The top level: counts like [`Counter`] and keeps `"model"`.
+    pub(super) struct Top<'c>(pub(super) Counter<'c>);
+
+    impl<'de> DeserializeSeed<'de> for Top<'_> {
+        type Value = Option<String>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<String>, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Top<'_> {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            self.0.visit_bool(v).map(|()| None)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            self.0.visit_i64(v).map(|()| None)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            self.0.visit_u64(v).map(|()| None)
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            self.0.visit_f64(v).map(|()| None)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            self.0.visit_str(v).map(|()| None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            self.0.visit_unit().map(|()| None)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            self.0.visit_seq(seq).map(|()| None)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let counter = self.0;
+            counter.one()?;
+            let mut model = None;
+            while let Some(key) = map.next_key::<Key>()? {
+                if key.0 {
+                    model = map.next_value_seed(Model(counter))?;
+                } else {
+                    map.next_value_seed(counter)?;
+                }
+            }
+            Ok(model)
+        }
+    }
+
+    /// An object key: whether it is `"model"` (not copied).
+    struct Key(bool);
+
+    impl<'de> de::Deserialize<'de> for Key {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Key;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("an object key")
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+                    Ok(Key(v == "model"))
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+
+    /// The `"model"` value: a string kept, anything else counted and
+    /// dropped (the schema names that mistake).
+    struct Model<'c>(Counter<'c>);
+
+    impl<'de> DeserializeSeed<'de> for Model<'_> {
+        type Value = Option<String>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<String>, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Model<'_> {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            self.0.one()?;
+            Ok(Some(v.to_owned()))
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            self.0.visit_bool(v).map(|()| None)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            self.0.visit_i64(v).map(|()| None)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            self.0.visit_u64(v).map(|()| None)
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            self.0.visit_f64(v).map(|()| None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            self.0.visit_unit().map(|()| None)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            self.0.visit_seq(seq).map(|()| None)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            self.0.visit_map(map).map(|()| None)
+        }
+    }
+}
+
 /// Reads `body` to its end into one buffer of at most `limit` bytes.
 ///
 /// A body whose `size_hint` already exceeds `limit` is refused without being
@@ -292,6 +567,48 @@ mod tests {
     use super::*;
     use crate::error::ErrorKind;
     use http_body_util::{BodyExt, Full};
+
+    #[test]
+    fn shape_counts_values_and_finds_the_top_level_model() {
+        let body = br#"{"model":"m\u0031","messages":[{"role":"user","content":[{"type":"text","text":"a"}],"model":"inner"}],"n":1.5,"x":null,"y":true}"#;
+        let shape = Shape::scan(body, 1000).unwrap();
+        // object, model, messages array, message, role, content array,
+        // part, type, text, inner model, n, x, y
+        assert_eq!(shape.values, 13);
+        assert_eq!(shape.model.as_deref(), Some("m1"));
+        // An escaped key is still `model`.
+        let shape = Shape::scan(br#"{"mod\u0065l":"k"}"#, 10).unwrap();
+        assert_eq!(shape.model.as_deref(), Some("k"));
+        // A model that is not a string: counted, not kept.
+        let shape = Shape::scan(br#"{"model":[1,2,{"a":3}]}"#, 10).unwrap();
+        assert_eq!((shape.values, shape.model), (6, None));
+        assert_eq!(Shape::scan(b"[]", 1).unwrap().values, 1);
+    }
+
+    #[test]
+    fn shape_stops_at_the_limit_and_names_bad_json() {
+        assert_eq!(Shape::scan(b"[1,2,3]", 4).unwrap().values, 4);
+        assert!(matches!(
+            Shape::scan(b"[1,2,3]", 3),
+            Err(ShapeError::TooManyValues { limit: 3 })
+        ));
+        // Values under `model` count too.
+        assert!(matches!(
+            Shape::scan(br#"{"model":[1,2,3,4]}"#, 4),
+            Err(ShapeError::TooManyValues { .. })
+        ));
+        for bad in [&b"{"[..], b"[1,]", b"{} x", b"", b"\xff"] {
+            let e = Shape::scan(bad, 100).unwrap_err();
+            assert!(matches!(e, ShapeError::NotJson(_)), "{bad:?}: {e}");
+            assert!(e.to_string().contains("not valid JSON"), "{e}");
+        }
+        // Nesting past serde_json's 128 levels is refused, not a stack overflow.
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(matches!(
+            Shape::scan(deep.as_bytes(), u64::MAX),
+            Err(ShapeError::NotJson(_))
+        ));
+    }
 
     #[tokio::test]
     async fn request_body_replays_without_copying() {

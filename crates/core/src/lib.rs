@@ -45,7 +45,7 @@ pub mod keyed;
 pub mod test_util;
 pub mod tokens;
 
-pub use body::{ParsedBody, RequestBody};
+pub use body::{ParsedBody, RequestBody, Shape, ShapeError};
 pub use error::{
     BodyTooLarge, BoxError, Budget, CircuitOpen, Elapsed, ErrorKind, InvalidOutput, RateLimited,
     Rejected, TransportError, TransportKind, UpstreamStatus, Violation, chain, find,

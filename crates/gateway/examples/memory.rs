@@ -28,8 +28,6 @@
 //! File descriptors: the gateway holds one socket per open stream towards
 //! the mock; 10,000 streams need a `nofile` limit above ~10,100.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -40,7 +38,7 @@ use hyper_util::rt::TokioExecutor;
 
 mod procs;
 
-use procs::{BoxError, child, serve_gateway, stop};
+use procs::{BoxError, Sampler, child, rss, serve_gateway, stop};
 
 const MIB: u64 = 1 << 20;
 const STREAM: &str = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"go"}]}"#;
@@ -79,51 +77,6 @@ async fn serve_mock(mode: Option<&str>) -> Result<(), BoxError> {
     println!("{}", server.base_url());
     std::future::pending::<()>().await;
     Ok(())
-}
-
-/// The resident set of process `pid`, in bytes.
-fn rss(pid: u32) -> Result<u64, BoxError> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .ok_or("no VmRSS line in /proc/PID/status (Linux only)")?;
-    Ok(kb * 1024)
-}
-
-/// Samples `pid`'s RSS every 20 ms into a running maximum until stopped.
-struct Sampler {
-    max: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Sampler {
-    fn start(pid: u32) -> Self {
-        let (max, stop) = (
-            Arc::new(AtomicU64::new(0)),
-            Arc::new(AtomicBool::new(false)),
-        );
-        let task = tokio::spawn({
-            let (max, stop) = (max.clone(), stop.clone());
-            async move {
-                while !stop.load(Ordering::Relaxed) {
-                    if let Ok(r) = rss(pid) {
-                        max.fetch_max(r, Ordering::Relaxed);
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        });
-        Self { max, stop, task }
-    }
-
-    async fn stop(self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = self.task.await;
-        self.max.load(Ordering::Relaxed)
-    }
 }
 
 fn request(url: &str) -> Result<http::Request<Full<Bytes>>, BoxError> {

@@ -10,6 +10,7 @@
 //! |---|---|
 //! | `listen` | `127.0.0.1:8080` |
 //! | `max_body_bytes` | 33554432 (32 MiB) |
+//! | `max_json_values` | 300000: JSON values per request body (413 above; see [`DEFAULT_MAX_JSON_VALUES`]) |
 //! | `shutdown_grace` (ms) | 30000 |
 //! | `[[upstreams]] base_url` | required but for `mock`; `anthropic`: with or without `/v1` |
 //! | `[[upstreams]] http` | `auto`: HTTP/2 where the server offers it over TLS, else HTTP/1.1; `http1`; `http2` (cleartext with prior knowledge, h2c: e.g. vLLM behind a proxy, or the mock) |
@@ -36,6 +37,22 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// The default request body limit (32 MiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
+/// The default limit on JSON values in one request body (300,000).
+///
+/// Why a limit: parsed, a JSON value costs far more memory than it takes to
+/// write (a one-word message, 30 bytes, costs ~770 bytes in `serde_json`'s
+/// maps), so a body within `max_body_bytes` made of a million tiny messages
+/// would cost ~1.7 GiB. The gateway counts values in a first pass that
+/// allocates nothing and refuses a body over the limit before parsing it.
+///
+/// Why this value: Anthropic refuses more than 100,000 messages in one
+/// request, and a message is at least three values (the object, its role,
+/// its content), so no request Anthropic serves is refused for its message
+/// count alone. Real requests hold far fewer (a long agent session with many
+/// tools: tens of thousands). Raise it for bodies of many small values you
+/// know a provider serves.
+pub const DEFAULT_MAX_JSON_VALUES: u64 = 300_000;
+
 /// The whole configuration.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +63,10 @@ pub struct Config {
     /// The largest request body accepted (413 above).
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// The most JSON values a request body may hold (413 above); see
+    /// [`DEFAULT_MAX_JSON_VALUES`].
+    #[serde(default = "default_max_json_values")]
+    pub max_json_values: u64,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT
     /// (milliseconds).
     #[serde(default = "default_grace")]
@@ -287,6 +308,9 @@ fn default_listen() -> SocketAddr {
 fn default_max_body() -> usize {
     DEFAULT_MAX_BODY_BYTES
 }
+fn default_max_json_values() -> u64 {
+    DEFAULT_MAX_JSON_VALUES
+}
 fn default_grace() -> u64 {
     30_000
 }
@@ -348,6 +372,7 @@ impl Config {
         Self {
             listen: default_listen(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_json_values: DEFAULT_MAX_JSON_VALUES,
             shutdown_grace: default_grace(),
             auth: None,
             upstreams: vec![UpstreamConfig {
@@ -403,6 +428,9 @@ impl Config {
         let err = |key: String, reason: String| Err(ConfigError::new(file, key, reason));
         if self.max_body_bytes == 0 {
             return err("max_body_bytes".into(), "must be at least 1".into());
+        }
+        if self.max_json_values == 0 {
+            return err("max_json_values".into(), "must be at least 1".into());
         }
         if let Some(a) = &self.auth {
             if a.keys_env.trim().is_empty() {

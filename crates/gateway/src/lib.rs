@@ -46,6 +46,7 @@ use serde_json::json;
 
 pub mod config;
 mod errors;
+
 mod metrics;
 mod proxy;
 mod relay;
@@ -103,6 +104,7 @@ struct AppState {
     models: Vec<String>,
     upstreams: Vec<Arc<Upstream>>,
     max_body_bytes: usize,
+    max_json_values: u64,
     inbound_keys: Option<InboundKeys>,
     metrics: Arc<Metrics>,
 }
@@ -226,6 +228,7 @@ impl Gateway {
                 models,
                 upstreams,
                 max_body_bytes: config.max_body_bytes,
+                max_json_values: config.max_json_values,
                 inbound_keys,
                 metrics,
             }),

@@ -13,8 +13,8 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::StreamBody;
 use palisade_core::classify::{ClassifyOutcome, LlmClassifier, Outcome};
 use palisade_core::{
-    BodyTooLarge, BoxError, CircuitOpen, ErrorKind, ParsedBody, RateLimited, RequestBody,
-    body::collect_limited, find,
+    BodyTooLarge, BoxError, CircuitOpen, ErrorKind, ParsedBody, RateLimited, RequestBody, Shape,
+    ShapeError, body::collect_limited, find,
 };
 use palisade_providers::observe::ResponseObserver;
 use palisade_providers::translate::{
@@ -126,7 +126,7 @@ fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
 }
 
 async fn proxy(
-    state: &AppState,
+    state: &Arc<AppState>,
     caller: Provider,
     req: Request<Body>,
     trace: &TraceContext,
@@ -138,6 +138,25 @@ async fn proxy(
             caller,
             StatusCode::UNAUTHORIZED,
             "missing or invalid API key for this gateway: send `Authorization: Bearer KEY` with one of the keys it was configured with",
+            None,
+            None,
+        ));
+    }
+    if !is_json(req.headers()) {
+        let got = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        return Answer::local(error_response(
+            caller,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &format!(
+                "this endpoint takes a JSON body: send `Content-Type: application/json` ({})",
+                match got {
+                    Some(t) => format!("got `{t}`"),
+                    None => "the request has no Content-Type".to_owned(),
+                }
+            ),
             None,
             None,
         ));
@@ -174,34 +193,30 @@ async fn proxy(
             ));
         }
     };
-    let parsed = match ParsedBody::parse(&bytes) {
-        Ok(p) => p,
-        Err(rejected) => return Answer::local(rejection_response(caller, &rejected)),
+    let inspected = if bytes.len() >= BLOCKING_FROM {
+        // Tens of milliseconds for a body of megabytes: not on a runtime
+        // worker, where it would hold up every other request.
+        let (st, b) = (state.clone(), bytes.clone());
+        tokio::task::spawn_blocking(move || inspect(&st, caller, &b))
+            .await
+            .unwrap_or_else(|e| {
+                Err(Box::new(error_response(
+                    caller,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("checking the request body failed: {e}"),
+                    None,
+                    None,
+                )))
+            })
+    } else {
+        inspect(state, caller, &bytes)
     };
-    let schema = match caller {
-        Provider::Anthropic => &state.schemas.anthropic,
-        _ => &state.schemas.openai,
+    let (parsed, model) = match inspected {
+        Ok(x) => x,
+        Err(res) => return Answer::local(*res),
     };
-    if let Err(rejected) = schema.check(parsed.value()) {
-        tracing::info!(
-            violations = rejected.violations().len(),
-            "refused: invalid request"
-        );
-        return Answer::local(rejection_response(caller, &rejected));
-    }
-    let model = parsed.model().unwrap_or_default().to_owned();
     let Some(targets) = state.routes.get(&model) else {
-        let known: Vec<&str> = state.models.iter().map(String::as_str).collect();
-        return Answer::local(error_response(
-            caller,
-            StatusCode::NOT_FOUND,
-            &format!(
-                "the model `{model}` is not served by this gateway; it serves: {}",
-                known.join(", ")
-            ),
-            Some("model"),
-            None,
-        ));
+        return Answer::local(unknown_model(state, caller, &model));
     };
     let stream = parsed.is_stream();
     let mut waited = body_wait;
@@ -211,13 +226,17 @@ async fn proxy(
     for target in targets {
         let up = &target.upstream;
         let up_api = up.api.unwrap_or(caller);
-        let (body, body_parsed) = match upstream_body(
-            caller,
-            up_api,
-            &bytes,
-            &parsed,
-            target.model.as_deref(),
-        ) {
+        let translated = if bytes.len() >= BLOCKING_FROM
+            && (caller != up_api || target.model.is_some())
+        {
+            let (b, p, m) = (bytes.clone(), parsed.clone(), target.model.clone());
+            tokio::task::spawn_blocking(move || upstream_body(caller, up_api, &b, &p, m.as_deref()))
+                .await
+                .unwrap_or_else(|e| Err(format!("translating the request failed: {e}")))
+        } else {
+            upstream_body(caller, up_api, &bytes, &parsed, target.model.as_deref())
+        };
+        let (body, body_parsed) = match translated {
             Ok(b) => b,
             Err(msg) => {
                 tracing::info!(upstream = %up.name, reason = %msg, "cannot translate the request for this upstream; trying the next target");
@@ -403,6 +422,95 @@ async fn proxy(
         upstream: up.name.to_string(),
         waited,
     }
+}
+
+/// Bodies from this size on are inspected (and translated) on tokio's
+/// blocking pool.
+const BLOCKING_FROM: usize = 256 * 1024;
+
+/// Whether the request says its body is JSON: `application/json` or a
+/// `+json` type, any parameters, any case.
+///
+/// Required (415 otherwise) so that a web page cannot post to a gateway on
+/// the user's machine: a browser sends a cross-origin POST without asking
+/// the server first only with `text/plain`, `multipart/form-data` or
+/// `application/x-www-form-urlencoded`; a JSON type makes it ask (a CORS
+/// preflight), and the gateway does not answer preflights, so the browser
+/// never sends the request.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(v) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = v.split(';').next().unwrap_or("").trim();
+    let Some((kind, sub)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (sub.eq_ignore_ascii_case("json")
+            || sub.len() > 5 && sub[sub.len() - 5..].eq_ignore_ascii_case("+json"))
+}
+
+/// The checks on a request body, cheapest first: count its values and find
+/// its model without building it (refusing a body of too many values, or
+/// a model no route serves, before paying for the parse), then parse it
+/// once and check it against the caller's schema.
+fn inspect(
+    state: &AppState,
+    caller: Provider,
+    bytes: &[u8],
+) -> Result<(ParsedBody, String), Box<Response<Body>>> {
+    let shape = match Shape::scan(bytes, state.max_json_values) {
+        Ok(s) => s,
+        Err(ShapeError::TooManyValues { limit }) => {
+            tracing::info!(limit, "refused: too many JSON values");
+            return Err(Box::new(error_response(
+                caller,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!(
+                    "the request body holds more than {limit} JSON values, this gateway's limit (max_json_values); send fewer messages or content parts"
+                ),
+                None,
+                None,
+            )));
+        }
+        Err(ShapeError::NotJson(rejected)) => {
+            return Err(Box::new(rejection_response(caller, &rejected)));
+        }
+    };
+    // A body without a string model is refused by the schema below.
+    if let Some(m) = &shape.model {
+        if !state.routes.contains_key(m) {
+            return Err(Box::new(unknown_model(state, caller, m)));
+        }
+    }
+    let parsed = ParsedBody::parse(bytes).map_err(|r| Box::new(rejection_response(caller, &r)))?;
+    let schema = match caller {
+        Provider::Anthropic => &state.schemas.anthropic,
+        _ => &state.schemas.openai,
+    };
+    if let Err(rejected) = schema.check(parsed.value()) {
+        tracing::info!(
+            violations = rejected.violations().len(),
+            "refused: invalid request"
+        );
+        return Err(Box::new(rejection_response(caller, &rejected)));
+    }
+    Ok((parsed, shape.model.unwrap_or_default()))
+}
+
+/// 404 for a model no route serves, naming those it serves.
+fn unknown_model(state: &AppState, caller: Provider, model: &str) -> Response<Body> {
+    let known: Vec<&str> = state.models.iter().map(String::as_str).collect();
+    error_response(
+        caller,
+        StatusCode::NOT_FOUND,
+        &format!(
+            "the model `{model}` is not served by this gateway; it serves: {}",
+            known.join(", ")
+        ),
+        Some("model"),
+        None,
+    )
 }
 
 /// Reads an upstream body whole, up to `limit`. (A named, boxed future: an

@@ -1,8 +1,14 @@
-//! What the multi-process examples (`load`, `memory`) share: running this
+//! What the multi-process examples (`load`, `memory`, `bounded`) share: running this
 //! example binary again as a child in another mode, and the gateway mode.
+
+// Each example uses part of this module.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -41,5 +47,50 @@ pub(crate) fn stop(children: &mut [&mut Child]) {
     }
     for c in children.iter_mut() {
         let _ = c.wait();
+    }
+}
+
+/// The resident set of process `pid`, in bytes.
+pub(crate) fn rss(pid: u32) -> Result<u64, BoxError> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .ok_or("no VmRSS line in /proc/PID/status (Linux only)")?;
+    Ok(kb * 1024)
+}
+
+/// Samples `pid`'s RSS every 20 ms into a running maximum until stopped.
+pub(crate) struct Sampler {
+    max: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sampler {
+    pub(crate) fn start(pid: u32) -> Self {
+        let (max, stop) = (
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let task = tokio::spawn({
+            let (max, stop) = (max.clone(), stop.clone());
+            async move {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(r) = rss(pid) {
+                        max.fetch_max(r, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        });
+        Self { max, stop, task }
+    }
+
+    pub(crate) async fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+        self.max.load(Ordering::Relaxed)
     }
 }
