@@ -11,7 +11,8 @@
 //! | `listen` | `127.0.0.1:8080` |
 //! | `max_body_bytes` | 33554432 (32 MiB) |
 //! | `max_json_values` | 300000: JSON values per request body (413 above; see [`DEFAULT_MAX_JSON_VALUES`]) |
-//! | `shutdown_grace` (ms) | 30000 |
+//! | `shutdown_grace` (ms) | 30000: then streams still running end with an error event |
+//! | `[server]` | connection limits and timeouts: see [`ServerConfig`] |
 //! | `[[upstreams]] base_url` | required but for `mock`; `anthropic`: with or without `/v1` |
 //! | `[[upstreams]] http` | `auto`: HTTP/2 where the server offers it over TLS, else HTTP/1.1; `http1`; `http2` (cleartext with prior knowledge, h2c: e.g. vLLM behind a proxy, or the mock) |
 //! | `[auth] keys_env` | none: no inbound key is required |
@@ -84,6 +85,77 @@ pub struct Config {
     /// Token limits stay per process (they are reconciled per call).
     #[serde(default)]
     pub redis: Option<RedisConfig>,
+    /// Limits on the callers' connections.
+    #[serde(default)]
+    pub server: ServerConfig,
+}
+
+/// `[server]`: limits on the callers' connections (times in milliseconds).
+///
+/// | key | default | what |
+/// |---|---|---|
+/// | `header_read_timeout` | 30000 | HTTP/1.1: from the moment a connection is ready for a request (accepted, or its last answer sent) to a complete request head; covers a slow head and an idle keep-alive connection alike (hyper starts one timer for both) |
+/// | `body_read_timeout` | 60000 | from the head to the end of the request body (408 after) |
+/// | `max_connections` | half the process's open-file limit, less 64 (each caller connection may hold an upstream one; 1024 when the limit cannot be read) | connections over it get a 503 and are closed; accept errors (the open-file limit) are logged and accepting pauses 100 ms |
+/// | `http2_max_concurrent_streams` | 256 | per connection |
+/// | `http2_stream_window` / `http2_connection_window` | 1048576 / 4194304 | bytes the caller may send before the gateway reads |
+/// | `http2_keep_alive_interval` | 20000 | a PING when a connection is silent this long; no answer within the same time closes it |
+/// | `http2_max_pending_accept_reset_streams` | 20 | streams a caller may open and reset before the gateway accepts them (HTTP/2 rapid reset) |
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// See the table above.
+    pub header_read_timeout: u64,
+    /// See the table above.
+    pub body_read_timeout: u64,
+    /// See the table above (`None`: derived from the open-file limit).
+    pub max_connections: Option<usize>,
+    /// See the table above.
+    pub http2_max_concurrent_streams: u32,
+    /// See the table above.
+    pub http2_stream_window: u32,
+    /// See the table above.
+    pub http2_connection_window: u32,
+    /// See the table above.
+    pub http2_keep_alive_interval: u64,
+    /// See the table above.
+    pub http2_max_pending_accept_reset_streams: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: 30_000,
+            body_read_timeout: 60_000,
+            max_connections: None,
+            http2_max_concurrent_streams: 256,
+            http2_stream_window: 1 << 20,
+            http2_connection_window: 4 << 20,
+            http2_keep_alive_interval: 20_000,
+            http2_max_pending_accept_reset_streams: 20,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// `max_connections`, or its default from the open-file limit.
+    pub fn connection_limit(&self) -> usize {
+        self.max_connections.unwrap_or_else(|| {
+            #[cfg(unix)]
+            {
+                rustix::process::getrlimit(rustix::process::Resource::Nofile)
+                    .current
+                    .map_or(1024, |n| {
+                        usize::try_from(n.saturating_sub(64) / 2).unwrap_or(usize::MAX)
+                    })
+                    .max(16)
+            }
+            #[cfg(not(unix))]
+            {
+                1024
+            }
+        })
+    }
 }
 
 /// `[auth]`: inbound bearer keys.
@@ -392,6 +464,7 @@ impl Config {
                 targets: vec!["mock".to_owned()],
             }],
             redis: None,
+            server: ServerConfig::default(),
         }
     }
 
@@ -428,6 +501,39 @@ impl Config {
         let err = |key: String, reason: String| Err(ConfigError::new(file, key, reason));
         if self.max_body_bytes == 0 {
             return err("max_body_bytes".into(), "must be at least 1".into());
+        }
+        let sv = &self.server;
+        for (key, v) in [
+            ("server.header_read_timeout", sv.header_read_timeout),
+            ("server.body_read_timeout", sv.body_read_timeout),
+            (
+                "server.http2_keep_alive_interval",
+                sv.http2_keep_alive_interval,
+            ),
+            (
+                "server.http2_max_concurrent_streams",
+                u64::from(sv.http2_max_concurrent_streams),
+            ),
+            (
+                "server.max_connections",
+                sv.max_connections.unwrap_or(1) as u64,
+            ),
+        ] {
+            if v == 0 {
+                return err(key.into(), "must be at least 1".into());
+            }
+        }
+        // HTTP/2's own bounds on window sizes.
+        for (key, v) in [
+            ("server.http2_stream_window", sv.http2_stream_window),
+            ("server.http2_connection_window", sv.http2_connection_window),
+        ] {
+            if !(65_535..=(1 << 31) - 1).contains(&v) {
+                return err(
+                    key.into(),
+                    "must be between 65535 and 2147483647 (HTTP/2's bounds)".into(),
+                );
+            }
         }
         if self.max_json_values == 0 {
             return err("max_json_values".into(), "must be at least 1".into());

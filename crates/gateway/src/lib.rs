@@ -50,6 +50,7 @@ mod errors;
 mod metrics;
 mod proxy;
 mod relay;
+mod server;
 
 mod upstream;
 
@@ -105,6 +106,11 @@ struct AppState {
     upstreams: Vec<Arc<Upstream>>,
     max_body_bytes: usize,
     max_json_values: u64,
+    /// Limits on the callers' connections.
+    server: config::ServerConfig,
+    /// Set when the grace period after a shutdown is over: running streams
+    /// end with an error event.
+    cut: tokio::sync::watch::Sender<bool>,
     inbound_keys: Option<InboundKeys>,
     metrics: Arc<Metrics>,
 }
@@ -229,6 +235,8 @@ impl Gateway {
                 upstreams,
                 max_body_bytes: config.max_body_bytes,
                 max_json_values: config.max_json_values,
+                server: config.server.clone(),
+                cut: tokio::sync::watch::Sender::new(false),
                 inbound_keys,
                 metrics,
             }),
@@ -381,49 +389,55 @@ async fn stamp(mut req: Request, next: axum::middleware::Next) -> Response<Body>
 /// Serves `gateway` on `listener` until `shutdown` completes, then lets
 /// in-flight requests finish (see [`serve_with_grace`] for a bound).
 ///
+/// Connections get the limits of the config's `[server]` section (see
+/// [`config::ServerConfig`]): header and body timeouts, a connection limit,
+/// explicit HTTP/2 settings.
+///
 /// # Errors
 ///
-/// When accepting connections fails.
+/// None today (accept errors are logged and accepting goes on); the
+/// `Result` leaves room for errors that end serving.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     gateway: Gateway,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Stream events are small writes: they must not wait for Nagle.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, gateway.router())
-        .with_graceful_shutdown(shutdown)
-        .await
+    let state = gateway.state.clone();
+    server::run(
+        listener,
+        gateway.router(),
+        &state.server,
+        shutdown,
+        None,
+        &state.cut,
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Serves until `shutdown`, then waits at most `grace` for in-flight
-/// requests (streams included) to finish. Returns `true` when they all did.
+/// requests (streams included) to finish. Returns `true` when they all did;
+/// otherwise the streams still running end with an error event in the
+/// caller's format ("the gateway is shutting down"), and get two seconds
+/// to flush it.
 ///
 /// # Errors
 ///
-/// When accepting connections fails.
+/// As [`serve`].
 pub async fn serve_with_grace(
     listener: tokio::net::TcpListener,
     gateway: Gateway,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<bool> {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let signal = async move {
-        shutdown.await;
-        let _ = tx.send(());
-    };
-    let server = serve(listener, gateway, signal);
-    tokio::pin!(server);
-    tokio::select! {
-        r = &mut server => return r.map(|()| true),
-        _ = rx => {}
-    }
-    match tokio::time::timeout(grace, server).await {
-        Ok(r) => r.map(|()| true),
-        Err(_) => Ok(false),
-    }
+    let state = gateway.state.clone();
+    server::run(
+        listener,
+        gateway.router(),
+        &state.server,
+        shutdown,
+        Some(grace),
+        &state.cut,
+    )
+    .await
 }

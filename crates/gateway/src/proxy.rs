@@ -178,8 +178,22 @@ async fn proxy(
     let t_body = Instant::now();
     // A declared Content-Length over the limit (the body's size hint) is
     // refused before anything is read.
-    let read = collect_limited(body, limit).await;
+    let deadline = Duration::from_millis(state.server.body_read_timeout);
+    let read = tokio::time::timeout(deadline, collect_limited(body, limit)).await;
     let body_wait = t_body.elapsed();
+    let Ok(read) = read else {
+        tracing::info!("refused: the request body did not arrive within body_read_timeout");
+        return Answer::local(error_response(
+            caller,
+            StatusCode::REQUEST_TIMEOUT,
+            &format!(
+                "the request body did not arrive within {} ms (body_read_timeout); send it at once",
+                deadline.as_millis()
+            ),
+            None,
+            None,
+        ));
+    };
     let bytes = match read {
         Ok(b) => b,
         Err(e) if find::<BodyTooLarge>(&*e).is_some() => return Answer::local(too_large()),
@@ -289,6 +303,7 @@ async fn proxy(
                                 up.clone(),
                                 state.metrics.clone(),
                                 include_usage,
+                                state.cut.subscribe(),
                             );
                             let mut res = Response::new(Body::new(StreamBody::new(relay)));
                             let h = res.headers_mut();

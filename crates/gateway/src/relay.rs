@@ -16,6 +16,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -61,6 +62,8 @@ pub(crate) struct Relay {
     terminated: bool,
     done: bool,
     reported: bool,
+    /// Completes when the gateway's shutdown grace period is over.
+    cut: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -81,6 +84,7 @@ impl Relay {
         upstream: Arc<Upstream>,
         metrics: Arc<Metrics>,
         include_usage: bool,
+        mut cut: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         let upstream_api = upstream.api.unwrap_or(caller);
         let mode = match (upstream_api, caller) {
@@ -104,6 +108,10 @@ impl Relay {
             terminated: false,
             done: false,
             reported: false,
+            cut: Box::pin(async move {
+                // A dropped sender (the gateway gone) cuts too.
+                let _ = cut.wait_for(|c| *c).await;
+            }),
         };
         relay.on_event(first);
         relay
@@ -254,6 +262,13 @@ impl Stream for Relay {
                         continue;
                     }
                 }
+            }
+            if this.cut.as_mut().poll(cx).is_ready() {
+                this.fail(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the gateway is shutting down and its grace period is over; the answer is cut here: retry the request".to_owned(),
+                );
+                continue;
             }
             match ready!(this.events.poll_next_unpin(cx)) {
                 Some(Ok(ev)) => this.on_event(ev),

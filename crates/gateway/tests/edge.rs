@@ -161,3 +161,207 @@ async fn large_bodies_are_checked_and_translated_like_small_ones() {
     assert_eq!(res.status(), 400, "{text}");
     assert!(text.contains("not valid JSON"), "{text}");
 }
+
+/// Reads from `tcp` until the peer closes (or 10 s pass); what it sent.
+async fn read_until_closed(tcp: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    r.ok().map(|()| String::from_utf8_lossy(&out).into_owned())
+}
+
+const SMALL: &str = r#"{"model":"mock","messages":[{"role":"user","content":"hi"}]}"#;
+
+fn request_head(len: usize) -> String {
+    format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n\r\n"
+    )
+}
+
+#[tokio::test]
+async fn a_slow_head_and_an_idle_connection_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let mock = MockUpstream::new();
+    let gw = start(
+        &mock_gateway("[server]\nheader_read_timeout = 200"),
+        &[("m", &mock)],
+    )
+    .await;
+    // Half a head, then nothing.
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\n")
+        .await
+        .unwrap();
+    assert!(
+        read_until_closed(&mut tcp).await.is_some(),
+        "a connection with half a head is closed"
+    );
+    // A full exchange, then an idle keep-alive connection.
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(format!("{}{SMALL}", request_head(SMALL.len())).as_bytes())
+        .await
+        .unwrap();
+    let seen = read_until_closed(&mut tcp)
+        .await
+        .expect("an idle keep-alive connection is closed");
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_is_408() {
+    use tokio::io::AsyncWriteExt;
+    let mock = MockUpstream::new();
+    let gw = start(
+        &mock_gateway("[server]\nbody_read_timeout = 200"),
+        &[("m", &mock)],
+    )
+    .await;
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(format!("{}{}", request_head(SMALL.len()), &SMALL[..10]).as_bytes())
+        .await
+        .unwrap();
+    let seen = read_until_closed(&mut tcp)
+        .await
+        .expect("an answer, then close");
+    assert!(seen.starts_with("HTTP/1.1 408"), "{seen}");
+    assert!(seen.contains("body_read_timeout"), "{seen}");
+    assert_eq!(mock.request_count(), 0);
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_get_503_and_a_freed_slot_serves_again() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mock = MockUpstream::new();
+    let gw = start(
+        &mock_gateway("[server]\nmax_connections = 2"),
+        &[("m", &mock)],
+    )
+    .await;
+    let exchange = format!("{}{SMALL}", request_head(SMALL.len()));
+    // Two connections, each served once and kept open.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        tcp.write_all(exchange.as_bytes()).await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), tcp.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        held.push(tcp);
+    }
+    let mut third = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let seen = read_until_closed(&mut third)
+        .await
+        .expect("503, then close");
+    assert!(seen.starts_with("HTTP/1.1 503"), "{seen}");
+    assert!(seen.contains("max_connections"), "{seen}");
+    // Health checks are connections too: the answer is immediate, not a
+    // hang. Free a slot: a new connection is served (the slot comes back
+    // when the server notices the close; bounded wait).
+    drop(held.pop());
+    let mut served = false;
+    for _ in 0..200 {
+        let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        tcp.write_all(exchange.as_bytes()).await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), tcp.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        if buf[..n].starts_with(b"HTTP/1.1 200") {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(served, "a freed slot serves a new connection");
+}
+
+#[tokio::test]
+async fn streams_running_past_the_grace_period_end_with_an_error_event() {
+    use http_body_util::BodyExt;
+    let mock = MockUpstream::new();
+    mock.set_default(
+        palisade_mock::Reply::words(10_000).delay_per_token(std::time::Duration::from_millis(20)),
+    );
+    let config = palisade_gateway::Config::parse(&mock_gateway(""), "t.toml").unwrap();
+    let gateway = palisade_gateway::Gateway::with_mocks(
+        config,
+        [("m".to_owned(), mock.clone())].into_iter().collect(),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(palisade_gateway::serve_with_grace(
+        listener,
+        gateway,
+        async move {
+            let _ = stop_rx.await;
+        },
+        std::time::Duration::from_millis(300),
+    ));
+    let c = client();
+    let open = |path: &'static str, body: String| {
+        let c = c.clone();
+        async move {
+            let req = Request::post(format!("http://{addr}{path}"))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap();
+            let mut res = c.request(req).await.unwrap();
+            // The first event is through: the stream is running.
+            let first = res.body_mut().frame().await.unwrap().unwrap();
+            assert!(first.is_data());
+            res
+        }
+    };
+    let a = open(OPENAI, chat("mock", "x", true)).await;
+    let b = open(ANTHROPIC, anthropic("mock", "x", true)).await;
+    stop_tx.send(()).unwrap();
+    let (a, b) = (text(a).await, text(b).await);
+    let last_a = data_lines(&a).last().cloned().unwrap();
+    assert!(last_a.contains("shutting down"), "{last_a}");
+    assert!(json(&last_a)["error"]["message"].is_string(), "{last_a}");
+    assert!(
+        b.contains("event: error"),
+        "{}",
+        &b[b.len().saturating_sub(300)..]
+    );
+    let last_b = data_lines(&b).last().cloned().unwrap();
+    assert!(last_b.contains("shutting down"), "{last_b}");
+    let all_finished = tokio::time::timeout(std::time::Duration::from_secs(10), served)
+        .await
+        .expect("serving ends after grace + flush")
+        .unwrap()
+        .unwrap();
+    assert!(!all_finished, "the streams were cut, not finished");
+}
+
+#[tokio::test]
+async fn http2_callers_are_served() {
+    let mock = MockUpstream::new();
+    let gw = start(&mock_gateway(""), &[("m", &mock)]).await;
+    let h2: HttpClient =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let req = Request::post(gw.url(OPENAI))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(SMALL.as_bytes())))
+        .unwrap();
+    let res = h2.request(req).await.unwrap();
+    assert_eq!(res.version(), http::Version::HTTP_2);
+    assert_eq!(res.status(), 200);
+}

@@ -1,0 +1,186 @@
+//! Serving connections: the accept loop, the limits on each caller's
+//! connection, graceful shutdown.
+//!
+//! Each accepted connection is served by hyper (HTTP/1.1 or HTTP/2, told
+//! apart by the preface) with the timeouts and HTTP/2 settings of
+//! [`ServerConfig`](crate::config::ServerConfig) set explicitly. A
+//! connection past `max_connections` gets a 503 and is closed at once, so a
+//! flood of connections cannot use up the process's file descriptors and
+//! leave health checks hanging. An accept error (the open-file limit
+//! reached, say) is logged and accepting pauses for 100 ms instead of
+//! spinning.
+//!
+//! On shutdown: the listener closes; idle connections close; a connection
+//! serving a request closes after its answer. Streams still running when
+//! the grace period ends get an error event in the caller's format (the
+//! gateway's `cut` signal, which every relay watches) and a moment to flush
+//! it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tower::ServiceExt;
+
+use crate::config::ServerConfig;
+
+/// How long streams cut at the end of the grace period get to flush their
+/// error event.
+const FLUSH_AFTER_CUT: Duration = Duration::from_secs(2);
+
+/// The answer to a connection over the limit.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 129\r\nretry-after: 1\r\nconnection: close\r\n\r\n{\"error\":{\"message\":\"the gateway is serving its maximum of connections (max_connections); retry shortly\",\"type\":\"server_error\"}}\n";
+
+/// hyper's connection builder with every limit set.
+fn builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(cfg.header_read_timeout))
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(cfg.http2_max_concurrent_streams)
+        .initial_stream_window_size(cfg.http2_stream_window)
+        .initial_connection_window_size(cfg.http2_connection_window)
+        .keep_alive_interval(Duration::from_millis(cfg.http2_keep_alive_interval))
+        .keep_alive_timeout(Duration::from_millis(cfg.http2_keep_alive_interval))
+        .max_pending_accept_reset_streams(cfg.http2_max_pending_accept_reset_streams)
+        .max_header_list_size(64 * 1024);
+    b
+}
+
+/// Whether an accept error means the process is out of a resource (worth a
+/// pause) rather than one connection having failed.
+fn out_of_resources(e: &std::io::Error) -> bool {
+    !matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::Interrupted
+    )
+}
+
+/// Serves `router` on `listener` until `shutdown`, then waits up to `grace`
+/// for the connections to finish; past it, sends `cut` and gives streams
+/// [`FLUSH_AFTER_CUT`] to end. Returns whether every connection finished
+/// within the grace period.
+pub(crate) async fn run(
+    listener: TcpListener,
+    router: Router,
+    cfg: &ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Option<Duration>,
+    cut: &watch::Sender<bool>,
+) -> std::io::Result<bool> {
+    let builder = Arc::new(builder(cfg));
+    // Within what a semaphore holds and one `acquire_many` can take.
+    let max = cfg.connection_limit().clamp(1, u32::MAX as usize >> 4);
+    let slots = Arc::new(Semaphore::new(max));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, _peer) = tokio::select! {
+            () = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    if out_of_resources(&e) {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    continue;
+                }
+            },
+        };
+        // Stream events are small writes: they must not wait for Nagle.
+        let _ = tcp.set_nodelay(true);
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(
+                max_connections = max,
+                "refused a connection: the gateway is at max_connections"
+            );
+            tokio::spawn(refuse(tcp));
+            continue;
+        };
+        let svc = router
+            .clone()
+            .map_request(|req: http::Request<Incoming>| req.map(axum::body::Body::new));
+        let (builder, mut stop) = (builder.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            let conn = builder.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(svc));
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                () = async { let _ = stop.wait_for(|s| *s).await; } => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "a caller's connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    let drained = slots.acquire_many(all);
+    tokio::pin!(drained);
+    let finished = match grace {
+        None => {
+            let _ = drained.as_mut().await;
+            true
+        }
+        Some(grace) => tokio::time::timeout(grace, drained.as_mut()).await.is_ok(),
+    };
+    if !finished {
+        tracing::warn!(
+            "the grace period is over: ending the streams still running with an error event"
+        );
+        let _ = cut.send(true);
+        let _ = tokio::time::timeout(FLUSH_AFTER_CUT, drained).await;
+    }
+    Ok(finished)
+}
+
+/// Answers 503 to a connection over the limit and closes it (within 1 s).
+async fn refuse(mut tcp: TcpStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = tcp.write_all(BUSY).await;
+        let _ = tcp.shutdown().await;
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_busy_answer_is_well_formed() {
+        let text = std::str::from_utf8(BUSY).unwrap_or_default();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or_default();
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head} / {}",
+            body.len()
+        );
+        let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("max_connections"))
+        );
+    }
+}
