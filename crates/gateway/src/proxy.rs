@@ -240,6 +240,18 @@ async fn proxy(
     for target in targets {
         let up = &target.upstream;
         let up_api = up.api.unwrap_or(caller);
+        if up_api != caller {
+            // A budget the other API's typed request cannot carry is the
+            // caller's mistake (400), not this upstream's (502).
+            if let Err(msg) = whole_budgets(parsed.value()) {
+                return Answer {
+                    res: error_response(caller, StatusCode::BAD_REQUEST, &msg, None, None),
+                    route: model,
+                    upstream: up.name.to_string(),
+                    waited,
+                };
+            }
+        }
         let translated = if bytes.len() >= BLOCKING_FROM
             && (caller != up_api || target.model.is_some())
         {
@@ -567,14 +579,14 @@ fn upstream_body(
     }
     let mut value = match (caller, up_api) {
         (Provider::OpenAi, Provider::Anthropic) => {
-            let req: openai::ChatRequest = serde_json::from_value(parsed.value().clone())
+            let req: openai::ChatRequest = serde_json::from_value(with_whole_budgets(parsed)?)
                 .map_err(|e| format!("the request does not fit OpenAI's chat request: {e}"))?;
             let out = openai_request_to_anthropic(&req).map_err(|e| e.to_string())?;
             serde_json::to_value(out).map_err(|e| e.to_string())?
         }
         (Provider::Anthropic, Provider::OpenAi) => {
-            let req: anthropic::MessagesRequest = serde_json::from_value(parsed.value().clone())
-                .map_err(|e| {
+            let req: anthropic::MessagesRequest =
+                serde_json::from_value(with_whole_budgets(parsed)?).map_err(|e| {
                     format!("the request does not fit Anthropic's messages request: {e}")
                 })?;
             serde_json::to_value(anthropic_request_to_openai(&req)).map_err(|e| e.to_string())?
@@ -587,6 +599,49 @@ fn upstream_body(
     let out = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
     let len = out.len();
     Ok((Bytes::from(out), ParsedBody::from_value(value, len)))
+}
+
+/// The output-budget fields a translation reads as integers.
+const BUDGETS: [&str; 2] = ["max_tokens", "max_completion_tokens"];
+
+/// The output budgets of `v` written as other JSON numbers (`1e3`,
+/// `1000.0`) and the whole numbers they are.
+///
+/// # Errors
+///
+/// A message naming the field when its number is not a whole number from 0
+/// to `u64::MAX` (`1.5`, `1e300`, `-1`).
+fn whole_budgets(v: &Value) -> Result<Vec<(&'static str, u64)>, String> {
+    let mut out = Vec::new();
+    for key in BUDGETS {
+        let Some(Value::Number(n)) = v.get(key) else {
+            continue;
+        };
+        if n.is_u64() {
+            continue;
+        }
+        // 2^64 as a float: the first value past u64::MAX.
+        const LIMIT: f64 = 18_446_744_073_709_551_616.0;
+        match n.as_f64() {
+            Some(f) if f >= 0.0 && f < LIMIT && f.fract() == 0.0 => out.push((key, f as u64)),
+            _ => {
+                return Err(format!(
+                    "`{key}` must be a whole number from 0 to {}; got {n}",
+                    u64::MAX
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A copy of the parsed body with its output budgets as integers.
+fn with_whole_budgets(parsed: &ParsedBody) -> Result<Value, String> {
+    let mut v = parsed.value().clone();
+    for (key, n) in whole_budgets(&v)? {
+        v[key] = Value::from(n);
+    }
+    Ok(v)
 }
 
 /// Headers of an upstream answer worth handing on.

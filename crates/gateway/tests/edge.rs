@@ -365,3 +365,66 @@ async fn http2_callers_are_served() {
     assert_eq!(res.version(), http::Version::HTTP_2);
     assert_eq!(res.status(), 200);
 }
+
+#[tokio::test]
+async fn output_budgets_of_any_number_shape_are_limited_and_translated_or_400() {
+    let o = MockUpstream::new();
+    let c = MockUpstream::new();
+    let (so, sc) = (o.serve().await.unwrap(), c.serve().await.unwrap());
+    let tpm = "[upstreams.rate_limit]\ntokens_per_minute = 100000\nmax_wait = 0\n";
+    let toml = upstream("o", "openai", &so.base_url(), tpm)
+        + &upstream("c", "anthropic", &sc.base_url(), "")
+        + &route("gpt", &["o"])
+        + &route("to-claude", &["c:claude-haiku"])
+        + &route("to-gpt", &["o:gpt-x"]);
+    let gw = start(&toml, &[]).await;
+    // The same shape is a valid request in both APIs.
+    let with_budget = |model: &str, n: &str| {
+        format!(
+            r#"{{"model":"{model}","max_tokens":{n},"messages":[{{"role":"user","content":"hi"}}]}}"#
+        )
+    };
+    // Whole numbers in other shapes: translated as the integers they are.
+    for n in ["1e3", "1000.0", "1000"] {
+        let (res, text) = gw.call(OPENAI, &with_budget("to-claude", n)).await;
+        assert_eq!(res.status(), 200, "{n}: {text}");
+        assert_eq!(
+            c.last_request().unwrap().json().unwrap()["max_tokens"],
+            1000
+        );
+        let (res, text) = gw.call(ANTHROPIC, &with_budget("to-gpt", n)).await;
+        assert_eq!(res.status(), 200, "{n}: {text}");
+        let sent = o.last_request().unwrap().json().unwrap();
+        let budget = sent
+            .get("max_completion_tokens")
+            .or(sent.get("max_tokens"))
+            .cloned();
+        assert_eq!(budget, Some(1000.into()), "{sent}");
+    }
+    // Not a whole number a typed request can carry: the caller's mistake,
+    // 400 naming the field, in both directions; no upstream called.
+    let (before_o, before_c) = (o.request_count(), c.request_count());
+    for n in ["1.5", "1e300", "18446744073709551616"] {
+        let (res, text) = gw.call(OPENAI, &with_budget("to-claude", n)).await;
+        assert_eq!(res.status(), 400, "{n}: {text}");
+        assert!(text.contains("max_tokens"), "{text}");
+        let (res, text) = gw.call(ANTHROPIC, &with_budget("to-gpt", n)).await;
+        assert_eq!(res.status(), 400, "{n}: {text}");
+        assert_eq!(json(&text)["type"], "error");
+    }
+    assert_eq!((o.request_count(), c.request_count()), (before_o, before_c));
+    // The token limit sees every shape: a budget past the limit is refused
+    // locally, however it is written.
+    for n in [
+        "1e6",
+        "1000000.0",
+        "1e300",
+        "18446744073709551616",
+        "1.8e19",
+    ] {
+        let (res, text) = gw.call(OPENAI, &with_budget("gpt", n)).await;
+        assert_eq!(res.status(), 429, "{n}: {text}");
+        assert!(text.contains("rate limit"), "{text}");
+    }
+    assert_eq!(o.request_count(), before_o);
+}
