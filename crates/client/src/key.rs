@@ -278,8 +278,10 @@ impl Injector {
     }
 
     /// Replaces every occurrence of the current key in `text` with
-    /// `[REDACTED]`; `None` when the key does not occur (the common case, one
-    /// `memmem` scan).
+    /// `[REDACTED]`, written plainly or JSON-escaped in any mix (`\/` for
+    /// `/`, `\u0073` for `s`, `\"`, `\\`): the forms a caller decoding the
+    /// JSON would read as the key. `None` when the key does not occur (the
+    /// common case: one `memchr2` scan for the key's first byte and `\`).
     pub(crate) fn redact(&self, text: &[u8]) -> Option<Vec<u8>> {
         let value = match &self.file {
             Some(file) => file
@@ -297,19 +299,22 @@ impl Injector {
         if key.is_empty() {
             return None;
         }
-        let finder = memchr::memmem::Finder::new(key);
-        let mut positions = finder.find_iter(text).peekable();
-        positions.peek()?;
-        let mut out = Vec::with_capacity(text.len());
+        let mut out: Option<Vec<u8>> = None;
         let mut last = 0;
-        for at in positions {
-            if at < last {
-                continue;
+        let mut at = 0;
+        while let Some(i) = memchr::memchr2(key[0], b'\\', &text[at..]).map(|i| at + i) {
+            match match_escaped(text, i, key) {
+                Some(end) => {
+                    let o = out.get_or_insert_with(|| Vec::with_capacity(text.len()));
+                    o.extend_from_slice(&text[last..i]);
+                    o.extend_from_slice(b"[REDACTED]");
+                    last = end;
+                    at = end;
+                }
+                None => at = i + 1,
             }
-            out.extend_from_slice(&text[last..at]);
-            out.extend_from_slice(b"[REDACTED]");
-            last = at + key.len();
         }
+        let mut out = out?;
         out.extend_from_slice(&text[last..]);
         Some(out)
     }
@@ -400,6 +405,35 @@ fn read_key_file(path: &Path) -> Result<ApiKey, String> {
     Ok(ApiKey::new(key))
 }
 
+/// Where a match of `key` that starts at `text[at]` ends, each key byte
+/// written plainly or as a JSON escape of it.
+fn match_escaped(text: &[u8], at: usize, key: &[u8]) -> Option<usize> {
+    let mut j = at;
+    for &k in key {
+        let c = *text.get(j)?;
+        if c == k {
+            j += 1;
+            continue;
+        }
+        if c != b'\\' {
+            return None;
+        }
+        match *text.get(j + 1)? {
+            b'/' | b'"' | b'\\' if text[j + 1] == k => j += 2,
+            b'u' => {
+                let hex = std::str::from_utf8(text.get(j + 2..j + 6)?).ok()?;
+                let code = u32::from_str_radix(hex, 16).ok()?;
+                if !k.is_ascii() || code != u32::from(k) {
+                    return None;
+                }
+                j += 6;
+            }
+            _ => return None,
+        }
+    }
+    Some(j)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,6 +452,42 @@ mod tests {
         inj.apply(&mut h);
         assert!(h["authorization"].is_sensitive());
         assert!(!format!("{h:?}").contains("test-key-do-not-print"));
+    }
+
+    #[test]
+    fn redaction_finds_the_key_in_every_json_escaped_form() {
+        let key = "test/key+x";
+        let inj = Injector::new(&Auth::openai(KeySource::literal(key))).unwrap();
+        let red = |t: &str| {
+            inj.redact(t.as_bytes())
+                .map(|v| String::from_utf8(v).unwrap())
+        };
+        for (text, want) in [
+            ("bad key test/key+x.", "bad key [REDACTED]."),
+            (
+                r#"{"m":"bad key test\/key+x"}"#,
+                r#"{"m":"bad key [REDACTED]"}"#,
+            ),
+            (r#""\u0074est\/key\u002Bx""#, r#""[REDACTED]""#),
+            (
+                r#""\u0074\u0065\u0073\u0074\u002f\u006b\u0065\u0079\u002b\u0078""#,
+                r#""[REDACTED]""#,
+            ),
+            ("test/key+xtest/key+x", "[REDACTED][REDACTED]"),
+            (r#"\\test/key+x"#, r#"\\[REDACTED]"#),
+        ] {
+            assert_eq!(red(text).as_deref(), Some(want), "{text}");
+        }
+        // Near misses are left alone.
+        for text in [
+            "test/key+",
+            r#"test\/key\u002"#,
+            r#"test\xkey+x"#,
+            r#"test\u002fkey-x"#,
+            "",
+        ] {
+            assert_eq!(red(text), None, "{text}");
+        }
     }
 
     #[test]

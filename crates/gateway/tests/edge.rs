@@ -428,3 +428,84 @@ async fn output_budgets_of_any_number_shape_are_limited_and_translated_or_400() 
     }
     assert_eq!(o.request_count(), before_o);
 }
+
+/// `key` with every character written as a JSON `\u` escape.
+fn unicode_escaped(key: &str) -> String {
+    key.chars()
+        .map(|c| format!("\\u{:04x}", c as u32))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_key_quoted_json_escaped_is_scrubbed_on_every_path() {
+    let key = std::env::var("PALISADE_TEST_SLASH_KEY").unwrap();
+    let slashed = key.replace('/', "\\/");
+    let forms = [key.clone(), slashed.clone(), unicode_escaped(&key)];
+    let o = MockUpstream::new();
+    let c = MockUpstream::new();
+    let (so, sc) = (o.serve().await.unwrap(), c.serve().await.unwrap());
+    let one_shot = "[upstreams.retry]\nmax_attempts = 1\n";
+    let extra = format!("api_key_env = \"PALISADE_TEST_SLASH_KEY\"\n{one_shot}");
+    let toml = upstream("o", "openai", &so.base_url(), &extra)
+        + &upstream("c", "anthropic", &sc.base_url(), &extra)
+        + &route("gpt", &["o"])
+        + &route("to-claude", &["c:claude-haiku"])
+        + &route("claude", &["c"])
+        + &route("to-gpt", &["o:gpt-x"]);
+    let gw = start(&toml, &[]).await;
+    let openai_error = |form: &str| {
+        format!(
+            r#"{{"error":{{"message":"Incorrect API key provided: {form}","type":"invalid_request_error"}}}}"#
+        )
+    };
+    let anthropic_error = |form: &str| {
+        format!(
+            r#"{{"type":"error","error":{{"type":"authentication_error","message":"invalid x-api-key {form}"}}}}"#
+        )
+    };
+    for form in &forms {
+        for (upstream, caller, path, body, error) in [
+            (
+                &o,
+                "gpt",
+                OPENAI,
+                chat("gpt", "x", false),
+                openai_error(form),
+            ),
+            (
+                &o,
+                "to-gpt",
+                ANTHROPIC,
+                anthropic("to-gpt", "x", false),
+                openai_error(form),
+            ),
+            (
+                &c,
+                "claude",
+                ANTHROPIC,
+                anthropic("claude", "x", false),
+                anthropic_error(form),
+            ),
+            (
+                &c,
+                "to-claude",
+                OPENAI,
+                chat("to-claude", "x", false),
+                anthropic_error(form),
+            ),
+        ] {
+            upstream.push(palisade_mock::Reply::status(401).body(error));
+            let (res, text) = gw.call(path, &body).await;
+            assert_eq!(res.status(), 401, "{caller} {form}: {text}");
+            // Neither in the bytes nor in what a JSON decoder reads.
+            let decoded = json(&text).to_string();
+            for seen in [&text, &decoded] {
+                for f in &forms {
+                    assert!(!seen.contains(f.as_str()), "{caller} {form}: {seen}");
+                }
+                assert!(!seen.contains(&key), "{caller} {form}: {seen}");
+            }
+            assert!(text.contains("[REDACTED]"), "{caller} {form}: {text}");
+        }
+    }
+}
