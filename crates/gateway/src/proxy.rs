@@ -623,7 +623,7 @@ fn whole_budgets(v: &Value) -> Result<Vec<(&'static str, u64)>, String> {
         // 2^64 as a float: the first value past u64::MAX.
         const LIMIT: f64 = 18_446_744_073_709_551_616.0;
         match n.as_f64() {
-            Some(f) if f >= 0.0 && f < LIMIT && f.fract() == 0.0 => out.push((key, f as u64)),
+            Some(f) if (0.0..LIMIT).contains(&f) && f.fract() == 0.0 => out.push((key, f as u64)),
             _ => {
                 return Err(format!(
                     "`{key}` must be a whole number from 0 to {}; got {n}",
