@@ -316,6 +316,11 @@ async fn proxy(
                                 state.metrics.clone(),
                                 include_usage,
                                 state.cut.subscribe(),
+                                tokio::time::Instant::from_std(started)
+                                    .checked_add(up.total)
+                                    .unwrap_or_else(|| {
+                                        tokio::time::Instant::now() + Duration::from_secs(1 << 30)
+                                    }),
                             );
                             let mut res = Response::new(Body::new(StreamBody::new(relay)));
                             let h = res.headers_mut();

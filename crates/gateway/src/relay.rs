@@ -1,9 +1,18 @@
 //! Relaying an upstream's event stream to the caller.
 //!
-//! The relay is pull-driven: it decodes the next upstream event only when the
-//! caller's connection asks for more bytes, so a slow reader slows the
-//! upstream read (backpressure) and memory per stream stays bounded (one
-//! event of at most the decoder's `max_event_bytes`, plus its translation).
+//! A pump task reads the upstream's events into a channel of one slot, and
+//! the relay (the caller's body) takes them from it when the caller's
+//! connection asks for more bytes: a slow reader slows the upstream read
+//! (backpressure), and memory per stream stays bounded (two events of at
+//! most the decoder's `max_event_bytes`, plus their translation).
+//!
+//! The pump also holds the caller to the upstream's timeouts: an event the
+//! caller leaves unread for the upstream's `idle`, or past the request's
+//! `total`, ends the pump, which drops the upstream stream at once (a caller
+//! that stopped reading must not hold an upstream connection open), and the
+//! caller, should it read again, gets an error event. A caller that goes
+//! away (its connection closed, an HTTP/2 reset) releases the upstream
+//! stream at once too, without waiting for the next upstream event.
 //!
 //! Events pass through as they came when the upstream speaks the caller's
 //! API, and through the `palisade-providers` translators when it does not.
@@ -18,8 +27,9 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_core::Stream;
@@ -33,6 +43,7 @@ use palisade_providers::translate::{
 };
 use palisade_providers::{OpenAiItem, Provider, decode_anthropic, decode_openai};
 use palisade_sse::{Event, EventStream, SseError};
+use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
 use crate::upstream::{ResBody, Upstream};
@@ -50,7 +61,9 @@ enum Mode {
 
 /// The caller's response body for a streamed call.
 pub(crate) struct Relay {
-    events: EventStream<ResBody>,
+    events: mpsc::Receiver<Result<Event, SseError>>,
+    /// Why the pump stopped before the upstream stream ended, if it did.
+    stopped: Arc<OnceLock<String>>,
     mode: Mode,
     caller: Provider,
     upstream_api: Provider,
@@ -85,7 +98,11 @@ impl Relay {
         metrics: Arc<Metrics>,
         include_usage: bool,
         mut cut: tokio::sync::watch::Receiver<bool>,
+        deadline: tokio::time::Instant,
     ) -> Self {
+        let (tx, rx) = mpsc::channel(1);
+        let stopped = Arc::new(OnceLock::new());
+        tokio::spawn(pump(events, tx, upstream.idle, deadline, stopped.clone()));
         let upstream_api = upstream.api.unwrap_or(caller);
         let mode = match (upstream_api, caller) {
             (Provider::OpenAi, Provider::Anthropic) => {
@@ -97,7 +114,8 @@ impl Relay {
             _ => Mode::Pass,
         };
         let mut relay = Self {
-            events,
+            events: rx,
+            stopped,
             mode,
             caller,
             upstream_api,
@@ -221,6 +239,42 @@ impl Relay {
     }
 }
 
+/// Moves the upstream's events into `tx` until the stream ends, the caller
+/// goes away, or the caller leaves an event unread for `idle` or past
+/// `deadline` (then says why in `stopped`). Returning drops the upstream
+/// stream.
+async fn pump(
+    mut events: EventStream<ResBody>,
+    tx: mpsc::Sender<Result<Event, SseError>>,
+    idle: Duration,
+    deadline: tokio::time::Instant,
+    stopped: Arc<OnceLock<String>>,
+) {
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = tx.closed() => return,
+            next = events.next() => next,
+        };
+        let Some(item) = next else { return };
+        let by = (tokio::time::Instant::now() + idle).min(deadline);
+        match tokio::time::timeout_at(by, tx.send(item)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => {
+                let why = if by == deadline {
+                    "the caller was still reading the stream at the upstream's total timeout"
+                } else {
+                    "the caller left the stream unread for the upstream's idle timeout"
+                };
+                tracing::info!(reason = why, "releasing the upstream stream");
+                let _ = stopped.set(format!("{why}; the upstream stream was closed"));
+                return;
+            }
+        }
+    }
+}
+
 /// `event: …\ndata: …\n\n`, one `data:` line per line of `data`.
 fn encode(event: Option<&str>, data: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(data.len() + 32);
@@ -255,7 +309,7 @@ impl Stream for Relay {
                 // Read the upstream body to its end when it is already there,
                 // so that the breaker records the call's success; do not wait
                 // for it (the caller has everything).
-                match this.events.poll_next_unpin(cx) {
+                match this.events.poll_recv(cx) {
                     Poll::Ready(Some(Ok(_))) => continue,
                     _ => {
                         this.done = true;
@@ -270,9 +324,13 @@ impl Stream for Relay {
                 );
                 continue;
             }
-            match ready!(this.events.poll_next_unpin(cx)) {
+            match ready!(this.events.poll_recv(cx)) {
                 Some(Ok(ev)) => this.on_event(ev),
                 Some(Err(e)) => this.on_error(e),
+                None if this.stopped.get().is_some() => {
+                    let m = this.stopped.get().cloned().unwrap_or_default();
+                    this.fail(StatusCode::GATEWAY_TIMEOUT, m);
+                }
                 None => {
                     let m = format!(
                         "upstream `{}` ended the stream without its terminator ({}); the answer is truncated",

@@ -37,6 +37,12 @@ pub(crate) struct Upstream {
     pub(crate) mock: Option<MockUpstream>,
     /// Calls per request, the first included (`[upstreams.retry]`).
     pub(crate) max_attempts: u32,
+    /// `[upstreams.timeout] total`: also how long the caller may take to
+    /// read a streamed answer.
+    pub(crate) total: Duration,
+    /// `[upstreams.timeout] idle`: also how long the caller may leave an
+    /// event unread.
+    pub(crate) idle: Duration,
 }
 
 /// Why an upstream could not be built (a key that cannot be read, …).
@@ -171,6 +177,8 @@ impl Upstream {
             client,
             mock,
             max_attempts: cfg.retry.max_attempts,
+            total: ms(t.total),
+            idle: ms(t.idle),
         })
     }
 

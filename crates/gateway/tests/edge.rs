@@ -509,3 +509,87 @@ async fn a_key_quoted_json_escaped_is_scrubbed_on_every_path() {
         }
     }
 }
+
+/// A raw-TCP OpenAI upstream that answers every request with an endless
+/// stream of events, written as fast as the gateway takes them, and reports
+/// on `closed` when the gateway closed the connection (a write failed).
+async fn endless_upstream() -> (String, tokio::sync::mpsc::Receiver<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                // The request head and body (small): read what is there.
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = tcp.read(&mut buf).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                if tcp.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let event = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"word \"},\"finish_reason\":null}]}\n\n";
+                let chunk = format!("{:x}\r\n{event}\r\n", event.len()).repeat(64);
+                loop {
+                    if tcp.write_all(chunk.as_bytes()).await.is_err() {
+                        let _ = tx.send(()).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}/v1"), rx)
+}
+
+#[tokio::test]
+async fn a_caller_that_stops_reading_releases_the_upstream_at_idle() {
+    use http_body_util::BodyExt;
+    let (url, mut closed) = endless_upstream().await;
+    let extra = "http = \"http1\"\n[upstreams.retry]\nmax_attempts = 1\n[upstreams.timeout]\nidle = 300\ntotal = 600000\n";
+    let toml = upstream("o", "openai", &url, extra) + &route("gpt", &["o"]);
+    let gw = start(&toml, &[]).await;
+    let mut res = gw.post(OPENAI, &chat("gpt", "x", true), &[]).await;
+    assert_eq!(res.status(), 200);
+    let first = res.body_mut().frame().await.unwrap().unwrap();
+    assert!(first.is_data());
+    // Stop reading: the buffers on the way fill, the gateway's pump waits,
+    // and after the idle timeout it lets the upstream go.
+    tokio::time::timeout(std::time::Duration::from_secs(20), closed.recv())
+        .await
+        .expect("the upstream connection is closed while the caller holds the stream")
+        .unwrap();
+    // Reading again: what was buffered, then an error event saying why.
+    let rest = text(res).await;
+    let last = data_lines(&rest).last().cloned().unwrap();
+    assert!(last.contains("unread"), "{last}");
+}
+
+#[tokio::test]
+async fn a_caller_that_goes_away_releases_the_upstream_at_once() {
+    use http_body_util::BodyExt;
+    let (url, mut closed) = endless_upstream().await;
+    // Long timeouts: only the caller's going away can release it in time.
+    let extra = "http = \"http1\"\n[upstreams.retry]\nmax_attempts = 1\n[upstreams.timeout]\nidle = 600000\ntotal = 600000\n";
+    let toml = upstream("o", "openai", &url, extra) + &route("gpt", &["o"]);
+    let gw = start(&toml, &[]).await;
+    let h2: HttpClient =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let req = Request::post(gw.url(OPENAI))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(chat("gpt", "x", true))))
+        .unwrap();
+    let mut res = h2.request(req).await.unwrap();
+    assert_eq!(res.version(), http::Version::HTTP_2);
+    let first = res.body_mut().frame().await.unwrap().unwrap();
+    assert!(first.is_data());
+    // Dropping the body resets the HTTP/2 stream.
+    drop(res);
+    tokio::time::timeout(std::time::Duration::from_secs(20), closed.recv())
+        .await
+        .expect("the upstream connection is closed once the caller reset its stream")
+        .unwrap();
+}
