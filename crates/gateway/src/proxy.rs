@@ -315,12 +315,15 @@ async fn proxy(
                                 up.clone(),
                                 state.metrics.clone(),
                                 include_usage,
-                                state.cut.subscribe(),
-                                tokio::time::Instant::from_std(started)
-                                    .checked_add(up.total)
-                                    .unwrap_or_else(|| {
-                                        tokio::time::Instant::now() + Duration::from_secs(1 << 30)
-                                    }),
+                                crate::relay::Bounds {
+                                    cut: state.cut.subscribe(),
+                                    deadline: tokio::time::Instant::from_std(started)
+                                        .checked_add(up.total)
+                                        .unwrap_or_else(|| {
+                                            tokio::time::Instant::now()
+                                                + Duration::from_secs(1 << 30)
+                                        }),
+                                },
                             );
                             let mut res = Response::new(Body::new(StreamBody::new(relay)));
                             let h = res.headers_mut();

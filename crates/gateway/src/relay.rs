@@ -59,6 +59,14 @@ enum Mode {
     ToOpenAi(Box<AnthropicToOpenAiStream>),
 }
 
+/// When a stream must end whatever the upstream does.
+pub(crate) struct Bounds {
+    /// Set when the gateway's shutdown grace period is over.
+    pub(crate) cut: tokio::sync::watch::Receiver<bool>,
+    /// The request's total deadline (the upstream's `total`).
+    pub(crate) deadline: tokio::time::Instant,
+}
+
 /// The caller's response body for a streamed call.
 pub(crate) struct Relay {
     events: mpsc::Receiver<Result<Event, SseError>>,
@@ -97,9 +105,9 @@ impl Relay {
         upstream: Arc<Upstream>,
         metrics: Arc<Metrics>,
         include_usage: bool,
-        mut cut: tokio::sync::watch::Receiver<bool>,
-        deadline: tokio::time::Instant,
+        bounds: Bounds,
     ) -> Self {
+        let Bounds { mut cut, deadline } = bounds;
         let (tx, rx) = mpsc::channel(1);
         let stopped = Arc::new(OnceLock::new());
         tokio::spawn(pump(events, tx, upstream.idle, deadline, stopped.clone()));
