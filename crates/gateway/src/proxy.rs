@@ -370,6 +370,14 @@ async fn proxy(
                     }
                 }
             }
+            Ok(res) if res.status().is_informational() => Failure::Error(
+                format!(
+                    "upstream `{}` answered {} to a request that asked for no protocol switch or interim answer",
+                    up.name,
+                    res.status()
+                )
+                .into(),
+            ),
             Ok(res) => {
                 let retryable = LlmClassifier::new()
                     .classify(Outcome::response(&res))
@@ -697,6 +705,14 @@ fn json_answer(
     body: Bytes,
     metrics: &Metrics,
 ) -> Result<Response<Body>, String> {
+    // A body cut short by an upstream that closed early (no length to hold
+    // it to) is not an answer.
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+        return Err(format!(
+            "upstream `{}` sent a 2xx answer that is not complete JSON ({e}); it may have been cut short",
+            up.name
+        ));
+    }
     let body = up.redact(body);
     let body = match (up_api, caller) {
         (Provider::Anthropic, Provider::OpenAi) => {

@@ -593,3 +593,47 @@ async fn a_caller_that_goes_away_releases_the_upstream_at_once() {
         .expect("the upstream connection is closed once the caller reset its stream")
         .unwrap();
 }
+
+/// A raw-TCP upstream that reads a request and writes `answer` as is, then
+/// closes the connection.
+async fn fixed_upstream(answer: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = tcp.read(&mut buf).await;
+                let _ = tcp.write_all(answer.as_bytes()).await;
+                let _ = tcp.shutdown().await;
+            });
+        }
+    });
+    format!("http://{addr}/v1")
+}
+
+#[tokio::test]
+async fn an_unrequested_101_and_a_truncated_json_answer_are_502_not_relayed() {
+    let switch = fixed_upstream(
+        "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+    )
+    .await;
+    // No length: the body ends where the connection does, mid-JSON.
+    let cut = fixed_upstream(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"the answer is",
+    )
+    .await;
+    let one = "http = \"http1\"\n[upstreams.retry]\nmax_attempts = 1\n";
+    let toml = upstream("switch", "openai", &switch, one)
+        + &upstream("cut", "openai", &cut, one)
+        + &route("s", &["switch"])
+        + &route("c", &["cut"]);
+    let gw = start(&toml, &[]).await;
+    let (res, text) = gw.call(OPENAI, &chat("s", "x", false)).await;
+    assert_eq!(res.status(), 502, "{text}");
+    assert!(text.contains("101"), "{text}");
+    let (res, text) = gw.call(OPENAI, &chat("c", "x", false)).await;
+    assert_eq!(res.status(), 502, "{text}");
+    assert!(text.contains("not complete JSON"), "{text}");
+}
