@@ -493,40 +493,50 @@ fn is_json(headers: &HeaderMap) -> bool {
             || sub.len() > 5 && sub[sub.len() - 5..].eq_ignore_ascii_case("+json"))
 }
 
-/// The checks on a request body, cheapest first: count its values and find
-/// its model without building it (refusing a body of too many values, or
-/// a model no route serves, before paying for the parse), then parse it
-/// once and check it against the caller's schema.
+/// The checks on a request body, cheapest first: for a body long enough to
+/// hold more than `max_json_values` values, count them and find its model
+/// without building it (refusing a body of too many values, or a model no
+/// route serves, before paying for the parse); then parse it once, route
+/// it, and check it against the caller's schema.
 fn inspect(
     state: &AppState,
     caller: Provider,
     bytes: &[u8],
 ) -> Result<(ParsedBody, String), Box<Response<Body>>> {
-    let shape = match Shape::scan(bytes, state.max_json_values) {
-        Ok(s) => s,
-        Err(ShapeError::TooManyValues { limit }) => {
-            tracing::info!(limit, "refused: too many JSON values");
-            return Err(Box::new(error_response(
-                caller,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!(
-                    "the request body holds more than {limit} JSON values, this gateway's limit (max_json_values); send fewer messages or content parts"
-                ),
-                None,
-                None,
-            )));
-        }
-        Err(ShapeError::NotJson(rejected)) => {
-            return Err(Box::new(rejection_response(caller, &rejected)));
-        }
-    };
-    // A body without a string model is refused by the schema below.
-    if let Some(m) = &shape.model {
-        if !state.routes.contains_key(m) {
-            return Err(Box::new(unknown_model(state, caller, m)));
+    // Every JSON value takes at least two bytes (`1,`), but a lone one: a
+    // body this short cannot go over the limit, and skips the first pass.
+    let may_exceed = (bytes.len() as u64).div_ceil(2) > state.max_json_values;
+    if may_exceed {
+        let shape = match Shape::scan(bytes, state.max_json_values) {
+            Ok(s) => s,
+            Err(ShapeError::TooManyValues { limit }) => {
+                tracing::info!(limit, "refused: too many JSON values");
+                return Err(Box::new(error_response(
+                    caller,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!(
+                        "the request body holds more than {limit} JSON values, this gateway's limit (max_json_values); send fewer messages or content parts"
+                    ),
+                    None,
+                    None,
+                )));
+            }
+            Err(ShapeError::NotJson(rejected)) => {
+                return Err(Box::new(rejection_response(caller, &rejected)));
+            }
+        };
+        // A body without a string model is refused by the schema below.
+        if let Some(m) = &shape.model {
+            if !state.routes.contains_key(m) {
+                return Err(Box::new(unknown_model(state, caller, m)));
+            }
         }
     }
     let parsed = ParsedBody::parse(bytes).map_err(|r| Box::new(rejection_response(caller, &r)))?;
+    let model = parsed.model().unwrap_or_default().to_owned();
+    if !model.is_empty() && !state.routes.contains_key(&model) {
+        return Err(Box::new(unknown_model(state, caller, &model)));
+    }
     let schema = match caller {
         Provider::Anthropic => &state.schemas.anthropic,
         _ => &state.schemas.openai,
@@ -538,7 +548,7 @@ fn inspect(
         );
         return Err(Box::new(rejection_response(caller, &rejected)));
     }
-    Ok((parsed, shape.model.unwrap_or_default()))
+    Ok((parsed, model))
 }
 
 /// 404 for a model no route serves, naming those it serves.
