@@ -402,17 +402,7 @@ pub async fn serve(
     gateway: Gateway,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let state = gateway.state.clone();
-    server::run(
-        listener,
-        gateway.router(),
-        &state.server,
-        shutdown,
-        None,
-        &state.cut,
-    )
-    .await
-    .map(|_| ())
+    run(listener, gateway, shutdown, None).await.map(|_| ())
 }
 
 /// Serves until `shutdown`, then waits at most `grace` for in-flight
@@ -430,13 +420,22 @@ pub async fn serve_with_grace(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<bool> {
+    run(listener, gateway, shutdown, Some(grace)).await
+}
+
+async fn run(
+    listener: tokio::net::TcpListener,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Option<Duration>,
+) -> std::io::Result<bool> {
     let state = gateway.state.clone();
     server::run(
         listener,
         gateway.router(),
         &state.server,
         shutdown,
-        Some(grace),
+        grace,
         &state.cut,
     )
     .await

@@ -187,20 +187,35 @@ fn request_head(len: usize) -> String {
     )
 }
 
+/// A gateway with one `[server]` setting in front of `mock`, and a raw
+/// connection to it on which `first` was written.
+async fn raw_connection(
+    setting: &str,
+    mock: &MockUpstream,
+    first: &[u8],
+) -> (TestGateway, tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let gw = start(
+        &mock_gateway(&format!("[server]\n{setting}")),
+        &[("m", mock)],
+    )
+    .await;
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(first).await.unwrap();
+    (gw, tcp)
+}
+
 #[tokio::test]
 async fn a_slow_head_and_an_idle_connection_are_closed() {
     use tokio::io::AsyncWriteExt;
     let mock = MockUpstream::new();
-    let gw = start(
-        &mock_gateway("[server]\nheader_read_timeout = 200"),
-        &[("m", &mock)],
+    // Half a head, then nothing.
+    let (gw, mut tcp) = raw_connection(
+        "header_read_timeout = 200",
+        &mock,
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\n",
     )
     .await;
-    // Half a head, then nothing.
-    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    tcp.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\n")
-        .await
-        .unwrap();
     assert!(
         read_until_closed(&mut tcp).await.is_some(),
         "a connection with half a head is closed"
@@ -218,17 +233,13 @@ async fn a_slow_head_and_an_idle_connection_are_closed() {
 
 #[tokio::test]
 async fn a_body_that_does_not_arrive_in_time_is_408() {
-    use tokio::io::AsyncWriteExt;
     let mock = MockUpstream::new();
-    let gw = start(
-        &mock_gateway("[server]\nbody_read_timeout = 200"),
-        &[("m", &mock)],
+    let (_gw, mut tcp) = raw_connection(
+        "body_read_timeout = 200",
+        &mock,
+        format!("{}{}", request_head(SMALL.len()), &SMALL[..10]).as_bytes(),
     )
     .await;
-    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    tcp.write_all(format!("{}{}", request_head(SMALL.len()), &SMALL[..10]).as_bytes())
-        .await
-        .unwrap();
     let seen = read_until_closed(&mut tcp)
         .await
         .expect("an answer, then close");
