@@ -4,8 +4,13 @@
 //! defaults below; each setter changes one; [`StackConfig::build`] returns an
 //! [`LlmStack`]: a named, cloneable `tower::Service` to keep in a struct
 //! field. The order is `trace → schema → total timeout → retry → rate limit
-//! (requests, then tokens) → breaker → per-attempt timeout → client`; the
-//! crate docs say why.
+//! (requests, then tokens) → breaker → per-attempt timeout → decompression
+//! → client`; the crate docs say why.
+//!
+//! Requests ask for `Accept-Encoding: identity` unless they name an
+//! encoding; an answer compressed anyway (gzip, deflate, br) is decoded
+//! (tower-http's `DecompressionLayer`) before any layer looks inside it,
+//! and reaches the caller without its `Content-Encoding`.
 //!
 //! | setting | default |
 //! |---|---|
@@ -60,6 +65,7 @@ use palisade_timeout::TimeoutLayer;
 use palisade_trace::TraceLayer;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_http::decompression::DecompressionLayer;
 
 /// The response body of an [`LlmStack`].
 pub type LlmBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -431,6 +437,10 @@ impl StackConfig {
                     .idle(self.idle)
                     .sse_aware(true),
             )
+            .map_request(ask_for_identity)
+            .layer(DecompressionLayer::new())
+            // Errors boxed before decompression keeps them (a `Send` type).
+            .map_response(|res: Response<B>| res.map(|b| b.map_err(Into::<BoxError>::into)))
             .service(inner.map_err(Into::into));
         Ok(LlmStack {
             inner: BoxCloneSyncService::new(stack),
@@ -438,6 +448,17 @@ impl StackConfig {
             api: self.api,
         })
     }
+}
+
+/// `Accept-Encoding: identity` unless the caller chose an encoding: a
+/// compressed event stream reaches the caller in bursts (the compressor
+/// holds events back), and a request that says nothing allows the server
+/// any encoding.
+fn ask_for_identity(mut req: Request<RequestBody>) -> Request<RequestBody> {
+    req.headers_mut()
+        .entry(http::header::ACCEPT_ENCODING)
+        .or_insert(http::HeaderValue::from_static("identity"));
+    req
 }
 
 fn box_body<B>(b: B) -> LlmBody

@@ -607,16 +607,18 @@ async fn a_caller_that_goes_away_releases_the_upstream_at_once() {
 
 /// A raw-TCP upstream that reads a request and writes `answer` as is, then
 /// closes the connection.
-async fn fixed_upstream(answer: &'static str) -> String {
+async fn fixed_upstream(answer: impl Into<Bytes>) -> String {
+    let answer: Bytes = answer.into();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut tcp, _)) = listener.accept().await {
+            let answer = answer.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 64 * 1024];
                 let _ = tcp.read(&mut buf).await;
-                let _ = tcp.write_all(answer.as_bytes()).await;
+                let _ = tcp.write_all(&answer).await;
                 let _ = tcp.shutdown().await;
             });
         }
@@ -647,4 +649,94 @@ async fn an_unrequested_101_and_a_truncated_json_answer_are_502_not_relayed() {
     let (res, text) = gw.call(OPENAI, &chat("c", "x", false)).await;
     assert_eq!(res.status(), 502, "{text}");
     assert!(text.contains("not complete JSON"), "{text}");
+}
+
+/// An HTTP/1.1 answer of `body` compressed with `encoding`.
+fn compressed(content_type: &str, encoding: &str, body: &str) -> Vec<u8> {
+    use std::io::Write;
+    let packed = match encoding {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(body.as_bytes()).unwrap();
+            e.finish().unwrap()
+        }
+        "br" => {
+            let mut out = Vec::new();
+            {
+                let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                w.write_all(body.as_bytes()).unwrap();
+            }
+            out
+        }
+        other => panic!("no encoder for {other}"),
+    };
+    let mut answer = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-encoding: {encoding}\r\ncontent-length: {}\r\n\r\n",
+        packed.len()
+    )
+    .into_bytes();
+    answer.extend_from_slice(&packed);
+    answer
+}
+
+#[tokio::test]
+async fn answers_compressed_without_being_asked_are_decoded() {
+    let completion = r#"{"id":"chatcmpl-1","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"decoded fine"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#;
+    let chunk = |text: &str| {
+        format!(
+            "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{text}\"}},\"finish_reason\":null}}]}}\n\n"
+        )
+    };
+    let stream = format!(
+        "{}{}data: [DONE]\n\n",
+        chunk("streamed "),
+        chunk("and decoded")
+    );
+    let gz_json = fixed_upstream(compressed("application/json", "gzip", completion)).await;
+    let br_json = fixed_upstream(compressed("application/json", "br", completion)).await;
+    let gz_sse = fixed_upstream(compressed("text/event-stream", "gzip", &stream)).await;
+    let br_sse = fixed_upstream(compressed("text/event-stream", "br", &stream)).await;
+    let one = "http = \"http1\"\n[upstreams.retry]\nmax_attempts = 1\n";
+    let toml = upstream("gz", "openai", &gz_json, one)
+        + &upstream("br", "openai", &br_json, one)
+        + &upstream("gzs", "openai", &gz_sse, one)
+        + &upstream("brs", "openai", &br_sse, one)
+        + &route("gz", &["gz"])
+        + &route("br", &["br"])
+        + &route("gzs", &["gzs"])
+        + &route("brs", &["brs"]);
+    let gw = start(&toml, &[]).await;
+    for model in ["gz", "br"] {
+        let (res, text) = gw.call(OPENAI, &chat(model, "x", false)).await;
+        assert_eq!(res.status(), 200, "{model}: {text}");
+        assert!(res.headers().get("content-encoding").is_none());
+        assert_eq!(
+            json(&text)["choices"][0]["message"]["content"],
+            "decoded fine"
+        );
+        // Translated too: the decoded answer is what the translator reads.
+        let (res, text) = gw.call(ANTHROPIC, &anthropic(model, "x", false)).await;
+        assert_eq!(res.status(), 200, "{model}: {text}");
+        assert_eq!(json(&text)["content"][0]["text"], "decoded fine");
+    }
+    for model in ["gzs", "brs"] {
+        let (res, text) = gw.call(OPENAI, &chat(model, "x", true)).await;
+        assert_eq!(res.status(), 200, "{model}: {text}");
+        assert_eq!(openai_text(&text), "streamed and decoded", "{text}");
+        assert_eq!(data_lines(&text).last().unwrap(), "[DONE]");
+    }
+    // What the gateway asks for: no compression.
+    let mock = MockUpstream::new();
+    let served = mock.serve().await.unwrap();
+    let gw = start(
+        &(upstream("m", "openai", &served.base_url(), "") + &route("m", &["m"])),
+        &[],
+    )
+    .await;
+    let (res, _) = gw.call(OPENAI, &chat("m", "x", false)).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        mock.last_request().unwrap().header("accept-encoding"),
+        Some("identity")
+    );
 }
