@@ -48,6 +48,7 @@
 
 mod config;
 mod key;
+mod reuse;
 mod service;
 
 pub use config::{

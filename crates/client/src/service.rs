@@ -19,8 +19,9 @@ use palisade_core::{BoxError, RequestBody, TransportError, TransportKind, Violat
 
 use crate::config::{ClientBuilder, ConfigError, HttpVersion};
 use crate::key::Injector;
+use crate::reuse::{TrackingConnector, Uses, closed_while_idle};
 
-type Connector = HttpsConnector<HttpConnector>;
+type Connector = TrackingConnector<HttpsConnector<HttpConnector>>;
 
 /// The raw hyper client at the bottom of a palisade stack: a
 /// `Service<http::Request<B>>` answering `http::Response<hyper::body::Incoming>`.
@@ -191,7 +192,7 @@ impl ClientBuilder {
             .timer(TokioTimer::new())
             .http2_only(self.http_version == HttpVersion::Http2Only);
         Ok(HttpClient {
-            inner: builder.build(connector),
+            inner: builder.build(TrackingConnector(connector)),
             shared: Arc::new(Shared {
                 base,
                 default_headers: self.default_headers,
@@ -235,11 +236,6 @@ fn parse_base(url: &str) -> Result<Base, ConfigError> {
 }
 
 impl<B> HttpClient<B> {
-    /// The hyper-util client underneath.
-    pub fn get_ref(&self) -> &legacy::Client<Connector, B> {
-        &self.inner
-    }
-
     /// `text` with every occurrence of this client's API key replaced by
     /// `[REDACTED]`, or `None` when the key does not occur in it (or the
     /// client has no key).
@@ -328,6 +324,9 @@ fn join(base: &Base, rel: &Uri) -> Result<Uri, BoxError> {
 
 /// Tells what part of the transport a hyper-util error came from.
 fn transport_kind(err: &legacy::Error) -> TransportKind {
+    if closed_while_idle(err) {
+        return TransportKind::StaleConnection;
+    }
     for e in palisade_core::chain(err) {
         if e.is::<rustls::Error>() {
             return TransportKind::Tls;
@@ -377,7 +376,14 @@ impl Future for ResponseFuture {
                 "palisade-client: response future polled after completion".into()
             }))),
             State::Sending { fut, authority } => match Pin::new(fut).poll(cx) {
-                Poll::Ready(Ok(res)) => Poll::Ready(Ok(res)),
+                Poll::Ready(Ok(res)) => {
+                    // One more answer on this connection: from now on it is
+                    // a reused one (see the `reuse` module).
+                    if let Some(uses) = res.extensions().get::<Uses>() {
+                        uses.answered();
+                    }
+                    Poll::Ready(Ok(res))
+                }
                 Poll::Ready(Err(e)) => {
                     let kind = transport_kind(&e);
                     let mut err = TransportError::new(kind, e);

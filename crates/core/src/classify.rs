@@ -16,6 +16,7 @@
 //! | other 5xx (501, 505 …) | no | yes | `server_error` |
 //! | other 4xx (400, 401, 403, 404, 413, 422 …) | no | no | `client_error` |
 //! | transport error (refused, reset, TLS …) | yes | yes | its [`TransportKind`] label: `connect_refused`, `protocol`, `tls` … |
+//! | a pooled connection the server closed as the request went out ([`TransportKind::StaleConnection`]) | yes | no | `stale_connection` |
 //! | connect or first-byte timeout | yes | yes | `timeout` |
 //! | idle or total timeout | no | yes | `timeout` |
 //! | local rate limit, open circuit, rejected request | no | no | `local_rate_limit`, `circuit_open`, `invalid_request` |
@@ -299,6 +300,11 @@ impl LlmClassifier {
                     .is_none_or(|e| matches!(e.budget(), Budget::Connect | Budget::FirstByte));
                 Classification::new(Reason::Timeout, retry, true)
             }
+            // The server closed an idle pooled connection as the request
+            // went out: it never saw the request, and is not failing.
+            Some(ErrorKind::Transport(t @ TransportKind::StaleConnection)) => {
+                Classification::new(Reason::Transport(t), true, false)
+            }
             Some(ErrorKind::Transport(t)) => Classification::new(Reason::Transport(t), true, true),
             Some(ErrorKind::RateLimited) => {
                 Classification::new(Reason::RateLimitedLocally, false, false)
@@ -439,6 +445,10 @@ mod tests {
                 "refused",
             )),
             Box::new(TransportError::new(TransportKind::Protocol, "reset")),
+            Box::new(TransportError::new(
+                TransportKind::StaleConnection,
+                "closed",
+            )),
             Box::new(Elapsed::new(Budget::FirstByte, Duration::from_secs(1))),
             Box::new(RateLimited::new(None)),
             Box::new(CircuitOpen::new(Duration::from_secs(1))),
@@ -458,6 +468,12 @@ mod tests {
         let c = error(refused);
         assert!(c.is_retryable() && c.is_failure());
         assert_eq!(c.reason(), Reason::Transport(TransportKind::ConnectRefused));
+        let stale = error(TransportError::new(
+            TransportKind::StaleConnection,
+            "closed",
+        ));
+        assert!(stale.is_retryable() && !stale.is_failure());
+        assert_eq!(stale.reason().as_str(), "stale_connection");
 
         let fb = error(Elapsed::new(Budget::FirstByte, Duration::from_secs(1)));
         assert!(fb.is_retryable() && fb.is_failure());

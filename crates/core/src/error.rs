@@ -67,6 +67,11 @@ pub enum TransportKind {
     /// The connection broke or the peer spoke malformed HTTP (reset, closed
     /// before the response completed, parse error).
     Protocol,
+    /// A reused (pooled) connection was found closed by the server before a
+    /// response head: the server's keep-alive timeout ended as the request
+    /// went out. The server did not process the request; it is safe to send
+    /// again, and says nothing about the upstream's health.
+    StaleConnection,
     /// Another I/O error.
     Io,
 }
@@ -184,6 +189,7 @@ impl TransportKind {
             Self::Connect => "connect",
             Self::Tls => "tls",
             Self::Protocol => "protocol",
+            Self::StaleConnection => "stale_connection",
             Self::Io => "io",
         }
     }
@@ -614,6 +620,10 @@ impl fmt::Display for TransportError {
             TransportKind::Protocol => write!(
                 f,
                 "the HTTP exchange with {at} broke off: the connection was reset or the reply was malformed"
+            ),
+            TransportKind::StaleConnection => write!(
+                f,
+                "{at} closed a pooled connection just as the request went out on it (its keep-alive timeout is shorter than the client's pool idle timeout): the request was not processed and may be sent again; lowering the client's pool idle timeout below the server's avoids it"
             ),
             TransportKind::Io => write!(f, "I/O error talking to {at}"),
         }

@@ -740,3 +740,118 @@ async fn answers_compressed_without_being_asked_are_decoded() {
         Some("identity")
     );
 }
+
+/// A raw-TCP OpenAI upstream that keeps connections alive (no
+/// `Connection: close`) but closes one that stays idle for 2 ms after an
+/// answer, as servers with short keep-alive timeouts do: a pooled connection may be
+/// closed just as the gateway reuses it. Counts the answers it wrote.
+async fn short_keep_alive_upstream() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = served.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                let mut answered = false;
+                loop {
+                    // A whole request: its head and the body its
+                    // content-length announces; after an answer, idle 2 ms
+                    // before the next request's first byte closes the
+                    // connection.
+                    loop {
+                        let idle = answered && buf.is_empty();
+                        let read = tcp.read(&mut chunk);
+                        let n = if idle {
+                            match tokio::time::timeout(std::time::Duration::from_millis(2), read)
+                                .await
+                            {
+                                Ok(Ok(n)) => n,
+                                _ => return,
+                            }
+                        } else {
+                            match read.await {
+                                Ok(n) => n,
+                                Err(_) => return,
+                            }
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let text = String::from_utf8_lossy(&buf);
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let len = text[..end]
+                                .lines()
+                                .find_map(|l| {
+                                    let (k, v) = l.split_once(':')?;
+                                    k.eq_ignore_ascii_case("content-length")
+                                        .then(|| v.trim().parse::<usize>().ok())?
+                                })
+                                .unwrap_or(0);
+                            if buf.len() >= end + 4 + len {
+                                buf.clear();
+                                break;
+                            }
+                        }
+                    }
+                    let body = r#"{"id":"c","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}"#;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if tcp.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    answered = true;
+                    count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    (format!("http://{addr}/v1"), served)
+}
+
+#[tokio::test]
+async fn stale_pooled_connections_are_retried_and_never_trip_the_breaker() {
+    let (url, served) = short_keep_alive_upstream().await;
+    // Retries with no delay; a breaker that opens after 5 failures in 10
+    // calls: were a closed pooled connection counted against the upstream,
+    // it would open, and callers would get 503s.
+    let extra = "http = \"http1\"\n[upstreams.retry]\nmax_attempts = 5\nbase_delay = 1\nmax_delay = 1\n[upstreams.breaker]\nminimum_calls = 5\nwindow = 10\n";
+    let toml = upstream("o", "openai", &url, extra) + &route("gpt", &["o"]);
+    let gw = std::sync::Arc::new(start(&toml, &[]).await);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let gw = gw.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for i in 0..25u64 {
+                let (res, text) = gw.call(OPENAI, &chat("gpt", "x", false)).await;
+                statuses.push((res.status().as_u16(), text));
+                // Gaps around the upstream's 2 ms keep-alive.
+                tokio::time::sleep(std::time::Duration::from_micros(500 * (i % 7))).await;
+            }
+            statuses
+        }));
+    }
+    let mut failed = Vec::new();
+    for t in tasks {
+        for (status, text) in t.await.unwrap() {
+            if status != 200 {
+                failed.push(format!("{status}: {text}"));
+            }
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of 200 failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert_eq!(served.load(std::sync::atomic::Ordering::Relaxed), 200);
+}
