@@ -237,7 +237,18 @@ async fn proxy(
     let mut last: Option<(Arc<Upstream>, Failure)> = None;
     // Targets called, for `x-should-retry` on the final failure.
     let mut called = 0usize;
-    for target in targets {
+    let mut next = 0;
+    // A JSON answer that broke off mid-body is asked for again from the same
+    // target (the retry layer sees only what happens before the answer's
+    // head), up to its `max_attempts` calls.
+    let mut again_for: Option<usize> = None;
+    let mut body_retries = 0u32;
+    while let Some(target) = targets.get(next) {
+        if again_for != Some(next) {
+            body_retries = 0;
+        }
+        again_for = None;
+        next += 1;
         let up = &target.upstream;
         let up_api = up.api.unwrap_or(caller);
         if up_api != caller {
@@ -365,6 +376,19 @@ async fn proxy(
                                 }
                                 Err(msg) => Failure::Untranslatable(msg),
                             }
+                        }
+                        Err(e)
+                            if body_retries + 1 < up.max_attempts
+                                && LlmClassifier::new()
+                                    .classify(Outcome::Error(&*e))
+                                    .is_retryable() =>
+                        {
+                            waited += t0.elapsed();
+                            tracing::info!(upstream = %up.name, reason = %e, "the JSON answer broke off mid-body; asking the same target again");
+                            body_retries += 1;
+                            next -= 1;
+                            again_for = Some(next);
+                            continue;
                         }
                         Err(e) => Failure::Error(e),
                     }

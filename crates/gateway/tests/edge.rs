@@ -855,3 +855,61 @@ async fn stale_pooled_connections_are_retried_and_never_trip_the_breaker() {
     );
     assert_eq!(served.load(std::sync::atomic::Ordering::Relaxed), 200);
 }
+
+/// A raw-TCP upstream that gives its `n`-th connection the `n`-th answer
+/// (the last one from then on), then closes it.
+async fn scripted_upstream(
+    answers: Vec<Bytes>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let answer = answers[n.min(answers.len() - 1)].clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = tcp.read(&mut buf).await;
+                let _ = tcp.write_all(&answer).await;
+                let _ = tcp.shutdown().await;
+            });
+        }
+    });
+    (format!("http://{addr}/v1"), calls)
+}
+
+#[tokio::test]
+async fn a_json_answer_that_breaks_off_mid_body_is_asked_for_again() {
+    let body = r#"{"id":"c","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"whole"},"finish_reason":"stop"}]}"#;
+    let whole = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    // The length promises the whole answer; the connection ends at 40 bytes.
+    let broken = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+        body.len(),
+        &body[..40]
+    );
+    let answers = vec![Bytes::from(broken.clone()), Bytes::from(whole)];
+    let (retried_url, retried_calls) = scripted_upstream(answers).await;
+    let (once_url, once_calls) = scripted_upstream(vec![Bytes::from(broken)]).await;
+    let two = "http = \"http1\"\n[upstreams.retry]\nmax_attempts = 2\nbase_delay = 1\n";
+    let one = "http = \"http1\"\n[upstreams.retry]\nmax_attempts = 1\n";
+    let toml = upstream("r", "openai", &retried_url, two)
+        + &upstream("o", "openai", &once_url, one)
+        + &route("r", &["r"])
+        + &route("o", &["o"]);
+    let gw = start(&toml, &[]).await;
+    let (res, text) = gw.call(OPENAI, &chat("r", "x", false)).await;
+    assert_eq!(res.status(), 200, "{text}");
+    assert_eq!(json(&text)["choices"][0]["message"]["content"], "whole");
+    assert_eq!(retried_calls.load(std::sync::atomic::Ordering::Relaxed), 2);
+    // One attempt configured: the broken answer is a 502, called once.
+    let (res, text) = gw.call(OPENAI, &chat("o", "x", false)).await;
+    assert_eq!(res.status(), 502, "{text}");
+    assert_eq!(once_calls.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
