@@ -22,15 +22,13 @@ use palisade_providers::translate::{
     openai_response_to_anthropic,
 };
 use palisade_providers::{Provider, anthropic, openai};
-use palisade_sse::EventStream;
 use serde_json::Value;
-use tower::ServiceExt;
 use tracing::Instrument;
 
 use crate::AppState;
 use crate::errors::error_response;
 use crate::metrics::{Metrics, RequestLabels, UpstreamLabel};
-use crate::upstream::{ResBody, Upstream};
+use crate::upstream::Upstream;
 use palisade_providers::errors::parse_error as parse_upstream_error;
 use palisade_schema::rejection_response;
 use palisade_trace::{TRACE_ID_HEADER, TraceContext};
@@ -305,11 +303,11 @@ async fn proxy(
 
         let t0 = Instant::now();
         called += 1;
-        let result = up.service.clone().oneshot(ureq).await;
+        let result = up.call(ureq).await;
         let failure = match result {
             Ok(res) if res.status().is_success() => {
                 if stream {
-                    let mut events = EventStream::new(res.into_body());
+                    let mut events = res.into_body().events();
                     match events.next().await {
                         Some(Ok(first)) => {
                             waited += t0.elapsed();
@@ -355,7 +353,7 @@ async fn proxy(
                     }
                 } else {
                     let (uparts, ubody) = res.into_parts();
-                    match collect_upstream(ubody, MAX_UPSTREAM_BODY).await {
+                    match ubody.read_all(MAX_UPSTREAM_BODY).await {
                         Ok(b) => {
                             waited += t0.elapsed();
                             match json_answer(
@@ -407,7 +405,7 @@ async fn proxy(
                     .classify(Outcome::response(&res))
                     .is_retryable();
                 let (uparts, ubody) = res.into_parts();
-                let body = collect_upstream(ubody, MAX_ERROR_BODY)
+                let body = ubody.read_all(MAX_ERROR_BODY)
                     .await
                     .unwrap_or_default();
                 waited += t0.elapsed();
@@ -416,7 +414,7 @@ async fn proxy(
                 let f = Failure::Status {
                     status,
                     headers: uparts.headers,
-                    body: up.redact(body),
+                    body,
                 };
                 if !retryable {
                     // The request itself is at fault: another target would
@@ -590,16 +588,6 @@ fn unknown_model(state: &AppState, caller: Provider, model: &str) -> Response<Bo
     )
 }
 
-/// Reads an upstream body whole, up to `limit`. (A named, boxed future: an
-/// `async fn` generic over the body's error trips rustc's higher-ranked
-/// lifetime inference inside axum handlers.)
-fn collect_upstream(
-    body: ResBody,
-    limit: usize,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Bytes, BoxError>> + Send>> {
-    Box::pin(collect_limited(body, limit))
-}
-
 /// How one target failed.
 enum Failure {
     /// An error status (body scrubbed).
@@ -747,7 +735,6 @@ fn json_answer(
             up.name
         ));
     }
-    let body = up.redact(body);
     let body = match (up_api, caller) {
         (Provider::Anthropic, Provider::OpenAi) => {
             let r: anthropic::MessagesResponse = serde_json::from_slice(&body).map_err(|e| {

@@ -19,8 +19,9 @@
 //! A stream that fails after the first byte — a body error, a timeout, a
 //! malformed event, an end without the terminator (`data: [DONE]` /
 //! `message_stop`) — ends with an error event in the caller's format; an
-//! upstream's own in-band error event is relayed (key scrubbed) and ends the
-//! stream too. Nothing is ever replayed: once the first event went out, no
+//! upstream's own in-band error event is relayed and ends the stream too.
+//! Every event arrives with the upstream's key already scrubbed out of its
+//! data (`upstream::Events`). Nothing is ever replayed: once the first event went out, no
 //! retry or fallback happens.
 
 use std::collections::VecDeque;
@@ -42,11 +43,11 @@ use palisade_providers::translate::{
     AnthropicToOpenAiStream, OpenAiToAnthropicStream, anthropic_sse, openai_sse,
 };
 use palisade_providers::{OpenAiItem, Provider, decode_anthropic, decode_openai};
-use palisade_sse::{Event, EventStream, SseError};
+use palisade_sse::{Event, SseError};
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
-use crate::upstream::{ResBody, Upstream};
+use crate::upstream::{Events, Upstream};
 use palisade_providers::errors::stream_error_event;
 
 /// How events are carried across.
@@ -99,7 +100,7 @@ impl std::fmt::Debug for Relay {
 impl Relay {
     /// A relay whose first upstream event, `first`, was already read.
     pub(crate) fn new(
-        events: EventStream<ResBody>,
+        events: Events,
         first: Event,
         caller: Provider,
         upstream: Arc<Upstream>,
@@ -153,7 +154,8 @@ impl Relay {
     fn on_event(&mut self, ev: Event) {
         self.observer.on_event(&ev);
         if ev.is_inband_error() {
-            let data = self.upstream.redact(ev.data().clone());
+            // Scrubbed already (`upstream::Events`).
+            let data = ev.data().clone();
             tracing::warn!(upstream = %self.upstream.name, "upstream sent an error event mid-stream");
             match (&self.mode, self.caller) {
                 (Mode::Pass, _) => self.out.push_back(encode(ev.event(), &data)),
@@ -252,7 +254,7 @@ impl Relay {
 /// `deadline` (then says why in `stopped`). Returning drops the upstream
 /// stream.
 async fn pump(
-    mut events: EventStream<ResBody>,
+    mut events: Events,
     tx: mpsc::Sender<Result<Event, SseError>>,
     idle: Duration,
     deadline: tokio::time::Instant,

@@ -7,16 +7,24 @@
 //! → client; the facade's docs say why. (Schema validation happens before
 //! routing, against the caller's API.)
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_core::Stream;
+use futures_util::{FutureExt, StreamExt};
 use palisade::preset::{LlmStack, StackConfig};
 use palisade_breaker::State;
 use palisade_client::{Auth, HttpClient, KeySource};
-use palisade_core::BoxError;
+use palisade_core::body::collect_limited;
+use palisade_core::{BoxError, RequestBody};
 use palisade_mock::MockUpstream;
 use palisade_providers::Provider;
+use palisade_sse::{Event, EventStream, SseError};
+use tower::ServiceExt;
 
 use crate::config::{HttpVersion, Kind, UpstreamConfig};
 use crate::metrics::{Metrics, RetryLabels};
@@ -31,8 +39,8 @@ pub(crate) struct Upstream {
     /// The API it speaks; `None` for the mock, which speaks both.
     pub(crate) api: Option<Provider>,
     pub(crate) service: LlmStack,
-    /// For scrubbing the key out of what the upstream sends back.
-    pub(crate) client: Option<HttpClient>,
+    /// Scrubs the key out of what the upstream sends back.
+    scrub: Scrub,
     /// The mock behind a `kind = "mock"` upstream.
     pub(crate) mock: Option<MockUpstream>,
     /// Calls per request, the first included (`[upstreams.retry]`).
@@ -174,7 +182,7 @@ impl Upstream {
             name,
             api,
             service: stack,
-            client,
+            scrub: Scrub(client.map(Arc::new)),
             mock,
             max_attempts: cfg.retry.max_attempts,
             total: ms(t.total),
@@ -182,11 +190,90 @@ impl Upstream {
         })
     }
 
-    /// `text` with this upstream's key scrubbed out.
-    pub(crate) fn redact(&self, text: Bytes) -> Bytes {
-        match self.client.as_ref().and_then(|c| c.redact(&text)) {
+    /// Calls this upstream's stack. The answer's body can only be read
+    /// through [`UpstreamBody`], which scrubs this upstream's key out of
+    /// every byte it hands on: no path through the gateway can relay a key
+    /// an upstream quoted back (in any JSON-escaped form).
+    pub(crate) async fn call(
+        &self,
+        req: http::Request<RequestBody>,
+    ) -> Result<http::Response<UpstreamBody>, BoxError> {
+        let res = self.service.clone().oneshot(req).await?;
+        let scrub = self.scrub.clone();
+        Ok(res.map(|body| UpstreamBody { body, scrub }))
+    }
+}
+
+/// Scrubs one upstream's key (none for the mock, which has none).
+#[derive(Clone, Debug)]
+struct Scrub(Option<Arc<HttpClient>>);
+
+impl Scrub {
+    fn bytes(&self, text: Bytes) -> Bytes {
+        match self.0.as_ref().and_then(|c| c.redact(&text)) {
             Some(clean) => Bytes::from(clean),
             None => text,
         }
+    }
+}
+
+/// An upstream's answer body, read only with the upstream's key scrubbed
+/// out: whole ([`read_all`](Self::read_all)) or as events
+/// ([`events`](Self::events)).
+#[derive(Debug)]
+pub(crate) struct UpstreamBody {
+    body: ResBody,
+    scrub: Scrub,
+}
+
+impl UpstreamBody {
+    /// The whole body, up to `limit` bytes, scrubbed. (A named, boxed
+    /// future: an `async fn` generic over the body's error trips rustc's
+    /// higher-ranked lifetime inference inside axum handlers.)
+    pub(crate) fn read_all(
+        self,
+        limit: usize,
+    ) -> Pin<Box<dyn Future<Output = Result<Bytes, BoxError>> + Send>> {
+        let scrub = self.scrub;
+        Box::pin(collect_limited(self.body, limit).map(move |read| read.map(|b| scrub.bytes(b))))
+    }
+
+    /// The body's server-sent events, each one's data scrubbed.
+    pub(crate) fn events(self) -> Events {
+        Events {
+            inner: EventStream::new(self.body),
+            scrub: self.scrub,
+        }
+    }
+}
+
+/// An upstream's events, each one's data scrubbed.
+pub(crate) struct Events {
+    inner: EventStream<ResBody>,
+    scrub: Scrub,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events").finish_non_exhaustive()
+    }
+}
+
+impl Stream for Events {
+    type Item = Result<Event, SseError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        Poll::Ready(match ready!(this.inner.poll_next_unpin(cx)) {
+            Some(Ok(ev)) => {
+                let data = this.scrub.bytes(ev.data().clone());
+                Some(Ok(if data == ev.data() {
+                    ev
+                } else {
+                    ev.with_data(data)
+                }))
+            }
+            other => other,
+        })
     }
 }

@@ -913,3 +913,38 @@ async fn a_json_answer_that_breaks_off_mid_body_is_asked_for_again() {
     assert_eq!(res.status(), 502, "{text}");
     assert_eq!(once_calls.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
+
+#[tokio::test]
+async fn a_key_quoted_in_a_stream_is_scrubbed_in_both_apis() {
+    let key = std::env::var("PALISADE_TEST_SLASH_KEY").unwrap();
+    let forms = [key.clone(), key.replace('/', "\\/"), unicode_escaped(&key)];
+    for form in &forms {
+        let sse = format!(
+            "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"hi {form}\"}},\"finish_reason\":null}}]}}\n\n\
+             data: {{\"error\":{{\"message\":\"bad key {form}\",\"type\":\"server_error\"}}}}\n\n"
+        );
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{sse}",
+            sse.len()
+        );
+        let url = fixed_upstream(answer).await;
+        let extra = "api_key_env = \"PALISADE_TEST_SLASH_KEY\"\nhttp = \"http1\"\n[upstreams.retry]\nmax_attempts = 1\n";
+        let toml = upstream("o", "openai", &url, extra) + &route("gpt", &["o"]);
+        let gw = start(&toml, &[]).await;
+        for (path, body) in [
+            (OPENAI, chat("gpt", "x", true)),
+            (ANTHROPIC, anthropic("gpt", "x", true)),
+        ] {
+            let (res, text) = gw.call(path, &body).await;
+            assert_eq!(res.status(), 200, "{text}");
+            assert!(text.contains("[REDACTED]"), "{path} {form}: {text}");
+            for line in data_lines(&text).iter().filter(|l| l.starts_with('{')) {
+                let decoded = json(line).to_string();
+                for seen in [line, &decoded] {
+                    assert!(!seen.contains(&key), "{path} {form}: {seen}");
+                    assert!(!seen.contains(form.as_str()), "{path} {form}: {seen}");
+                }
+            }
+        }
+    }
+}

@@ -32,6 +32,22 @@ impl Event {
         }
     }
 
+    /// The same event with `data` in place of its data (for a proxy that
+    /// rewrites payloads: scrubbing a key out of them, say).
+    ///
+    /// ```
+    /// # use palisade_sse::Decoder;
+    /// let mut d = Decoder::new();
+    /// d.push(bytes::Bytes::from_static(b"event: e\ndata: secret\n\n"));
+    /// let ev = d.next_event().unwrap().unwrap();
+    /// let clean = ev.with_data(bytes::Bytes::from_static(b"[REDACTED]"));
+    /// assert_eq!((clean.event(), &clean.data()[..]), (Some("e"), &b"[REDACTED]"[..]));
+    /// ```
+    #[must_use]
+    pub fn with_data(self, data: Bytes) -> Self {
+        Self { data, ..self }
+    }
+
     /// The `event` field; `None` for the default type (`message`) or when it
     /// is not UTF-8.
     pub fn event(&self) -> Option<&str> {
