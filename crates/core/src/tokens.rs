@@ -100,8 +100,8 @@ pub fn estimate(body: &ParsedBody) -> TokenEstimate {
     for key in TOOL_FIELDS {
         if let Some(Value::Array(tools)) = v.get(key) {
             for t in tools {
-                acc.text.push_str(&t.to_string());
-                acc.text.push('\n');
+                acc.push(&t.to_string());
+                acc.push("\n");
             }
         }
     }
@@ -109,7 +109,7 @@ pub fn estimate(body: &ParsedBody) -> TokenEstimate {
         Some(Value::Array(m)) => m.len() as u64,
         _ => 0,
     };
-    let prompt = count_text(&acc.text)
+    let prompt = count_text(&acc.text, acc.beyond)
         .saturating_add(acc.fixed)
         .saturating_add(MESSAGE_FRAMING_TOKENS * messages);
     TokenEstimate {
@@ -119,21 +119,41 @@ pub fn estimate(body: &ParsedBody) -> TokenEstimate {
 }
 
 /// The text to tokenize, and the fixed costs met on the way.
+///
+/// Only the first [`EXACT_TEXT_BYTES`] of text are kept (the part counted
+/// exactly); the rest is only measured, so a 30 MiB prompt costs 8 KiB
+/// here, not a second copy of itself.
 #[derive(Default)]
 struct Acc {
     text: String,
+    /// Bytes of text past the kept part.
+    beyond: u64,
     fixed: u64,
 }
 
 impl Acc {
+    fn push(&mut self, s: &str) {
+        let room = EXACT_TEXT_BYTES.saturating_sub(self.text.len());
+        if s.len() <= room {
+            self.text.push_str(s);
+            return;
+        }
+        let mut at = room;
+        while !s.is_char_boundary(at) {
+            at -= 1;
+        }
+        self.text.push_str(&s[..at]);
+        self.beyond = self.beyond.saturating_add((s.len() - at) as u64);
+    }
+
     fn walk(&mut self, v: &Value) {
         match v {
             Value::String(s) => {
                 if is_data_url(s) {
                     self.fixed = self.fixed.saturating_add(IMAGE_TOKENS);
                 } else {
-                    self.text.push_str(s);
-                    self.text.push('\n');
+                    self.push(s);
+                    self.push("\n");
                 }
             }
             Value::Array(a) => a.iter().for_each(|x| self.walk(x)),
@@ -184,22 +204,25 @@ fn is_data_url(s: &str) -> bool {
 /// is about 0.4 ms, where 100 KB would be 5 ms on an async worker).
 pub const EXACT_TEXT_BYTES: usize = 8 * 1024;
 
+/// Tokens in `text` followed by `beyond` more bytes of text like it.
 #[cfg(feature = "tiktoken")]
-fn count_text(text: &str) -> u64 {
+fn count_text(text: &str, beyond: u64) -> u64 {
     use std::sync::LazyLock;
     // Built once (the embedded vocabulary); `None` only if tiktoken-rs's own
     // embedded data were broken, and then bytes stand in.
     static O200K: LazyLock<Option<tiktoken_rs::CoreBPE>> =
         LazyLock::new(|| tiktoken_rs::o200k_base().ok());
     let Some(bpe) = &*O200K else {
-        return (text.len() as u64).div_ceil(BYTES_PER_TOKEN);
+        return (text.len() as u64)
+            .saturating_add(beyond)
+            .div_ceil(BYTES_PER_TOKEN);
     };
-    if text.len() <= EXACT_TEXT_BYTES {
+    if beyond == 0 && text.len() <= EXACT_TEXT_BYTES {
         return bpe.count_ordinary(text) as u64;
     }
     // Cut the exact part at a line or word boundary (a char boundary at
     // least) so no token is split.
-    let mut cut = EXACT_TEXT_BYTES;
+    let mut cut = EXACT_TEXT_BYTES.min(text.len());
     while !text.is_char_boundary(cut) {
         cut -= 1;
     }
@@ -209,14 +232,16 @@ fn count_text(text: &str) -> u64 {
         }
     }
     let exact = bpe.count_ordinary(&text[..cut]) as u64;
-    let rest = (text.len() - cut) as u64;
+    let rest = ((text.len() - cut) as u64).saturating_add(beyond);
     // rest × exact / cut, rounded up.
     exact + (rest * exact).div_ceil(cut.max(1) as u64)
 }
 
 #[cfg(not(feature = "tiktoken"))]
-fn count_text(text: &str) -> u64 {
-    (text.len() as u64).div_ceil(BYTES_PER_TOKEN)
+fn count_text(text: &str, beyond: u64) -> u64 {
+    (text.len() as u64)
+        .saturating_add(beyond)
+        .div_ceil(BYTES_PER_TOKEN)
 }
 
 #[cfg(test)]
