@@ -96,6 +96,7 @@ pub struct Config {
 /// |---|---|---|
 /// | `header_read_timeout` | 30000 | HTTP/1.1: from the moment a connection is ready for a request (accepted, or its last answer sent) to a complete request head; covers a slow head and an idle keep-alive connection alike (hyper starts one timer for both) |
 /// | `body_read_timeout` | 60000 | from the head to the end of the request body (408 after) |
+/// | `idle_timeout` | 300000 | a connection (HTTP/1.1 or HTTP/2) with no byte either way for this long is closed gracefully; it must exceed every upstream's `first_byte` and `idle` timeouts, so that a request waiting on its upstream is never taken for idleness |
 /// | `max_connections` | half the process's open-file limit, less 64 (each caller connection may hold an upstream one; 1024 when the limit cannot be read) | connections over it get a 503 and are closed; accept errors (the open-file limit) are logged and accepting pauses 100 ms |
 /// | `http2_max_concurrent_streams` | 256 | per connection |
 /// | `http2_stream_window` / `http2_connection_window` | 1048576 / 4194304 | bytes the caller may send before the gateway reads |
@@ -108,6 +109,8 @@ pub struct ServerConfig {
     pub header_read_timeout: u64,
     /// See the table above.
     pub body_read_timeout: u64,
+    /// See the table above.
+    pub idle_timeout: u64,
     /// See the table above (`None`: derived from the open-file limit).
     pub max_connections: Option<usize>,
     /// See the table above.
@@ -127,6 +130,7 @@ impl Default for ServerConfig {
         Self {
             header_read_timeout: 30_000,
             body_read_timeout: 60_000,
+            idle_timeout: 300_000,
             max_connections: None,
             http2_max_concurrent_streams: 256,
             http2_stream_window: 1 << 20,
@@ -506,6 +510,7 @@ impl Config {
         for (key, v) in [
             ("server.header_read_timeout", sv.header_read_timeout),
             ("server.body_read_timeout", sv.body_read_timeout),
+            ("server.idle_timeout", sv.idle_timeout),
             (
                 "server.http2_keep_alive_interval",
                 sv.http2_keep_alive_interval,
@@ -602,6 +607,17 @@ impl Config {
             ] {
                 if v == 0 {
                     return err(at(&format!("timeout.{k}")), "must be at least 1 ms".into());
+                }
+            }
+            for (k, v) in [("first_byte", t.first_byte), ("idle", t.idle)] {
+                if v >= self.server.idle_timeout {
+                    return err(
+                        at(&format!("timeout.{k}")),
+                        format!(
+                            "{v} ms is not below server.idle_timeout ({} ms): a caller's connection waiting on this upstream would be closed as idle; raise server.idle_timeout",
+                            self.server.idle_timeout
+                        ),
+                    );
                 }
             }
             if u.retry.max_attempts == 0 {

@@ -10,6 +10,10 @@
 //! reached, say) is logged and accepting pauses for 100 ms instead of
 //! spinning.
 //!
+//! Every connection, HTTP/1.1 or HTTP/2, closes (gracefully: requests in
+//! flight finish) after `idle_timeout` with no byte either way; HTTP/1.1's
+//! `header_read_timeout` usually closes an idle one first.
+//!
 //! On shutdown: the listener closes; idle connections close; a connection
 //! serving a request closes after its answer. Streams still running when
 //! the grace period ends get an error event in the caller's format (the
@@ -17,7 +21,10 @@
 //! it.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -25,7 +32,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::AsyncWriteExt;
+use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
@@ -83,6 +91,7 @@ pub(crate) async fn run(
     cut: &watch::Sender<bool>,
 ) -> std::io::Result<bool> {
     let builder = Arc::new(builder(cfg));
+    let idle = Duration::from_millis(cfg.idle_timeout);
     // Within what a semaphore holds and one `acquire_many` can take.
     let max = cfg.connection_limit().clamp(1, u32::MAX as usize >> 4);
     let slots = Arc::new(Semaphore::new(max));
@@ -116,12 +125,22 @@ pub(crate) async fn run(
             .clone()
             .map_request(|req: http::Request<Incoming>| req.map(axum::body::Body::new));
         let (builder, mut stop) = (builder.clone(), stop_rx.clone());
+        let activity = Activity::default();
+        let io = Watched {
+            inner: tcp,
+            activity: activity.clone(),
+        };
         tokio::spawn(async move {
-            let conn = builder.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(svc));
+            let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(svc));
             tokio::pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,
                 () = async { let _ = stop.wait_for(|s| *s).await; } => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+                () = activity.silent_for(idle) => {
+                    tracing::debug!("closing a caller's connection idle for idle_timeout");
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
@@ -152,6 +171,100 @@ pub(crate) async fn run(
         let _ = tokio::time::timeout(FLUSH_AFTER_CUT, drained).await;
     }
     Ok(finished)
+}
+
+/// Counts a connection's reads and writes, for its idle timeout.
+#[derive(Clone, Debug, Default)]
+struct Activity(Arc<AtomicU64>);
+
+impl Activity {
+    fn bump(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Completes once no byte went either way for `idle` (checked four
+    /// times per `idle`, so within 1.25 × `idle`).
+    async fn silent_for(&self, idle: Duration) {
+        let mut tick = tokio::time::interval(idle / 4);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seen = self.0.load(Ordering::Relaxed);
+        let mut quiet_since = tokio::time::Instant::now();
+        loop {
+            tick.tick().await;
+            let now = self.0.load(Ordering::Relaxed);
+            if now != seen {
+                seen = now;
+                quiet_since = tokio::time::Instant::now();
+            } else if quiet_since.elapsed() >= idle {
+                return;
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// A caller's connection whose reads and writes are counted.
+    struct Watched {
+        #[pin]
+        inner: TcpStream,
+        activity: Activity,
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let r = this.inner.poll_read(cx, buf);
+        if buf.filled().len() != before {
+            this.activity.bump();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let r = this.inner.poll_write(cx, data);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.bump();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let r = this.inner.poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.bump();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
 }
 
 /// Answers 503 to a connection over the limit and closes it (within 1 s).

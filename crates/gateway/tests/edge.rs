@@ -583,7 +583,9 @@ async fn a_caller_that_goes_away_releases_the_upstream_at_once() {
     let (url, mut closed) = endless_upstream().await;
     // Long timeouts: only the caller's going away can release it in time.
     let extra = "http = \"http1\"\n[upstreams.retry]\nmax_attempts = 1\n[upstreams.timeout]\nidle = 600000\ntotal = 600000\n";
-    let toml = upstream("o", "openai", &url, extra) + &route("gpt", &["o"]);
+    let toml = "[server]\nidle_timeout = 700000\n".to_owned()
+        + &upstream("o", "openai", &url, extra)
+        + &route("gpt", &["o"]);
     let gw = start(&toml, &[]).await;
     let h2: HttpClient =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -947,4 +949,45 @@ async fn a_key_quoted_in_a_stream_is_scrubbed_in_both_apis() {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_and_the_timeout_is_checked_against_upstreams() {
+    let mock = MockUpstream::new();
+    let toml = "[server]\nidle_timeout = 300\n[[upstreams]]\nname = \"m\"\nkind = \"mock\"\n[upstreams.timeout]\nfirst_byte = 100\nidle = 100\n".to_owned()
+        + &route("mock", &["m"]);
+    let gw = start(&toml, &[("m", &mock)]).await;
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = Request::post(gw.url(OPENAI))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(SMALL.as_bytes())))
+        .unwrap();
+    let res = send.send_request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    drop(text(res).await);
+    // Nothing more on it: the gateway closes it (GOAWAY, then the end).
+    tokio::time::timeout(std::time::Duration::from_secs(10), conn)
+        .await
+        .expect("an idle HTTP/2 connection is closed")
+        .unwrap()
+        .unwrap();
+
+    // An upstream that may wait longer than idle_timeout is refused at start.
+    let bad = "[server]\nidle_timeout = 1000\n[[upstreams]]\nname = \"m\"\nkind = \"mock\"\n"
+        .to_owned()
+        + &route("mock", &["m"]);
+    let e = palisade_gateway::Config::parse(&bad, "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("first_byte") && e.contains("idle_timeout"),
+        "{e}"
+    );
 }
