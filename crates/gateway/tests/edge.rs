@@ -605,6 +605,31 @@ async fn a_caller_that_goes_away_releases_the_upstream_at_once() {
         .await
         .expect("the upstream connection is closed once the caller reset its stream")
         .unwrap();
+
+    // An HTTP/2 caller whose window is full (it reads nothing) and whose
+    // connection then goes away.
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(1024)
+            .handshake::<_, Full<Bytes>>(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = Request::post(gw.url(OPENAI))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(chat("gpt", "x", true))))
+        .unwrap();
+    let res = send.send_request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    // The window (1 KiB) fills at once; then the connection is dropped.
+    conn.abort();
+    let _ = conn.await;
+    drop((res, send));
+    tokio::time::timeout(std::time::Duration::from_secs(20), closed.recv())
+        .await
+        .expect("the upstream connection is closed once the caller's connection is gone")
+        .unwrap();
 }
 
 /// A raw-TCP upstream that reads a request and writes `answer` as is, then
