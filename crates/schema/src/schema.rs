@@ -23,7 +23,7 @@ const ANTHROPIC_MESSAGES: &str = include_str!("../schemas/anthropic_messages.jso
 /// assert!(schema.check(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})).is_ok());
 /// let err = schema.check(&json!({"model": "gpt-4o-mini", "temperature": "3", "messages": "hi"})).unwrap_err();
 /// let pointers: Vec<&str> = err.violations().iter().map(|v| v.pointer()).collect();
-/// assert_eq!(pointers, ["/messages", "/temperature"]);
+/// assert_eq!(pointers, ["/temperature", "/messages"]);
 /// ```
 #[derive(Clone)]
 pub struct Schema {
