@@ -19,8 +19,13 @@ const BIN: &str = env!("CARGO_BIN_EXE_palisade-gateway");
 
 /// Starts the binary and reads `listening on ADDR` from its stdout.
 async fn spawn(args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
+    spawn_with(Command::new(BIN).args(args)).await
+}
+
+/// Starts `cmd` (the binary, maybe under a wrapper) and reads `listening on
+/// ADDR` from its stdout.
+async fn spawn_with(cmd: &mut Command) -> (Child, String) {
+    let mut child = cmd
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -178,4 +183,72 @@ async fn a_sigterm_right_after_the_first_line_is_a_clean_stop() {
         terminate(&child);
         assert_eq!(exit_code(&mut child).await, 0);
     }
+}
+
+/// At the open-file limit, accepting fails: the gateway says so in its log,
+/// does not spin, and serves again once connections close.
+#[tokio::test]
+async fn accept_errors_at_the_open_file_limit_are_logged_and_survived() {
+    let path = temp_config(
+        "nofile",
+        "[server]\nmax_connections = 10000\n[[upstreams]]\nname = \"mock\"\nkind = \"mock\"\n[[routes]]\nmodel = \"mock\"\ntargets = [\"mock\"]\n",
+    );
+    let config = path.to_str().unwrap();
+    let (mut child, addr) = spawn_with(Command::new("sh").args([
+        "-c",
+        "ulimit -n 64 && exec \"$0\" \"$@\"",
+        BIN,
+        "--config",
+        config,
+        "--listen",
+        "127.0.0.1:0",
+    ]))
+    .await;
+    // Collect the log as it comes.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            let _ = tx.send(l);
+        }
+    });
+    // More connections than the process has descriptors.
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        if let Ok(c) = tokio::net::TcpStream::connect(&addr).await {
+            held.push(c);
+        }
+    }
+    let logged = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(l) = rx.recv().await {
+            if l.contains("accepting a connection failed") {
+                return l;
+            }
+        }
+        String::new()
+    })
+    .await
+    .expect("the accept error is logged");
+    assert!(logged.contains("accepting a connection failed"), "{logged}");
+    // Let them go: the gateway serves again.
+    drop(held);
+    let c = client();
+    let mut healthy = false;
+    for _ in 0..100 {
+        let req = http::Request::get(format!("http://{addr}/healthz"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        if let Ok(Ok(res)) = tokio::time::timeout(Duration::from_secs(5), c.request(req)).await {
+            if res.status() == 200 {
+                healthy = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(healthy, "the gateway serves again once connections close");
+    terminate(&child);
+    assert_eq!(exit_code(&mut child).await, 0);
+    let _ = std::fs::remove_file(&path);
 }
