@@ -197,6 +197,9 @@ fn excerpt(data: &[u8]) -> String {
 }
 
 /// One item of an OpenAI stream.
+// Nearly every item is a chunk: boxing it would cost an allocation per
+// event to save stack space on the rare `Done`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum OpenAiItem {
     /// A chunk (the usage chunk has no choices and `usage` set).
