@@ -120,20 +120,40 @@ async fn a_model_no_route_serves_is_404_even_when_the_body_is_large() {
     assert_eq!(mock.request_count(), 0);
 }
 
-/// Bodies from 256 KiB on are checked and translated on the blocking pool:
-/// the same answers as small ones, in both directions.
-#[tokio::test]
-async fn large_bodies_are_checked_and_translated_like_small_ones() {
-    let a = MockUpstream::new();
-    let c = MockUpstream::new();
-    let (sa, sc) = (a.serve().await.unwrap(), c.serve().await.unwrap());
-    let toml = upstream("o", "openai", &sa.base_url(), "")
-        + &upstream("c", "anthropic", &sc.base_url(), "")
+/// A gateway in front of an OpenAI mock `o` and an Anthropic mock `c`, each
+/// on its own socket (`o_extra`, `c_extra`: TOML lines for each), with the
+/// routes `gpt` (o), `claude` (c), `to-claude` (c, as `claude-haiku`) and
+/// `to-gpt` (o, as `gpt-x`). Bind `_served` where it is taken apart: the
+/// mocks serve only while it lives.
+struct TwoApis {
+    gw: TestGateway,
+    o: MockUpstream,
+    c: MockUpstream,
+    _served: (palisade_mock::MockServer, palisade_mock::MockServer),
+}
+
+async fn two_apis(o_extra: &str, c_extra: &str) -> TwoApis {
+    let (o, c) = (MockUpstream::new(), MockUpstream::new());
+    let (so, sc) = (o.serve().await.unwrap(), c.serve().await.unwrap());
+    let toml = upstream("o", "openai", &so.base_url(), o_extra)
+        + &upstream("c", "anthropic", &sc.base_url(), c_extra)
         + &route("gpt", &["o"])
         + &route("to-claude", &["c:claude-haiku"])
         + &route("claude", &["c"])
         + &route("to-gpt", &["o:gpt-x"]);
-    let gw = start(&toml, &[]).await;
+    TwoApis {
+        gw: start(&toml, &[]).await,
+        o,
+        c,
+        _served: (so, sc),
+    }
+}
+
+/// Bodies from 256 KiB on are checked and translated on the blocking pool:
+/// the same answers as small ones, in both directions.
+#[tokio::test]
+async fn large_bodies_are_checked_and_translated_like_small_ones() {
+    let TwoApis { gw, c, _served, .. } = two_apis("", "").await;
     let long = "lorem ipsum ".repeat(40_000); // 480 KB
     let (res, text) = gw.call(OPENAI, &chat("gpt", &long, false)).await;
     assert_eq!(res.status(), 200, "{}", &text[..text.len().min(300)]);
@@ -379,16 +399,8 @@ async fn http2_callers_are_served() {
 
 #[tokio::test]
 async fn output_budgets_of_any_number_shape_are_limited_and_translated_or_400() {
-    let o = MockUpstream::new();
-    let c = MockUpstream::new();
-    let (so, sc) = (o.serve().await.unwrap(), c.serve().await.unwrap());
     let tpm = "[upstreams.rate_limit]\ntokens_per_minute = 100000\nmax_wait = 0\n";
-    let toml = upstream("o", "openai", &so.base_url(), tpm)
-        + &upstream("c", "anthropic", &sc.base_url(), "")
-        + &route("gpt", &["o"])
-        + &route("to-claude", &["c:claude-haiku"])
-        + &route("to-gpt", &["o:gpt-x"]);
-    let gw = start(&toml, &[]).await;
+    let TwoApis { gw, o, c, _served } = two_apis(tpm, "").await;
     // The same shape is a valid request in both APIs.
     let with_budget = |model: &str, n: &str| {
         format!(
@@ -452,18 +464,8 @@ async fn a_key_quoted_json_escaped_is_scrubbed_on_every_path() {
     let key = std::env::var("PALISADE_TEST_SLASH_KEY").unwrap();
     let slashed = key.replace('/', "\\/");
     let forms = [key.clone(), slashed.clone(), unicode_escaped(&key)];
-    let o = MockUpstream::new();
-    let c = MockUpstream::new();
-    let (so, sc) = (o.serve().await.unwrap(), c.serve().await.unwrap());
-    let one_shot = "[upstreams.retry]\nmax_attempts = 1\n";
-    let extra = format!("api_key_env = \"PALISADE_TEST_SLASH_KEY\"\n{one_shot}");
-    let toml = upstream("o", "openai", &so.base_url(), &extra)
-        + &upstream("c", "anthropic", &sc.base_url(), &extra)
-        + &route("gpt", &["o"])
-        + &route("to-claude", &["c:claude-haiku"])
-        + &route("claude", &["c"])
-        + &route("to-gpt", &["o:gpt-x"]);
-    let gw = start(&toml, &[]).await;
+    let extra = "api_key_env = \"PALISADE_TEST_SLASH_KEY\"\n[upstreams.retry]\nmax_attempts = 1\n";
+    let TwoApis { gw, o, c, _served } = two_apis(extra, extra).await;
     let openai_error = |form: &str| {
         format!(
             r#"{{"error":{{"message":"Incorrect API key provided: {form}","type":"invalid_request_error"}}}}"#
