@@ -23,7 +23,8 @@
 //! # The recommended stack, and why in that order
 //!
 //! Outermost first: `trace → schema → total timeout → retry → rate limit →
-//! breaker → per-attempt timeout → client`.
+//! breaker → per-attempt timeout → client`. (The preset adds, right above
+//! the client, the decoding of answers compressed without being asked.)
 //!
 //! - **Total timeout outside retry**: it bounds the call with all its retries
 //!   and backoffs. Inside, it would restart with every attempt and a caller

@@ -12,7 +12,8 @@
 //! `GET /metrics` (Prometheus text).
 //!
 //! Per upstream the stack is total timeout → retry → rate limit → breaker →
-//! per-attempt timeout → client (see the `upstream` module docs for why);
+//! per-attempt timeout → decompression → client (see the `upstream` module
+//! docs for why);
 //! request checks (`palisade-schema`'s bundled schemas, on the body parsed
 //! once) and trace ids are handled before it, routing with fallback
 //! over a route's targets around it.

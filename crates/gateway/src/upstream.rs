@@ -4,7 +4,7 @@
 //!
 //! Order, outermost first: total timeout → retry → rate limit (requests,
 //! then tokens) → breaker → per-attempt timeout (first byte, SSE-aware idle)
-//! → client; the facade's docs say why. (Schema validation happens before
+//! → decompression → client; the facade's docs say why. (Schema validation happens before
 //! routing, against the caller's API.)
 
 use std::future::Future;
