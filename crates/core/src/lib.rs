@@ -35,6 +35,7 @@
 //! let wait = RetryHint::from_headers(res.headers()).map(|h| h.delay());
 //! assert_eq!(wait, Some(std::time::Duration::from_secs(3)));
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod body;
 pub mod classify;

@@ -51,6 +51,7 @@
 //! assert_eq!(limited.retry_after(), Some(std::time::Duration::from_secs(1)));
 //! # }
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod bucket;
 mod future;

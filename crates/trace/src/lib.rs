@@ -47,6 +47,7 @@
 //!     .service(client);
 //! # let _ = stack;
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod context;
 
