@@ -3,7 +3,7 @@
 //! circuit breaker that opens — each checked, so CI runs this as a test.
 //!
 //! ```sh
-//! cargo run -p palisade-async-openai --example async_openai
+//! cargo run -p palisade-reqwest --example async_openai
 //! ```
 
 use std::time::Duration;
@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use palisade::core::{BoxError, CircuitOpen, find};
 use palisade::mock::{MockUpstream, Reply};
 use palisade::preset::StackConfig;
-use palisade_async_openai::PalisadeService;
+use palisade_reqwest::async_openai::PalisadeService;
 
 fn request(text: &str) -> Result<CreateChatCompletionRequest, BoxError> {
     Ok(serde_json::from_value(serde_json::json!({
