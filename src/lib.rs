@@ -67,37 +67,48 @@
 //! # let _ = svc;
 //! ```
 
+#[doc(inline)]
 pub use palisade_core as core;
 
 #[cfg(feature = "breaker")]
+#[doc(inline)]
 pub use palisade_breaker as breaker;
 
 #[cfg(feature = "client")]
+#[doc(inline)]
 pub use palisade_client as client;
 
 #[cfg(feature = "mock")]
+#[doc(inline)]
 pub use palisade_mock as mock;
 
 #[cfg(feature = "providers")]
+#[doc(inline)]
 pub use palisade_providers as providers;
 
 #[cfg(feature = "ratelimit")]
+#[doc(inline)]
 pub use palisade_ratelimit as ratelimit;
 
 #[cfg(feature = "retry")]
+#[doc(inline)]
 pub use palisade_retry as retry;
 
 #[cfg(feature = "schema")]
+#[doc(inline)]
 pub use palisade_schema as schema;
 
 #[cfg(feature = "preset")]
 pub mod preset;
 
 #[cfg(feature = "sse")]
+#[doc(inline)]
 pub use palisade_sse as sse;
 
 #[cfg(feature = "timeout")]
+#[doc(inline)]
 pub use palisade_timeout as timeout;
 
 #[cfg(feature = "trace")]
+#[doc(inline)]
 pub use palisade_trace as trace;

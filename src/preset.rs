@@ -472,6 +472,15 @@ where
 /// The preset stack: a named, cloneable `Service<http::Request<RequestBody>>`
 /// answering `http::Response<LlmBody>`. Clones share the breaker, the rate
 /// limits and the connection pool.
+///
+/// It is a [`palisade_core::LlmService`], as every stack is:
+///
+/// ```
+/// fn takes_any_stack(_: impl palisade::core::LlmService) {}
+/// # fn main() -> Result<(), palisade::core::BoxError> {
+/// takes_any_stack(palisade::preset::StackConfig::openai().no_key().build()?);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct LlmStack {
     inner: BoxCloneSyncService<Request<RequestBody>, Response<LlmBody>, BoxError>,

@@ -60,6 +60,33 @@ impl RequestBody {
         Self::new(serde_json::to_vec(value).unwrap_or_default())
     }
 
+    /// A body holding any `Serialize` value as JSON: the request types of
+    /// `palisade-providers`, or your own.
+    ///
+    /// ```
+    /// use palisade_core::RequestBody;
+    ///
+    /// #[derive(serde::Serialize)]
+    /// struct Ask<'a> { model: &'a str, messages: Vec<Msg<'a>> }
+    /// #[derive(serde::Serialize)]
+    /// struct Msg<'a> { role: &'a str, content: &'a str }
+    ///
+    /// let body = RequestBody::to_json(&Ask {
+    ///     model: "gpt-4o-mini",
+    ///     messages: vec![Msg { role: "user", content: "hi" }],
+    /// })?;
+    /// assert_eq!(&body.as_bytes()[..], br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#);
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// What `serde_json` reports when `value` cannot be JSON (a map with
+    /// non-string keys, a `Serialize` impl that fails).
+    pub fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
+        serde_json::to_vec(value).map(Self::new)
+    }
+
     /// The whole body.
     pub fn as_bytes(&self) -> &Bytes {
         &self.bytes

@@ -180,6 +180,57 @@ impl ErrorKind {
     }
 }
 
+/// What a server should answer its own caller when a call through a
+/// palisade stack failed with `err`: the status, and the `Retry-After` to
+/// send with it (whole seconds, rounded up, when the error knows a wait).
+///
+/// | error | status | `Retry-After` |
+/// |---|---|---|
+/// | an open circuit ([`CircuitOpen`]) | 503 | the time left open |
+/// | a local rate limit ([`RateLimited`]) | 429 | the limiter's estimate, when it has one |
+/// | a deadline ([`Elapsed`]) | 504 | — |
+/// | the upstream's error status ([`UpstreamStatus`]) | that status | the upstream's hint |
+/// | a body too large ([`BodyTooLarge`]) | 413 | — |
+/// | a request refused before sending ([`Rejected`]) | 400 | — |
+/// | a transport failure, or anything else | 502 | — |
+///
+/// The gateway answers with the same mapping. The message of `err` (its
+/// `Display`) says what failed and what to do, and is safe to show: keys
+/// never appear in palisade's errors.
+///
+/// ```
+/// use palisade_core::{CircuitOpen, RateLimited, caller_status};
+/// use std::time::Duration;
+///
+/// let (status, retry) = caller_status(&CircuitOpen::new(Duration::from_millis(1500)));
+/// assert_eq!((status.as_u16(), retry), (503, Some(Duration::from_millis(1500))));
+/// let (status, _) = caller_status(&RateLimited::new(None));
+/// assert_eq!(status.as_u16(), 429);
+/// ```
+pub fn caller_status(err: &(dyn StdError + 'static)) -> (StatusCode, Option<Duration>) {
+    if let Some(s) = find::<UpstreamStatus>(err) {
+        return (s.status(), s.retry_after());
+    }
+    if find::<BodyTooLarge>(err).is_some() {
+        return (StatusCode::PAYLOAD_TOO_LARGE, None);
+    }
+    match ErrorKind::of(err) {
+        Some(ErrorKind::CircuitOpen) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            find::<CircuitOpen>(err).map(CircuitOpen::remaining),
+        ),
+        Some(ErrorKind::RateLimited) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            find::<RateLimited>(err).and_then(RateLimited::retry_after),
+        ),
+        Some(ErrorKind::Timeout) => (StatusCode::GATEWAY_TIMEOUT, None),
+        Some(ErrorKind::InvalidRequest) => (StatusCode::BAD_REQUEST, None),
+        Some(ErrorKind::UpstreamStatus | ErrorKind::Transport(_)) | None => {
+            (StatusCode::BAD_GATEWAY, None)
+        }
+    }
+}
+
 impl TransportKind {
     /// A short, stable label for metrics and logs.
     pub fn as_str(self) -> &'static str {
@@ -656,6 +707,49 @@ mod tests {
     fn kind(e: impl Into<BoxError>) -> Option<ErrorKind> {
         let e: BoxError = e.into();
         ErrorKind::of(&*e)
+    }
+
+    #[test]
+    fn caller_status_follows_its_table_through_wrapped_errors() {
+        let secs = Duration::from_secs;
+        let cases: Vec<(BoxError, u16, Option<Duration>)> = vec![
+            (Box::new(CircuitOpen::new(secs(2))), 503, Some(secs(2))),
+            (
+                Box::new(RateLimited::new(Some(secs(3)))),
+                429,
+                Some(secs(3)),
+            ),
+            (Box::new(RateLimited::new(None)), 429, None),
+            (Box::new(Elapsed::new(Budget::Total, secs(1))), 504, None),
+            (
+                Box::new(UpstreamStatus::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Some(secs(4)),
+                )),
+                503,
+                Some(secs(4)),
+            ),
+            (Box::new(BodyTooLarge::new(10)), 413, None),
+            (
+                Box::new(Rejected::new(vec![Violation::new("/x", "bad")])),
+                400,
+                None,
+            ),
+            (
+                Box::new(TransportError::new(
+                    TransportKind::ConnectRefused,
+                    "refused",
+                )),
+                502,
+                None,
+            ),
+            ("something else".into(), 502, None),
+        ];
+        for (err, status, retry) in cases {
+            let wrapped = Wrap(err);
+            let (s, r) = caller_status(&wrapped);
+            assert_eq!((s.as_u16(), r), (status, retry), "{wrapped}");
+        }
     }
 
     #[test]

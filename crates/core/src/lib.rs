@@ -42,6 +42,7 @@ pub mod classify;
 mod error;
 pub mod hint;
 pub mod keyed;
+mod service;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 pub mod tokens;
@@ -49,5 +50,6 @@ pub mod tokens;
 pub use body::{ParsedBody, RequestBody, Shape, ShapeError};
 pub use error::{
     BodyTooLarge, BoxError, Budget, CircuitOpen, Elapsed, ErrorKind, InvalidOutput, RateLimited,
-    Rejected, TransportError, TransportKind, UpstreamStatus, Violation, chain, find,
+    Rejected, TransportError, TransportKind, UpstreamStatus, Violation, caller_status, chain, find,
 };
+pub use service::LlmService;

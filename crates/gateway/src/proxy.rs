@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::StreamBody;
 use palisade_core::classify::{ClassifyOutcome, LlmClassifier, Outcome};
 use palisade_core::{
-    BodyTooLarge, BoxError, CircuitOpen, ErrorKind, ParsedBody, RateLimited, RequestBody, Shape,
-    ShapeError, body::collect_limited, find,
+    BodyTooLarge, BoxError, ErrorKind, ParsedBody, RequestBody, Shape, ShapeError,
+    body::collect_limited, find,
 };
 use palisade_providers::observe::ResponseObserver;
 use palisade_providers::translate::{
@@ -811,58 +811,23 @@ fn relay_failure(caller: Provider, up: &Upstream, up_api: Provider, f: Failure) 
             None,
         ),
         Failure::Error(e) => {
-            let kind = ErrorKind::of(&*e);
-            match kind {
-                Some(ErrorKind::CircuitOpen) => {
-                    let wait = find::<CircuitOpen>(&*e).map(CircuitOpen::remaining);
-                    error_response(
-                        caller,
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &format!(
-                            "upstream `{name}` is unavailable: its circuit breaker is open after repeated failures; retry later ({e})"
-                        ),
-                        None,
-                        Some(wait.unwrap_or(Duration::from_secs(1))),
-                    )
+            // The status and Retry-After: palisade's public mapping, the
+            // one a library user's own server gets from `caller_status`.
+            let (status, wait) = palisade_core::caller_status(&*e);
+            let msg = match ErrorKind::of(&*e) {
+                Some(ErrorKind::CircuitOpen) => format!(
+                    "upstream `{name}` is unavailable: its circuit breaker is open after repeated failures; retry later ({e})"
+                ),
+                Some(ErrorKind::RateLimited) => format!(
+                    "the gateway's rate limit for upstream `{name}` is reached; retry later ({e})"
+                ),
+                Some(ErrorKind::Timeout) => format!("upstream `{name}` timed out: {e}"),
+                Some(ErrorKind::Transport(_)) => {
+                    format!("upstream `{name}` could not be reached: {e}")
                 }
-                Some(ErrorKind::RateLimited) => {
-                    let wait = find::<RateLimited>(&*e).and_then(RateLimited::retry_after);
-                    let mut res = error_response(
-                        caller,
-                        StatusCode::TOO_MANY_REQUESTS,
-                        &format!(
-                            "the gateway's rate limit for upstream `{name}` is reached; retry later ({e})"
-                        ),
-                        None,
-                        wait,
-                    );
-                    if wait.is_none() {
-                        res.headers_mut().remove(RETRY_AFTER);
-                    }
-                    res
-                }
-                Some(ErrorKind::Timeout) => error_response(
-                    caller,
-                    StatusCode::GATEWAY_TIMEOUT,
-                    &format!("upstream `{name}` timed out: {e}"),
-                    None,
-                    None,
-                ),
-                Some(ErrorKind::Transport(_)) => error_response(
-                    caller,
-                    StatusCode::BAD_GATEWAY,
-                    &format!("upstream `{name}` could not be reached: {e}"),
-                    None,
-                    None,
-                ),
-                _ => error_response(
-                    caller,
-                    StatusCode::BAD_GATEWAY,
-                    &format!("upstream `{name}` failed: {e}"),
-                    None,
-                    None,
-                ),
-            }
+                _ => format!("upstream `{name}` failed: {e}"),
+            };
+            error_response(caller, status, &msg, None, wait)
         }
     }
 }
