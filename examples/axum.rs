@@ -14,27 +14,19 @@ use axum::{Json, Router};
 use http::StatusCode;
 use http_body_util::BodyExt;
 use palisade::client::HttpClient;
-use palisade::core::{BoxError, ParsedBody, RequestBody};
+use palisade::core::{BoxError, BoxLlmService, LlmService, ParsedBody, RequestBody};
 use palisade::mock::MockUpstream;
 use palisade::providers::Provider;
 use palisade::retry::RetryLayer;
 use palisade::schema::SchemaLayer;
 use palisade::timeout::TimeoutLayer;
 use serde_json::{Value, json};
-use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
-
-/// The LLM client the handlers share: any palisade stack, type-erased so it
-/// fits in a struct field.
-type Llm = BoxCloneSyncService<
-    http::Request<RequestBody>,
-    http::Response<http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>>,
-    BoxError,
->;
 
 #[derive(Clone)]
 struct AppState {
-    llm: Llm,
+    /// Any palisade stack, type-erased so it fits in a struct field.
+    llm: BoxLlmService,
 }
 
 /// `GET /ask?q=…`: one question, one answer.
@@ -85,10 +77,9 @@ async fn main() -> Result<(), BoxError> {
             HttpClient::builder()
                 .base_url(upstream.base_url())
                 .build()?,
-        )
-        .map_response(|res| res.map(|b| b.map_err(BoxError::from).boxed_unsync()));
+        );
     let state = AppState {
-        llm: BoxCloneSyncService::new(stack),
+        llm: stack.boxed_llm(),
     };
 
     let validated = tower::service_fn(|req: http::Request<RequestBody>| async move {

@@ -52,4 +52,4 @@ pub use error::{
     BodyTooLarge, BoxError, Budget, CircuitOpen, Elapsed, ErrorKind, InvalidOutput, RateLimited,
     Rejected, TransportError, TransportKind, UpstreamStatus, Violation, caller_status, chain, find,
 };
-pub use service::LlmService;
+pub use service::{BoxLlmBody, BoxLlmService, LlmService};

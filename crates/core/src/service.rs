@@ -4,6 +4,10 @@ use std::future::Future;
 
 use bytes::Bytes;
 use http_body::Body;
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use tower::ServiceExt;
+use tower::util::BoxCloneSyncService;
 
 use crate::{BoxError, RequestBody};
 
@@ -51,7 +55,38 @@ pub trait LlmService:
     type Future: Future<Output = Result<http::Response<<Self as LlmService>::Body>, BoxError>>
         + Send
         + 'static;
+
+    /// This stack, type-erased: one type for any stack, to keep in a struct
+    /// field or an axum state (its body boxed as [`BoxLlmBody`]).
+    ///
+    /// ```
+    /// use palisade_core::{BoxError, BoxLlmService, LlmService, RequestBody};
+    ///
+    /// struct App {
+    ///     llm: BoxLlmService,
+    /// }
+    /// let echo = tower::service_fn(|req: http::Request<RequestBody>| async move {
+    ///     Ok::<_, BoxError>(http::Response::new(http_body_util::Full::new(req.into_body().into_bytes())))
+    /// });
+    /// let app = App { llm: echo.boxed_llm() };
+    /// # let _ = app.llm;
+    /// ```
+    fn boxed_llm(self) -> BoxLlmService
+    where
+        Self: Sync + Sized,
+    {
+        BoxCloneSyncService::new(
+            self.map_response(|res| res.map(|b| b.map_err(Into::<BoxError>::into).boxed_unsync())),
+        )
+    }
 }
+
+/// The body of a [`BoxLlmService`]'s answer.
+pub type BoxLlmBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Any stack, type-erased ([`LlmService::boxed_llm`]).
+pub type BoxLlmService =
+    BoxCloneSyncService<http::Request<RequestBody>, http::Response<BoxLlmBody>, BoxError>;
 
 impl<S, B> LlmService for S
 where

@@ -9,7 +9,16 @@ use serde_json::{Map, Number, Value};
 use crate::maybe::Maybe;
 
 /// `POST /v1/messages` request body.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// ```
+/// use palisade_providers::anthropic::{Message, MessagesRequest};
+///
+/// let req = MessagesRequest::new("claude-haiku-4-5", 256, vec![Message::user("Hello")]);
+/// let json = serde_json::to_value(&req).unwrap();
+/// assert_eq!(json["max_tokens"], 256);
+/// assert_eq!(json["messages"][0]["content"], "Hello");
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct MessagesRequest {
     /// The model.
     pub model: String,
@@ -50,6 +59,40 @@ pub struct Message {
     /// Everything else, as received.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+impl MessagesRequest {
+    /// A request for `model`, at most `max_tokens` of output, with
+    /// `messages` and nothing else set.
+    pub fn new(model: impl Into<String>, max_tokens: u64, messages: Vec<Message>) -> Self {
+        Self {
+            model: model.into(),
+            max_tokens,
+            messages,
+            ..Self::default()
+        }
+    }
+}
+
+impl Message {
+    /// A message of `role` with text content.
+    pub fn text(role: impl Into<String>, text: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: MessageContent::Text(text.into()),
+            extra: Map::new(),
+        }
+    }
+
+    /// A `user` message.
+    pub fn user(text: impl Into<String>) -> Self {
+        Self::text("user", text)
+    }
+
+    /// An `assistant` message.
+    pub fn assistant(text: impl Into<String>) -> Self {
+        Self::text("assistant", text)
+    }
 }
 
 /// A message's content: a string or a list of blocks.

@@ -10,7 +10,19 @@ use serde_json::{Map, Number, Value};
 use crate::maybe::Maybe;
 
 /// `POST /v1/chat/completions` request body.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// ```
+/// use palisade_providers::openai::{ChatMessage, ChatRequest};
+///
+/// let req = ChatRequest::new("gpt-4o-mini", vec![
+///     ChatMessage::system("Answer in one word."),
+///     ChatMessage::user("Capital of France?"),
+/// ]);
+/// let json = serde_json::to_value(&req).unwrap();
+/// assert_eq!(json["messages"][1]["content"], "Capital of France?");
+/// assert!(json.get("stream").is_none(), "absent fields stay absent");
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChatRequest {
     /// The model.
     pub model: String,
@@ -49,6 +61,43 @@ pub struct ChatRequest {
     /// Everything else, as received.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+impl ChatRequest {
+    /// A request for `model` with `messages` and nothing else set.
+    pub fn new(model: impl Into<String>, messages: Vec<ChatMessage>) -> Self {
+        Self {
+            model: model.into(),
+            messages,
+            ..Self::default()
+        }
+    }
+}
+
+impl ChatMessage {
+    /// A message of `role` with text content.
+    pub fn text(role: impl Into<String>, text: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: Maybe::Present(Content::Text(text.into())),
+            ..Self::default()
+        }
+    }
+
+    /// A `user` message.
+    pub fn user(text: impl Into<String>) -> Self {
+        Self::text("user", text)
+    }
+
+    /// A `system` message.
+    pub fn system(text: impl Into<String>) -> Self {
+        Self::text("system", text)
+    }
+
+    /// An `assistant` message.
+    pub fn assistant(text: impl Into<String>) -> Self {
+        Self::text("assistant", text)
+    }
 }
 
 /// One message of a conversation (also a response's message).
