@@ -21,6 +21,7 @@
 //!   so a route can fall back across providers.
 
 pub mod anthropic;
+mod chunks;
 pub mod errors;
 mod maybe;
 pub mod observe;
@@ -28,6 +29,7 @@ pub mod openai;
 mod stream;
 pub mod translate;
 
+pub use chunks::OpenAiStream;
 pub use maybe::Maybe;
 pub use stream::{
     AnthropicAggregator, InbandError, OpenAiAggregator, OpenAiItem, Provider, StreamError,

@@ -311,6 +311,16 @@ pub struct ChatChunk {
     pub extra: Map<String, Value>,
 }
 
+impl ChatChunk {
+    /// The text this chunk adds: its first choice's `delta.content`, or `""`.
+    pub fn text(&self) -> &str {
+        self.choices
+            .first()
+            .and_then(|c| c.delta.content.get())
+            .map_or("", String::as_str)
+    }
+}
+
 /// One choice's delta in a chunk.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChunkChoice {

@@ -131,7 +131,7 @@ impl StreamError {
         }
     }
 
-    fn truncated(provider: Provider, missing: &'static str) -> Self {
+    pub(crate) fn truncated(provider: Provider, missing: &'static str) -> Self {
         Self {
             kind: StreamErrorKind::Truncated { provider, missing },
         }
