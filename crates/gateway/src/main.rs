@@ -1,8 +1,9 @@
-//! `palisade-gateway [--config FILE] [--listen ADDR]`
+//! `palisade-gateway [--config FILE] [--listen ADDR] [--log-format text|json]`
 //!
 //! With no config, the built-in mock upstream (model `mock`) on
 //! `127.0.0.1:8080`. The first line on stdout is `listening on ADDR`; logs go
-//! to stderr, filtered by `RUST_LOG` (default `info`). SIGTERM/SIGINT stop
+//! to stderr, filtered by `RUST_LOG` (default `info`), as text or, with
+//! `--log-format json`, one JSON object per line. SIGTERM/SIGINT stop
 //! accepting and let in-flight requests finish within the grace period
 //! (installed before `listening on` is printed); SIGHUP keeps its default
 //! action.
@@ -16,7 +17,8 @@ use std::process::ExitCode;
 use palisade_gateway::{Config, Gateway};
 use tracing_subscriber::EnvFilter;
 
-const USAGE: &str = "usage: palisade-gateway [--config FILE] [--listen ADDR]
+const USAGE: &str =
+    "usage: palisade-gateway [--config FILE] [--listen ADDR] [--log-format text|json]
 
   --config FILE   the TOML config (every key and default: the docs of
                   `palisade_gateway::config`, `cargo doc -p palisade-gateway
@@ -24,11 +26,14 @@ const USAGE: &str = "usage: palisade-gateway [--config FILE] [--listen ADDR]
                   the model `mock`
   --listen ADDR   where to listen (overrides the config's `listen`);
                   127.0.0.1:0 picks a free port
+  --log-format F  `text` (the default) or `json`: one JSON object per line,
+                  the request's `trace_id` among the span fields
 ";
 
 struct Args {
     config: Option<PathBuf>,
     listen: Option<SocketAddr>,
+    json_logs: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -36,6 +41,7 @@ fn parse_args() -> Result<Args, String> {
     let mut out = Args {
         config: None,
         listen: None,
+        json_logs: false,
     };
     while let Some(a) = args.next() {
         let a = a.to_string_lossy().into_owned();
@@ -57,6 +63,15 @@ fn parse_args() -> Result<Args, String> {
                     format!("--listen `{v}` is not an address like 127.0.0.1:8080: {e}")
                 })?);
             }
+            "--log-format" => match value("--log-format")?.as_str() {
+                "text" => out.json_logs = false,
+                "json" => out.json_logs = true,
+                other => {
+                    return Err(format!(
+                        "--log-format `{other}`: use `text` or `json`\n\n{USAGE}"
+                    ));
+                }
+            },
             "--help" | "-h" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument `{other}`\n\n{USAGE}")),
         }
@@ -97,12 +112,6 @@ fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'stati
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
     let args = match parse_args() {
         Ok(a) => a,
         Err(m) => {
@@ -110,6 +119,19 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    if args.json_logs {
+        // The current span's fields (the request's `trace_id`) on each line.
+        logs.json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        logs.init();
+    }
     let mut config = match &args.config {
         Some(path) => match Config::load(path) {
             Ok(c) => c,

@@ -252,3 +252,44 @@ async fn accept_errors_at_the_open_file_limit_are_logged_and_survived() {
     assert_eq!(exit_code(&mut child).await, 0);
     let _ = std::fs::remove_file(&path);
 }
+
+/// `--log-format json`: one JSON object per line, with the request's trace
+/// id as a field.
+#[tokio::test]
+async fn json_logs_carry_the_trace_id_as_a_field() {
+    let (mut child, addr) = spawn(&["--listen", "127.0.0.1:0", "--log-format", "json"]).await;
+    let stderr = child.stderr.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            let _ = tx.send(l);
+        }
+    });
+    // An invalid request: the gateway logs its refusal inside the request.
+    let req = http::Request::post(format!("http://{addr}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(
+            br#"{"model":"mock","messages":"not a list"}"#,
+        )))
+        .unwrap();
+    let res = client().request(req).await.unwrap();
+    assert_eq!(res.status(), 400);
+    let id = res.headers()["x-trace-id"].to_str().unwrap().to_owned();
+    let line = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(l) = rx.recv().await {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&l) else {
+                panic!("a log line that is not JSON: {l}");
+            };
+            if v["span"]["trace_id"] == id.as_str() {
+                return v;
+            }
+        }
+        serde_json::Value::Null
+    })
+    .await
+    .expect("a JSON line with the request's trace id");
+    assert!(line["fields"]["message"].as_str().is_some(), "{line}");
+    terminate(&child);
+    assert_eq!(exit_code(&mut child).await, 0);
+}
