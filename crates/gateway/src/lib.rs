@@ -49,6 +49,7 @@ pub mod config;
 mod errors;
 
 mod metrics;
+pub mod otel;
 mod proxy;
 mod relay;
 mod server;

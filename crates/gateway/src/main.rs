@@ -16,6 +16,7 @@ use std::process::ExitCode;
 
 use palisade_gateway::{Config, Gateway};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
 
 const USAGE: &str =
     "usage: palisade-gateway [--config FILE] [--listen ADDR] [--log-format text|json]
@@ -28,6 +29,10 @@ const USAGE: &str =
                   127.0.0.1:0 picks a free port
   --log-format F  `text` (the default) or `json`: one JSON object per line,
                   the request's `trace_id` among the span fields
+
+Spans go over OTLP (HTTP/protobuf, plain http://) when
+OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set;
+the other standard OTEL_* variables apply (headers, service name, sampler).
 ";
 
 struct Args {
@@ -120,18 +125,38 @@ async fn main() -> ExitCode {
         }
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
-    if args.json_logs {
+    let logs = if args.json_logs {
         // The current span's fields (the request's `trace_id`) on each line.
-        logs.json()
+        tracing_subscriber::fmt::layer()
+            .json()
             .with_current_span(true)
             .with_span_list(false)
-            .init();
+            .with_writer(std::io::stderr)
+            .boxed()
     } else {
-        logs.init();
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed()
+    };
+    let subscriber = tracing_subscriber::registry().with(filter).with(logs);
+    // Spans over OTLP when the standard OTEL_* variables ask for it.
+    let (otel, exporter) = match palisade_gateway::otel::from_env() {
+        Ok(Some((layer, exporter))) => (Some(layer), Some(exporter)),
+        Ok(None) => (None, None),
+        Err(m) => {
+            eprintln!("error: {m}");
+            return ExitCode::from(2);
+        }
+    };
+    subscriber.with(otel).init();
+    let code = run(args).await;
+    if let Some(e) = exporter {
+        let _ = tokio::task::spawn_blocking(move || e.shutdown()).await;
     }
+    code
+}
+
+async fn run(args: Args) -> ExitCode {
     let mut config = match &args.config {
         Some(path) => match Config::load(path) {
             Ok(c) => c,

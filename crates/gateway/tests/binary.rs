@@ -293,3 +293,154 @@ async fn json_logs_carry_the_trace_id_as_a_field() {
     terminate(&child);
     assert_eq!(exit_code(&mut child).await, 0);
 }
+
+/// An OTLP/HTTP receiver on loopback: every span it is sent, as its name
+/// and its string, int and bool attributes.
+async fn otlp_receiver() -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<(String, Vec<(String, String)>)>,
+) {
+    use hyper::service::service_fn;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    use prost::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let tx = tx.clone();
+                    async move {
+                        let path = req.uri().path().to_owned();
+                        let body = req.into_body().collect().await?.to_bytes();
+                        if path == "/v1/traces" {
+                            if let Ok(export) = ExportTraceServiceRequest::decode(body) {
+                                for span in export
+                                    .resource_spans
+                                    .iter()
+                                    .flat_map(|r| &r.scope_spans)
+                                    .flat_map(|s| &s.spans)
+                                {
+                                    let attrs = span
+                                        .attributes
+                                        .iter()
+                                        .filter_map(|kv| {
+                                            let v = match kv.value.as_ref()?.value.as_ref()? {
+                                                Any::StringValue(s) => s.clone(),
+                                                Any::IntValue(i) => i.to_string(),
+                                                Any::BoolValue(b) => b.to_string(),
+                                                _ => return None,
+                                            };
+                                            Some((kv.key.clone(), v))
+                                        })
+                                        .collect();
+                                    let _ = tx.send((span.name.clone(), attrs));
+                                }
+                            }
+                        }
+                        Ok::<_, hyper::Error>(http::Response::new(Full::new(Bytes::new())))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    (format!("http://{addr}"), rx)
+}
+
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the GenAI spans of the calls
+/// reach an OTLP receiver, with their GenAI attributes.
+#[tokio::test]
+async fn spans_are_exported_over_otlp_when_the_endpoint_is_set() {
+    let (endpoint, mut spans) = otlp_receiver().await;
+    let (mut child, addr) = spawn_with(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+            .env("OTEL_BSP_SCHEDULE_DELAY", "50")
+            .env("OTEL_SERVICE_NAME", "gateway-under-test"),
+    )
+    .await;
+    let req = http::Request::post(format!("http://{addr}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(chat("mock", "exported", false))))
+        .unwrap();
+    let res = client().request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let (name, attrs) = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let (name, attrs) = spans.recv().await.expect("the receiver runs");
+            if attrs.iter().any(|(k, _)| k == "gen_ai.operation.name") {
+                return (name, attrs);
+            }
+        }
+    })
+    .await
+    .expect("a GenAI span arrives within 20 s");
+    let get = |k: &str| {
+        attrs
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(
+        get("gen_ai.operation.name"),
+        Some("chat"),
+        "{name}: {attrs:?}"
+    );
+    assert_eq!(
+        get("gen_ai.request.model"),
+        Some("mock"),
+        "{name}: {attrs:?}"
+    );
+    assert!(name.contains("chat"), "{name}");
+    terminate(&child);
+    assert_eq!(exit_code(&mut child).await, 0);
+}
+
+/// An OTLP protocol the gateway does not speak is refused at start, by name.
+#[tokio::test]
+async fn an_unsupported_otlp_protocol_is_a_start_error() {
+    let out = std::process::Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("OTEL_EXPORTER_OTLP_PROTOCOL") && err.contains("grpc"),
+        "{err}"
+    );
+}
+
+/// A collector that is not there costs nothing to the requests.
+#[tokio::test]
+async fn an_unreachable_collector_does_not_affect_requests() {
+    let (mut child, addr) = spawn_with(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+            .env("OTEL_BSP_SCHEDULE_DELAY", "10"),
+    )
+    .await;
+    for _ in 0..3 {
+        let req = http::Request::post(format!("http://{addr}/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(chat("mock", "still served", false))))
+            .unwrap();
+        let res = tokio::time::timeout(Duration::from_secs(10), client().request(req))
+            .await
+            .expect("answered while the exporter fails")
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    terminate(&child);
+    assert_eq!(exit_code(&mut child).await, 0);
+}
