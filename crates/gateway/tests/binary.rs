@@ -49,6 +49,19 @@ async fn spawn_with(cmd: &mut Command) -> (Child, String) {
     (child, addr)
 }
 
+/// The child's log (stderr), line by line, as it comes.
+fn log_lines(child: &mut Child) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            let _ = tx.send(l);
+        }
+    });
+    rx
+}
+
 fn terminate(child: &Child) {
     let pid = child.id().unwrap().to_string();
     let ok = std::process::Command::new("kill")
@@ -204,15 +217,7 @@ async fn accept_errors_at_the_open_file_limit_are_logged_and_survived() {
         "127.0.0.1:0",
     ]))
     .await;
-    // Collect the log as it comes.
-    let stderr = child.stderr.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(l)) = lines.next_line().await {
-            let _ = tx.send(l);
-        }
-    });
+    let mut rx = log_lines(&mut child);
     // More connections than the process has descriptors.
     let mut held = Vec::new();
     for _ in 0..100 {
@@ -258,14 +263,7 @@ async fn accept_errors_at_the_open_file_limit_are_logged_and_survived() {
 #[tokio::test]
 async fn json_logs_carry_the_trace_id_as_a_field() {
     let (mut child, addr) = spawn(&["--listen", "127.0.0.1:0", "--log-format", "json"]).await;
-    let stderr = child.stderr.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(l)) = lines.next_line().await {
-            let _ = tx.send(l);
-        }
-    });
+    let mut rx = log_lines(&mut child);
     // An invalid request: the gateway logs its refusal inside the request.
     let req = http::Request::post(format!("http://{addr}/v1/chat/completions"))
         .header("content-type", "application/json")
