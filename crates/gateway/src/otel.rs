@@ -7,7 +7,8 @@
 //! the rest: `OTEL_EXPORTER_OTLP_HEADERS` (and `_TRACES_HEADERS`),
 //! `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_SERVICE_NAME` /
 //! `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` (and `_ARG`),
-//! `OTEL_BSP_*` for batching. The exported spans are the GenAI client spans
+//! `OTEL_BSP_*` for batching (the service name and the headers are checked
+//! by `tests/binary.rs` against an OTLP receiver). The exported spans are the GenAI client spans
 //! of the upstream stacks (`palisade-trace`), children of each request's
 //! `request` span.
 //!
@@ -31,7 +32,7 @@ pub struct Exporter {
     provider: SdkTracerProvider,
 }
 
-/// What [`from_env`] found.
+/// The `tracing` layer that hands spans to the exporter (from [`from_env`]).
 pub type Layer<S> = tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>;
 
 fn env(name: &str) -> Option<String> {

@@ -293,13 +293,16 @@ async fn json_logs_carry_the_trace_id_as_a_field() {
 }
 
 /// An OTLP/HTTP receiver on loopback: every span it is sent, as its name
-/// and its string, int and bool attributes.
+/// and its string, int and bool attributes, with its resource's attributes
+/// (as `resource:KEY`) and the request's `x-palisade-test` header (as
+/// `header:x-palisade-test`).
 async fn otlp_receiver() -> (
     String,
     tokio::sync::mpsc::UnboundedReceiver<(String, Vec<(String, String)>)>,
 ) {
     use hyper::service::service_fn;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::AnyValue;
     use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
     use prost::Message;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -313,29 +316,50 @@ async fn otlp_receiver() -> (
                     let tx = tx.clone();
                     async move {
                         let path = req.uri().path().to_owned();
+                        let header = req
+                            .headers()
+                            .get("x-palisade-test")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned);
                         let body = req.into_body().collect().await?.to_bytes();
+                        let value = |v: &Option<AnyValue>| {
+                            Some(match v.as_ref()?.value.as_ref()? {
+                                Any::StringValue(s) => s.clone(),
+                                Any::IntValue(i) => i.to_string(),
+                                Any::BoolValue(b) => b.to_string(),
+                                _ => return None,
+                            })
+                        };
                         if path == "/v1/traces" {
                             if let Ok(export) = ExportTraceServiceRequest::decode(body) {
-                                for span in export
-                                    .resource_spans
-                                    .iter()
-                                    .flat_map(|r| &r.scope_spans)
-                                    .flat_map(|s| &s.spans)
-                                {
-                                    let attrs = span
-                                        .attributes
+                                for r in &export.resource_spans {
+                                    // What came with the batch, beside each
+                                    // span's own attributes.
+                                    let mut context: Vec<(String, String)> = r
+                                        .resource
                                         .iter()
+                                        .flat_map(|res| &res.attributes)
                                         .filter_map(|kv| {
-                                            let v = match kv.value.as_ref()?.value.as_ref()? {
-                                                Any::StringValue(s) => s.clone(),
-                                                Any::IntValue(i) => i.to_string(),
-                                                Any::BoolValue(b) => b.to_string(),
-                                                _ => return None,
-                                            };
-                                            Some((kv.key.clone(), v))
+                                            Some((
+                                                format!("resource:{}", kv.key),
+                                                value(&kv.value)?,
+                                            ))
                                         })
                                         .collect();
-                                    let _ = tx.send((span.name.clone(), attrs));
+                                    if let Some(h) = &header {
+                                        context.push(("header:x-palisade-test".into(), h.clone()));
+                                    }
+                                    for span in r.scope_spans.iter().flat_map(|s| &s.spans) {
+                                        let mut attrs: Vec<(String, String)> = span
+                                            .attributes
+                                            .iter()
+                                            .filter_map(|kv| {
+                                                Some((kv.key.clone(), value(&kv.value)?))
+                                            })
+                                            .collect();
+                                        attrs.extend(context.iter().cloned());
+                                        let _ = tx.send((span.name.clone(), attrs));
+                                    }
                                 }
                             }
                         }
@@ -352,7 +376,8 @@ async fn otlp_receiver() -> (
 }
 
 /// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the GenAI spans of the calls
-/// reach an OTLP receiver, with their GenAI attributes.
+/// reach an OTLP receiver, with their GenAI attributes, the service name of
+/// `OTEL_SERVICE_NAME` and the headers of `OTEL_EXPORTER_OTLP_HEADERS`.
 #[tokio::test]
 async fn spans_are_exported_over_otlp_when_the_endpoint_is_set() {
     let (endpoint, mut spans) = otlp_receiver().await;
@@ -361,7 +386,8 @@ async fn spans_are_exported_over_otlp_when_the_endpoint_is_set() {
             .args(["--listen", "127.0.0.1:0"])
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
             .env("OTEL_BSP_SCHEDULE_DELAY", "50")
-            .env("OTEL_SERVICE_NAME", "gateway-under-test"),
+            .env("OTEL_SERVICE_NAME", "gateway-under-test")
+            .env("OTEL_EXPORTER_OTLP_HEADERS", "x-palisade-test=from-env"),
     )
     .await;
     let req = http::Request::post(format!("http://{addr}/v1/chat/completions"))
