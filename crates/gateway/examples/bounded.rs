@@ -37,7 +37,7 @@ use hyper_util::rt::TokioExecutor;
 
 mod procs;
 
-use procs::{BoxError, Sampler, child, rss, stop};
+use procs::{BoxError, Sampler, child, rss, serve_config, stop};
 
 const MIB: usize = 1 << 20;
 /// Just under the default `max_body_bytes` (32 MiB).
@@ -67,18 +67,13 @@ fn main() -> Result<(), BoxError> {
 /// mock at `big` and model `p` (the probe) on the mock at `probe`: the
 /// mock's own parsing of the large bodies must not delay the probe.
 async fn serve_two(big: &str, probe: &str) -> Result<(), BoxError> {
-    let toml = format!(
+    serve_config(&format!(
         "[[upstreams]]\nname = \"big\"\nkind = \"openai\"\nbase_url = \"{big}\"\n\
          [[upstreams]]\nname = \"probe\"\nkind = \"openai\"\nbase_url = \"{probe}\"\n\
          [[routes]]\nmodel = \"m\"\ntargets = [\"big\"]\n\
          [[routes]]\nmodel = \"p\"\ntargets = [\"probe\"]\n"
-    );
-    let gateway =
-        palisade_gateway::Gateway::new(palisade_gateway::Config::parse(&toml, "example")?)?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    println!("http://{}/v1", listener.local_addr()?);
-    palisade_gateway::serve(listener, gateway, std::future::pending()).await?;
-    Ok(())
+    ))
+    .await
 }
 
 /// A chat request of about [`SIZE`] bytes: `{"model":"m","messages":[` +

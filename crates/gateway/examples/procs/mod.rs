@@ -16,11 +16,17 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// upstream `mock`, model `m`; `upstream_extra`: more TOML lines for the
 /// upstream) and prints its base URL.
 pub(crate) async fn serve_gateway(mock_url: &str, upstream_extra: &str) -> Result<(), BoxError> {
-    let toml = format!(
+    serve_config(&format!(
         "[[upstreams]]\nname = \"mock\"\nkind = \"openai\"\nbase_url = \"{mock_url}\"\n{upstream_extra}\n[[routes]]\nmodel = \"m\"\ntargets = [\"mock\"]\n"
-    );
+    ))
+    .await
+}
+
+/// Serves a gateway for the config `toml` on a free loopback port and prints
+/// its base URL.
+pub(crate) async fn serve_config(toml: &str) -> Result<(), BoxError> {
     let gateway =
-        palisade_gateway::Gateway::new(palisade_gateway::Config::parse(&toml, "example")?)?;
+        palisade_gateway::Gateway::new(palisade_gateway::Config::parse(toml, "example")?)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("http://{}/v1", listener.local_addr()?);
     palisade_gateway::serve(listener, gateway, std::future::pending()).await?;
