@@ -203,3 +203,19 @@ fn to_reqwest_request(
     let req = http::Request::from_parts(parts, reqwest::Body::from(body.into_bytes()));
     reqwest::Request::try_from(req).map_err(reqwest_middleware::Error::Reqwest)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn forward_outside_the_middleware_is_a_clear_error() {
+        let req = http::Request::post("http://127.0.0.1:9/v1/chat/completions")
+            .body(RequestBody::from("{}"))
+            .unwrap();
+        let err = Forward::new().oneshot(req).await.unwrap_err();
+        assert!(err.is::<NotInMiddleware>(), "{err}");
+        assert!(err.to_string().contains("PalisadeMiddleware"), "{err}");
+    }
+}
