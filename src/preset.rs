@@ -54,6 +54,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
+use opentelemetry::metrics::Meter;
 use palisade_breaker::{BreakerHandle, BreakerLayer, Transition, Window};
 use palisade_client::{Auth, HttpClient, KeySource};
 use palisade_core::{BoxError, RequestBody};
@@ -100,6 +101,7 @@ pub struct StackConfig {
     redis: Option<String>,
     on_retry: Option<RetryHook>,
     on_transition: Option<TransitionHook>,
+    meter: Option<Meter>,
 }
 
 impl fmt::Debug for StackConfig {
@@ -115,6 +117,7 @@ impl fmt::Debug for StackConfig {
             .field("max_attempts", &self.max_attempts)
             .field("requests_per_minute", &self.requests_per_minute)
             .field("tokens_per_minute", &self.tokens_per_minute)
+            .field("metrics", &self.meter.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -157,6 +160,7 @@ impl StackConfig {
             redis: None,
             on_retry: None,
             on_transition: None,
+            meter: None,
         }
     }
 
@@ -317,6 +321,16 @@ impl StackConfig {
         self
     }
 
+    /// Records the GenAI client metrics (`gen_ai.client.operation.duration`,
+    /// `gen_ai.client.token.usage`,
+    /// `gen_ai.client.operation.time_to_first_chunk`) with `meter`
+    /// ([`palisade_trace::TraceLayer::metrics`]); none by default.
+    #[must_use]
+    pub fn metrics(mut self, meter: &Meter) -> Self {
+        self.meter = Some(meter.clone());
+        self
+    }
+
     /// Builds the stack over a pooled [`HttpClient`] for the base URL and key.
     ///
     /// # Errors
@@ -420,9 +434,11 @@ impl StackConfig {
             _ => SchemaLayer::openai(),
         });
 
-        let trace = TraceLayer::new().provider(self.api).enabled(self.trace);
+        let mut trace = TraceLayer::new().provider(self.api).enabled(self.trace);
+        if let Some(meter) = &self.meter {
+            trace = trace.metrics(meter);
+        }
         let stack = ServiceBuilder::new()
-            .map_response(|res: Response<_>| res.map(box_body))
             .layer(trace)
             .option_layer(schema)
             .layer(TimeoutLayer::new().total(self.total))
@@ -442,11 +458,7 @@ impl StackConfig {
             // Errors boxed before decompression keeps them (a `Send` type).
             .map_response(|res: Response<B>| res.map(|b| b.map_err(Into::<BoxError>::into)))
             .service(inner.map_err(Into::into));
-        Ok(LlmStack {
-            inner: BoxCloneSyncService::new(stack),
-            breaker: handle,
-            api: self.api,
-        })
+        Ok(LlmStack::new(stack, self.api, handle))
     }
 }
 
@@ -498,6 +510,47 @@ impl fmt::Debug for LlmStack {
 }
 
 impl LlmStack {
+    /// Wraps a stack built by hand (your own `ServiceBuilder`) as an
+    /// `LlmStack`, so code written for the preset's type takes it too.
+    /// `breaker` is the handle of the [`BreakerLayer`] inside it
+    /// ([`BreakerLayer::handle`]); `api` is the API it speaks.
+    ///
+    /// ```
+    /// use palisade::breaker::BreakerLayer;
+    /// use palisade::preset::LlmStack;
+    /// use palisade::providers::Provider;
+    /// use palisade::retry::RetryLayer;
+    /// use tower::ServiceBuilder;
+    ///
+    /// # fn main() -> Result<(), palisade::core::BoxError> {
+    /// let breaker = BreakerLayer::builder().build()?;
+    /// let handle = breaker.handle();
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(RetryLayer::new())
+    ///     .layer(breaker)
+    ///     .service(palisade::mock::MockUpstream::new());
+    /// let stack = LlmStack::new(svc, Provider::OpenAi, handle);
+    /// assert_eq!(stack.breaker().state(), palisade::breaker::State::Closed);
+    /// # Ok(()) }
+    /// ```
+    pub fn new<S, B>(service: S, api: Provider, breaker: BreakerHandle) -> Self
+    where
+        S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let service = service
+            .map_response(|res: Response<B>| res.map(box_body))
+            .map_err(Into::into);
+        Self {
+            inner: BoxCloneSyncService::new(service),
+            breaker,
+            api,
+        }
+    }
+
     /// The breaker's handle: its state, its window, force open/closed.
     pub fn breaker(&self) -> &BreakerHandle {
         &self.breaker

@@ -80,3 +80,67 @@ async fn the_breaker_handle_sees_the_stacks_circuit() {
     assert_eq!(ErrorKind::of(&*err), Some(ErrorKind::CircuitOpen));
     assert_eq!(mock.request_count(), 2);
 }
+
+#[tokio::test]
+async fn the_preset_records_the_genai_metrics_with_a_meter() {
+    use opentelemetry::metrics::MeterProvider as _;
+    use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+    let exporter = InMemoryMetricExporter::default();
+    let provider = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    let stack = StackConfig::openai()
+        .no_key()
+        .metrics(&provider.meter("preset-test"))
+        .build_over(MockUpstream::new())
+        .unwrap();
+    let res = stack.oneshot(chat(OK)).await.unwrap();
+    http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .unwrap();
+    provider.force_flush().unwrap();
+    let names: Vec<String> = exporter
+        .get_finished_metrics()
+        .unwrap()
+        .iter()
+        .flat_map(|rm| rm.scope_metrics())
+        .flat_map(|sm| sm.metrics())
+        .map(|m| m.name().to_owned())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n == "gen_ai.client.operation.duration")
+            && names.iter().any(|n| n == "gen_ai.client.token.usage"),
+        "{names:?}"
+    );
+}
+
+/// A stack assembled by hand is an `LlmStack` too, and its breaker handle
+/// is the one inside it.
+#[tokio::test(start_paused = true)]
+async fn a_hand_built_stack_wraps_as_an_llm_stack() {
+    use palisade::breaker::{BreakerLayer, Window};
+    use palisade::preset::LlmStack;
+    use palisade::providers::Provider;
+    let mock = MockUpstream::new();
+    mock.set_default(Reply::status(500));
+    let breaker = BreakerLayer::builder()
+        .window(Window::Count(2))
+        .minimum_calls(2)
+        .build()
+        .unwrap();
+    let handle = breaker.handle();
+    let svc = tower::ServiceBuilder::new()
+        .layer(palisade::trace::TraceLayer::new())
+        .layer(breaker)
+        .service(mock.clone());
+    let stack = LlmStack::new(svc, Provider::OpenAi, handle);
+    for _ in 0..2 {
+        assert_eq!(stack.clone().oneshot(chat(OK)).await.unwrap().status(), 500);
+    }
+    assert_eq!(stack.breaker().state(), palisade::breaker::State::Open);
+    let err = stack.clone().oneshot(chat(OK)).await.unwrap_err();
+    assert_eq!(ErrorKind::of(&*err), Some(ErrorKind::CircuitOpen));
+    assert_eq!(stack.api(), Provider::OpenAi);
+}

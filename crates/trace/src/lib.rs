@@ -169,21 +169,38 @@ impl TraceLayer {
                 .f64_histogram("gen_ai.client.operation.duration")
                 .with_unit("s")
                 .with_description("GenAI operation duration")
+                .with_boundaries(SECONDS.to_vec())
                 .build(),
             tokens: meter
                 .u64_histogram("gen_ai.client.token.usage")
                 .with_unit("{token}")
                 .with_description("Number of input and output tokens used")
+                .with_boundaries(TOKENS.to_vec())
                 .build(),
             ttft: meter
                 .f64_histogram("gen_ai.client.operation.time_to_first_chunk")
                 .with_unit("s")
                 .with_description("Time to receive the first chunk of a streamed response")
+                .with_boundaries(SECONDS.to_vec())
                 .build(),
         };
         self.with(|c| c.metrics = Some(instruments))
     }
 }
+
+/// The bucket boundaries the GenAI semantic conventions advise for the
+/// duration histograms (seconds); the SDK's defaults (0, 5, 10, … 10,000)
+/// suit milliseconds.
+const SECONDS: [f64; 14] = [
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+
+/// The boundaries the GenAI semantic conventions advise for
+/// `gen_ai.client.token.usage`.
+const TOKENS: [f64; 14] = [
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
+];
 
 impl<S> Layer<S> for TraceLayer {
     type Service = Trace<S>;

@@ -265,6 +265,12 @@ async fn the_genai_client_metrics_are_recorded() {
     }
     let dump = format!("{metrics:?}");
     assert!(dump.contains("gen_ai.token.type"), "{dump}");
+    // The bucket boundaries the GenAI conventions advise (seconds, tokens),
+    // not the SDK's millisecond-scaled defaults.
+    assert!(
+        dump.contains("81.92") && dump.contains("67108864"),
+        "{dump}"
+    );
     assert!(!dump.contains("secret-test"), "a key reached the metrics");
 }
 
