@@ -40,6 +40,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use opentelemetry::metrics::Meter;
 use palisade_mock::MockUpstream;
 use palisade_providers::Provider;
 use secrecy::{ExposeSecret, SecretString};
@@ -167,9 +168,29 @@ impl Gateway {
     /// As [`new`](Self::new).
     pub fn with_mocks(
         config: Config,
-        mut mocks: HashMap<String, MockUpstream>,
+        mocks: HashMap<String, MockUpstream>,
     ) -> Result<Self, StartError> {
-        let metrics = Arc::new(Metrics::new());
+        Self::assemble(config, mocks, None)
+    }
+
+    /// Like [`new`](Self::new), recording the metrics with `meter` too: the
+    /// GenAI client metrics of every upstream stack and the gateway's own
+    /// (`palisade.*`, the same figures as `GET /metrics`). The binary passes
+    /// the meter of its OTLP exporter ([`otel`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    pub fn with_meter(config: Config, meter: &Meter) -> Result<Self, StartError> {
+        Self::assemble(config, HashMap::new(), Some(meter))
+    }
+
+    fn assemble(
+        config: Config,
+        mut mocks: HashMap<String, MockUpstream>,
+        meter: Option<&Meter>,
+    ) -> Result<Self, StartError> {
+        let metrics = Arc::new(Metrics::new(meter));
         let mut by_name = HashMap::new();
         let mut upstreams = Vec::new();
         for u in &config.upstreams {
@@ -177,6 +198,7 @@ impl Gateway {
                 Upstream::build(
                     u,
                     &metrics,
+                    meter,
                     mocks.remove(&u.name),
                     config.redis.as_ref().map(|r| r.url.as_str()),
                 )

@@ -30,9 +30,12 @@ const USAGE: &str =
   --log-format F  `text` (the default) or `json`: one JSON object per line,
                   the request's `trace_id` among the span fields
 
-Spans go over OTLP (HTTP/protobuf, plain http://) when
-OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set;
-the other standard OTEL_* variables apply (headers, service name, sampler).
+Spans and metrics go over OTLP (HTTP/protobuf, plain http://) when
+OTEL_EXPORTER_OTLP_ENDPOINT is set (or, per signal,
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / _METRICS_ENDPOINT); the other standard
+OTEL_* variables apply (headers, service name, sampler,
+OTEL_METRIC_EXPORT_INTERVAL, OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER
+= none). GET /metrics serves the same metrics as Prometheus text either way.
 ";
 
 struct Args {
@@ -139,24 +142,26 @@ async fn main() -> ExitCode {
             .boxed()
     };
     let subscriber = tracing_subscriber::registry().with(filter).with(logs);
-    // Spans over OTLP when the standard OTEL_* variables ask for it.
-    let (otel, exporter) = match palisade_gateway::otel::from_env() {
-        Ok(Some((layer, exporter))) => (Some(layer), Some(exporter)),
+    // Spans and metrics over OTLP when the standard OTEL_* variables ask
+    // for them.
+    let (spans, exporter) = match palisade_gateway::otel::from_env() {
+        Ok(Some(o)) => (o.spans, Some(o.exporter)),
         Ok(None) => (None, None),
         Err(m) => {
             eprintln!("error: {m}");
             return ExitCode::from(2);
         }
     };
-    subscriber.with(otel).init();
-    let code = run(args).await;
+    subscriber.with(spans).init();
+    let meter = exporter.as_ref().and_then(|e| e.meter());
+    let code = run(args, meter).await;
     if let Some(e) = exporter {
         let _ = tokio::task::spawn_blocking(move || e.shutdown()).await;
     }
     code
 }
 
-async fn run(args: Args) -> ExitCode {
+async fn run(args: Args, meter: Option<opentelemetry::metrics::Meter>) -> ExitCode {
     let mut config = match &args.config {
         Some(path) => match Config::load(path) {
             Ok(c) => c,
@@ -173,7 +178,11 @@ async fn run(args: Args) -> ExitCode {
     let listen = config.listen;
     let grace = config.grace();
     let mock_mode = args.config.is_none();
-    let gateway = match Gateway::new(config) {
+    let built = match &meter {
+        Some(m) => Gateway::with_meter(config, m),
+        None => Gateway::new(config),
+    };
+    let gateway = match built {
         Ok(g) => g,
         Err(e) => {
             eprintln!("error: {e}");

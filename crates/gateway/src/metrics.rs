@@ -1,10 +1,27 @@
-//! The gateway's Prometheus metrics, served on `GET /metrics`.
+//! The gateway's metrics: Prometheus text on `GET /metrics`, and the same
+//! figures over OTLP when a meter is given ([`crate::otel`]).
 //!
 //! Label values are route models, upstream names, statuses and reasons —
-//! never a key or a header value.
+//! never a key or a header value. Every figure is recorded through a method
+//! here, which writes both sinks.
+//!
+//! | Prometheus | OTLP (unit) | attributes |
+//! |---|---|---|
+//! | `palisade_requests_total` | `palisade.requests` | `route`, `upstream`, `status` |
+//! | `palisade_retries_total` | `palisade.retries` | `upstream`, `reason` |
+//! | `palisade_breaker_state` | `palisade.breaker.state` (gauge) | `upstream` |
+//! | `palisade_ratelimit_rejected_total` | `palisade.ratelimit.rejected` | `upstream` |
+//! | `palisade_tokens_total` | `palisade.tokens` (`{token}`) | `upstream`, `kind` |
+//! | `palisade_request_duration_seconds` | `palisade.request.duration` (s) | |
+//! | `palisade_time_to_first_token_seconds` | `palisade.time_to_first_token` (s) | |
+//! | `palisade_overhead_seconds` | `palisade.overhead` (s) | |
 
 use std::time::Duration;
 
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{
+    Counter as OtelCounter, Gauge as OtelGauge, Histogram as OtelHistogram, Meter,
+};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -13,45 +30,117 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct RequestLabels {
-    pub(crate) route: String,
-    pub(crate) upstream: String,
-    pub(crate) status: String,
+struct RequestLabels {
+    route: String,
+    upstream: String,
+    status: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct RetryLabels {
-    pub(crate) upstream: String,
-    pub(crate) reason: String,
+struct RetryLabels {
+    upstream: String,
+    reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct UpstreamLabel {
-    pub(crate) upstream: String,
+struct UpstreamLabel {
+    upstream: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct TokenLabels {
-    pub(crate) upstream: String,
-    pub(crate) kind: String,
+struct TokenLabels {
+    upstream: String,
+    kind: String,
 }
 
 /// Every metric, plus the registry that encodes them.
 #[derive(Debug)]
 pub(crate) struct Metrics {
     registry: Registry,
-    pub(crate) requests: Family<RequestLabels, Counter>,
-    pub(crate) retries: Family<RetryLabels, Counter>,
-    pub(crate) breaker_state: Family<UpstreamLabel, Gauge>,
-    pub(crate) ratelimit_rejected: Family<UpstreamLabel, Counter>,
-    pub(crate) tokens: Family<TokenLabels, Counter>,
-    pub(crate) duration: Histogram,
-    pub(crate) ttft: Histogram,
-    pub(crate) overhead: Histogram,
+    requests: Family<RequestLabels, Counter>,
+    retries: Family<RetryLabels, Counter>,
+    breaker_state: Family<UpstreamLabel, Gauge>,
+    ratelimit_rejected: Family<UpstreamLabel, Counter>,
+    tokens: Family<TokenLabels, Counter>,
+    duration: Histogram,
+    ttft: Histogram,
+    overhead: Histogram,
+    otel: Option<Otel>,
 }
 
+/// The same figures as OpenTelemetry instruments.
+#[derive(Debug)]
+struct Otel {
+    requests: OtelCounter<u64>,
+    retries: OtelCounter<u64>,
+    breaker_state: OtelGauge<i64>,
+    ratelimit_rejected: OtelCounter<u64>,
+    tokens: OtelCounter<u64>,
+    duration: OtelHistogram<f64>,
+    ttft: OtelHistogram<f64>,
+    overhead: OtelHistogram<f64>,
+}
+
+/// Upper bounds in seconds: `n` doublings from `start` (the Prometheus
+/// histograms' buckets, so both sinks bucket alike).
+fn doublings(start: f64, n: u16) -> Vec<f64> {
+    exponential_buckets(start, 2.0, n).collect()
+}
+
+impl Otel {
+    fn new(meter: &Meter) -> Self {
+        let seconds = |name: &'static str, what: &'static str, bounds: Vec<f64>| {
+            meter
+                .f64_histogram(name)
+                .with_unit("s")
+                .with_description(what)
+                .with_boundaries(bounds)
+                .build()
+        };
+        Self {
+            requests: meter
+                .u64_counter("palisade.requests")
+                .with_unit("{request}")
+                .with_description(REQUESTS)
+                .build(),
+            retries: meter
+                .u64_counter("palisade.retries")
+                .with_unit("{retry}")
+                .with_description(RETRIES)
+                .build(),
+            breaker_state: meter
+                .i64_gauge("palisade.breaker.state")
+                .with_description(BREAKER)
+                .build(),
+            ratelimit_rejected: meter
+                .u64_counter("palisade.ratelimit.rejected")
+                .with_unit("{request}")
+                .with_description(REJECTED)
+                .build(),
+            tokens: meter
+                .u64_counter("palisade.tokens")
+                .with_unit("{token}")
+                .with_description(TOKENS)
+                .build(),
+            duration: seconds("palisade.request.duration", DURATION, doublings(0.001, 20)),
+            ttft: seconds("palisade.time_to_first_token", TTFT, doublings(0.001, 17)),
+            overhead: seconds("palisade.overhead", OVERHEAD, doublings(0.000_01, 16)),
+        }
+    }
+}
+
+const REQUESTS: &str = "Requests answered, by route, the upstream that answered and status";
+const RETRIES: &str = "Retries, by upstream and reason";
+const BREAKER: &str = "Circuit state per upstream: 0 closed, 1 open, 2 half-open";
+const REJECTED: &str = "Requests refused by the gateway's own rate limit, by upstream";
+const TOKENS: &str = "Tokens reported by upstreams, by upstream and kind (input, output)";
+const DURATION: &str = "Time from request to the end of the response headers";
+const TTFT: &str = "Time from request to the first stream event";
+const OVERHEAD: &str = "Time spent in the gateway itself (total minus time waiting on upstreams)";
+
 impl Metrics {
-    pub(crate) fn new() -> Self {
+    /// The Prometheus registry, and OTel instruments from `meter` if given.
+    pub(crate) fn new(meter: Option<&Meter>) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let retries = Family::<RetryLabels, Counter>::default();
@@ -59,50 +148,26 @@ impl Metrics {
         let ratelimit_rejected = Family::<UpstreamLabel, Counter>::default();
         let tokens = Family::<TokenLabels, Counter>::default();
         // 1 ms … ~9 min.
-        let duration = Histogram::new(exponential_buckets(0.001, 2.0, 20));
-        let ttft = Histogram::new(exponential_buckets(0.001, 2.0, 17));
+        let duration = Histogram::new(doublings(0.001, 20));
+        let ttft = Histogram::new(doublings(0.001, 17));
         // 10 µs … ~0.3 s.
-        let overhead = Histogram::new(exponential_buckets(0.000_01, 2.0, 16));
-        registry.register(
-            "palisade_requests",
-            "Requests answered, by route, the upstream that answered and status",
-            requests.clone(),
-        );
-        registry.register(
-            "palisade_retries",
-            "Retries, by upstream and reason",
-            retries.clone(),
-        );
-        registry.register(
-            "palisade_breaker_state",
-            "Circuit state per upstream: 0 closed, 1 open, 2 half-open",
-            breaker_state.clone(),
-        );
+        let overhead = Histogram::new(doublings(0.000_01, 16));
+        registry.register("palisade_requests", REQUESTS, requests.clone());
+        registry.register("palisade_retries", RETRIES, retries.clone());
+        registry.register("palisade_breaker_state", BREAKER, breaker_state.clone());
         registry.register(
             "palisade_ratelimit_rejected",
-            "Requests refused by the gateway's own rate limit, by upstream",
+            REJECTED,
             ratelimit_rejected.clone(),
         );
-        registry.register(
-            "palisade_tokens",
-            "Tokens reported by upstreams, by upstream and kind (input, output)",
-            tokens.clone(),
-        );
+        registry.register("palisade_tokens", TOKENS, tokens.clone());
         registry.register(
             "palisade_request_duration_seconds",
-            "Time from request to the end of the response headers",
+            DURATION,
             duration.clone(),
         );
-        registry.register(
-            "palisade_time_to_first_token_seconds",
-            "Time from request to the first stream event",
-            ttft.clone(),
-        );
-        registry.register(
-            "palisade_overhead_seconds",
-            "Time spent in the gateway itself (total minus time waiting on upstreams)",
-            overhead.clone(),
-        );
+        registry.register("palisade_time_to_first_token_seconds", TTFT, ttft.clone());
+        registry.register("palisade_overhead_seconds", OVERHEAD, overhead.clone());
         Self {
             registry,
             requests,
@@ -113,12 +178,94 @@ impl Metrics {
             duration,
             ttft,
             overhead,
+            otel: meter.map(Otel::new),
         }
+    }
+
+    /// Counts an answered request.
+    pub(crate) fn request(&self, route: String, upstream: String, status: u16) {
+        if let Some(o) = &self.otel {
+            o.requests.add(
+                1,
+                &[
+                    KeyValue::new("route", route.clone()),
+                    KeyValue::new("upstream", upstream.clone()),
+                    KeyValue::new("status", i64::from(status)),
+                ],
+            );
+        }
+        self.requests
+            .get_or_create(&RequestLabels {
+                route,
+                upstream,
+                status: status.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a retry of `upstream` for `reason`.
+    pub(crate) fn retry(&self, upstream: &str, reason: &str) {
+        if let Some(o) = &self.otel {
+            o.retries.add(
+                1,
+                &[
+                    KeyValue::new("upstream", upstream.to_owned()),
+                    KeyValue::new("reason", reason.to_owned()),
+                ],
+            );
+        }
+        self.retries
+            .get_or_create(&RetryLabels {
+                upstream: upstream.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a request `upstream`'s own rate limit refused.
+    pub(crate) fn ratelimit_rejected(&self, upstream: &str) {
+        if let Some(o) = &self.otel {
+            o.ratelimit_rejected
+                .add(1, &[KeyValue::new("upstream", upstream.to_owned())]);
+        }
+        self.ratelimit_rejected
+            .get_or_create(&UpstreamLabel {
+                upstream: upstream.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records the time to the end of the response headers, and the
+    /// gateway's own part of it.
+    pub(crate) fn timings(&self, total: Duration, overhead: Duration) {
+        if let Some(o) = &self.otel {
+            o.duration.record(total.as_secs_f64(), &[]);
+            o.overhead.record(overhead.as_secs_f64(), &[]);
+        }
+        self.duration.observe(total.as_secs_f64());
+        self.overhead.observe(overhead.as_secs_f64());
+    }
+
+    /// Records a stream's time to its first event.
+    pub(crate) fn first_token(&self, after: Duration) {
+        if let Some(o) = &self.otel {
+            o.ttft.record(after.as_secs_f64(), &[]);
+        }
+        self.ttft.observe(after.as_secs_f64());
     }
 
     /// Counts `n` tokens of `kind` for `upstream`.
     pub(crate) fn add_tokens(&self, upstream: &str, kind: &str, n: u64) {
         if n > 0 {
+            if let Some(o) = &self.otel {
+                o.tokens.add(
+                    n,
+                    &[
+                        KeyValue::new("upstream", upstream.to_owned()),
+                        KeyValue::new("kind", kind.to_owned()),
+                    ],
+                );
+            }
             self.tokens
                 .get_or_create(&TokenLabels {
                     upstream: upstream.to_owned(),
@@ -135,15 +282,15 @@ impl Metrics {
             palisade_breaker::State::Open => 1,
             _ => 2,
         };
+        if let Some(o) = &self.otel {
+            o.breaker_state
+                .record(v, &[KeyValue::new("upstream", upstream.to_owned())]);
+        }
         self.breaker_state
             .get_or_create(&UpstreamLabel {
                 upstream: upstream.to_owned(),
             })
             .set(v);
-    }
-
-    pub(crate) fn observe(h: &Histogram, d: Duration) {
-        h.observe(d.as_secs_f64());
     }
 
     /// The Prometheus text exposition.

@@ -27,7 +27,7 @@ use tracing::Instrument;
 
 use crate::AppState;
 use crate::errors::error_response;
-use crate::metrics::{Metrics, RequestLabels, UpstreamLabel};
+use crate::metrics::Metrics;
 use crate::upstream::Upstream;
 use palisade_providers::errors::parse_error as parse_upstream_error;
 use palisade_schema::rejection_response;
@@ -98,16 +98,10 @@ pub(crate) async fn handle(
     // context; the overhead is this handler's own figure.
     res.headers_mut()
         .insert(OVERHEAD_HEADER, overhead_value(overhead));
-    let m = &state.metrics;
-    Metrics::observe(&m.overhead, overhead);
-    Metrics::observe(&m.duration, total);
-    m.requests
-        .get_or_create(&RequestLabels {
-            route,
-            upstream,
-            status: res.status().as_u16().to_string(),
-        })
-        .inc();
+    state.metrics.timings(total, overhead);
+    state
+        .metrics
+        .request(route, upstream, res.status().as_u16());
     res
 }
 
@@ -311,7 +305,7 @@ async fn proxy(
                     match events.next().await {
                         Some(Ok(first)) => {
                             waited += t0.elapsed();
-                            Metrics::observe(&state.metrics.ttft, started.elapsed());
+                            state.metrics.first_token(started.elapsed());
                             let include_usage = parsed
                                 .value()
                                 .pointer("/stream_options/include_usage")
@@ -435,13 +429,7 @@ async fn proxy(
         }
         if let Failure::Error(e) = &failure {
             if ErrorKind::of(&**e) == Some(ErrorKind::RateLimited) {
-                state
-                    .metrics
-                    .ratelimit_rejected
-                    .get_or_create(&UpstreamLabel {
-                        upstream: up.name.to_string(),
-                    })
-                    .inc();
+                state.metrics.ratelimit_rejected(&up.name);
             }
             tracing::info!(upstream = %up.name, reason = %e, "upstream failed; trying the next target if any");
         }

@@ -27,7 +27,7 @@ use palisade_sse::{Event, EventStream, SseError};
 use tower::ServiceExt;
 
 use crate::config::{HttpVersion, Kind, UpstreamConfig};
-use crate::metrics::{Metrics, RetryLabels};
+use crate::metrics::Metrics;
 
 /// Every upstream answers with this body.
 pub(crate) type ResBody = palisade::preset::LlmBody;
@@ -82,6 +82,7 @@ impl Upstream {
     pub(crate) fn build(
         cfg: &UpstreamConfig,
         metrics: &Arc<Metrics>,
+        meter: Option<&opentelemetry::metrics::Meter>,
         mock: Option<MockUpstream>,
         redis: Option<&str>,
     ) -> Result<Self, BuildError> {
@@ -100,7 +101,7 @@ impl Upstream {
         metrics.set_breaker_state(&cfg.name, State::Closed);
         let hook_metrics = metrics.clone();
         let hook_name = cfg.name.clone();
-        let retries = metrics.retries.clone();
+        let retry_metrics = metrics.clone();
         let retry_name = cfg.name.clone();
         let mut preset = match api {
             Some(Provider::Anthropic) => StackConfig::anthropic(),
@@ -121,16 +122,12 @@ impl Upstream {
         .open_for(ms(bc.open_for))
         .half_open_calls(bc.half_open_calls)
         .on_transition(move |tr| hook_metrics.set_breaker_state(&hook_name, tr.to))
-        .on_retry(move |ev| {
-            retries
-                .get_or_create(&RetryLabels {
-                    upstream: retry_name.clone(),
-                    reason: ev.reason.to_owned(),
-                })
-                .inc();
-        });
+        .on_retry(move |ev| retry_metrics.retry(&retry_name, ev.reason));
         if let Some(url) = redis {
             preset = preset.redis(url);
+        }
+        if let Some(meter) = meter {
+            preset = preset.metrics(meter);
         }
         if let Some(r) = &cfg.rate_limit {
             preset = preset.max_wait(ms(r.max_wait));

@@ -295,15 +295,21 @@ async fn json_logs_carry_the_trace_id_as_a_field() {
 /// An OTLP/HTTP receiver on loopback: every span it is sent, as its name
 /// and its string, int and bool attributes, with its resource's attributes
 /// (as `resource:KEY`) and the request's `x-palisade-test` header (as
-/// `header:x-palisade-test`).
+/// `header:x-palisade-test`); and every metric data point, as
+/// `metric:NAME` and its attributes, with its `value` (sums and gauges) or
+/// `count` (histograms).
 async fn otlp_receiver() -> (
     String,
     tokio::sync::mpsc::UnboundedReceiver<(String, Vec<(String, String)>)>,
 ) {
     use hyper::service::service_fn;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::AnyValue;
+    use opentelemetry_proto::tonic::common::v1::KeyValue;
     use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value as Number;
     use prost::Message;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -330,6 +336,45 @@ async fn otlp_receiver() -> (
                                 _ => return None,
                             })
                         };
+                        let attributes = |kvs: &[KeyValue]| -> Vec<(String, String)> {
+                            kvs.iter()
+                                .filter_map(|kv| Some((kv.key.clone(), value(&kv.value)?)))
+                                .collect()
+                        };
+                        if path == "/v1/metrics" {
+                            if let Ok(export) = ExportMetricsServiceRequest::decode(body.clone()) {
+                                let metrics = export
+                                    .resource_metrics
+                                    .iter()
+                                    .flat_map(|r| &r.scope_metrics)
+                                    .flat_map(|s| &s.metrics);
+                                for m in metrics {
+                                    let name = format!("metric:{}", m.name);
+                                    let numbers = match &m.data {
+                                        Some(Data::Sum(d)) => d.data_points.as_slice(),
+                                        Some(Data::Gauge(d)) => d.data_points.as_slice(),
+                                        _ => &[],
+                                    };
+                                    for p in numbers {
+                                        let mut attrs = attributes(&p.attributes);
+                                        let v = match p.value {
+                                            Some(Number::AsInt(i)) => i.to_string(),
+                                            Some(Number::AsDouble(d)) => d.to_string(),
+                                            None => String::new(),
+                                        };
+                                        attrs.push(("value".into(), v));
+                                        let _ = tx.send((name.clone(), attrs));
+                                    }
+                                    if let Some(Data::Histogram(h)) = &m.data {
+                                        for p in &h.data_points {
+                                            let mut attrs = attributes(&p.attributes);
+                                            attrs.push(("count".into(), p.count.to_string()));
+                                            let _ = tx.send((name.clone(), attrs));
+                                        }
+                                    }
+                                }
+                            }
+                        }
                         if path == "/v1/traces" {
                             if let Ok(export) = ExportTraceServiceRequest::decode(body) {
                                 for r in &export.resource_spans {
@@ -350,13 +395,7 @@ async fn otlp_receiver() -> (
                                         context.push(("header:x-palisade-test".into(), h.clone()));
                                     }
                                     for span in r.scope_spans.iter().flat_map(|s| &s.spans) {
-                                        let mut attrs: Vec<(String, String)> = span
-                                            .attributes
-                                            .iter()
-                                            .filter_map(|kv| {
-                                                Some((kv.key.clone(), value(&kv.value)?))
-                                            })
-                                            .collect();
+                                        let mut attrs = attributes(&span.attributes);
                                         attrs.extend(context.iter().cloned());
                                         let _ = tx.send((span.name.clone(), attrs));
                                     }
@@ -425,6 +464,73 @@ async fn spans_are_exported_over_otlp_when_the_endpoint_is_set() {
     assert!(name.contains("chat"), "{name}");
     terminate(&child);
     assert_eq!(exit_code(&mut child).await, 0);
+}
+
+/// With only `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` set, the gateway's
+/// metrics (`palisade.*`) and the stacks' GenAI client metrics reach an
+/// OTLP receiver, and no span does.
+#[tokio::test]
+async fn metrics_are_exported_over_otlp_when_their_endpoint_is_set() {
+    let (endpoint, mut received) = otlp_receiver().await;
+    let (mut child, addr) = spawn_with(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0"])
+            .env(
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                format!("{endpoint}/v1/metrics"),
+            )
+            .env("OTEL_METRIC_EXPORT_INTERVAL", "100")
+            .env("OTEL_BSP_SCHEDULE_DELAY", "50"),
+    )
+    .await;
+    for _ in 0..2 {
+        let req = http::Request::post(format!("http://{addr}/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(chat("mock", "counted", false))))
+            .unwrap();
+        let res = client().request(req).await.unwrap();
+        assert_eq!(res.status(), 200);
+        res.into_body().collect().await.unwrap();
+    }
+    let mut seen_genai = false;
+    let mut seen_requests = false;
+    let mut spans = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !(seen_genai && seen_requests) {
+            let (name, attrs) = received.recv().await.expect("the receiver runs");
+            let get = |k: &str| {
+                attrs
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.as_str())
+            };
+            match name.as_str() {
+                "metric:gen_ai.client.operation.duration" => {
+                    seen_genai |=
+                        get("gen_ai.operation.name") == Some("chat") && get("count") == Some("2");
+                }
+                // Cumulative: a later export carries both requests.
+                "metric:palisade.requests" => {
+                    seen_requests |= get("route") == Some("mock")
+                        && get("status") == Some("200")
+                        && get("value") == Some("2");
+                }
+                n if !n.starts_with("metric:") => spans.push(name),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the gateway's and the GenAI metrics arrive within 20 s");
+    // Shutting down flushes every exporter there is: still no span.
+    terminate(&child);
+    assert_eq!(exit_code(&mut child).await, 0);
+    while let Ok((name, _)) = received.try_recv() {
+        if !name.starts_with("metric:") {
+            spans.push(name);
+        }
+    }
+    assert!(spans.is_empty(), "traces were not asked for: {spans:?}");
 }
 
 /// An OTLP protocol the gateway does not speak is refused at start, by name.
