@@ -16,7 +16,7 @@ use http_body_util::BodyExt;
 use palisade::client::HttpClient;
 use palisade::core::{BoxError, BoxLlmService, LlmService, ParsedBody, RequestBody};
 use palisade::mock::MockUpstream;
-use palisade::providers::Provider;
+use palisade::providers::Api;
 use palisade::retry::RetryLayer;
 use palisade::schema::SchemaLayer;
 use palisade::timeout::TimeoutLayer;
@@ -95,7 +95,7 @@ async fn main() -> Result<(), BoxError> {
                 .layer(
                     SchemaLayer::openai()
                         .max_body_bytes(1 << 20)
-                        .respond_as(Provider::OpenAi),
+                        .respond_as(Api::ChatCompletions),
                 )
                 .service(validated),
         )

@@ -15,7 +15,7 @@ use palisade::breaker::BreakerLayer;
 use palisade::client::HttpClient;
 use palisade::core::{BoxError, RequestBody};
 use palisade::mock::MockUpstream;
-use palisade::providers::{OpenAiStream, Provider};
+use palisade::providers::{Api, OpenAiStream};
 use palisade::ratelimit::{RateLimitLayer, TokenLimitLayer};
 use palisade::retry::RetryLayer;
 use palisade::schema::SchemaLayer;
@@ -36,7 +36,7 @@ async fn main() -> Result<(), BoxError> {
         .build()?;
     let client = ServiceBuilder::new()
         // Trace ids upstream and a GenAI span per call.
-        .layer(TraceLayer::new().provider(Provider::OpenAi))
+        .layer(TraceLayer::new().api(Api::ChatCompletions))
         // Refuse a malformed request before it costs anything.
         .layer(SchemaLayer::openai())
         // The whole call, retries and the streamed body included.

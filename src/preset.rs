@@ -58,7 +58,7 @@ use opentelemetry::metrics::Meter;
 use palisade_breaker::{BreakerHandle, BreakerLayer, Transition, Window};
 use palisade_client::{Auth, HttpClient, KeySource};
 use palisade_core::{BoxError, RequestBody};
-use palisade_providers::Provider;
+use palisade_providers::Api;
 use palisade_ratelimit::{RateLimitLayer, RedisRateLimitLayer, TokenLimitLayer};
 use palisade_retry::{RetryEvent, RetryLayer};
 use palisade_schema::SchemaLayer;
@@ -77,7 +77,7 @@ type TransitionHook = Arc<dyn Fn(Transition) + Send + Sync>;
 /// Everything the preset stack needs; see the module docs for the defaults.
 #[derive(Clone)]
 pub struct StackConfig {
-    api: Provider,
+    api: Api,
     base_url: String,
     key: Option<KeySource>,
     validate: bool,
@@ -134,7 +134,7 @@ macro_rules! setter {
 }
 
 impl StackConfig {
-    fn new(api: Provider, base_url: &str, key_env: &str) -> Self {
+    fn new(api: Api, base_url: &str, key_env: &str) -> Self {
         Self {
             api,
             base_url: base_url.to_owned(),
@@ -168,7 +168,7 @@ impl StackConfig {
     /// [`base_url`](Self::base_url)); key from `$OPENAI_API_KEY`.
     pub fn openai() -> Self {
         Self::new(
-            Provider::OpenAi,
+            Api::ChatCompletions,
             "https://api.openai.com/v1",
             "OPENAI_API_KEY",
         )
@@ -177,14 +177,14 @@ impl StackConfig {
     /// Anthropic messages; key from `$ANTHROPIC_API_KEY`.
     pub fn anthropic() -> Self {
         Self::new(
-            Provider::Anthropic,
+            Api::Messages,
             "https://api.anthropic.com/v1",
             "ANTHROPIC_API_KEY",
         )
     }
 
     /// The API the stack speaks.
-    pub fn api(&self) -> Provider {
+    pub fn api(&self) -> Api {
         self.api
     }
 
@@ -343,8 +343,8 @@ impl StackConfig {
             .connect_timeout(Some(self.connect));
         if let Some(source) = self.key.clone() {
             b = b.auth(match self.api {
-                Provider::Anthropic => Auth::anthropic(source),
-                _ => Auth::openai(source),
+                Api::ChatCompletions => Auth::openai(source),
+                Api::Messages => Auth::anthropic(source),
             });
         }
         let client = b.build()?;
@@ -430,11 +430,11 @@ impl StackConfig {
             }
         };
         let schema = self.validate.then(|| match self.api {
-            Provider::Anthropic => SchemaLayer::anthropic(),
-            _ => SchemaLayer::openai(),
+            Api::ChatCompletions => SchemaLayer::openai(),
+            Api::Messages => SchemaLayer::anthropic(),
         });
 
-        let mut trace = TraceLayer::new().provider(self.api).enabled(self.trace);
+        let mut trace = TraceLayer::new().api(self.api).enabled(self.trace);
         if let Some(meter) = &self.meter {
             trace = trace.metrics(meter);
         }
@@ -497,7 +497,7 @@ where
 pub struct LlmStack {
     inner: BoxCloneSyncService<Request<RequestBody>, Response<LlmBody>, BoxError>,
     breaker: BreakerHandle,
-    api: Provider,
+    api: Api,
 }
 
 impl fmt::Debug for LlmStack {
@@ -518,7 +518,7 @@ impl LlmStack {
     /// ```
     /// use palisade::breaker::BreakerLayer;
     /// use palisade::preset::LlmStack;
-    /// use palisade::providers::Provider;
+    /// use palisade::providers::Api;
     /// use palisade::retry::RetryLayer;
     /// use tower::ServiceBuilder;
     ///
@@ -529,11 +529,11 @@ impl LlmStack {
     ///     .layer(RetryLayer::new())
     ///     .layer(breaker)
     ///     .service(palisade::mock::MockUpstream::new());
-    /// let stack = LlmStack::new(svc, Provider::OpenAi, handle);
+    /// let stack = LlmStack::new(svc, Api::ChatCompletions, handle);
     /// assert_eq!(stack.breaker().state(), palisade::breaker::State::Closed);
     /// # Ok(()) }
     /// ```
-    pub fn new<S, B>(service: S, api: Provider, breaker: BreakerHandle) -> Self
+    pub fn new<S, B>(service: S, api: Api, breaker: BreakerHandle) -> Self
     where
         S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + Sync + 'static,
         S::Future: Send + 'static,
@@ -557,7 +557,7 @@ impl LlmStack {
     }
 
     /// The API this stack speaks.
-    pub fn api(&self) -> Provider {
+    pub fn api(&self) -> Api {
         self.api
     }
 }

@@ -122,7 +122,7 @@ async fn the_preset_records_the_genai_metrics_with_a_meter() {
 async fn a_hand_built_stack_wraps_as_an_llm_stack() {
     use palisade::breaker::{BreakerLayer, Window};
     use palisade::preset::LlmStack;
-    use palisade::providers::Provider;
+    use palisade::providers::Api;
     let mock = MockUpstream::new();
     mock.set_default(Reply::status(500));
     let breaker = BreakerLayer::builder()
@@ -135,12 +135,12 @@ async fn a_hand_built_stack_wraps_as_an_llm_stack() {
         .layer(palisade::trace::TraceLayer::new())
         .layer(breaker)
         .service(mock.clone());
-    let stack = LlmStack::new(svc, Provider::OpenAi, handle);
+    let stack = LlmStack::new(svc, Api::ChatCompletions, handle);
     for _ in 0..2 {
         assert_eq!(stack.clone().oneshot(chat(OK)).await.unwrap().status(), 500);
     }
     assert_eq!(stack.breaker().state(), palisade::breaker::State::Open);
     let err = stack.clone().oneshot(chat(OK)).await.unwrap_err();
     assert_eq!(ErrorKind::of(&*err), Some(ErrorKind::CircuitOpen));
-    assert_eq!(stack.api(), Provider::OpenAi);
+    assert_eq!(stack.api(), Api::ChatCompletions);
 }

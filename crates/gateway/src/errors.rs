@@ -6,18 +6,17 @@ use std::time::Duration;
 use axum::body::Body;
 use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
-use palisade_providers::Provider;
-use palisade_providers::errors::error_json;
+use palisade_providers::Api;
 
 /// An error response the gateway produced.
 pub(crate) fn error_response(
-    api: Provider,
+    api: Api,
     status: StatusCode,
     message: &str,
     param: Option<&str>,
     retry_after: Option<Duration>,
 ) -> Response<Body> {
-    let body = error_json(api, status, message, param).to_string();
+    let body = api.error_json(status, message, param).to_string();
     let mut res = Response::new(Body::from(body));
     *res.status_mut() = status;
     res.headers_mut()

@@ -42,7 +42,7 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use opentelemetry::metrics::Meter;
 use palisade_mock::MockUpstream;
-use palisade_providers::Provider;
+use palisade_providers::Api;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
@@ -292,11 +292,11 @@ impl Gateway {
 }
 
 async fn chat_completions(State(state): State<Arc<AppState>>, req: Request) -> Response<Body> {
-    proxy::handle(state, Provider::OpenAi, req).await
+    proxy::handle(state, Api::ChatCompletions, req).await
 }
 
 async fn messages(State(state): State<Arc<AppState>>, req: Request) -> Response<Body> {
-    proxy::handle(state, Provider::Anthropic, req).await
+    proxy::handle(state, Api::Messages, req).await
 }
 
 /// `GET /v1/models`: the routed models, in Anthropic's format when the
@@ -350,12 +350,12 @@ const ENDPOINTS: &str =
     "POST /v1/chat/completions, POST /v1/messages, GET /v1/models, GET /healthz, GET /metrics";
 
 /// The API whose error format a request that matched no handler gets.
-fn api_of(req: &Request) -> Provider {
-    if req.uri().path().ends_with("/messages") || req.headers().contains_key("anthropic-version") {
-        Provider::Anthropic
-    } else {
-        Provider::OpenAi
+fn api_of(req: &Request) -> Api {
+    if req.headers().contains_key("anthropic-version") {
+        return Api::Messages;
     }
+    // Any other path: OpenAI's format, which most clients read.
+    Api::from_path(req.uri().path()).unwrap_or(Api::ChatCompletions)
 }
 
 async fn not_found(req: Request) -> Response<Body> {

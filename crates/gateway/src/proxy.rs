@@ -21,7 +21,7 @@ use palisade_providers::translate::{
     anthropic_request_to_openai, anthropic_response_to_openai, openai_request_to_anthropic,
     openai_response_to_anthropic,
 };
-use palisade_providers::{Provider, anthropic, openai};
+use palisade_providers::{Api, anthropic, openai};
 use serde_json::Value;
 use tracing::Instrument;
 
@@ -71,7 +71,7 @@ impl Answer {
 /// `POST /v1/chat/completions` and `POST /v1/messages`.
 pub(crate) async fn handle(
     state: Arc<AppState>,
-    caller: Provider,
+    caller: Api,
     req: Request<Body>,
 ) -> Response<Body> {
     let started = Instant::now();
@@ -119,7 +119,7 @@ fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
 
 async fn proxy(
     state: &Arc<AppState>,
-    caller: Provider,
+    caller: Api,
     req: Request<Body>,
     trace: &TraceContext,
     started: Instant,
@@ -273,17 +273,14 @@ async fn proxy(
                 continue;
             }
         };
-        let mut ureq = Request::post(match up_api {
-            Provider::Anthropic => "/messages",
-            _ => "/chat/completions",
-        })
-        .header(CONTENT_TYPE, "application/json")
-        .header(TRACE_ID_HEADER, trace.id.as_str())
-        .header("traceparent", trace.traceparent());
+        let mut ureq = Request::post(up_api.path())
+            .header(CONTENT_TYPE, "application/json")
+            .header(TRACE_ID_HEADER, trace.id.as_str())
+            .header("traceparent", trace.traceparent());
         if let Some(ts) = &trace.tracestate {
             ureq = ureq.header("tracestate", ts.as_str());
         }
-        if up_api == Provider::Anthropic && caller == Provider::Anthropic {
+        if up_api == Api::Messages && caller == Api::Messages {
             if let Some(beta) = parts.headers.get("anthropic-beta") {
                 ureq = ureq.header("anthropic-beta", beta.clone());
             }
@@ -510,7 +507,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// it, and check it against the caller's schema.
 fn inspect(
     state: &AppState,
-    caller: Provider,
+    caller: Api,
     bytes: &[u8],
 ) -> Result<(ParsedBody, String), Box<Response<Body>>> {
     // Every JSON value takes at least two bytes (`1,`), but a lone one: a
@@ -548,8 +545,8 @@ fn inspect(
         return Err(Box::new(unknown_model(state, caller, &model)));
     }
     let schema = match caller {
-        Provider::Anthropic => &state.schemas.anthropic,
-        _ => &state.schemas.openai,
+        Api::ChatCompletions => &state.schemas.openai,
+        Api::Messages => &state.schemas.anthropic,
     };
     if let Err(rejected) = schema.check(parsed.value()) {
         tracing::info!(
@@ -562,7 +559,7 @@ fn inspect(
 }
 
 /// 404 for a model no route serves, naming those it serves.
-fn unknown_model(state: &AppState, caller: Provider, model: &str) -> Response<Body> {
+fn unknown_model(state: &AppState, caller: Api, model: &str) -> Response<Body> {
     let known: Vec<&str> = state.models.iter().map(String::as_str).collect();
     error_response(
         caller,
@@ -594,8 +591,8 @@ enum Failure {
 /// and its parsed form (the caller's, or the value it was serialized from:
 /// never parsed again).
 fn upstream_body(
-    caller: Provider,
-    up_api: Provider,
+    caller: Api,
+    up_api: Api,
     bytes: &Bytes,
     parsed: &ParsedBody,
     model: Option<&str>,
@@ -604,20 +601,22 @@ fn upstream_body(
         return Ok((bytes.clone(), parsed.clone()));
     }
     let mut value = match (caller, up_api) {
-        (Provider::OpenAi, Provider::Anthropic) => {
+        (Api::ChatCompletions, Api::Messages) => {
             let req: openai::ChatRequest = serde_json::from_value(with_whole_budgets(parsed)?)
                 .map_err(|e| format!("the request does not fit OpenAI's chat request: {e}"))?;
             let out = openai_request_to_anthropic(&req).map_err(|e| e.to_string())?;
             serde_json::to_value(out).map_err(|e| e.to_string())?
         }
-        (Provider::Anthropic, Provider::OpenAi) => {
+        (Api::Messages, Api::ChatCompletions) => {
             let req: anthropic::MessagesRequest =
                 serde_json::from_value(with_whole_budgets(parsed)?).map_err(|e| {
                     format!("the request does not fit Anthropic's messages request: {e}")
                 })?;
             serde_json::to_value(anthropic_request_to_openai(&req)).map_err(|e| e.to_string())?
         }
-        _ => parsed.value().clone(),
+        (Api::ChatCompletions, Api::ChatCompletions) | (Api::Messages, Api::Messages) => {
+            parsed.value().clone()
+        }
     };
     if let (Some(m), Some(obj)) = (model, value.as_object_mut()) {
         obj.insert("model".to_owned(), Value::String(m.to_owned()));
@@ -708,9 +707,9 @@ fn no_more_retries(res: &mut Response<Body>) {
 
 /// A JSON answer, translated when the target speaks the other API.
 fn json_answer(
-    caller: Provider,
+    caller: Api,
     up: &Upstream,
-    up_api: Provider,
+    up_api: Api,
     headers: &HeaderMap,
     body: Bytes,
     metrics: &Metrics,
@@ -724,7 +723,7 @@ fn json_answer(
         ));
     }
     let body = match (up_api, caller) {
-        (Provider::Anthropic, Provider::OpenAi) => {
+        (Api::Messages, Api::ChatCompletions) => {
             let r: anthropic::MessagesResponse = serde_json::from_slice(&body).map_err(|e| {
                 format!(
                     "upstream `{}` sent an answer that is not an Anthropic message: {e}",
@@ -735,7 +734,7 @@ fn json_answer(
                 serde_json::to_vec(&anthropic_response_to_openai(&r)).map_err(|e| e.to_string())?,
             )
         }
-        (Provider::OpenAi, Provider::Anthropic) => {
+        (Api::ChatCompletions, Api::Messages) => {
             let r: openai::ChatCompletion = serde_json::from_slice(&body).map_err(|e| {
                 format!(
                     "upstream `{}` sent an answer that is not an OpenAI chat completion: {e}",
@@ -745,7 +744,7 @@ fn json_answer(
             let out = openai_response_to_anthropic(&r).map_err(|e| e.to_string())?;
             Bytes::from(serde_json::to_vec(&out).map_err(|e| e.to_string())?)
         }
-        _ => body,
+        (Api::ChatCompletions, Api::ChatCompletions) | (Api::Messages, Api::Messages) => body,
     };
     count_usage(&body, &up.name, metrics);
     let mut res = Response::new(Body::from(body));
@@ -764,7 +763,7 @@ fn count_usage(body: &Bytes, upstream: &str, metrics: &Metrics) {
 }
 
 /// The caller's answer for a failed target.
-fn relay_failure(caller: Provider, up: &Upstream, up_api: Provider, f: Failure) -> Response<Body> {
+fn relay_failure(caller: Api, up: &Upstream, up_api: Api, f: Failure) -> Response<Body> {
     let name = &up.name;
     match f {
         Failure::Status {

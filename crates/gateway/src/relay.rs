@@ -42,13 +42,12 @@ use palisade_providers::observe::ResponseObserver;
 use palisade_providers::translate::{
     AnthropicToOpenAiStream, OpenAiToAnthropicStream, anthropic_sse, openai_sse,
 };
-use palisade_providers::{OpenAiItem, Provider, decode_anthropic, decode_openai};
+use palisade_providers::{Api, OpenAiItem, decode_anthropic, decode_openai};
 use palisade_sse::{Event, SseError};
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
 use crate::upstream::{Events, Upstream};
-use palisade_providers::errors::stream_error_event;
 
 /// How events are carried across.
 enum Mode {
@@ -74,8 +73,8 @@ pub(crate) struct Relay {
     /// Why the pump stopped before the upstream stream ended, if it did.
     stopped: Arc<OnceLock<String>>,
     mode: Mode,
-    caller: Provider,
-    upstream_api: Provider,
+    caller: Api,
+    upstream_api: Api,
     upstream: Arc<Upstream>,
     metrics: Arc<Metrics>,
     out: VecDeque<Bytes>,
@@ -102,7 +101,7 @@ impl Relay {
     pub(crate) fn new(
         events: Events,
         first: Event,
-        caller: Provider,
+        caller: Api,
         upstream: Arc<Upstream>,
         metrics: Arc<Metrics>,
         include_usage: bool,
@@ -114,13 +113,15 @@ impl Relay {
         tokio::spawn(pump(events, tx, upstream.idle, deadline, stopped.clone()));
         let upstream_api = upstream.api.unwrap_or(caller);
         let mode = match (upstream_api, caller) {
-            (Provider::OpenAi, Provider::Anthropic) => {
+            (Api::ChatCompletions, Api::Messages) => {
                 Mode::ToAnthropic(Box::new(OpenAiToAnthropicStream::new()))
             }
-            (Provider::Anthropic, Provider::OpenAi) => {
+            (Api::Messages, Api::ChatCompletions) => {
                 Mode::ToOpenAi(Box::new(AnthropicToOpenAiStream::new(include_usage)))
             }
-            _ => Mode::Pass,
+            (Api::ChatCompletions, Api::ChatCompletions) | (Api::Messages, Api::Messages) => {
+                Mode::Pass
+            }
         };
         let mut relay = Self {
             events: rx,
@@ -147,7 +148,7 @@ impl Relay {
     fn fail(&mut self, status: StatusCode, message: String) {
         tracing::warn!(upstream = %self.upstream.name, reason = %message, "stream from upstream failed after the first byte");
         self.out
-            .push_back(stream_error_event(self.caller, status, &message));
+            .push_back(self.caller.stream_error_event(status, &message));
         self.done = true;
     }
 
@@ -162,8 +163,7 @@ impl Relay {
                 (_, caller) => {
                     let msg = palisade_providers::errors::parse_error(&data)
                         .map_or_else(|| String::from_utf8_lossy(&data).into_owned(), |(_, m)| m);
-                    self.out.push_back(stream_error_event(
-                        caller,
+                    self.out.push_back(caller.stream_error_event(
                         StatusCode::BAD_GATEWAY,
                         &format!(
                             "upstream `{}` reported an error mid-stream: {msg}",
@@ -181,10 +181,7 @@ impl Relay {
         };
         match &mut self.mode {
             Mode::Pass => {
-                let end = match self.upstream_api {
-                    Provider::Anthropic => ev.is("message_stop"),
-                    _ => ev.data().as_ref() == b"[DONE]",
-                };
+                let end = self.upstream_api.is_terminator(&ev);
                 self.out.push_back(encode(ev.event(), ev.data()));
                 if end {
                     self.terminated = true;
@@ -207,7 +204,7 @@ impl Relay {
             },
             Mode::ToOpenAi(t) => match decode_anthropic(&ev) {
                 Ok(e) => {
-                    let end = ev.is("message_stop");
+                    let end = Api::Messages.is_terminator(&ev);
                     for item in t.push(e) {
                         self.out.push_back(openai_sse(&item));
                     }
@@ -345,10 +342,7 @@ impl Stream for Relay {
                     let m = format!(
                         "upstream `{}` ended the stream without its terminator ({}); the answer is truncated",
                         this.upstream.name,
-                        match this.upstream_api {
-                            Provider::Anthropic => "message_stop",
-                            _ => "data: [DONE]",
-                        }
+                        this.upstream_api.terminator()
                     );
                     this.fail(StatusCode::BAD_GATEWAY, m);
                 }

@@ -22,7 +22,7 @@ use palisade_client::{Auth, HttpClient, KeySource};
 use palisade_core::body::collect_limited;
 use palisade_core::{BoxError, RequestBody};
 use palisade_mock::MockUpstream;
-use palisade_providers::Provider;
+use palisade_providers::Api;
 use palisade_sse::{Event, EventStream, SseError};
 use tower::ServiceExt;
 
@@ -37,7 +37,7 @@ pub(crate) type ResBody = palisade::preset::LlmBody;
 pub(crate) struct Upstream {
     pub(crate) name: Arc<str>,
     /// The API it speaks; `None` for the mock, which speaks both.
-    pub(crate) api: Option<Provider>,
+    pub(crate) api: Option<Api>,
     pub(crate) service: LlmStack,
     /// Scrubs the key out of what the upstream sends back.
     scrub: Scrub,
@@ -94,8 +94,8 @@ impl Upstream {
         let t = &cfg.timeout;
         let api = match cfg.kind {
             Kind::Mock => None,
-            Kind::Anthropic => Some(Provider::Anthropic),
-            Kind::Openai => Some(Provider::OpenAi),
+            Kind::Anthropic => Some(Api::Messages),
+            Kind::Openai => Some(Api::ChatCompletions),
         };
         let bc = &cfg.breaker;
         metrics.set_breaker_state(&cfg.name, State::Closed);
@@ -103,9 +103,11 @@ impl Upstream {
         let hook_name = cfg.name.clone();
         let retry_metrics = metrics.clone();
         let retry_name = cfg.name.clone();
+        // The mock speaks both APIs; its stack is built as chat completions
+        // (the gateway calls it in the caller's API).
         let mut preset = match api {
-            Some(Provider::Anthropic) => StackConfig::anthropic(),
-            _ => StackConfig::openai(),
+            Some(Api::ChatCompletions) | None => StackConfig::openai(),
+            Some(Api::Messages) => StackConfig::anthropic(),
         }
         // The gateway validates against the caller's API before routing.
         .validate(false)
@@ -147,7 +149,7 @@ impl Upstream {
                     Some(mock),
                 )
             }
-            _ => {
+            Kind::Openai | Kind::Anthropic => {
                 let mut b = HttpClient::builder()
                     .base_url(cfg.api_base_url().unwrap_or_default())
                     .connect_timeout(Some(ms(t.connect)))
@@ -163,8 +165,8 @@ impl Upstream {
                 };
                 if let Some(source) = source {
                     b = b.auth(match api {
-                        Some(Provider::Anthropic) => Auth::anthropic(source),
-                        _ => Auth::openai(source),
+                        Some(Api::ChatCompletions) | None => Auth::openai(source),
+                        Some(Api::Messages) => Auth::anthropic(source),
                     });
                 }
                 let client = b.build().map_err(|e| err(e.into()))?;

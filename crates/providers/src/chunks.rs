@@ -10,8 +10,9 @@ use http_body::Body;
 use palisade_core::BoxError;
 use palisade_sse::EventStream;
 
+use crate::Api;
 use crate::openai::ChatChunk;
-use crate::stream::{OpenAiItem, Provider, StreamError, decode_openai};
+use crate::stream::{OpenAiItem, StreamError, decode_openai};
 
 /// An OpenAI chat stream read from a response body, one [`ChatChunk`] at a
 /// time; [`ChatChunk::text`] is a chunk's new text.
@@ -87,7 +88,7 @@ where
                     Err(e) => Err(e.into()),
                 },
                 Some(Err(e)) => Err(e.into()),
-                None => Err(StreamError::truncated(Provider::OpenAi, "data: [DONE]").into()),
+                None => Err(StreamError::truncated(Api::ChatCompletions).into()),
             };
             this.done = true;
             return Poll::Ready(Some(item));

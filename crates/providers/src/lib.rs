@@ -1,5 +1,8 @@
 //! OpenAI and Anthropic wire types, typed streams and aggregation.
 //!
+//! - [`Api`]: one description per wire API (path, terminator, error
+//!   formats, in-band error statuses, GenAI names); every layer and the
+//!   gateway ask it.
 //! - [`openai`] and [`anthropic`]: serde types for requests, responses and
 //!   stream events. Unknown fields are **kept** (in each type's `extra` map)
 //!   and optional fields remember absent versus `null` ([`Maybe`]), so
@@ -21,6 +24,7 @@
 //!   so a route can fall back across providers.
 
 pub mod anthropic;
+mod api;
 mod chunks;
 pub mod errors;
 mod maybe;
@@ -29,9 +33,10 @@ pub mod openai;
 mod stream;
 pub mod translate;
 
+pub use api::Api;
 pub use chunks::OpenAiStream;
 pub use maybe::Maybe;
 pub use stream::{
-    AnthropicAggregator, InbandError, OpenAiAggregator, OpenAiItem, Provider, StreamError,
-    decode_anthropic, decode_openai,
+    AnthropicAggregator, InbandError, OpenAiAggregator, OpenAiItem, StreamError, decode_anthropic,
+    decode_openai,
 };

@@ -10,26 +10,7 @@ use palisade_sse::Event;
 use serde_json::{Map, Value};
 
 use crate::maybe::Maybe;
-use crate::{anthropic, openai};
-
-/// Which API a stream speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Provider {
-    /// OpenAI chat completions (and compatible servers).
-    OpenAi,
-    /// Anthropic messages.
-    Anthropic,
-}
-
-impl fmt::Display for Provider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::OpenAi => "OpenAI",
-            Self::Anthropic => "Anthropic",
-        })
-    }
-}
+use crate::{Api, anthropic, openai};
 
 /// An error the upstream reported inside a stream that had answered 200:
 /// OpenAI's `data: {"error":…}`, Anthropic's `event: error`.
@@ -40,26 +21,15 @@ impl fmt::Display for Provider {
 /// classifier treat it like that status: a breaker counts it as a failure.
 #[derive(Debug)]
 pub struct InbandError {
-    provider: Provider,
+    provider: Api,
     kind: String,
     message: String,
     status: UpstreamStatus,
 }
 
 impl InbandError {
-    fn new(provider: Provider, kind: String, message: String) -> Self {
-        let code = match kind.as_str() {
-            "overloaded_error" => 529,
-            "rate_limit_error" | "rate_limit_exceeded" | "requests" | "tokens" => 429,
-            "invalid_request_error" => 400,
-            "authentication_error" => 401,
-            "permission_error" => 403,
-            "not_found_error" => 404,
-            "request_too_large" => 413,
-            "timeout_error" => 504,
-            _ => 500,
-        };
-        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    fn new(provider: Api, kind: String, message: String) -> Self {
+        let status = provider.inband_status(&kind);
         Self {
             provider,
             kind,
@@ -68,8 +38,8 @@ impl InbandError {
         }
     }
 
-    /// Who sent it.
-    pub fn provider(&self) -> Provider {
+    /// The API of the stream it came in.
+    pub fn api(&self) -> Api {
         self.provider
     }
 
@@ -114,26 +84,20 @@ pub struct StreamError {
 #[derive(Debug)]
 enum StreamErrorKind {
     Inband(InbandError),
-    Malformed {
-        provider: Provider,
-        what: String,
-    },
-    Truncated {
-        provider: Provider,
-        missing: &'static str,
-    },
+    Malformed { provider: Api, what: String },
+    Truncated { provider: Api },
 }
 
 impl StreamError {
-    fn malformed(provider: Provider, what: String) -> Self {
+    fn malformed(provider: Api, what: String) -> Self {
         Self {
             kind: StreamErrorKind::Malformed { provider, what },
         }
     }
 
-    pub(crate) fn truncated(provider: Provider, missing: &'static str) -> Self {
+    pub(crate) fn truncated(provider: Api) -> Self {
         Self {
-            kind: StreamErrorKind::Truncated { provider, missing },
+            kind: StreamErrorKind::Truncated { provider },
         }
     }
 
@@ -174,9 +138,10 @@ impl fmt::Display for StreamError {
                 "malformed {provider} stream event: {what}; the upstream (or a proxy before it) \
                  sent something that is not its stream format"
             ),
-            StreamErrorKind::Truncated { provider, missing } => write!(
+            StreamErrorKind::Truncated { provider } => write!(
                 f,
-                "{provider} stream ended without {missing}: the answer is truncated; retry the request"
+                "{provider} stream ended without `{}`: the answer is truncated; retry the request",
+                provider.terminator()
             ),
         }
     }
@@ -223,7 +188,7 @@ pub fn decode_openai(ev: &Event) -> Result<OpenAiItem, StreamError> {
         Ok(chunk) => Ok(OpenAiItem::Chunk(chunk)),
         Err(chunk_err) => match serde_json::from_slice::<openai::ErrorBody>(data) {
             Ok(e) => Err(InbandError::new(
-                Provider::OpenAi,
+                Api::ChatCompletions,
                 e.error
                     .kind
                     .into_option()
@@ -232,7 +197,7 @@ pub fn decode_openai(ev: &Event) -> Result<OpenAiItem, StreamError> {
             )
             .into()),
             Err(_) => Err(StreamError::malformed(
-                Provider::OpenAi,
+                Api::ChatCompletions,
                 format!("{chunk_err} in {}", excerpt(data)),
             )),
         },
@@ -249,11 +214,11 @@ pub fn decode_openai(ev: &Event) -> Result<OpenAiItem, StreamError> {
 pub fn decode_anthropic(ev: &Event) -> Result<anthropic::StreamEvent, StreamError> {
     match anthropic::StreamEvent::from_data(ev.data()) {
         Ok(anthropic::StreamEvent::Error(e)) => {
-            Err(InbandError::new(Provider::Anthropic, e.error.kind, e.error.message).into())
+            Err(InbandError::new(Api::Messages, e.error.kind, e.error.message).into())
         }
         Ok(other) => Ok(other),
         Err(e) => Err(StreamError::malformed(
-            Provider::Anthropic,
+            Api::Messages,
             format!("{e} in {} event {}", ev.event_type(), excerpt(ev.data())),
         )),
     }
@@ -377,7 +342,7 @@ impl OpenAiAggregator {
     /// A truncated stream (no `data: [DONE]`, or no chunk at all).
     pub fn finish(self) -> Result<openai::ChatCompletion, StreamError> {
         let (Some((id, created, model)), true) = (self.head, self.done) else {
-            return Err(StreamError::truncated(Provider::OpenAi, "`data: [DONE]`"));
+            return Err(StreamError::truncated(Api::ChatCompletions));
         };
         let choices = self
             .choices
@@ -489,17 +454,14 @@ impl AnthropicAggregator {
     /// tool input whose streamed JSON does not parse.
     pub fn finish(self) -> Result<anthropic::MessagesResponse, StreamError> {
         let (Some(mut m), true) = (self.message, self.stopped) else {
-            return Err(StreamError::truncated(
-                Provider::Anthropic,
-                "`message_stop`",
-            ));
+            return Err(StreamError::truncated(Api::Messages));
         };
         m.content = Vec::with_capacity(self.blocks.len());
         for (_, (mut block, json)) in self.blocks {
             if !json.is_empty() {
                 let input = serde_json::from_str(&json).map_err(|e| {
                     StreamError::malformed(
-                        Provider::Anthropic,
+                        Api::Messages,
                         format!("tool input JSON does not parse: {e}"),
                     )
                 })?;

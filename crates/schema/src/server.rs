@@ -10,8 +10,7 @@ use http::{Request, Response, StatusCode};
 use http_body::Body;
 use palisade_core::body::collect_limited;
 use palisade_core::{BodyTooLarge, BoxError, ParsedBody, Rejected, RequestBody, find};
-use palisade_providers::Provider;
-use palisade_providers::errors::error_json;
+use palisade_providers::Api;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -26,12 +25,12 @@ impl SchemaLayer {
     ///
     /// ```
     /// use palisade_core::RequestBody;
-    /// use palisade_providers::Provider;
+    /// use palisade_providers::Api;
     /// use palisade_schema::SchemaLayer;
     /// use tower::{Layer, ServiceExt, service_fn};
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let svc = SchemaLayer::anthropic().respond_as(Provider::Anthropic).layer(service_fn(
+    /// let svc = SchemaLayer::anthropic().respond_as(Api::Messages).layer(service_fn(
     ///     |_req: http::Request<RequestBody>| async { Ok::<_, std::convert::Infallible>(http::Response::new(String::new())) },
     /// ));
     /// let req = http::Request::post("/v1/messages")
@@ -43,7 +42,7 @@ impl SchemaLayer {
     /// assert!(res.body().contains("/max_tokens"));
     /// # }
     /// ```
-    pub fn respond_as(self, api: Provider) -> SchemaServerLayer {
+    pub fn respond_as(self, api: Api) -> SchemaServerLayer {
         SchemaServerLayer {
             schema: self.schema,
             max_body_bytes: self.max_body_bytes,
@@ -57,7 +56,7 @@ impl SchemaLayer {
 pub struct SchemaServerLayer {
     schema: Schema,
     max_body_bytes: usize,
-    api: Provider,
+    api: Api,
 }
 
 impl<S> Layer<S> for SchemaServerLayer {
@@ -82,12 +81,12 @@ pub struct ValidateServer<S> {
 pub type ServerFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'static>>;
 
 fn error_response<R: From<String>>(
-    api: Provider,
+    api: Api,
     status: StatusCode,
     message: &str,
     param: Option<&str>,
 ) -> Response<R> {
-    let mut res = Response::new(R::from(error_json(api, status, message, param).to_string()));
+    let mut res = Response::new(R::from(api.error_json(status, message, param).to_string()));
     *res.status_mut() = status;
     res.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -95,7 +94,7 @@ fn error_response<R: From<String>>(
 }
 
 /// The 400 answer for `rejected`, in `api`'s format.
-pub fn rejection_response<R: From<String>>(api: Provider, rejected: &Rejected) -> Response<R> {
+pub fn rejection_response<R: From<String>>(api: Api, rejected: &Rejected) -> Response<R> {
     let message = rejected
         .violations()
         .iter()

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 use palisade_core::{BodyTooLarge, ErrorKind, ParsedBody, Rejected, RequestBody, find};
-use palisade_providers::Provider;
+use palisade_providers::Api;
 use palisade_schema::{Schema, SchemaLayer};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -342,7 +342,7 @@ async fn the_server_variant_answers_400_and_413_in_the_providers_format() {
     let calls = Calls::default();
     let openai = SchemaLayer::openai()
         .max_body_bytes(200)
-        .respond_as(Provider::OpenAi)
+        .respond_as(Api::ChatCompletions)
         .layer(counting(calls.clone()));
     let req = |b: &str| {
         Request::post("/v1/chat/completions")
@@ -377,7 +377,7 @@ async fn the_server_variant_answers_400_and_413_in_the_providers_format() {
 
     let anthropic = SchemaLayer::anthropic()
         .max_body_bytes(200)
-        .respond_as(Provider::Anthropic)
+        .respond_as(Api::Messages)
         .layer(counting(calls.clone()));
     let res = anthropic
         .clone()

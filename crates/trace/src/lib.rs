@@ -65,7 +65,7 @@ use http_body::{Body, Frame, SizeHint};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Histogram, Meter};
 use palisade_core::{BoxError, ErrorKind, ParsedBody};
-use palisade_providers::Provider;
+use palisade_providers::Api;
 use palisade_providers::observe::{End, ResponseObserver, Summary, Watch, WatchedBody};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
@@ -89,7 +89,7 @@ struct Instruments {
 struct Config {
     enabled: bool,
     header: HeaderName,
-    provider: Option<Provider>,
+    api: Option<Api>,
     metrics: Option<Instruments>,
 }
 
@@ -97,7 +97,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("header", &self.header)
-            .field("provider", &self.provider)
+            .field("api", &self.api)
             .field("metrics", &self.metrics.is_some())
             .finish()
     }
@@ -116,14 +116,14 @@ impl Default for TraceLayer {
 }
 
 impl TraceLayer {
-    /// `x-trace-id`, the provider inferred from the path (`…/messages`:
-    /// Anthropic; otherwise OpenAI), no metrics.
+    /// `x-trace-id`, the API inferred from the path ([`Api::from_path`];
+    /// chat completions for a path that names none), no metrics.
     pub fn new() -> Self {
         Self {
             cfg: Arc::new(Config {
                 enabled: true,
                 header: HeaderName::from_static(TRACE_ID_HEADER),
-                provider: None,
+                api: None,
                 metrics: None,
             }),
         }
@@ -134,7 +134,7 @@ impl TraceLayer {
         let mut cfg = Config {
             enabled: c.enabled,
             header: c.header.clone(),
-            provider: c.provider,
+            api: c.api,
             metrics: c.metrics.clone(),
         };
         f(&mut cfg);
@@ -155,10 +155,10 @@ impl TraceLayer {
         self.with(|c| c.header = name)
     }
 
-    /// Names the provider instead of inferring it from the path.
+    /// Names the API instead of inferring it from the path.
     #[must_use]
-    pub fn provider(self, p: Provider) -> Self {
-        self.with(|c| c.provider = Some(p))
+    pub fn api(self, api: Api) -> Self {
+        self.with(|c| c.api = Some(api))
     }
 
     /// Records the GenAI client metrics with `meter`.
@@ -220,13 +220,6 @@ pub struct Trace<S> {
     cfg: Arc<Config>,
 }
 
-fn provider_name(p: Provider) -> &'static str {
-    match p {
-        Provider::Anthropic => "anthropic",
-        _ => "openai",
-    }
-}
-
 /// What the span and the metrics need after the headers.
 struct Call {
     span: Span,
@@ -260,19 +253,19 @@ where
                 echo: None,
             };
         }
-        let provider = cfg.provider.unwrap_or_else(|| {
-            if req.uri().path().ends_with("/messages") {
-                Provider::Anthropic
-            } else {
-                Provider::OpenAi
-            }
-        });
+        // A path that names no API (an OpenAI-compatible server's own
+        // route) is traced as chat completions; `TraceLayer::api` says
+        // otherwise.
+        let api = cfg
+            .api
+            .or_else(|| Api::from_path(req.uri().path()))
+            .unwrap_or(Api::ChatCompletions);
         let span = tracing::info_span!(
             "gen_ai",
             otel.name = Empty,
             otel.kind = "client",
-            gen_ai.operation.name = "chat",
-            gen_ai.provider.name = provider_name(provider),
+            gen_ai.operation.name = api.operation(),
+            gen_ai.provider.name = api.vendor(),
             gen_ai.request.model = Empty,
             gen_ai.response.model = Empty,
             gen_ai.response.id = Empty,
@@ -312,7 +305,7 @@ where
                 .and_then(|p| p.model().map(str::to_owned))
                 .unwrap_or_default();
             let host = req.uri().host().map(str::to_owned);
-            span.record("otel.name", format!("chat {model}"));
+            span.record("otel.name", format!("{} {model}", api.operation()));
             span.record("gen_ai.request.model", model.as_str());
             if let Some(h) = &host {
                 span.record("server.address", h.as_str());
@@ -321,8 +314,8 @@ where
             otel::link(&span, &mut ctx);
             span.record("trace_id", ctx.id.as_str());
             let mut attrs = vec![
-                KeyValue::new("gen_ai.operation.name", "chat"),
-                KeyValue::new("gen_ai.provider.name", provider_name(provider)),
+                KeyValue::new("gen_ai.operation.name", api.operation()),
+                KeyValue::new("gen_ai.provider.name", api.vendor()),
                 KeyValue::new("gen_ai.request.model", model),
             ];
             if let Some(h) = host {
