@@ -46,21 +46,22 @@ use palisade_providers::Api;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
+mod attempt;
 pub mod config;
-mod errors;
-
+mod error;
+mod inbound;
 mod metrics;
 pub mod otel;
 mod proxy;
 mod relay;
 mod server;
-
 mod upstream;
 
 pub use config::{Config, ConfigError};
 pub use upstream::BuildError;
 
 use config::Target;
+use error::GatewayError;
 use metrics::Metrics;
 use upstream::Upstream;
 
@@ -358,31 +359,27 @@ fn api_of(req: &Request) -> Api {
     Api::from_path(req.uri().path()).unwrap_or(Api::ChatCompletions)
 }
 
-async fn not_found(req: Request) -> Response<Body> {
-    errors::error_response(
+async fn not_found(req: Request) -> GatewayError {
+    GatewayError::new(
         api_of(&req),
         StatusCode::NOT_FOUND,
-        &format!(
+        format!(
             "no endpoint {} {}; this gateway serves {ENDPOINTS}",
             req.method(),
             req.uri().path()
         ),
-        None,
-        None,
     )
 }
 
-async fn method_not_allowed(req: Request) -> Response<Body> {
-    errors::error_response(
+async fn method_not_allowed(req: Request) -> GatewayError {
+    GatewayError::new(
         api_of(&req),
         StatusCode::METHOD_NOT_ALLOWED,
-        &format!(
+        format!(
             "{} is not allowed on {}; this gateway serves {ENDPOINTS}",
             req.method(),
             req.uri().path()
         ),
-        None,
-        None,
     )
 }
 

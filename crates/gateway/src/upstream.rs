@@ -20,6 +20,7 @@ use palisade::preset::{LlmStack, StackConfig};
 use palisade_breaker::State;
 use palisade_client::{Auth, HttpClient, KeySource};
 use palisade_core::body::collect_limited;
+use palisade_core::classify::LlmClassifier;
 use palisade_core::{BoxError, RequestBody};
 use palisade_mock::MockUpstream;
 use palisade_providers::Api;
@@ -45,6 +46,11 @@ pub(crate) struct Upstream {
     pub(crate) mock: Option<MockUpstream>,
     /// Calls per request, the first included (`[upstreams.retry]`).
     pub(crate) max_attempts: u32,
+    /// What its retry layer deems retryable (the preset's classifier):
+    /// fallback and `x-should-retry` ask the same one, so the gateway
+    /// never falls back on what the stack would not retry, nor the other
+    /// way round.
+    pub(crate) classifier: LlmClassifier,
     /// `[upstreams.timeout] total`: also how long the caller may take to
     /// read a streamed answer.
     pub(crate) total: Duration,
@@ -184,6 +190,7 @@ impl Upstream {
             scrub: Scrub(client.map(Arc::new)),
             mock,
             max_attempts: cfg.retry.max_attempts,
+            classifier: LlmClassifier::new(),
             total: ms(t.total),
             idle: ms(t.idle),
         })

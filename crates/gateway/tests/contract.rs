@@ -851,6 +851,29 @@ async fn a_retried_error_says_x_should_retry_false_and_rate_limit_headers_are_re
     assert!(res.headers().get("x-should-retry").is_none());
 }
 
+/// A streamed answer keeps the upstream's request id and rate-limit state,
+/// as a JSON answer does.
+#[tokio::test]
+async fn a_stream_keeps_the_upstreams_request_id_and_rate_limit_headers() {
+    let mock = MockUpstream::new();
+    let server = mock.serve().await.unwrap();
+    let toml = upstream("a", "openai", &server.base_url(), ONE_SHOT) + &route("gpt", &["a"]);
+    let gw = start(&toml, &[]).await;
+    mock.push(Reply::echo().header("x-ratelimit-remaining-tokens", "123"));
+    let (res, body) = gw.call(OPENAI, &chat("gpt", "streamed", true)).await;
+    assert_eq!(res.status(), 200, "{body}");
+    assert!(body.contains("[DONE]"), "{body}");
+    assert_eq!(res.headers()["x-ratelimit-remaining-tokens"], "123");
+    assert!(
+        res.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .starts_with("req_mock_"),
+        "{:?}",
+        res.headers()
+    );
+}
+
 #[tokio::test]
 async fn the_gateways_own_429_leaves_the_retry_to_the_caller() {
     let toml = format!(

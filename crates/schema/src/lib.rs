@@ -59,4 +59,7 @@ pub use layer::{DEFAULT_MAX_BODY_BYTES, ResponseFuture, SchemaLayer, Validate};
 pub use output::{CheckFuture, CheckOutput, OutputSchemaLayer};
 pub use palisade_core::{Rejected, Violation};
 pub use schema::{MAX_VIOLATIONS, Schema, SchemaError};
-pub use server::{SchemaServerLayer, ServerFuture, ValidateServer, rejection_response};
+pub use server::{
+    SchemaServerLayer, ServerFuture, ValidateServer, rejection_message, rejection_param,
+    rejection_response,
+};

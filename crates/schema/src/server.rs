@@ -93,8 +93,20 @@ fn error_response<R: From<String>>(
     res
 }
 
-/// The 400 answer for `rejected`, in `api`'s format.
+/// The 400 answer for `rejected`, in `api`'s format: the message of
+/// [`rejection_message`], the first violation's pointer as `param`.
 pub fn rejection_response<R: From<String>>(api: Api, rejected: &Rejected) -> Response<R> {
+    error_response(
+        api,
+        StatusCode::BAD_REQUEST,
+        &rejection_message(rejected),
+        rejection_param(rejected),
+    )
+}
+
+/// The message of a 400 for `rejected`: `invalid request: ` and every
+/// violation, `pointer: message`, joined by `; `.
+pub fn rejection_message(rejected: &Rejected) -> String {
     let message = rejected
         .violations()
         .iter()
@@ -107,17 +119,17 @@ pub fn rejection_response<R: From<String>>(api: Api, rejected: &Rejected) -> Res
         })
         .collect::<Vec<_>>()
         .join("; ");
-    let param = rejected
+    format!("invalid request: {message}")
+}
+
+/// The first violation's JSON pointer, when it has one (`param` in
+/// OpenAI's error format).
+pub fn rejection_param(rejected: &Rejected) -> Option<&str> {
+    rejected
         .violations()
         .first()
         .map(|v| v.pointer())
-        .filter(|p| !p.is_empty());
-    error_response(
-        api,
-        StatusCode::BAD_REQUEST,
-        &format!("invalid request: {message}"),
-        param,
-    )
+        .filter(|p| !p.is_empty())
 }
 
 impl<S, B, R> Service<Request<B>> for ValidateServer<S>

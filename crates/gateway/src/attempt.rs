@@ -1,0 +1,540 @@
+//! One call to one target of a route: the request in the target's API, the
+//! call, and its answer for the caller — a stream ([`Call::stream`]) or a
+//! JSON answer ([`Call::json`]) — or how it failed ([`Failure`]), which
+//! the fallback loop in `proxy` weighs.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::StreamBody;
+use palisade_core::classify::{ClassifyOutcome, Outcome};
+use palisade_core::{BoxError, ErrorKind, ParsedBody, RequestBody};
+use palisade_providers::errors::parse_error;
+use palisade_providers::observe::ResponseObserver;
+use palisade_providers::translate::{
+    anthropic_request_to_openai, anthropic_response_to_openai, openai_request_to_anthropic,
+    openai_response_to_anthropic,
+};
+use palisade_providers::{Api, anthropic, openai};
+use palisade_trace::{TRACE_ID_HEADER, TraceContext};
+use serde_json::Value;
+
+use crate::error::GatewayError;
+use crate::inbound::BLOCKING_FROM;
+use crate::metrics::Metrics;
+use crate::relay::{Bounds, Relay};
+use crate::upstream::{Upstream, UpstreamBody};
+use crate::{AppState, RouteTarget};
+
+/// The largest upstream answer read whole (JSON answers and error bodies).
+const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
+/// The largest upstream error body relayed.
+const MAX_ERROR_BODY: usize = 1024 * 1024;
+
+/// How one target failed.
+pub(crate) enum Failure {
+    /// An error status (body scrubbed).
+    Status {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+    },
+    /// An error from the stack (transport, timeout, open circuit, limit, …).
+    Error(BoxError),
+    /// The request or answer cannot be carried to/from this target's API.
+    Untranslatable(String),
+}
+
+/// What one call to a target came to.
+pub(crate) enum Attempt {
+    /// The caller's answer: a success, or a failure no other target would
+    /// change (the request itself is at fault, or its budget cannot be
+    /// carried).
+    Answer(Response<Body>),
+    /// This target failed; the next may serve.
+    Failed(Failure),
+    /// A JSON answer broke off mid-body: ask the same target again.
+    Again,
+}
+
+/// One request on its way through its route's targets.
+pub(crate) struct Call<'a> {
+    pub(crate) state: &'a Arc<AppState>,
+    pub(crate) caller: Api,
+    /// The caller's headers (`anthropic-beta` is handed on).
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) bytes: Bytes,
+    pub(crate) parsed: ParsedBody,
+    pub(crate) trace: &'a TraceContext,
+    pub(crate) started: Instant,
+    /// Time spent waiting on the caller's body and on upstreams: the rest
+    /// is the gateway's own.
+    pub(crate) waited: Duration,
+    /// Upstream calls made (for `x-should-retry` on the final failure).
+    pub(crate) calls: usize,
+}
+
+impl Call<'_> {
+    /// Calls `target` once. `again` counts the times this target was asked
+    /// again after a JSON answer broke off.
+    pub(crate) async fn attempt(&mut self, target: &RouteTarget, again: u32) -> Attempt {
+        let up = &target.upstream;
+        let up_api = up.api.unwrap_or(self.caller);
+        let req = match self.request_for(up_api, target.model.as_deref()).await {
+            Ok(r) => r,
+            Err(Skip::Refuse(e)) => return Attempt::Answer(e.into_response()),
+            Err(Skip::Next(msg)) => {
+                tracing::info!(upstream = %up.name, reason = %msg, "cannot translate the request for this upstream; trying the next target");
+                return Attempt::Failed(Failure::Untranslatable(msg));
+            }
+        };
+        let t0 = Instant::now();
+        self.calls += 1;
+        let res = match up.call(req).await {
+            Ok(res) => res,
+            Err(e) => {
+                self.waited += t0.elapsed();
+                return Attempt::Failed(Failure::Error(e));
+            }
+        };
+        let status = res.status();
+        if status.is_success() && self.parsed.is_stream() {
+            self.stream(up, res, t0).await
+        } else if status.is_success() {
+            self.json(up, up_api, res, t0, again).await
+        } else if status.is_informational() {
+            self.waited += t0.elapsed();
+            Attempt::Failed(Failure::Error(
+                format!(
+                    "upstream `{}` answered {status} to a request that asked for no protocol switch or interim answer",
+                    up.name
+                )
+                .into(),
+            ))
+        } else {
+            self.error_status(up, up_api, res, t0).await
+        }
+    }
+
+    /// The request for a target speaking `up_api`, under `model` if the
+    /// route renames it.
+    async fn request_for(
+        &self,
+        up_api: Api,
+        model: Option<&str>,
+    ) -> Result<Request<RequestBody>, Skip> {
+        let caller = self.caller;
+        if up_api != caller {
+            // A budget the other API's typed request cannot carry is the
+            // caller's mistake (400), not this upstream's (502).
+            whole_budgets(self.parsed.value()).map_err(|msg| {
+                Skip::Refuse(GatewayError::new(caller, StatusCode::BAD_REQUEST, msg))
+            })?;
+        }
+        let translated = if self.bytes.len() >= BLOCKING_FROM
+            && (caller != up_api || model.is_some())
+        {
+            let (b, p, m) = (
+                self.bytes.clone(),
+                self.parsed.clone(),
+                model.map(str::to_owned),
+            );
+            tokio::task::spawn_blocking(move || upstream_body(caller, up_api, &b, &p, m.as_deref()))
+                .await
+                .unwrap_or_else(|e| Err(format!("translating the request failed: {e}")))
+        } else {
+            upstream_body(caller, up_api, &self.bytes, &self.parsed, model)
+        };
+        let (body, parsed) = translated.map_err(Skip::Next)?;
+        let trace = self.trace;
+        let mut req = Request::post(up_api.path())
+            .header(CONTENT_TYPE, "application/json")
+            .header(TRACE_ID_HEADER, trace.id.as_str())
+            .header("traceparent", trace.traceparent());
+        if let Some(ts) = &trace.tracestate {
+            req = req.header("tracestate", ts.as_str());
+        }
+        if up_api == Api::Messages && caller == Api::Messages {
+            if let Some(beta) = self.headers.get("anthropic-beta") {
+                req = req.header("anthropic-beta", beta.clone());
+            }
+        }
+        let mut req = req
+            .body(RequestBody::new(body))
+            .map_err(|e| Skip::Next(format!("cannot build the upstream request: {e}")))?;
+        // The parsed body travels with the request (trace, token estimation
+        // read it without parsing again).
+        req.extensions_mut().insert(parsed);
+        Ok(req)
+    }
+
+    /// A streamed answer: relayed from its first event on, in the caller's
+    /// API, with the upstream's request id and rate-limit headers.
+    async fn stream(
+        &mut self,
+        up: &Arc<Upstream>,
+        res: Response<UpstreamBody>,
+        t0: Instant,
+    ) -> Attempt {
+        let (parts, body) = res.into_parts();
+        let mut events = body.events();
+        let first = match events.next().await {
+            Some(Ok(first)) => first,
+            Some(Err(e)) => {
+                self.waited += t0.elapsed();
+                return Attempt::Failed(Failure::Error(e.into()));
+            }
+            None => {
+                self.waited += t0.elapsed();
+                return Attempt::Failed(Failure::Error(
+                    "the stream ended before its first event".into(),
+                ));
+            }
+        };
+        self.waited += t0.elapsed();
+        let state = self.state;
+        state.metrics.first_token(self.started.elapsed());
+        let include_usage = self
+            .parsed
+            .value()
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let deadline = tokio::time::Instant::from_std(self.started)
+            .checked_add(up.total)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(1 << 30));
+        let relay = Relay::new(
+            events,
+            first,
+            self.caller,
+            up.clone(),
+            state.metrics.clone(),
+            include_usage,
+            Bounds {
+                cut: state.cut.subscribe(),
+                deadline,
+            },
+        );
+        let mut res = Response::new(Body::new(StreamBody::new(relay)));
+        let h = res.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        h.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        );
+        copy_headers(&parts.headers, h);
+        Attempt::Answer(res)
+    }
+
+    /// A JSON answer, read whole and translated where the target speaks
+    /// the other API; one that broke off mid-body is asked for again, up to
+    /// the target's `max_attempts`.
+    async fn json(
+        &mut self,
+        up: &Upstream,
+        up_api: Api,
+        res: Response<UpstreamBody>,
+        t0: Instant,
+        again: u32,
+    ) -> Attempt {
+        let (parts, body) = res.into_parts();
+        let read = body.read_all(MAX_UPSTREAM_BODY).await;
+        self.waited += t0.elapsed();
+        match read {
+            Ok(b) => match json_answer(
+                self.caller,
+                up,
+                up_api,
+                &parts.headers,
+                b,
+                &self.state.metrics,
+            ) {
+                Ok(res) => Attempt::Answer(res),
+                Err(msg) => Attempt::Failed(Failure::Untranslatable(msg)),
+            },
+            Err(e)
+                if again + 1 < up.max_attempts
+                    && up.classifier.classify(Outcome::Error(&*e)).is_retryable() =>
+            {
+                tracing::info!(upstream = %up.name, reason = %e, "the JSON answer broke off mid-body; asking the same target again");
+                Attempt::Again
+            }
+            Err(e) => Attempt::Failed(Failure::Error(e)),
+        }
+    }
+
+    /// An error status: relayed at once when the request itself is at
+    /// fault (another target would refuse it too), else a failure to fall
+    /// back from.
+    async fn error_status(
+        &mut self,
+        up: &Upstream,
+        up_api: Api,
+        res: Response<UpstreamBody>,
+        t0: Instant,
+    ) -> Attempt {
+        let retryable = up
+            .classifier
+            .classify(Outcome::response(&res))
+            .is_retryable();
+        let (parts, body) = res.into_parts();
+        let body = body.read_all(MAX_ERROR_BODY).await.unwrap_or_default();
+        self.waited += t0.elapsed();
+        let status = parts.status;
+        tracing::info!(upstream = %up.name, status = status.as_u16(), "upstream answered with an error status");
+        let f = Failure::Status {
+            status,
+            headers: parts.headers,
+            body,
+        };
+        if retryable {
+            Attempt::Failed(f)
+        } else {
+            Attempt::Answer(failure_answer(self.caller, up, up_api, f))
+        }
+    }
+}
+
+/// Why a target is not called.
+enum Skip {
+    /// The caller's request cannot be served by any target.
+    Refuse(GatewayError),
+    /// This target cannot take it; the next may.
+    Next(String),
+}
+
+/// The request body for a target speaking `up_api`, with its model name,
+/// and its parsed form (the caller's, or the value it was serialized from:
+/// never parsed again).
+fn upstream_body(
+    caller: Api,
+    up_api: Api,
+    bytes: &Bytes,
+    parsed: &ParsedBody,
+    model: Option<&str>,
+) -> Result<(Bytes, ParsedBody), String> {
+    if caller == up_api && model.is_none() {
+        return Ok((bytes.clone(), parsed.clone()));
+    }
+    let mut value = match (caller, up_api) {
+        (Api::ChatCompletions, Api::Messages) => {
+            let req: openai::ChatRequest = serde_json::from_value(with_whole_budgets(parsed)?)
+                .map_err(|e| format!("the request does not fit OpenAI's chat request: {e}"))?;
+            let out = openai_request_to_anthropic(&req).map_err(|e| e.to_string())?;
+            serde_json::to_value(out).map_err(|e| e.to_string())?
+        }
+        (Api::Messages, Api::ChatCompletions) => {
+            let req: anthropic::MessagesRequest =
+                serde_json::from_value(with_whole_budgets(parsed)?).map_err(|e| {
+                    format!("the request does not fit Anthropic's messages request: {e}")
+                })?;
+            serde_json::to_value(anthropic_request_to_openai(&req)).map_err(|e| e.to_string())?
+        }
+        (Api::ChatCompletions, Api::ChatCompletions) | (Api::Messages, Api::Messages) => {
+            parsed.value().clone()
+        }
+    };
+    if let (Some(m), Some(obj)) = (model, value.as_object_mut()) {
+        obj.insert("model".to_owned(), Value::String(m.to_owned()));
+    }
+    let out = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
+    let len = out.len();
+    Ok((Bytes::from(out), ParsedBody::from_value(value, len)))
+}
+
+/// The output-budget fields a translation reads as integers.
+const BUDGETS: [&str; 2] = ["max_tokens", "max_completion_tokens"];
+
+/// The output budgets of `v` written as other JSON numbers (`1e3`,
+/// `1000.0`) and the whole numbers they are.
+///
+/// # Errors
+///
+/// A message naming the field when its number is not a whole number from 0
+/// to `u64::MAX` (`1.5`, `1e300`, `-1`).
+fn whole_budgets(v: &Value) -> Result<Vec<(&'static str, u64)>, String> {
+    let mut out = Vec::new();
+    for key in BUDGETS {
+        let Some(Value::Number(n)) = v.get(key) else {
+            continue;
+        };
+        if n.is_u64() {
+            continue;
+        }
+        // 2^64 as a float: the first value past u64::MAX.
+        const LIMIT: f64 = 18_446_744_073_709_551_616.0;
+        match n.as_f64() {
+            Some(f) if (0.0..LIMIT).contains(&f) && f.fract() == 0.0 => out.push((key, f as u64)),
+            _ => {
+                return Err(format!(
+                    "`{key}` must be a whole number from 0 to {}; got {n}",
+                    u64::MAX
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A copy of the parsed body with its output budgets as integers.
+fn with_whole_budgets(parsed: &ParsedBody) -> Result<Value, String> {
+    let mut v = parsed.value().clone();
+    for (key, n) in whole_budgets(&v)? {
+        v[key] = Value::from(n);
+    }
+    Ok(v)
+}
+
+/// Headers of an upstream answer worth handing on.
+const RELAYED_HEADERS: [&str; 4] = [
+    "retry-after",
+    "retry-after-ms",
+    "x-request-id",
+    "request-id",
+];
+
+/// Copies [`RELAYED_HEADERS`] and the answering upstream's rate-limit
+/// state (`x-ratelimit-*`, `anthropic-ratelimit-*`), so callers that pace
+/// themselves by them keep working behind the gateway.
+fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    for name in RELAYED_HEADERS {
+        if let Some(v) = from.get(name) {
+            to.insert(HeaderName::from_static(name), v.clone());
+        }
+    }
+    for (name, v) in from {
+        let n = name.as_str();
+        if n.starts_with("x-ratelimit-") || n.starts_with("anthropic-ratelimit-") {
+            to.append(name.clone(), v.clone());
+        }
+    }
+}
+
+/// A JSON answer, translated when the target speaks the other API.
+fn json_answer(
+    caller: Api,
+    up: &Upstream,
+    up_api: Api,
+    headers: &HeaderMap,
+    body: Bytes,
+    metrics: &Metrics,
+) -> Result<Response<Body>, String> {
+    // A body cut short by an upstream that closed early (no length to hold
+    // it to) is not an answer.
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+        return Err(format!(
+            "upstream `{}` sent a 2xx answer that is not complete JSON ({e}); it may have been cut short",
+            up.name
+        ));
+    }
+    let body = match (up_api, caller) {
+        (Api::Messages, Api::ChatCompletions) => {
+            let r: anthropic::MessagesResponse = serde_json::from_slice(&body).map_err(|e| {
+                format!(
+                    "upstream `{}` sent an answer that is not an Anthropic message: {e}",
+                    up.name
+                )
+            })?;
+            Bytes::from(
+                serde_json::to_vec(&anthropic_response_to_openai(&r)).map_err(|e| e.to_string())?,
+            )
+        }
+        (Api::ChatCompletions, Api::Messages) => {
+            let r: openai::ChatCompletion = serde_json::from_slice(&body).map_err(|e| {
+                format!(
+                    "upstream `{}` sent an answer that is not an OpenAI chat completion: {e}",
+                    up.name
+                )
+            })?;
+            let out = openai_response_to_anthropic(&r).map_err(|e| e.to_string())?;
+            Bytes::from(serde_json::to_vec(&out).map_err(|e| e.to_string())?)
+        }
+        (Api::ChatCompletions, Api::ChatCompletions) | (Api::Messages, Api::Messages) => body,
+    };
+    count_usage(&body, &up.name, metrics);
+    let mut res = Response::new(Body::from(body));
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    copy_headers(headers, res.headers_mut());
+    Ok(res)
+}
+
+fn count_usage(body: &Bytes, upstream: &str, metrics: &Metrics) {
+    let mut obs = ResponseObserver::new(Some("application/json"));
+    obs.feed(body);
+    let s = obs.finish();
+    metrics.add_tokens(upstream, "input", s.input_tokens.unwrap_or(0));
+    metrics.add_tokens(upstream, "output", s.output_tokens.unwrap_or(0));
+}
+
+/// The caller's answer for a failed target: a same-API error body relayed
+/// as it came (scrubbed), anything else as a [`GatewayError`] naming the
+/// upstream; the upstream's request id and rate-limit headers kept.
+pub(crate) fn failure_answer(
+    caller: Api,
+    up: &Upstream,
+    up_api: Api,
+    f: Failure,
+) -> Response<Body> {
+    let name = &up.name;
+    match f {
+        Failure::Status {
+            status,
+            headers,
+            body,
+        } => {
+            let parsed = parse_error(&body);
+            let mut res = if up_api == caller && parsed.is_some() {
+                let mut res = Response::new(Body::from(body));
+                res.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                res
+            } else {
+                let msg = match parsed {
+                    Some((kind, m)) => format!("upstream `{name}` answered {status} ({kind}): {m}"),
+                    None => format!(
+                        "upstream `{name}` answered {status}: {}",
+                        String::from_utf8_lossy(&body[..body.len().min(500)])
+                    ),
+                };
+                GatewayError::new(caller, status, msg).into_response()
+            };
+            *res.status_mut() = status;
+            copy_headers(&headers, res.headers_mut());
+            res
+        }
+        Failure::Untranslatable(msg) => GatewayError::new(
+            caller,
+            StatusCode::BAD_GATEWAY,
+            format!("upstream `{name}`: {msg}"),
+        )
+        .into_response(),
+        Failure::Error(e) => {
+            // The status and Retry-After: palisade's public mapping, the
+            // one a library user's own server gets from `caller_status`.
+            let (status, wait) = palisade_core::caller_status(&*e);
+            let msg = match ErrorKind::of(&*e) {
+                Some(ErrorKind::CircuitOpen) => format!(
+                    "upstream `{name}` is unavailable: its circuit breaker is open after repeated failures; retry later ({e})"
+                ),
+                Some(ErrorKind::RateLimited) => format!(
+                    "the gateway's rate limit for upstream `{name}` is reached; retry later ({e})"
+                ),
+                Some(ErrorKind::Timeout) => format!("upstream `{name}` timed out: {e}"),
+                Some(ErrorKind::Transport(_)) => {
+                    format!("upstream `{name}` could not be reached: {e}")
+                }
+                _ => format!("upstream `{name}` failed: {e}"),
+            };
+            GatewayError::new(caller, status, msg)
+                .retry_after(wait)
+                .into_response()
+        }
+    }
+}
