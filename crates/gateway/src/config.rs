@@ -502,208 +502,40 @@ impl Config {
     }
 
     fn validate(&self, file: &str) -> Result<(), ConfigError> {
-        let err = |key: String, reason: String| Err(ConfigError::new(file, key, reason));
+        self.check()
+            .map_err(|Invalid(key, reason)| ConfigError::new(file, key, reason))
+    }
+
+    /// Every rule, section by section; the first broken one.
+    fn check(&self) -> Result<(), Invalid> {
         if self.max_body_bytes == 0 {
-            return err("max_body_bytes".into(), "must be at least 1".into());
-        }
-        let sv = &self.server;
-        for (key, v) in [
-            ("server.header_read_timeout", sv.header_read_timeout),
-            ("server.body_read_timeout", sv.body_read_timeout),
-            ("server.idle_timeout", sv.idle_timeout),
-            (
-                "server.http2_keep_alive_interval",
-                sv.http2_keep_alive_interval,
-            ),
-            (
-                "server.http2_max_concurrent_streams",
-                u64::from(sv.http2_max_concurrent_streams),
-            ),
-            (
-                "server.max_connections",
-                sv.max_connections.unwrap_or(1) as u64,
-            ),
-        ] {
-            if v == 0 {
-                return err(key.into(), "must be at least 1".into());
-            }
-        }
-        // HTTP/2's own bounds on window sizes.
-        for (key, v) in [
-            ("server.http2_stream_window", sv.http2_stream_window),
-            ("server.http2_connection_window", sv.http2_connection_window),
-        ] {
-            if !(65_535..=(1 << 31) - 1).contains(&v) {
-                return err(
-                    key.into(),
-                    "must be between 65535 and 2147483647 (HTTP/2's bounds)".into(),
-                );
-            }
+            return Invalid::at("max_body_bytes", "must be at least 1");
         }
         if self.max_json_values == 0 {
-            return err("max_json_values".into(), "must be at least 1".into());
+            return Invalid::at("max_json_values", "must be at least 1");
         }
+        self.server.check()?;
         if let Some(a) = &self.auth {
             if a.keys_env.trim().is_empty() {
-                return err(
-                    "auth.keys_env".into(),
-                    "must name an environment variable".into(),
-                );
+                return Invalid::at("auth.keys_env", "must name an environment variable");
             }
         }
         if self.upstreams.is_empty() {
-            return err(
-                "upstreams".into(),
-                "at least one [[upstreams]] is needed".into(),
-            );
+            return Invalid::at("upstreams", "at least one [[upstreams]] is needed");
         }
         let mut names = HashSet::new();
         for (i, u) in self.upstreams.iter().enumerate() {
             let at = |k: &str| format!("upstreams[{i}].{k}");
-            if u.name.is_empty()
-                || !u
-                    .name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            {
-                return err(
-                    at("name"),
-                    format!("`{}`: use letters, digits, `-`, `_` and `.` only", u.name),
-                );
-            }
             if !names.insert(u.name.as_str()) {
-                return err(at("name"), format!("`{}` is used twice", u.name));
+                return Invalid::at(at("name"), format!("`{}` is used twice", u.name));
             }
-            match (u.kind, &u.base_url) {
-                (Kind::Mock, _) => {}
-                (_, None) => {
-                    return err(at("base_url"), "is required for this kind".into());
-                }
-                (_, Some(url)) => {
-                    let ok = url
-                        .parse::<http::Uri>()
-                        .ok()
-                        .is_some_and(|u| u.scheme().is_some() && u.authority().is_some());
-                    if !ok {
-                        return err(
-                            at("base_url"),
-                            format!("`{url}` is not an absolute http(s) URL"),
-                        );
-                    }
-                }
-            }
-            if u.api_key_env.is_some() && u.api_key_file.is_some() {
-                return err(
-                    at("api_key_env"),
-                    "set api_key_env or api_key_file, not both".into(),
-                );
-            }
-            let t = &u.timeout;
-            for (k, v) in [
-                ("connect", t.connect),
-                ("first_byte", t.first_byte),
-                ("idle", t.idle),
-                ("total", t.total),
-            ] {
-                if v == 0 {
-                    return err(at(&format!("timeout.{k}")), "must be at least 1 ms".into());
-                }
-            }
-            for (k, v) in [("first_byte", t.first_byte), ("idle", t.idle)] {
-                if v >= self.server.idle_timeout {
-                    return err(
-                        at(&format!("timeout.{k}")),
-                        format!(
-                            "{v} ms is not below server.idle_timeout ({} ms): a caller's connection waiting on this upstream would be closed as idle; raise server.idle_timeout",
-                            self.server.idle_timeout
-                        ),
-                    );
-                }
-            }
-            if u.retry.max_attempts == 0 {
-                return err(
-                    at("retry.max_attempts"),
-                    "must be at least 1 (it counts the first call)".into(),
-                );
-            }
-            if u.retry.max_delay < u.retry.base_delay {
-                return err(
-                    at("retry.max_delay"),
-                    "must be at least retry.base_delay".into(),
-                );
-            }
-            if let Some(r) = &u.rate_limit {
-                for (k, v) in [
-                    ("requests_per_minute", r.requests_per_minute),
-                    ("tokens_per_minute", r.tokens_per_minute),
-                ] {
-                    if v == Some(0) {
-                        return err(
-                            at(&format!("rate_limit.{k}")),
-                            "must be at least 1 (leave it out for no limit)".into(),
-                        );
-                    }
-                }
-            }
-            let b = &u.breaker;
-            if !(b.failure_rate > 0.0 && b.failure_rate <= 1.0) {
-                return err(
-                    at("breaker.failure_rate"),
-                    format!("{} is not in (0, 1]", b.failure_rate),
-                );
-            }
-            if b.window == 0 {
-                return err(at("breaker.window"), "must be at least 1".into());
-            }
-            if b.half_open_calls == 0 {
-                return err(at("breaker.half_open_calls"), "must be at least 1".into());
-            }
-            if b.open_for == 0 {
-                return err(at("breaker.open_for"), "must be at least 1 ms".into());
-            }
+            u.check(self.server.idle_timeout)
+                .map_err(|Invalid(k, reason)| Invalid(at(&k), reason))?;
         }
-        if self.routes.is_empty() {
-            return err("routes".into(), "at least one [[routes]] is needed".into());
-        }
-        let mut models = HashSet::new();
-        for (i, r) in self.routes.iter().enumerate() {
-            if r.model.is_empty() {
-                return err(format!("routes[{i}].model"), "must not be empty".into());
-            }
-            if !models.insert(r.model.as_str()) {
-                return err(
-                    format!("routes[{i}].model"),
-                    format!("`{}` is routed twice", r.model),
-                );
-            }
-            if r.targets.is_empty() {
-                return err(
-                    format!("routes[{i}].targets"),
-                    "at least one target is needed".into(),
-                );
-            }
-            for (j, t) in r.targets.iter().enumerate() {
-                let target = Target::parse(t);
-                if !names.contains(target.upstream.as_str()) {
-                    return err(
-                        format!("routes[{i}].targets[{j}]"),
-                        format!("no upstream is named `{}`", target.upstream),
-                    );
-                }
-                if target.model.as_deref() == Some("") {
-                    return err(
-                        format!("routes[{i}].targets[{j}]"),
-                        "the model after `:` is empty".into(),
-                    );
-                }
-            }
-        }
+        check_routes(&self.routes, &names)?;
         if let Some(r) = &self.redis {
             if !r.url.starts_with("redis://") && !r.url.starts_with("rediss://") {
-                return err(
-                    "redis.url".into(),
-                    format!("`{}` is not a redis:// URL", r.url),
-                );
+                return Invalid::at("redis.url", format!("`{}` is not a redis:// URL", r.url));
             }
         }
         Ok(())
@@ -713,6 +545,212 @@ impl Config {
     pub fn grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace)
     }
+}
+
+/// A broken rule: the key (`upstreams[0].timeout.idle`) and the reason.
+#[derive(Debug)]
+struct Invalid(String, String);
+
+impl Invalid {
+    fn at(key: impl Into<String>, reason: impl Into<String>) -> Result<(), Self> {
+        Err(Self(key.into(), reason.into()))
+    }
+}
+
+impl ServerConfig {
+    fn check(&self) -> Result<(), Invalid> {
+        for (key, v) in [
+            ("server.header_read_timeout", self.header_read_timeout),
+            ("server.body_read_timeout", self.body_read_timeout),
+            ("server.idle_timeout", self.idle_timeout),
+            (
+                "server.http2_keep_alive_interval",
+                self.http2_keep_alive_interval,
+            ),
+            (
+                "server.http2_max_concurrent_streams",
+                u64::from(self.http2_max_concurrent_streams),
+            ),
+            (
+                "server.max_connections",
+                self.max_connections.unwrap_or(1) as u64,
+            ),
+        ] {
+            if v == 0 {
+                return Invalid::at(key, "must be at least 1");
+            }
+        }
+        // HTTP/2's own bounds on window sizes.
+        for (key, v) in [
+            ("server.http2_stream_window", self.http2_stream_window),
+            (
+                "server.http2_connection_window",
+                self.http2_connection_window,
+            ),
+        ] {
+            if !(65_535..=(1 << 31) - 1).contains(&v) {
+                return Invalid::at(
+                    key,
+                    "must be between 65535 and 2147483647 (HTTP/2's bounds)",
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+impl UpstreamConfig {
+    /// This upstream's own rules; keys relative to it (`timeout.idle`).
+    /// `idle_timeout` is the server's: an upstream wait must stay below it.
+    fn check(&self, idle_timeout: u64) -> Result<(), Invalid> {
+        if self.name.is_empty()
+            || !self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Invalid::at(
+                "name",
+                format!(
+                    "`{}`: use letters, digits, `-`, `_` and `.` only",
+                    self.name
+                ),
+            );
+        }
+        match (self.kind, &self.base_url) {
+            (Kind::Mock, _) => {}
+            (Kind::Openai | Kind::Anthropic, None) => {
+                return Invalid::at("base_url", "is required for this kind");
+            }
+            (Kind::Openai | Kind::Anthropic, Some(url)) => {
+                let ok = url
+                    .parse::<http::Uri>()
+                    .ok()
+                    .is_some_and(|u| u.scheme().is_some() && u.authority().is_some());
+                if !ok {
+                    return Invalid::at(
+                        "base_url",
+                        format!("`{url}` is not an absolute http(s) URL"),
+                    );
+                }
+            }
+        }
+        if self.api_key_env.is_some() && self.api_key_file.is_some() {
+            return Invalid::at("api_key_env", "set api_key_env or api_key_file, not both");
+        }
+        self.timeout.check(idle_timeout)?;
+        if self.retry.max_attempts == 0 {
+            return Invalid::at(
+                "retry.max_attempts",
+                "must be at least 1 (it counts the first call)",
+            );
+        }
+        if self.retry.max_delay < self.retry.base_delay {
+            return Invalid::at("retry.max_delay", "must be at least retry.base_delay");
+        }
+        if let Some(r) = &self.rate_limit {
+            for (k, v) in [
+                ("requests_per_minute", r.requests_per_minute),
+                ("tokens_per_minute", r.tokens_per_minute),
+            ] {
+                if v == Some(0) {
+                    return Invalid::at(
+                        format!("rate_limit.{k}"),
+                        "must be at least 1 (leave it out for no limit)",
+                    );
+                }
+            }
+        }
+        self.breaker.check()
+    }
+}
+
+impl TimeoutConfig {
+    fn check(&self, idle_timeout: u64) -> Result<(), Invalid> {
+        for (k, v) in [
+            ("connect", self.connect),
+            ("first_byte", self.first_byte),
+            ("idle", self.idle),
+            ("total", self.total),
+        ] {
+            if v == 0 {
+                return Invalid::at(format!("timeout.{k}"), "must be at least 1 ms");
+            }
+        }
+        for (k, v) in [("first_byte", self.first_byte), ("idle", self.idle)] {
+            if v >= idle_timeout {
+                return Invalid::at(
+                    format!("timeout.{k}"),
+                    format!(
+                        "{v} ms is not below server.idle_timeout ({idle_timeout} ms): a caller's connection waiting on this upstream would be closed as idle; raise server.idle_timeout"
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+impl BreakerConfig {
+    fn check(&self) -> Result<(), Invalid> {
+        if !(self.failure_rate > 0.0 && self.failure_rate <= 1.0) {
+            return Invalid::at(
+                "breaker.failure_rate",
+                format!("{} is not in (0, 1]", self.failure_rate),
+            );
+        }
+        if self.window == 0 {
+            return Invalid::at("breaker.window", "must be at least 1");
+        }
+        if self.half_open_calls == 0 {
+            return Invalid::at("breaker.half_open_calls", "must be at least 1");
+        }
+        if self.open_for == 0 {
+            return Invalid::at("breaker.open_for", "must be at least 1 ms");
+        }
+        Ok(())
+    }
+}
+
+/// The routes' rules: a model routed once, targets that name upstreams.
+fn check_routes(routes: &[RouteConfig], upstreams: &HashSet<&str>) -> Result<(), Invalid> {
+    if routes.is_empty() {
+        return Invalid::at("routes", "at least one [[routes]] is needed");
+    }
+    let mut models = HashSet::new();
+    for (i, r) in routes.iter().enumerate() {
+        if r.model.is_empty() {
+            return Invalid::at(format!("routes[{i}].model"), "must not be empty");
+        }
+        if !models.insert(r.model.as_str()) {
+            return Invalid::at(
+                format!("routes[{i}].model"),
+                format!("`{}` is routed twice", r.model),
+            );
+        }
+        if r.targets.is_empty() {
+            return Invalid::at(
+                format!("routes[{i}].targets"),
+                "at least one target is needed",
+            );
+        }
+        for (j, t) in r.targets.iter().enumerate() {
+            let target = Target::parse(t);
+            if !upstreams.contains(target.upstream.as_str()) {
+                return Invalid::at(
+                    format!("routes[{i}].targets[{j}]"),
+                    format!("no upstream is named `{}`", target.upstream),
+                );
+            }
+            if target.model.as_deref() == Some("") {
+                return Invalid::at(
+                    format!("routes[{i}].targets[{j}]"),
+                    "the model after `:` is empty",
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

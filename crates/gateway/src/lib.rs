@@ -75,6 +75,29 @@ impl std::fmt::Debug for InboundKeys {
 }
 
 impl InboundKeys {
+    /// The keys in `[auth] keys_env`'s variable, comma-separated.
+    fn from_env(a: &config::AuthConfig) -> Result<Self, StartError> {
+        let raw = std::env::var(&a.keys_env).map_err(|_| {
+            StartError::Auth(format!(
+                "[auth] keys_env: the variable `{}` is not set; export it with the accepted keys, comma-separated",
+                a.keys_env
+            ))
+        })?;
+        let keys: Vec<SecretString> = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(|k| SecretString::from(k.to_owned()))
+            .collect();
+        if keys.is_empty() {
+            return Err(StartError::Auth(format!(
+                "[auth] keys_env: the variable `{}` holds no key",
+                a.keys_env
+            )));
+        }
+        Ok(Self(keys))
+    }
+
     fn matches(&self, presented: &str) -> bool {
         // Compare against every key, without stopping at the first match.
         self.0.iter().fold(false, |hit, k| {
@@ -225,30 +248,11 @@ impl Gateway {
             routes.insert(r.model.clone(), targets);
             models.push(r.model.clone());
         }
-        let inbound_keys = match &config.auth {
-            None => None,
-            Some(a) => {
-                let raw = std::env::var(&a.keys_env).map_err(|_| {
-                    StartError::Auth(format!(
-                        "[auth] keys_env: the variable `{}` is not set; export it with the accepted keys, comma-separated",
-                        a.keys_env
-                    ))
-                })?;
-                let keys: Vec<SecretString> = raw
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|k| !k.is_empty())
-                    .map(|k| SecretString::from(k.to_owned()))
-                    .collect();
-                if keys.is_empty() {
-                    return Err(StartError::Auth(format!(
-                        "[auth] keys_env: the variable `{}` holds no key",
-                        a.keys_env
-                    )));
-                }
-                Some(InboundKeys(keys))
-            }
-        };
+        let inbound_keys = config
+            .auth
+            .as_ref()
+            .map(InboundKeys::from_env)
+            .transpose()?;
         Ok(Self {
             state: Arc::new(AppState {
                 schemas: Schemas {

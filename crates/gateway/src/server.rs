@@ -35,7 +35,7 @@ use hyper_util::service::TowerToHyperService;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tower::ServiceExt;
 
 use crate::config::ServerConfig;
@@ -121,38 +121,66 @@ pub(crate) async fn run(
             tokio::spawn(refuse(tcp));
             continue;
         };
-        let svc = router
-            .clone()
-            .map_request(|req: http::Request<Incoming>| req.map(axum::body::Body::new));
-        let (builder, mut stop) = (builder.clone(), stop_rx.clone());
-        let activity = Activity::default();
-        let io = Watched {
-            inner: tcp,
-            activity: activity.clone(),
-        };
-        tokio::spawn(async move {
-            let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(svc));
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                () = async { let _ = stop.wait_for(|s| *s).await; } => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-                () = activity.silent_for(idle) => {
-                    tracing::debug!("closing a caller's connection idle for idle_timeout");
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "a caller's connection ended with an error");
-            }
-            drop(slot);
-        });
+        tokio::spawn(serve_one(
+            builder.clone(),
+            router.clone(),
+            tcp,
+            idle,
+            stop_rx.clone(),
+            slot,
+        ));
     }
     drop(listener);
     let _ = stop_tx.send(true);
+    Ok(drain(&slots, max, grace, cut).await)
+}
+
+/// Serves one caller's connection until it ends, the gateway stops
+/// (`stop`: a graceful close), or it carries no byte for `idle`; its
+/// `slot` is given back at the end.
+async fn serve_one(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    router: Router,
+    tcp: TcpStream,
+    idle: Duration,
+    mut stop: watch::Receiver<bool>,
+    slot: OwnedSemaphorePermit,
+) {
+    let svc = router.map_request(|req: http::Request<Incoming>| req.map(axum::body::Body::new));
+    let activity = Activity::default();
+    let io = Watched {
+        inner: tcp,
+        activity: activity.clone(),
+    };
+    let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(svc));
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = async { let _ = stop.wait_for(|s| *s).await; } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        () = activity.silent_for(idle) => {
+            tracing::debug!("closing a caller's connection idle for idle_timeout");
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "a caller's connection ended with an error");
+    }
+    drop(slot);
+}
+
+/// Waits for every connection to end, up to `grace`; past it, running
+/// streams are cut (an error event each) and get [`FLUSH_AFTER_CUT`] to
+/// flush it. True when everything finished within the grace.
+async fn drain(
+    slots: &Arc<Semaphore>,
+    max: usize,
+    grace: Option<Duration>,
+    cut: &watch::Sender<bool>,
+) -> bool {
     let all = u32::try_from(max).unwrap_or(u32::MAX);
     let drained = slots.acquire_many(all);
     tokio::pin!(drained);
@@ -170,7 +198,7 @@ pub(crate) async fn run(
         let _ = cut.send(true);
         let _ = tokio::time::timeout(FLUSH_AFTER_CUT, drained).await;
     }
-    Ok(finished)
+    finished
 }
 
 /// Counts a connection's reads and writes, for its idle timeout.

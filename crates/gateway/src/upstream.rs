@@ -96,103 +96,40 @@ impl Upstream {
             upstream: cfg.name.clone(),
             source,
         };
-        let name: Arc<str> = Arc::from(cfg.name.as_str());
-        let t = &cfg.timeout;
         let api = match cfg.kind {
             Kind::Mock => None,
             Kind::Anthropic => Some(Api::Messages),
             Kind::Openai => Some(Api::ChatCompletions),
         };
-        let bc = &cfg.breaker;
-        metrics.set_breaker_state(&cfg.name, State::Closed);
-        let hook_metrics = metrics.clone();
-        let hook_name = cfg.name.clone();
-        let retry_metrics = metrics.clone();
-        let retry_name = cfg.name.clone();
-        // The mock speaks both APIs; its stack is built as chat completions
-        // (the gateway calls it in the caller's API).
-        let mut preset = match api {
-            Some(Api::ChatCompletions) | None => StackConfig::openai(),
-            Some(Api::Messages) => StackConfig::anthropic(),
-        }
-        // The gateway validates against the caller's API before routing.
-        .validate(false)
-        .name(cfg.name.clone())
-        .total(ms(t.total))
-        .first_byte(ms(t.first_byte))
-        .idle(ms(t.idle))
-        .max_attempts(cfg.retry.max_attempts)
-        .base_delay(ms(cfg.retry.base_delay))
-        .max_delay(ms(cfg.retry.max_delay))
-        .failure_rate(bc.failure_rate)
-        .window(bc.window as usize)
-        .minimum_calls(bc.minimum_calls)
-        .open_for(ms(bc.open_for))
-        .half_open_calls(bc.half_open_calls)
-        .on_transition(move |tr| hook_metrics.set_breaker_state(&hook_name, tr.to))
-        .on_retry(move |ev| retry_metrics.retry(&retry_name, ev.reason));
+        let mut preset = preset(cfg, api, metrics);
         if let Some(url) = redis {
             preset = preset.redis(url);
         }
         if let Some(meter) = meter {
             preset = preset.metrics(meter);
         }
-        if let Some(r) = &cfg.rate_limit {
-            preset = preset.max_wait(ms(r.max_wait));
-            if let Some(n) = r.requests_per_minute {
-                preset = preset.requests_per_minute(n);
-            }
-            if let Some(n) = r.tokens_per_minute {
-                preset = preset.tokens_per_minute(n);
-            }
-        }
         let (stack, client, mock) = match cfg.kind {
             Kind::Mock => {
                 let mock = mock.unwrap_or_default();
-                (
-                    preset.build_over(mock.clone()).map_err(err)?,
-                    None,
-                    Some(mock),
-                )
+                let stack = preset.build_over(mock.clone()).map_err(err)?;
+                (stack, None, Some(mock))
             }
             Kind::Openai | Kind::Anthropic => {
-                let mut b = HttpClient::builder()
-                    .base_url(cfg.api_base_url().unwrap_or_default())
-                    .connect_timeout(Some(ms(t.connect)))
-                    .http_version(match cfg.http {
-                        HttpVersion::Auto => palisade_client::HttpVersion::Auto,
-                        HttpVersion::Http1 => palisade_client::HttpVersion::Http1Only,
-                        HttpVersion::Http2 => palisade_client::HttpVersion::Http2Only,
-                    });
-                let source = match (&cfg.api_key_env, &cfg.api_key_file) {
-                    (Some(var), _) => Some(KeySource::env(var.clone())),
-                    (None, Some(path)) => Some(KeySource::file(path.clone())),
-                    (None, None) => None,
-                };
-                if let Some(source) = source {
-                    b = b.auth(match api {
-                        Some(Api::ChatCompletions) | None => Auth::openai(source),
-                        Some(Api::Messages) => Auth::anthropic(source),
-                    });
-                }
-                let client = b.build().map_err(|e| err(e.into()))?;
-                (
-                    preset.build_over(client.clone()).map_err(err)?,
-                    Some(client),
-                    None,
-                )
+                let client = client(cfg, api).map_err(err)?;
+                let stack = preset.build_over(client.clone()).map_err(err)?;
+                (stack, Some(client), None)
             }
         };
         Ok(Self {
-            name,
+            name: Arc::from(cfg.name.as_str()),
             api,
             service: stack,
             scrub: Scrub(client.map(Arc::new)),
             mock,
             max_attempts: cfg.retry.max_attempts,
             classifier: LlmClassifier::new(),
-            total: ms(t.total),
-            idle: ms(t.idle),
+            total: ms(cfg.timeout.total),
+            idle: ms(cfg.timeout.idle),
         })
     }
 
@@ -208,6 +145,72 @@ impl Upstream {
         let scrub = self.scrub.clone();
         Ok(res.map(|body| UpstreamBody { body, scrub }))
     }
+}
+
+/// The preset stack's settings from `cfg`, the gateway's metrics hooked
+/// into its retries and breaker transitions.
+fn preset(cfg: &UpstreamConfig, api: Option<Api>, metrics: &Arc<Metrics>) -> StackConfig {
+    let (t, bc) = (&cfg.timeout, &cfg.breaker);
+    metrics.set_breaker_state(&cfg.name, State::Closed);
+    let (hook_metrics, hook_name) = (metrics.clone(), cfg.name.clone());
+    let (retry_metrics, retry_name) = (metrics.clone(), cfg.name.clone());
+    // The mock speaks both APIs; its stack is built as chat completions
+    // (the gateway calls it in the caller's API).
+    let mut preset = match api {
+        Some(Api::ChatCompletions) | None => StackConfig::openai(),
+        Some(Api::Messages) => StackConfig::anthropic(),
+    }
+    // The gateway validates against the caller's API before routing.
+    .validate(false)
+    .name(cfg.name.clone())
+    .total(ms(t.total))
+    .first_byte(ms(t.first_byte))
+    .idle(ms(t.idle))
+    .max_attempts(cfg.retry.max_attempts)
+    .base_delay(ms(cfg.retry.base_delay))
+    .max_delay(ms(cfg.retry.max_delay))
+    .failure_rate(bc.failure_rate)
+    .window(bc.window as usize)
+    .minimum_calls(bc.minimum_calls)
+    .open_for(ms(bc.open_for))
+    .half_open_calls(bc.half_open_calls)
+    .on_transition(move |tr| hook_metrics.set_breaker_state(&hook_name, tr.to))
+    .on_retry(move |ev| retry_metrics.retry(&retry_name, ev.reason));
+    if let Some(r) = &cfg.rate_limit {
+        preset = preset.max_wait(ms(r.max_wait));
+        if let Some(n) = r.requests_per_minute {
+            preset = preset.requests_per_minute(n);
+        }
+        if let Some(n) = r.tokens_per_minute {
+            preset = preset.tokens_per_minute(n);
+        }
+    }
+    preset
+}
+
+/// The pooled HTTP client of a provider upstream, its key presented the
+/// way `api` wants it.
+fn client(cfg: &UpstreamConfig, api: Option<Api>) -> Result<HttpClient, BoxError> {
+    let mut b = HttpClient::builder()
+        .base_url(cfg.api_base_url().unwrap_or_default())
+        .connect_timeout(Some(ms(cfg.timeout.connect)))
+        .http_version(match cfg.http {
+            HttpVersion::Auto => palisade_client::HttpVersion::Auto,
+            HttpVersion::Http1 => palisade_client::HttpVersion::Http1Only,
+            HttpVersion::Http2 => palisade_client::HttpVersion::Http2Only,
+        });
+    let source = match (&cfg.api_key_env, &cfg.api_key_file) {
+        (Some(var), _) => Some(KeySource::env(var.clone())),
+        (None, Some(path)) => Some(KeySource::file(path.clone())),
+        (None, None) => None,
+    };
+    if let Some(source) = source {
+        b = b.auth(match api {
+            Some(Api::ChatCompletions) | None => Auth::openai(source),
+            Some(Api::Messages) => Auth::anthropic(source),
+        });
+    }
+    Ok(b.build()?)
 }
 
 /// Scrubs one upstream's key (none for the mock, which has none).
