@@ -155,10 +155,10 @@ impl Call<'_> {
         let trace = self.trace;
         let mut req = Request::post(up_api.path())
             .header(CONTENT_TYPE, "application/json")
-            .header(TRACE_ID_HEADER, trace.id.as_str())
+            .header(TRACE_ID_HEADER, trace.id())
             .header("traceparent", trace.traceparent());
-        if let Some(ts) = &trace.tracestate {
-            req = req.header("tracestate", ts.as_str());
+        if let Some(ts) = trace.tracestate() {
+            req = req.header("tracestate", ts);
         }
         if up_api == Api::Messages && caller == Api::Messages {
             if let Some(beta) = self.headers.get("anthropic-beta") {

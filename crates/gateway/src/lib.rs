@@ -395,7 +395,7 @@ async fn method_not_allowed(req: Request) -> GatewayError {
 async fn stamp(mut req: Request, next: axum::middleware::Next) -> Response<Body> {
     let started = std::time::Instant::now();
     let trace = palisade_trace::TraceContext::from_headers(req.headers());
-    let id = HeaderValue::from_str(&trace.id).ok();
+    let id = HeaderValue::from_str(trace.id()).ok();
     req.extensions_mut().insert(trace);
     let mut res = next.run(req).await;
     let h = res.headers_mut();
