@@ -9,11 +9,10 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
 use http::{Request, Response};
 use http_body::Body;
 use palisade_core::{BoxError, ParsedBody, tokens};
-use palisade_providers::observe::{End, ResponseObserver, Summary, Watch, WatchedBody};
+use palisade_providers::observe::{self, End, Summary, Watch, WatchedBody};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -250,24 +249,19 @@ where
         match ready!(this.inner.poll(cx)) {
             Ok(res) => {
                 let success = res.status().is_success();
-                let observer = ResponseObserver::new(
-                    res.headers()
-                        .get(CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok()),
-                );
-                let settle = this.settle.take();
-                Poll::Ready(Ok(res.map(|inner| match settle {
-                    Some(settlement) => WatchedBody::new(
-                        inner,
-                        observer,
+                // Watched through the response's one observation: decoded
+                // once, whichever layers watch it.
+                Poll::Ready(Ok(match this.settle.take() {
+                    Some(settlement) => observe::watch(
+                        res,
                         Settle {
                             settlement,
                             success,
                             bytes: 0,
                         },
                     ),
-                    None => WatchedBody::unwatched(inner),
-                })))
+                    None => res.map(WatchedBody::unwatched),
+                }))
             }
             Err(e) => {
                 // The call never reached the upstream, or failed there

@@ -12,7 +12,7 @@ use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http_body::Body;
 use opentelemetry::KeyValue;
 use palisade_core::{BoxError, ErrorKind};
-use palisade_providers::observe::{ResponseObserver, WatchedBody};
+use palisade_providers::observe::{self, WatchedBody};
 use pin_project_lite::pin_project;
 use tracing::Span;
 
@@ -102,7 +102,6 @@ where
                     let stream = ct.is_some_and(|c| c.starts_with("text/event-stream"));
                     let span = call.span.clone();
                     (
-                        ResponseObserver::new(ct),
                         Observing {
                             stream,
                             first_chunk: None,
@@ -111,12 +110,17 @@ where
                         span,
                     )
                 });
-                Poll::Ready(Ok(res.map(|inner| match observing {
-                    Some((observer, watch, span)) => {
-                        TraceBody::new(WatchedBody::new(inner, observer, watch), span)
+                // Watched through the response's one observation
+                // (`palisade_providers::observe::watch`): decoded once,
+                // whichever layers watch it.
+                Poll::Ready(Ok(match observing {
+                    Some((watching, span)) => {
+                        observe::watch(res, watching).map(|body| TraceBody::new(body, span))
                     }
-                    None => TraceBody::new(WatchedBody::unwatched(inner), Span::none()),
-                })))
+                    None => {
+                        res.map(|inner| TraceBody::new(WatchedBody::unwatched(inner), Span::none()))
+                    }
+                }))
             }
             Err(e) => {
                 let e = e.into();
