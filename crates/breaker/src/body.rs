@@ -7,7 +7,7 @@ use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use palisade_core::BoxError;
 use palisade_core::classify::{ClassifyOutcome, Outcome};
-use palisade_sse::EventScanner;
+use palisade_sse::ScanView;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
@@ -30,7 +30,7 @@ pin_project! {
         classifier: C,
         // Boxed: only event streams need it, and they are long-lived; every
         // other response is smaller for it (it is moved with the response).
-        scanner: Option<Box<EventScanner>>,
+        scanner: Option<Box<ScanView>>,
         slow_at: Option<Instant>,
     }
 }
@@ -50,14 +50,14 @@ impl<B, C> BreakerBody<B, C> {
         inner: B,
         permit: Permit,
         classifier: C,
-        sse: bool,
+        scanner: Option<Box<ScanView>>,
         slow_at: Option<Instant>,
     ) -> Self {
         Self {
             inner,
             permit: Some(permit),
             classifier,
-            scanner: sse.then(|| Box::new(EventScanner::new())),
+            scanner,
             slow_at,
         }
     }

@@ -11,6 +11,8 @@ use palisade_core::{BoxError, CircuitOpen};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
+use palisade_sse::SharedScan;
+
 use crate::body::BreakerBody;
 use crate::circuit::{Permit, Verdict};
 
@@ -159,13 +161,20 @@ where
                         res.map(move |b| BreakerBody::passthrough(b, classifier))
                     }
                     Some(Verdict::Success) => {
+                        let mut res = res;
                         let sse = res
                             .headers()
                             .get(http::header::CONTENT_TYPE)
                             .and_then(|v| v.to_str().ok())
                             .is_some_and(|v| v.starts_with("text/event-stream"));
+                        // The response's one event scan, shared with the
+                        // layers inside that count events too (an SSE-aware
+                        // idle timeout).
+                        let scan = sse.then(|| Box::new(SharedScan::view(res.extensions_mut())));
                         let slow_at = *slow_at;
-                        res.map(move |b| BreakerBody::watching(b, permit, classifier, sse, slow_at))
+                        res.map(move |b| {
+                            BreakerBody::watching(b, permit, classifier, scan, slow_at)
+                        })
                     }
                 };
                 Poll::Ready(Ok(res))

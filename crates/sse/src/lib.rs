@@ -38,10 +38,12 @@ mod decoder;
 mod error;
 mod event;
 mod scanner;
+mod shared;
 mod stream;
 
 pub use decoder::{DEFAULT_MAX_EVENT_BYTES, Decoder};
 pub use error::SseError;
 pub use event::Event;
 pub use scanner::{EventScanner, Scanned};
+pub use shared::{ScanView, SharedScan};
 pub use stream::EventStream;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use palisade_core::{BoxError, Budget, Elapsed};
-use palisade_sse::EventScanner;
+use palisade_sse::ScanView;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
@@ -31,13 +31,18 @@ pin_project! {
         total: Option<Duration>,
         total_at: Option<Instant>,
         last_progress: Option<Instant>,
-        sse: Option<EventScanner>,
+        sse: Option<ScanView>,
         expired: bool,
     }
 }
 
 impl<B> TimeoutBody<B> {
-    pub(crate) fn new(inner: B, config: TimeoutLayer, total_at: Option<Instant>) -> Self {
+    pub(crate) fn new(
+        inner: B,
+        config: TimeoutLayer,
+        total_at: Option<Instant>,
+        sse: Option<ScanView>,
+    ) -> Self {
         let idle = config.idle;
         Self {
             inner,
@@ -46,7 +51,7 @@ impl<B> TimeoutBody<B> {
             total: config.total,
             total_at,
             last_progress: None,
-            sse: (config.sse_aware && idle.is_some()).then(EventScanner::new),
+            sse,
             expired: false,
         }
     }
@@ -153,7 +158,7 @@ where
 
 /// Feeds a frame's bytes to the scanner, without copying; returns how many
 /// data events (progress) they completed.
-fn feed<D: Buf>(sse: &mut EventScanner, data: &D) -> usize {
+fn feed<D: Buf>(sse: &mut ScanView, data: &D) -> usize {
     let chunk = data.chunk();
     if chunk.len() == data.remaining() {
         return sse.feed(chunk).data_events;

@@ -9,6 +9,8 @@ use palisade_core::{BoxError, Budget, Elapsed};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
+use palisade_sse::SharedScan;
+
 use crate::body::TimeoutBody;
 use crate::layer::TimeoutLayer;
 
@@ -49,11 +51,15 @@ where
         let this = self.project();
         let config = *this.config;
         match this.inner.poll(cx) {
-            Poll::Ready(Ok(res)) => {
+            Poll::Ready(Ok(mut res)) => {
                 let total_at = config
                     .total
                     .map(|t| this.start.unwrap_or_else(Instant::now) + t);
-                return Poll::Ready(Ok(res.map(|b| TimeoutBody::new(b, config, total_at))));
+                // The response's one event scan, shared with the layers
+                // outside that count events too (a breaker).
+                let sse = (config.sse_aware && config.idle.is_some())
+                    .then(|| SharedScan::view(res.extensions_mut()));
+                return Poll::Ready(Ok(res.map(|b| TimeoutBody::new(b, config, total_at, sse))));
             }
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
             Poll::Pending => {}
