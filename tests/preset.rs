@@ -144,3 +144,36 @@ async fn a_hand_built_stack_wraps_as_an_llm_stack() {
     assert_eq!(ErrorKind::of(&*err), Some(ErrorKind::CircuitOpen));
     assert_eq!(stack.api(), Api::ChatCompletions);
 }
+
+/// The breaker counts in-band errors through the event scan it shares with
+/// the SSE-aware idle timeout inside it (one scan per response): streams
+/// that end in an in-band error open the circuit, ones that do not keep it
+/// closed.
+#[tokio::test(start_paused = true)]
+async fn the_breaker_sees_inband_errors_through_the_shared_scan() {
+    use http_body_util::BodyExt;
+    use palisade::mock::Fault;
+    let stream =
+        r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hello preset"}]}"#;
+    let mock = MockUpstream::new();
+    let stack = StackConfig::openai()
+        .no_key()
+        .max_attempts(1)
+        .minimum_calls(2)
+        .window(2)
+        .build_over(mock.clone())
+        .unwrap();
+    for _ in 0..2 {
+        let res = stack.clone().oneshot(chat(stream)).await.unwrap();
+        assert_eq!(res.status(), 200);
+        let _ = res.into_body().collect().await;
+    }
+    // A full window of clean streams: closed.
+    assert_eq!(stack.breaker().state(), palisade::breaker::State::Closed);
+    mock.push(Reply::words(3).fault_after(1, Fault::InbandError));
+    let res = stack.clone().oneshot(chat(stream)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let _ = res.into_body().collect().await;
+    // One in-band error in a window of two reaches the 0.5 failure rate.
+    assert_eq!(stack.breaker().state(), palisade::breaker::State::Open);
+}
