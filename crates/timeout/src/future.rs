@@ -55,9 +55,15 @@ where
                 let total_at = config
                     .total
                     .map(|t| this.start.unwrap_or_else(Instant::now) + t);
-                // The response's one event scan, shared with the layers
-                // outside that count events too (a breaker).
-                let sse = (config.sse_aware && config.idle.is_some())
+                // An event stream's one scan, shared with the layers outside
+                // that count events too (a breaker). Any other body makes
+                // progress with every frame.
+                let stream = res
+                    .headers()
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.starts_with("text/event-stream"));
+                let sse = (config.sse_aware && config.idle.is_some() && stream)
                     .then(|| SharedScan::view(res.extensions_mut()));
                 return Poll::Ready(Ok(res.map(|b| TimeoutBody::new(b, config, total_at, sse))));
             }

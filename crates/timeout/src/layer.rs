@@ -72,7 +72,9 @@ impl TimeoutLayer {
     }
 
     /// Counts only SSE events that carry data (and are not `ping`) as
-    /// progress for the idle deadline. Default: off (every frame counts).
+    /// progress for the idle deadline, in a `text/event-stream` answer (any
+    /// other answer progresses with every frame). Default: off (every frame
+    /// counts).
     #[must_use]
     pub fn sse_aware(mut self, on: bool) -> Self {
         self.sse_aware = on;

@@ -13,8 +13,10 @@
 //! | total | the first poll of the call | the end of the body | `Elapsed` with `Budget::Total`, on the call or the body |
 //!
 //! With [`TimeoutLayer::sse_aware`], only SSE events that carry data count as
-//! progress: a stream that sends nothing but `: keep-alive` comments or
-//! `event: ping` is idle, and is ended. (Counting every frame, a dead stream
+//! progress in a `text/event-stream` answer: a stream that sends nothing but
+//! `: keep-alive` comments or `event: ping` is idle, and is ended (any other
+//! answer progresses with every frame). The event scan is the response's
+//! one [`palisade_sse::SharedScan`], shared with a breaker outside. (Counting every frame, a dead stream
 //! kept alive by heartbeats never times out: a known failure of gateways that
 //! time out on bytes.)
 //!
