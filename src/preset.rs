@@ -68,6 +68,16 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_http::decompression::DecompressionLayer;
 
+/// The default budget of a whole call, retries and the streamed body
+/// included.
+pub const DEFAULT_TOTAL: Duration = Duration::from_secs(600);
+/// The default wait for an attempt's response headers.
+pub const DEFAULT_FIRST_BYTE: Duration = Duration::from_secs(60);
+/// The default longest gap between two stream events carrying data.
+pub const DEFAULT_IDLE: Duration = Duration::from_secs(30);
+/// The default TCP (and TLS) connect timeout.
+pub const DEFAULT_CONNECT: Duration = Duration::from_secs(10);
+
 /// The response body of an [`LlmStack`].
 pub type LlmBody = UnsyncBoxBody<Bytes, BoxError>;
 
@@ -141,21 +151,21 @@ impl StackConfig {
             key: Some(KeySource::env(key_env)),
             validate: true,
             trace: true,
-            total: Duration::from_secs(600),
-            first_byte: Duration::from_secs(60),
-            idle: Duration::from_secs(30),
-            connect: Duration::from_secs(10),
-            max_attempts: 3,
-            base_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(10),
+            total: DEFAULT_TOTAL,
+            first_byte: DEFAULT_FIRST_BYTE,
+            idle: DEFAULT_IDLE,
+            connect: DEFAULT_CONNECT,
+            max_attempts: palisade_retry::DEFAULT_MAX_ATTEMPTS,
+            base_delay: palisade_retry::DEFAULT_BASE_DELAY,
+            max_delay: palisade_retry::DEFAULT_MAX_DELAY,
             requests_per_minute: None,
             tokens_per_minute: None,
             max_wait: Duration::ZERO,
-            failure_rate: 0.5,
-            minimum_calls: 10,
-            window: 20,
-            open_for: Duration::from_secs(30),
-            half_open_calls: 2,
+            failure_rate: palisade_breaker::DEFAULT_FAILURE_RATE,
+            minimum_calls: palisade_breaker::DEFAULT_MINIMUM_CALLS,
+            window: palisade_breaker::DEFAULT_WINDOW_CALLS,
+            open_for: palisade_breaker::DEFAULT_OPEN_FOR,
+            half_open_calls: palisade_breaker::DEFAULT_HALF_OPEN_CALLS,
             breaker_name: None,
             redis: None,
             on_retry: None,

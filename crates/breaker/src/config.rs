@@ -63,8 +63,20 @@ impl Config {
     }
 }
 
+/// The default failure rate over the window that opens the circuit.
+pub const DEFAULT_FAILURE_RATE: f64 = 0.5;
+/// The default window: this many latest calls.
+pub const DEFAULT_WINDOW_CALLS: usize = 20;
+/// The default number of calls in the window before the rate counts.
+pub const DEFAULT_MINIMUM_CALLS: u32 = 10;
+/// The default time the circuit stays open.
+pub const DEFAULT_OPEN_FOR: Duration = Duration::from_secs(30);
+/// The default number of probes let through when half-open.
+pub const DEFAULT_HALF_OPEN_CALLS: u32 = 2;
+
 /// Builds a [`BreakerLayer`](crate::BreakerLayer); every setting has a
-/// default (the table on the crate docs).
+/// default (the table on the crate docs; the `DEFAULT_*` constants, which
+/// the preset stack and the gateway's config use too).
 #[derive(Clone, Debug)]
 pub struct BreakerBuilder {
     pub(crate) config: Config,
@@ -75,15 +87,15 @@ impl Default for BreakerBuilder {
         Self {
             config: Config {
                 name: None,
-                failure_rate: Some(0.5),
+                failure_rate: Some(DEFAULT_FAILURE_RATE),
                 consecutive_failures: None,
-                window: Window::Count(20),
-                minimum_calls: 10,
+                window: Window::Count(DEFAULT_WINDOW_CALLS),
+                minimum_calls: DEFAULT_MINIMUM_CALLS,
                 slow_call: None,
-                open_for: Duration::from_secs(30),
+                open_for: DEFAULT_OPEN_FOR,
                 open_multiplier: 1.0,
                 max_open_for: Duration::from_secs(300),
-                half_open_calls: 2,
+                half_open_calls: DEFAULT_HALF_OPEN_CALLS,
                 on_transition: None,
             },
         }

@@ -90,7 +90,10 @@ mod sync;
 
 pub use body::BreakerBody;
 pub use circuit::{State, Transition};
-pub use config::{BreakerBuilder, ConfigError, Window};
+pub use config::{
+    BreakerBuilder, ConfigError, DEFAULT_FAILURE_RATE, DEFAULT_HALF_OPEN_CALLS,
+    DEFAULT_MINIMUM_CALLS, DEFAULT_OPEN_FOR, DEFAULT_WINDOW_CALLS, Window,
+};
 pub use future::ResponseFuture;
 pub use keyed::{DEFAULT_MAX_KEYS, KeyedBreaker, KeyedBreakerLayer};
 pub use layer::{BreakerHandle, BreakerLayer};

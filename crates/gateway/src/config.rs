@@ -31,6 +31,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use palisade::preset;
 use serde::Deserialize;
 
 /// The default listen address.
@@ -272,11 +273,12 @@ pub struct TimeoutConfig {
 
 impl Default for TimeoutConfig {
     fn default() -> Self {
+        // The preset stack's defaults: one source for both.
         Self {
-            connect: 10_000,
-            first_byte: 60_000,
-            idle: 30_000,
-            total: 600_000,
+            connect: ms(preset::DEFAULT_CONNECT),
+            first_byte: ms(preset::DEFAULT_FIRST_BYTE),
+            idle: ms(preset::DEFAULT_IDLE),
+            total: ms(preset::DEFAULT_TOTAL),
         }
     }
 }
@@ -296,9 +298,9 @@ pub struct RetryConfig {
 impl Default for RetryConfig {
     fn default() -> Self {
         Self {
-            max_attempts: 3,
-            base_delay: 200,
-            max_delay: 10_000,
+            max_attempts: palisade::retry::DEFAULT_MAX_ATTEMPTS,
+            base_delay: ms(palisade::retry::DEFAULT_BASE_DELAY),
+            max_delay: ms(palisade::retry::DEFAULT_MAX_DELAY),
         }
     }
 }
@@ -334,11 +336,11 @@ pub struct BreakerConfig {
 impl Default for BreakerConfig {
     fn default() -> Self {
         Self {
-            failure_rate: 0.5,
-            minimum_calls: 10,
-            window: 20,
-            open_for: 30_000,
-            half_open_calls: 2,
+            failure_rate: palisade_breaker::DEFAULT_FAILURE_RATE,
+            minimum_calls: palisade_breaker::DEFAULT_MINIMUM_CALLS,
+            window: palisade_breaker::DEFAULT_WINDOW_CALLS as u32,
+            open_for: ms(palisade_breaker::DEFAULT_OPEN_FOR),
+            half_open_calls: palisade_breaker::DEFAULT_HALF_OPEN_CALLS,
         }
     }
 }
@@ -376,6 +378,11 @@ impl Target {
             },
         }
     }
+}
+
+/// Whole milliseconds, as the config writes durations.
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn default_listen() -> SocketAddr {
