@@ -17,11 +17,8 @@ use palisade_core::classify::{ClassifyOutcome, Outcome};
 use palisade_core::{BoxError, ErrorKind, ParsedBody, RequestBody};
 use palisade_providers::errors::parse_error;
 use palisade_providers::observe::ResponseObserver;
-use palisade_providers::translate::{
-    anthropic_request_to_openai, anthropic_response_to_openai, openai_request_to_anthropic,
-    openai_response_to_anthropic,
-};
-use palisade_providers::{Api, anthropic, openai};
+use palisade_providers::translate::{anthropic_response_to_openai, openai_response_to_anthropic};
+use palisade_providers::{Api, anthropic, neutral, openai};
 use palisade_trace::{TRACE_ID_HEADER, TraceContext};
 use serde_json::Value;
 
@@ -78,7 +75,14 @@ pub(crate) struct Call<'a> {
     pub(crate) waited: Duration,
     /// Upstream calls made (for `x-should-retry` on the final failure).
     pub(crate) calls: usize,
+    /// What the latest translation left out (reported to the caller in
+    /// [`UNTRANSLATED_HEADER`]).
+    pub(crate) untranslated: Vec<String>,
 }
+
+/// Names the request fields a translation left out (no counterpart in the
+/// answering target's API), comma-separated; absent when nothing was.
+pub(crate) const UNTRANSLATED_HEADER: &str = "x-palisade-untranslated";
 
 impl Call<'_> {
     /// Calls `target` once. `again` counts the times this target was asked
@@ -104,10 +108,13 @@ impl Call<'_> {
             }
         };
         let status = res.status();
-        if status.is_success() && self.parsed.is_stream() {
-            self.stream(up, res, t0).await
-        } else if status.is_success() {
-            self.json(up, up_api, res, t0, again).await
+        if status.is_success() {
+            let answer = if self.parsed.is_stream() {
+                self.stream(up, res, t0).await
+            } else {
+                self.json(up, up_api, res, t0, again).await
+            };
+            self.report_untranslated(answer)
         } else if status.is_informational() {
             self.waited += t0.elapsed();
             Attempt::Failed(Failure::Error(
@@ -122,10 +129,23 @@ impl Call<'_> {
         }
     }
 
+    /// Names what the translation left out on a successful answer.
+    fn report_untranslated(&self, answer: Attempt) -> Attempt {
+        match answer {
+            Attempt::Answer(mut res) if !self.untranslated.is_empty() => {
+                if let Ok(v) = HeaderValue::from_str(&self.untranslated.join(", ")) {
+                    res.headers_mut().insert(UNTRANSLATED_HEADER, v);
+                }
+                Attempt::Answer(res)
+            }
+            other => other,
+        }
+    }
+
     /// The request for a target speaking `up_api`, under `model` if the
     /// route renames it.
     async fn request_for(
-        &self,
+        &mut self,
         up_api: Api,
         model: Option<&str>,
     ) -> Result<Request<RequestBody>, Skip> {
@@ -151,7 +171,14 @@ impl Call<'_> {
         } else {
             upstream_body(caller, up_api, &self.bytes, &self.parsed, model)
         };
-        let (body, parsed) = translated.map_err(Skip::Next)?;
+        let (body, parsed, untranslated) = translated.map_err(Skip::Next)?;
+        if !untranslated.is_empty() {
+            tracing::info!(
+                fields = %untranslated.join(", "),
+                "left out of the translated request: no counterpart in the target's API"
+            );
+        }
+        self.untranslated = untranslated;
         let trace = self.trace;
         let mut req = Request::post(up_api.path())
             .header(CONTENT_TYPE, "application/json")
@@ -318,35 +345,52 @@ fn upstream_body(
     bytes: &Bytes,
     parsed: &ParsedBody,
     model: Option<&str>,
-) -> Result<(Bytes, ParsedBody), String> {
+) -> Result<Translated, String> {
     if caller == up_api && model.is_none() {
-        return Ok((bytes.clone(), parsed.clone()));
+        return Ok((bytes.clone(), parsed.clone(), Vec::new()));
     }
-    let mut value = match (caller, up_api) {
-        (Api::ChatCompletions, Api::Messages) => {
-            let req: openai::ChatRequest = serde_json::from_value(with_whole_budgets(parsed)?)
-                .map_err(|e| format!("the request does not fit OpenAI's chat request: {e}"))?;
-            let out = openai_request_to_anthropic(&req).map_err(|e| e.to_string())?;
-            serde_json::to_value(out).map_err(|e| e.to_string())?
+    let (mut value, untranslated) = if caller == up_api {
+        // The same API under another model name.
+        (parsed.value().clone(), Vec::new())
+    } else {
+        // Through the neutral model: the caller's API read, the target's
+        // written.
+        let neutral = match caller {
+            Api::ChatCompletions => {
+                let req: openai::ChatRequest = serde_json::from_value(with_whole_budgets(parsed)?)
+                    .map_err(|e| format!("the request does not fit OpenAI's chat request: {e}"))?;
+                neutral::Request::from_openai(&req).map_err(|e| e.to_string())?
+            }
+            Api::Messages => {
+                let req: anthropic::MessagesRequest =
+                    serde_json::from_value(with_whole_budgets(parsed)?).map_err(|e| {
+                        format!("the request does not fit Anthropic's messages request: {e}")
+                    })?;
+                neutral::Request::from_anthropic(&req)
+            }
+        };
+        let value = match up_api {
+            Api::ChatCompletions => serde_json::to_value(neutral.to_openai()),
+            Api::Messages => serde_json::to_value(neutral.to_anthropic()),
         }
-        (Api::Messages, Api::ChatCompletions) => {
-            let req: anthropic::MessagesRequest =
-                serde_json::from_value(with_whole_budgets(parsed)?).map_err(|e| {
-                    format!("the request does not fit Anthropic's messages request: {e}")
-                })?;
-            serde_json::to_value(anthropic_request_to_openai(&req)).map_err(|e| e.to_string())?
-        }
-        (Api::ChatCompletions, Api::ChatCompletions) | (Api::Messages, Api::Messages) => {
-            parsed.value().clone()
-        }
+        .map_err(|e| e.to_string())?;
+        (value, neutral.untranslated)
     };
     if let (Some(m), Some(obj)) = (model, value.as_object_mut()) {
         obj.insert("model".to_owned(), Value::String(m.to_owned()));
     }
     let out = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
     let len = out.len();
-    Ok((Bytes::from(out), ParsedBody::from_value(value, len)))
+    Ok((
+        Bytes::from(out),
+        ParsedBody::from_value(value, len),
+        untranslated,
+    ))
 }
+
+/// A request body for a target: its bytes, parsed form, and the fields
+/// with no counterpart in the target's API (left out).
+type Translated = (Bytes, ParsedBody, Vec<String>);
 
 /// The output-budget fields a translation reads as integers.
 const BUDGETS: [&str; 2] = ["max_tokens", "max_completion_tokens"];

@@ -125,6 +125,7 @@ async fn pipeline(
         started,
         waited: checked.body_wait,
         calls: 0,
+        untranslated: Vec::new(),
     };
     Ok(fallback(call, checked.model, targets).await)
 }

@@ -322,6 +322,42 @@ async fn fallback_across_providers_translates_request_answer_and_stream() {
     assert_eq!(data_lines(&body).last().unwrap(), "[DONE]");
 }
 
+/// What a translation leaves out is reported, not dropped silently: an
+/// OpenAI request with `response_format` and `seed` answered by an
+/// Anthropic upstream names both in `x-palisade-untranslated`; a request
+/// that needed no translation carries no such header.
+#[tokio::test]
+async fn fields_a_translation_leaves_out_are_named_to_the_caller() {
+    let b = MockUpstream::new();
+    let sb = b.serve().await.unwrap();
+    let toml = upstream("claude", "anthropic", &sb.base_url(), "")
+        + &route("gpt", &["claude:claude-haiku"]);
+    let gw = start(&toml, &[]).await;
+    let body = r#"{"model":"gpt","seed":7,"response_format":{"type":"json_object"},"parallel_tool_calls":false,"messages":[{"role":"user","content":"hi"}]}"#;
+    let (res, text) = gw.call(OPENAI, body).await;
+    assert_eq!(res.status(), 200, "{text}");
+    let named = res.headers()["x-palisade-untranslated"].to_str().unwrap();
+    assert!(
+        named.contains("response_format") && named.contains("seed"),
+        "{named}"
+    );
+    assert!(
+        !named.contains("parallel_tool_calls"),
+        "carried, not left out: {named}"
+    );
+    let sent = b.last_request().unwrap().json().unwrap();
+    assert!(
+        sent.get("seed").is_none() && sent.get("response_format").is_none(),
+        "{sent}"
+    );
+
+    let (res, _) = gw
+        .call(ANTHROPIC, &anthropic("gpt", "same API", false))
+        .await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("x-palisade-untranslated").is_none());
+}
+
 #[tokio::test]
 async fn breaker_opens_refuses_without_calling_then_closes() {
     let mock = MockUpstream::new();

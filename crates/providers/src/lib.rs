@@ -28,6 +28,7 @@ mod api;
 mod chunks;
 pub mod errors;
 mod maybe;
+pub mod neutral;
 pub mod observe;
 pub mod openai;
 mod stream;

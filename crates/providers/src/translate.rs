@@ -9,9 +9,15 @@
 //! `parallel_tool_calls: false` ↔ `tool_choice.disable_parallel_tool_use`,
 //! stop sequences, temperature and `top_p`, the output budget, finish
 //! reasons and usage.
-//! What has no counterpart is dropped and documented here: OpenAI's
-//! `response_format`, `seed`, `logprobs`, `n > 1` (only choice 0 is kept);
-//! Anthropic's thinking blocks (not sent to OpenAI) and cache control.
+//! Requests go through the neutral model ([`crate::neutral::Request`]): each
+//! API is read into it and written out of it. What has no counterpart is
+//! left out and named in [`crate::neutral::Request::untranslated`] (the
+//! gateway reports it in `x-palisade-untranslated`): e.g. OpenAI's
+//! `response_format`, `seed`, `logprobs`, `n`; Anthropic's `thinking`,
+//! `top_k`, `metadata`, document blocks. Answers and streams are still
+//! translated pairwise here (only choice 0 of an OpenAI answer is kept;
+//! Anthropic's thinking blocks are not sent to OpenAI), and move to the
+//! neutral model next.
 //!
 //! Decisions:
 //! - An OpenAI request without an output budget gets
@@ -26,12 +32,12 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use serde_json::{Map, Number, Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::anthropic::{self, StreamEvent};
 use crate::maybe::Maybe;
-use crate::openai;
 use crate::stream::OpenAiItem;
+use crate::{neutral, openai};
 
 /// The output budget given to an OpenAI request that sets none.
 pub const DEFAULT_ANTHROPIC_MAX_TOKENS: u64 = 4096;
@@ -43,7 +49,7 @@ pub struct TranslateError {
 }
 
 impl TranslateError {
-    fn new(message: impl Into<String>) -> Self {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
         }
@@ -64,41 +70,11 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn text_block(text: String) -> anthropic::ContentBlock {
+pub(crate) fn text_block(text: String) -> anthropic::ContentBlock {
     anthropic::ContentBlock {
         kind: "text".to_owned(),
         text: Maybe::Present(text),
         ..Default::default()
-    }
-}
-
-/// A `data:` URL's media type and base64 data.
-fn parse_data_url(url: &str) -> Option<(&str, &str)> {
-    let rest = url.strip_prefix("data:")?;
-    let (meta, data) = rest.split_once(',')?;
-    let media = meta.strip_suffix(";base64")?;
-    Some((media, data))
-}
-
-fn openai_part_to_block(part: &openai::ContentPart) -> Option<anthropic::ContentBlock> {
-    match part.kind.as_str() {
-        "text" => Some(text_block(part.text.get().cloned().unwrap_or_default())),
-        "image_url" => {
-            let url = part.extra.get("image_url")?.get("url")?.as_str()?;
-            let source = match parse_data_url(url) {
-                Some((media, data)) => {
-                    json!({"type": "base64", "media_type": media, "data": data})
-                }
-                None => json!({"type": "url", "url": url}),
-            };
-            let mut block = anthropic::ContentBlock {
-                kind: "image".to_owned(),
-                ..Default::default()
-            };
-            block.extra.insert("source".to_owned(), source);
-            Some(block)
-        }
-        _ => None,
     }
 }
 
@@ -146,29 +122,9 @@ fn call_to_tool_use(tc: &openai::ToolCall) -> Result<anthropic::ContentBlock, Tr
     })
 }
 
-/// Appends `block` to the conversation, merging consecutive turns of one
-/// role (Anthropic wants user and assistant to alternate).
-fn push_block(out: &mut Vec<anthropic::Message>, role: &str, block: anthropic::ContentBlock) {
-    if let Some(last) = out.last_mut()
-        && last.role == role
-    {
-        match &mut last.content {
-            anthropic::MessageContent::Blocks(b) => b.push(block),
-            anthropic::MessageContent::Text(t) => {
-                let first = text_block(std::mem::take(t));
-                last.content = anthropic::MessageContent::Blocks(vec![first, block]);
-            }
-        }
-        return;
-    }
-    out.push(anthropic::Message {
-        role: role.to_owned(),
-        content: anthropic::MessageContent::Blocks(vec![block]),
-        extra: Map::new(),
-    });
-}
-
-/// An OpenAI chat request as an Anthropic messages request.
+/// An OpenAI chat request as an Anthropic messages request, through the
+/// neutral model ([`crate::neutral::Request`]; its docs say what is
+/// carried and what is reported as untranslated).
 ///
 /// # Errors
 ///
@@ -177,293 +133,13 @@ fn push_block(out: &mut Vec<anthropic::Message>, role: &str, block: anthropic::C
 pub fn openai_request_to_anthropic(
     req: &openai::ChatRequest,
 ) -> Result<anthropic::MessagesRequest, TranslateError> {
-    let mut system = Vec::new();
-    let mut messages: Vec<anthropic::Message> = Vec::new();
-    for m in &req.messages {
-        match m.role.as_str() {
-            "system" | "developer" => system.push(content_text(&m.content)),
-            "tool" => {
-                let mut block = anthropic::ContentBlock {
-                    kind: "tool_result".to_owned(),
-                    tool_use_id: m.tool_call_id.clone(),
-                    ..Default::default()
-                };
-                block.extra.insert(
-                    "content".to_owned(),
-                    Value::String(content_text(&m.content)),
-                );
-                push_block(&mut messages, "user", block);
-            }
-            role => {
-                let role = if role == "assistant" {
-                    "assistant"
-                } else {
-                    "user"
-                };
-                match m.content.get() {
-                    Some(openai::Content::Text(t)) if !t.is_empty() => {
-                        push_block(&mut messages, role, text_block(t.clone()));
-                    }
-                    Some(openai::Content::Parts(parts)) => {
-                        for p in parts {
-                            if let Some(b) = openai_part_to_block(p) {
-                                push_block(&mut messages, role, b);
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-                for tc in m.tool_calls.get().into_iter().flatten() {
-                    push_block(&mut messages, "assistant", call_to_tool_use(tc)?);
-                }
-            }
-        }
-    }
-    let max_tokens = req
-        .max_completion_tokens
-        .get()
-        .or(req.max_tokens.get())
-        .copied()
-        .unwrap_or(DEFAULT_ANTHROPIC_MAX_TOKENS);
-    let temperature = match req.temperature.get().and_then(Number::as_f64) {
-        Some(t) if t > 1.0 => Maybe::Present(Number::from(1)),
-        _ => req.temperature.clone(),
-    };
-    let stop_sequences = match req.stop.get() {
-        Some(Value::String(s)) => Maybe::Present(vec![s.clone()]),
-        Some(Value::Array(a)) => Maybe::Present(
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_owned))
-                .collect(),
-        ),
-        _ => Maybe::Absent,
-    };
-    let tools = req.tools.get().map(|tools| {
-        tools
-            .iter()
-            .filter_map(|t| t.function.get())
-            .map(|f| anthropic::Tool {
-                name: f.name.clone(),
-                description: f.description.clone(),
-                input_schema: Maybe::Present(
-                    f.parameters
-                        .get()
-                        .cloned()
-                        .unwrap_or_else(|| json!({"type": "object"})),
-                ),
-                extra: Map::new(),
-            })
-            .collect()
-    });
-    let tool_choice = match req.tool_choice.get() {
-        Some(Value::String(s)) if s == "required" => Maybe::Present(json!({"type": "any"})),
-        Some(Value::String(s)) if s == "none" => Maybe::Present(json!({"type": "none"})),
-        Some(Value::String(_)) => Maybe::Present(json!({"type": "auto"})),
-        Some(v) => match v.pointer("/function/name").and_then(Value::as_str) {
-            Some(name) => Maybe::Present(json!({"type": "tool", "name": name})),
-            None => Maybe::Absent,
-        },
-        None => Maybe::Absent,
-    };
-    // `parallel_tool_calls: false` is Anthropic's `disable_parallel_tool_use`
-    // (which lives in `tool_choice`, so it needs one: `auto` by default).
-    let serial = req.extra.get("parallel_tool_calls") == Some(&Value::Bool(false));
-    let tool_choice = match tool_choice {
-        Maybe::Present(Value::Object(mut c)) if serial && c.get("type") != Some(&json!("none")) => {
-            c.insert("disable_parallel_tool_use".to_owned(), Value::Bool(true));
-            Maybe::Present(Value::Object(c))
-        }
-        Maybe::Absent if serial && tools.is_some() => {
-            Maybe::Present(json!({"type": "auto", "disable_parallel_tool_use": true}))
-        }
-        other => other,
-    };
-    let mut extra = Map::new();
-    if let Some(p) = req.top_p.get() {
-        extra.insert("top_p".to_owned(), Value::Number(p.clone()));
-    }
-    Ok(anthropic::MessagesRequest {
-        model: req.model.clone(),
-        messages,
-        max_tokens,
-        system: if system.is_empty() {
-            Maybe::Absent
-        } else {
-            Maybe::Present(Value::String(system.join("\n\n")))
-        },
-        stream: req.stream.clone(),
-        temperature,
-        stop_sequences,
-        tools: tools.into(),
-        tool_choice,
-        extra,
-    })
+    Ok(neutral::Request::from_openai(req)?.to_anthropic())
 }
 
-/// An Anthropic messages request as an OpenAI chat request.
+/// An Anthropic messages request as an OpenAI chat request, through the
+/// neutral model ([`crate::neutral::Request`]).
 pub fn anthropic_request_to_openai(req: &anthropic::MessagesRequest) -> openai::ChatRequest {
-    let mut messages = Vec::new();
-    match req.system.get() {
-        Some(Value::String(s)) => messages.push(openai_text_message("system", s.clone())),
-        Some(Value::Array(blocks)) => {
-            let text: Vec<&str> = blocks
-                .iter()
-                .filter_map(|b| b.get("text").and_then(Value::as_str))
-                .collect();
-            messages.push(openai_text_message("system", text.join("\n\n")));
-        }
-        _ => {}
-    }
-    for m in &req.messages {
-        match &m.content {
-            anthropic::MessageContent::Text(t) => {
-                messages.push(openai_text_message(&m.role, t.clone()));
-            }
-            anthropic::MessageContent::Blocks(blocks) => {
-                let mut parts = Vec::new();
-                let mut calls = Vec::new();
-                for b in blocks {
-                    match b.kind.as_str() {
-                        "text" => parts.push(json!({"type": "text", "text": b.text.get().cloned().unwrap_or_default()})),
-                        "image" => {
-                            let src = b.extra.get("source");
-                            let url = match src.and_then(|s| s.get("type")).and_then(Value::as_str) {
-                                Some("base64") => {
-                                    let media = src.and_then(|s| s.get("media_type")).and_then(Value::as_str).unwrap_or("image/png");
-                                    let data = src.and_then(|s| s.get("data")).and_then(Value::as_str).unwrap_or("");
-                                    format!("data:{media};base64,{data}")
-                                }
-                                _ => src.and_then(|s| s.get("url")).and_then(Value::as_str).unwrap_or("").to_owned(),
-                            };
-                            parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
-                        }
-                        "tool_use" => calls.push(tool_use_to_call(b)),
-                        "tool_result" => {
-                            let content = match b.extra.get("content") {
-                                Some(Value::String(s)) => s.clone(),
-                                Some(Value::Array(a)) => a
-                                    .iter()
-                                    .filter_map(|c| c.get("text").and_then(Value::as_str))
-                                    .collect::<Vec<_>>()
-                                    .join(""),
-                                _ => String::new(),
-                            };
-                            let mut msg = openai_text_message("tool", content);
-                            msg.tool_call_id = b.tool_use_id.clone();
-                            messages.push(msg);
-                        }
-                        // thinking, redacted_thinking, documents …: no counterpart.
-                        _ => {}
-                    }
-                }
-                if parts.is_empty() && calls.is_empty() {
-                    continue;
-                }
-                let content = if parts.is_empty() {
-                    Maybe::Null
-                } else if parts.iter().all(|p| p["type"] == "text") {
-                    Maybe::Present(openai::Content::Text(
-                        parts
-                            .iter()
-                            .filter_map(|p| p["text"].as_str())
-                            .collect::<Vec<_>>()
-                            .join(""),
-                    ))
-                } else {
-                    match serde_json::from_value(Value::Array(parts)) {
-                        Ok(p) => Maybe::Present(openai::Content::Parts(p)),
-                        Err(_) => Maybe::Null,
-                    }
-                };
-                messages.push(openai::ChatMessage {
-                    role: m.role.clone(),
-                    content,
-                    tool_calls: if calls.is_empty() {
-                        Maybe::Absent
-                    } else {
-                        Maybe::Present(calls)
-                    },
-                    ..Default::default()
-                });
-            }
-        }
-    }
-    let tools = req.tools.get().map(|tools| {
-        tools
-            .iter()
-            .map(|t| openai::Tool {
-                kind: "function".to_owned(),
-                function: Maybe::Present(openai::FunctionDef {
-                    name: t.name.clone(),
-                    description: t.description.clone(),
-                    parameters: t.input_schema.clone(),
-                    extra: Map::new(),
-                }),
-                extra: Map::new(),
-            })
-            .collect()
-    });
-    let tool_choice = match req
-        .tool_choice
-        .get()
-        .and_then(|c| c.get("type"))
-        .and_then(Value::as_str)
-    {
-        Some("any") => Maybe::Present(json!("required")),
-        Some("none") => Maybe::Present(json!("none")),
-        Some("tool") => match req.tool_choice.get().and_then(|c| c.get("name")) {
-            Some(name) => Maybe::Present(json!({"type": "function", "function": {"name": name}})),
-            None => Maybe::Absent,
-        },
-        Some(_) => Maybe::Present(json!("auto")),
-        None => Maybe::Absent,
-    };
-    let streaming = req.stream.get().copied().unwrap_or(false);
-    let mut extra = Map::new();
-    if let Some(p) = req.extra.get("top_p") {
-        extra.insert("top_p".to_owned(), p.clone());
-    }
-    // Anthropic's `disable_parallel_tool_use` is OpenAI's
-    // `parallel_tool_calls: false` (which OpenAI allows only with tools).
-    let serial = req
-        .tool_choice
-        .get()
-        .and_then(|c| c.get("disable_parallel_tool_use"))
-        == Some(&Value::Bool(true));
-    if serial && tools.is_some() {
-        extra.insert("parallel_tool_calls".to_owned(), Value::Bool(false));
-    }
-    openai::ChatRequest {
-        model: req.model.clone(),
-        messages,
-        stream: req.stream.clone(),
-        stream_options: if streaming {
-            Maybe::Present(json!({"include_usage": true}))
-        } else {
-            Maybe::Absent
-        },
-        max_tokens: Maybe::Present(req.max_tokens),
-        max_completion_tokens: Maybe::Absent,
-        temperature: req.temperature.clone(),
-        top_p: Maybe::Absent,
-        stop: req
-            .stop_sequences
-            .get()
-            .map(|s| Value::from(s.clone()))
-            .into(),
-        tools: tools.into(),
-        tool_choice,
-        response_format: Maybe::Absent,
-        extra,
-    }
-}
-
-fn openai_text_message(role: &str, text: String) -> openai::ChatMessage {
-    openai::ChatMessage {
-        role: role.to_owned(),
-        content: Maybe::Present(openai::Content::Text(text)),
-        ..Default::default()
-    }
+    neutral::Request::from_anthropic(req).to_openai()
 }
 
 /// Anthropic's stop reason as an OpenAI finish reason.

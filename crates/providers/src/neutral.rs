@@ -1,0 +1,823 @@
+//! The neutral model requests are translated through: each API reads its
+//! own request into a [`Request`] and writes one out, so N APIs need 2N
+//! request translators, not N × (N − 1). (Answers and streams are still
+//! translated pairwise in [`crate::translate`]; they move here next.)
+//!
+//! What a request carries that the neutral model has no place for is not
+//! dropped silently: it is named in [`Request::untranslated`], which the
+//! gateway logs and reports to the caller. What is carried:
+//! the model, system prompts, user and assistant turns of text, images
+//! (URL or base64), tool calls and tool results, tool definitions, tool
+//! choice, `parallel_tool_calls` / `disable_parallel_tool_use`, the output
+//! budget, temperature, `top_p`, stop sequences and streaming.
+
+use serde_json::{Map, Number, Value, json};
+
+use crate::anthropic;
+use crate::maybe::Maybe;
+use crate::openai;
+use crate::translate::{DEFAULT_ANTHROPIC_MAX_TOKENS, TranslateError};
+
+/// A chat request, in no API's shape.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Request {
+    /// The model.
+    pub model: String,
+    /// System prompts, in order.
+    pub system: Vec<String>,
+    /// The conversation.
+    pub turns: Vec<Turn>,
+    /// The output budget, if the request set one.
+    pub max_output_tokens: Option<u64>,
+    /// Sampling temperature, as written.
+    pub temperature: Option<Number>,
+    /// Nucleus sampling, as written.
+    pub top_p: Option<Number>,
+    /// Stop sequences.
+    pub stop: Vec<String>,
+    /// Whether to stream (absent: the API's default, not streaming).
+    pub stream: Maybe<bool>,
+    /// Tools the model may call (`None`: the request named none).
+    pub tools: Option<Vec<ToolDef>>,
+    /// How the model may pick a tool.
+    pub tool_choice: Option<ToolChoice>,
+    /// `false`: at most one tool call per turn.
+    pub parallel_tool_calls: Option<bool>,
+    /// Fields of the original request with no counterpart here (e.g.
+    /// `response_format`, `thinking`), by name.
+    pub untranslated: Vec<String>,
+}
+
+/// Who speaks a turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The user (and tool results).
+    User,
+    /// The model.
+    Assistant,
+}
+
+/// One turn of the conversation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Turn {
+    /// Who speaks.
+    pub role: Role,
+    /// What was said, in order.
+    pub parts: Vec<Part>,
+}
+
+/// One piece of a turn.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Part {
+    /// Text.
+    Text(String),
+    /// An image.
+    Image(Image),
+    /// A tool call the model made; `arguments` is a JSON object.
+    ToolCall {
+        /// The call's id.
+        id: Maybe<String>,
+        /// The tool's name.
+        name: Maybe<String>,
+        /// Its arguments.
+        arguments: Value,
+    },
+    /// The result of a tool call, as text.
+    ToolResult {
+        /// The id of the call it answers.
+        call_id: Maybe<String>,
+        /// The result.
+        content: String,
+    },
+}
+
+/// Where an image is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Image {
+    /// At a URL.
+    Url(String),
+    /// Inline, base64-encoded.
+    Base64 {
+        /// Its media type (`image/png`).
+        media_type: String,
+        /// The base64 data.
+        data: String,
+    },
+}
+
+/// A tool the model may call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolDef {
+    /// Its name.
+    pub name: String,
+    /// What it does.
+    pub description: Maybe<String>,
+    /// Its parameters' JSON Schema.
+    pub parameters: Maybe<Value>,
+}
+
+/// How the model may pick a tool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ToolChoice {
+    /// As it likes.
+    Auto,
+    /// It must call one.
+    Any,
+    /// It must not call any.
+    None,
+    /// It must call this one.
+    Tool(String),
+}
+
+impl Turn {
+    fn new(role: Role, part: Part) -> Self {
+        Self {
+            role,
+            parts: vec![part],
+        }
+    }
+}
+
+/// OpenAI request fields the neutral model carries (the rest is reported
+/// as untranslated).
+const OPENAI_CARRIED: [&str; 1] = ["parallel_tool_calls"];
+/// Anthropic request fields the neutral model carries.
+const ANTHROPIC_CARRIED: [&str; 1] = ["top_p"];
+
+/// A `data:` URL's media type and base64 data.
+fn parse_data_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("data:")?;
+    let (meta, data) = rest.split_once(',')?;
+    let media = meta.strip_suffix(";base64")?;
+    Some((media, data))
+}
+
+fn openai_text(content: &Maybe<openai::Content>) -> String {
+    content.get().map(openai::Content::text).unwrap_or_default()
+}
+
+impl Request {
+    /// Reads an OpenAI chat request.
+    ///
+    /// # Errors
+    ///
+    /// A tool call whose `arguments` is not JSON.
+    pub fn from_openai(req: &openai::ChatRequest) -> Result<Self, TranslateError> {
+        let mut out = Request {
+            model: req.model.clone(),
+            max_output_tokens: req
+                .max_completion_tokens
+                .get()
+                .or(req.max_tokens.get())
+                .copied(),
+            temperature: req.temperature.get().cloned(),
+            top_p: req.top_p.get().cloned(),
+            stream: req.stream.clone(),
+            ..Default::default()
+        };
+        for m in &req.messages {
+            match m.role.as_str() {
+                "system" | "developer" => out.system.push(openai_text(&m.content)),
+                "tool" => out.push(
+                    Role::User,
+                    Part::ToolResult {
+                        call_id: m.tool_call_id.clone(),
+                        content: openai_text(&m.content),
+                    },
+                ),
+                role => {
+                    let role = if role == "assistant" {
+                        Role::Assistant
+                    } else {
+                        Role::User
+                    };
+                    match m.content.get() {
+                        Some(openai::Content::Text(t)) if !t.is_empty() => {
+                            out.push(role, Part::Text(t.clone()));
+                        }
+                        Some(openai::Content::Parts(parts)) => {
+                            for p in parts {
+                                match openai_part(p) {
+                                    Some(part) => out.push(role, part),
+                                    None => {
+                                        out.untranslated.push(format!("content part `{}`", p.kind))
+                                    }
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                    for tc in m.tool_calls.get().into_iter().flatten() {
+                        out.push(Role::Assistant, openai_call(tc)?);
+                    }
+                }
+            }
+        }
+        out.stop = match req.stop.get() {
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        };
+        out.tools = req.tools.get().map(|tools| {
+            tools
+                .iter()
+                .filter_map(|t| t.function.get())
+                .map(|f| ToolDef {
+                    name: f.name.clone(),
+                    description: f.description.clone(),
+                    parameters: f.parameters.clone(),
+                })
+                .collect()
+        });
+        out.tool_choice = match req.tool_choice.get() {
+            Some(Value::String(s)) if s == "required" => Some(ToolChoice::Any),
+            Some(Value::String(s)) if s == "none" => Some(ToolChoice::None),
+            Some(Value::String(_)) => Some(ToolChoice::Auto),
+            Some(v) => v
+                .pointer("/function/name")
+                .and_then(Value::as_str)
+                .map(|n| ToolChoice::Tool(n.to_owned())),
+            None => None,
+        };
+        out.parallel_tool_calls = req
+            .extra
+            .get("parallel_tool_calls")
+            .and_then(Value::as_bool);
+        if req.response_format.get().is_some() {
+            out.untranslated.push("response_format".to_owned());
+        }
+        out.untranslated.extend(
+            req.extra
+                .keys()
+                .filter(|k| !OPENAI_CARRIED.contains(&k.as_str()))
+                .cloned(),
+        );
+        Ok(out)
+    }
+
+    /// Reads an Anthropic messages request.
+    pub fn from_anthropic(req: &anthropic::MessagesRequest) -> Self {
+        let mut out = Request {
+            model: req.model.clone(),
+            max_output_tokens: Some(req.max_tokens),
+            temperature: req.temperature.get().cloned(),
+            top_p: req.extra.get("top_p").and_then(Value::as_number).cloned(),
+            stop: req.stop_sequences.get().cloned().unwrap_or_default(),
+            stream: req.stream.clone(),
+            ..Default::default()
+        };
+        match req.system.get() {
+            Some(Value::String(s)) => out.system.push(s.clone()),
+            Some(Value::Array(blocks)) => {
+                let text: Vec<&str> = blocks
+                    .iter()
+                    .filter_map(|b| b.get("text").and_then(Value::as_str))
+                    .collect();
+                out.system.push(text.join("\n\n"));
+            }
+            _ => {}
+        }
+        for m in &req.messages {
+            let role = if m.role == "assistant" {
+                Role::Assistant
+            } else {
+                Role::User
+            };
+            let mut turn = Turn {
+                role,
+                parts: Vec::new(),
+            };
+            match &m.content {
+                anthropic::MessageContent::Text(t) => turn.parts.push(Part::Text(t.clone())),
+                anthropic::MessageContent::Blocks(blocks) => {
+                    for b in blocks {
+                        match anthropic_block(b) {
+                            Some(p) => turn.parts.push(p),
+                            None => out.untranslated.push(format!("content block `{}`", b.kind)),
+                        }
+                    }
+                }
+            }
+            out.turns.push(turn);
+        }
+        out.tools = req.tools.get().map(|tools| {
+            tools
+                .iter()
+                .map(|t| ToolDef {
+                    name: t.name.clone(),
+                    description: t.description.clone(),
+                    parameters: t.input_schema.clone(),
+                })
+                .collect()
+        });
+        let choice = req.tool_choice.get();
+        out.tool_choice = match choice.and_then(|c| c.get("type")).and_then(Value::as_str) {
+            Some("any") => Some(ToolChoice::Any),
+            Some("none") => Some(ToolChoice::None),
+            Some("tool") => choice
+                .and_then(|c| c.get("name"))
+                .and_then(Value::as_str)
+                .map(|n| ToolChoice::Tool(n.to_owned())),
+            Some(_) => Some(ToolChoice::Auto),
+            None => None,
+        };
+        if choice.and_then(|c| c.get("disable_parallel_tool_use")) == Some(&Value::Bool(true)) {
+            out.parallel_tool_calls = Some(false);
+        }
+        out.untranslated.extend(
+            req.extra
+                .keys()
+                .filter(|k| !ANTHROPIC_CARRIED.contains(&k.as_str()))
+                .cloned(),
+        );
+        out
+    }
+
+    fn push(&mut self, role: Role, part: Part) {
+        match self.turns.last_mut() {
+            Some(t) if t.role == role => t.parts.push(part),
+            _ => self.turns.push(Turn::new(role, part)),
+        }
+    }
+
+    /// Writes an Anthropic messages request. Without an output budget it
+    /// gets [`DEFAULT_ANTHROPIC_MAX_TOKENS`] (Anthropic requires one); a
+    /// temperature over 1 is clamped to Anthropic's 0–1; consecutive turns
+    /// of one role are merged (Anthropic wants them to alternate).
+    pub fn to_anthropic(&self) -> anthropic::MessagesRequest {
+        let mut messages: Vec<anthropic::Message> = Vec::new();
+        for turn in &self.turns {
+            let role = match turn.role {
+                Role::User => "user",
+                Role::Assistant => "assistant",
+            };
+            for part in &turn.parts {
+                // A tool call is the assistant's, wherever it was written.
+                let role = match part {
+                    Part::ToolCall { .. } => "assistant",
+                    Part::ToolResult { .. } => "user",
+                    _ => role,
+                };
+                push_block(&mut messages, role, anthropic_block_of(part));
+            }
+        }
+        let temperature = match self.temperature.as_ref().and_then(Number::as_f64) {
+            Some(t) if t > 1.0 => Maybe::Present(Number::from(1)),
+            _ => self.temperature.clone().into(),
+        };
+        let tools: Option<Vec<anthropic::Tool>> = self.tools.as_ref().map(|tools| {
+            tools
+                .iter()
+                .map(|t| anthropic::Tool {
+                    name: t.name.clone(),
+                    description: t.description.clone(),
+                    input_schema: Maybe::Present(
+                        t.parameters
+                            .get()
+                            .cloned()
+                            .unwrap_or_else(|| json!({"type": "object"})),
+                    ),
+                    extra: Map::new(),
+                })
+                .collect()
+        });
+        let mut tool_choice = match &self.tool_choice {
+            Some(ToolChoice::Any) => Some(json!({"type": "any"})),
+            Some(ToolChoice::None) => Some(json!({"type": "none"})),
+            Some(ToolChoice::Auto) => Some(json!({"type": "auto"})),
+            Some(ToolChoice::Tool(name)) => Some(json!({"type": "tool", "name": name})),
+            None => None,
+        };
+        // `parallel_tool_calls: false` is Anthropic's
+        // `disable_parallel_tool_use`, which lives in `tool_choice` (so it
+        // needs one: `auto` by default).
+        if self.parallel_tool_calls == Some(false) {
+            match &mut tool_choice {
+                Some(Value::Object(c)) if c.get("type") != Some(&json!("none")) => {
+                    c.insert("disable_parallel_tool_use".to_owned(), Value::Bool(true));
+                }
+                None if tools.is_some() => {
+                    tool_choice = Some(json!({"type": "auto", "disable_parallel_tool_use": true}));
+                }
+                _ => {}
+            }
+        }
+        let mut extra = Map::new();
+        if let Some(p) = &self.top_p {
+            extra.insert("top_p".to_owned(), Value::Number(p.clone()));
+        }
+        anthropic::MessagesRequest {
+            model: self.model.clone(),
+            messages,
+            max_tokens: self
+                .max_output_tokens
+                .unwrap_or(DEFAULT_ANTHROPIC_MAX_TOKENS),
+            system: if self.system.is_empty() {
+                Maybe::Absent
+            } else {
+                Maybe::Present(Value::String(self.system.join("\n\n")))
+            },
+            stream: self.stream.clone(),
+            temperature,
+            stop_sequences: if self.stop.is_empty() {
+                Maybe::Absent
+            } else {
+                Maybe::Present(self.stop.clone())
+            },
+            tools: tools.into(),
+            tool_choice: tool_choice.into(),
+            extra,
+        }
+    }
+
+    /// Writes an OpenAI chat request. The budget is sent as `max_tokens`,
+    /// which every OpenAI-compatible server understands; a stream asks for
+    /// `stream_options.include_usage`, so usage can be reported; tool
+    /// results become `tool` messages.
+    pub fn to_openai(&self) -> openai::ChatRequest {
+        let mut messages = Vec::new();
+        for s in &self.system {
+            messages.push(openai_text_message("system", s.clone()));
+        }
+        for turn in &self.turns {
+            push_openai_turn(&mut messages, turn);
+        }
+        let tools: Option<Vec<openai::Tool>> = self.tools.as_ref().map(|tools| {
+            tools
+                .iter()
+                .map(|t| openai::Tool {
+                    kind: "function".to_owned(),
+                    function: Maybe::Present(openai::FunctionDef {
+                        name: t.name.clone(),
+                        description: t.description.clone(),
+                        parameters: t.parameters.clone(),
+                        extra: Map::new(),
+                    }),
+                    extra: Map::new(),
+                })
+                .collect()
+        });
+        let tool_choice = match &self.tool_choice {
+            Some(ToolChoice::Any) => Maybe::Present(json!("required")),
+            Some(ToolChoice::None) => Maybe::Present(json!("none")),
+            Some(ToolChoice::Auto) => Maybe::Present(json!("auto")),
+            Some(ToolChoice::Tool(name)) => {
+                Maybe::Present(json!({"type": "function", "function": {"name": name}}))
+            }
+            None => Maybe::Absent,
+        };
+        let mut extra = Map::new();
+        if let Some(p) = &self.top_p {
+            extra.insert("top_p".to_owned(), Value::Number(p.clone()));
+        }
+        // OpenAI allows `parallel_tool_calls` only with tools.
+        if self.parallel_tool_calls == Some(false) && tools.is_some() {
+            extra.insert("parallel_tool_calls".to_owned(), Value::Bool(false));
+        }
+        let streaming = self.stream.get().copied().unwrap_or(false);
+        openai::ChatRequest {
+            model: self.model.clone(),
+            messages,
+            stream: self.stream.clone(),
+            stream_options: if streaming {
+                Maybe::Present(json!({"include_usage": true}))
+            } else {
+                Maybe::Absent
+            },
+            max_tokens: self.max_output_tokens.into(),
+            max_completion_tokens: Maybe::Absent,
+            temperature: self.temperature.clone().into(),
+            top_p: Maybe::Absent,
+            stop: if self.stop.is_empty() {
+                Maybe::Absent
+            } else {
+                Maybe::Present(Value::from(self.stop.clone()))
+            },
+            tools: tools.into(),
+            tool_choice,
+            response_format: Maybe::Absent,
+            extra,
+        }
+    }
+}
+
+fn openai_part(part: &openai::ContentPart) -> Option<Part> {
+    match part.kind.as_str() {
+        "text" => Some(Part::Text(part.text.get().cloned().unwrap_or_default())),
+        "image_url" => {
+            let url = part.extra.get("image_url")?.get("url")?.as_str()?;
+            Some(Part::Image(match parse_data_url(url) {
+                Some((media, data)) => Image::Base64 {
+                    media_type: media.to_owned(),
+                    data: data.to_owned(),
+                },
+                None => Image::Url(url.to_owned()),
+            }))
+        }
+        _ => None,
+    }
+}
+
+fn openai_call(tc: &openai::ToolCall) -> Result<Part, TranslateError> {
+    let f = tc.function.get();
+    let args = f.and_then(|f| f.arguments.get()).map_or("", String::as_str);
+    let arguments: Value = if args.trim().is_empty() {
+        json!({})
+    } else {
+        serde_json::from_str(args).map_err(|e| {
+            TranslateError::new(format!(
+                "tool call arguments are not JSON ({e}); Anthropic needs an object"
+            ))
+        })?
+    };
+    Ok(Part::ToolCall {
+        id: tc.id.clone(),
+        name: f.map(|f| f.name.clone()).unwrap_or_default(),
+        arguments,
+    })
+}
+
+fn anthropic_block(b: &anthropic::ContentBlock) -> Option<Part> {
+    match b.kind.as_str() {
+        "text" => Some(Part::Text(b.text.get().cloned().unwrap_or_default())),
+        "image" => {
+            let src = b.extra.get("source");
+            let field = |k: &str| src.and_then(|s| s.get(k)).and_then(Value::as_str);
+            Some(Part::Image(match field("type") {
+                Some("base64") => Image::Base64 {
+                    media_type: field("media_type").unwrap_or("image/png").to_owned(),
+                    data: field("data").unwrap_or("").to_owned(),
+                },
+                _ => Image::Url(field("url").unwrap_or("").to_owned()),
+            }))
+        }
+        "tool_use" => Some(Part::ToolCall {
+            id: b.id.clone(),
+            name: b.name.clone(),
+            arguments: b.input.get().cloned().unwrap_or_else(|| json!({})),
+        }),
+        "tool_result" => Some(Part::ToolResult {
+            call_id: b.tool_use_id.clone(),
+            content: match b.extra.get("content") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|c| c.get("text").and_then(Value::as_str))
+                    .collect::<Vec<_>>()
+                    .join(""),
+                _ => String::new(),
+            },
+        }),
+        // thinking, redacted_thinking, documents …: no counterpart.
+        _ => None,
+    }
+}
+
+fn anthropic_block_of(part: &Part) -> anthropic::ContentBlock {
+    match part {
+        Part::Text(t) => crate::translate::text_block(t.clone()),
+        Part::Image(img) => {
+            let source = match img {
+                Image::Base64 { media_type, data } => {
+                    json!({"type": "base64", "media_type": media_type, "data": data})
+                }
+                Image::Url(url) => json!({"type": "url", "url": url}),
+            };
+            let mut block = anthropic::ContentBlock {
+                kind: "image".to_owned(),
+                ..Default::default()
+            };
+            block.extra.insert("source".to_owned(), source);
+            block
+        }
+        Part::ToolCall {
+            id,
+            name,
+            arguments,
+        } => anthropic::ContentBlock {
+            kind: "tool_use".to_owned(),
+            id: id.clone(),
+            name: name.clone(),
+            input: Maybe::Present(arguments.clone()),
+            ..Default::default()
+        },
+        Part::ToolResult { call_id, content } => {
+            let mut block = anthropic::ContentBlock {
+                kind: "tool_result".to_owned(),
+                tool_use_id: call_id.clone(),
+                ..Default::default()
+            };
+            block
+                .extra
+                .insert("content".to_owned(), Value::String(content.clone()));
+            block
+        }
+    }
+}
+
+/// Appends `block` to the conversation, merging consecutive turns of one
+/// role (Anthropic wants user and assistant to alternate).
+fn push_block(out: &mut Vec<anthropic::Message>, role: &str, block: anthropic::ContentBlock) {
+    if let Some(last) = out.last_mut()
+        && last.role == role
+    {
+        match &mut last.content {
+            anthropic::MessageContent::Blocks(b) => b.push(block),
+            anthropic::MessageContent::Text(t) => {
+                let first = crate::translate::text_block(std::mem::take(t));
+                last.content = anthropic::MessageContent::Blocks(vec![first, block]);
+            }
+        }
+        return;
+    }
+    out.push(anthropic::Message {
+        role: role.to_owned(),
+        content: anthropic::MessageContent::Blocks(vec![block]),
+        extra: Map::new(),
+    });
+}
+
+fn openai_text_message(role: &str, text: String) -> openai::ChatMessage {
+    openai::ChatMessage {
+        role: role.to_owned(),
+        content: Maybe::Present(openai::Content::Text(text)),
+        ..Default::default()
+    }
+}
+
+/// One neutral turn as OpenAI messages: its text and images as one message
+/// (text alone as a string), its tool calls on it, each tool result as a
+/// `tool` message.
+fn push_openai_turn(messages: &mut Vec<openai::ChatMessage>, turn: &Turn) {
+    let role = match turn.role {
+        Role::User => "user",
+        Role::Assistant => "assistant",
+    };
+    let mut parts = Vec::new();
+    let mut calls = Vec::new();
+    for p in &turn.parts {
+        match p {
+            Part::Text(t) => parts.push(json!({"type": "text", "text": t})),
+            Part::Image(img) => {
+                let url = match img {
+                    Image::Base64 { media_type, data } => {
+                        format!("data:{media_type};base64,{data}")
+                    }
+                    Image::Url(u) => u.clone(),
+                };
+                parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
+            }
+            Part::ToolCall {
+                id,
+                name,
+                arguments,
+            } => calls.push(openai::ToolCall {
+                id: id.clone(),
+                kind: Maybe::Present("function".to_owned()),
+                function: Maybe::Present(openai::FunctionCall {
+                    name: name.clone(),
+                    arguments: Maybe::Present(arguments.to_string()),
+                    extra: Map::new(),
+                }),
+                ..Default::default()
+            }),
+            Part::ToolResult { call_id, content } => {
+                let mut msg = openai_text_message("tool", content.clone());
+                msg.tool_call_id = call_id.clone();
+                messages.push(msg);
+            }
+        }
+    }
+    if parts.is_empty() && calls.is_empty() {
+        return;
+    }
+    let content = if parts.is_empty() {
+        Maybe::Null
+    } else if parts.iter().all(|p| p["type"] == "text") {
+        Maybe::Present(openai::Content::Text(
+            parts
+                .iter()
+                .filter_map(|p| p["text"].as_str())
+                .collect::<Vec<_>>()
+                .join(""),
+        ))
+    } else {
+        match serde_json::from_value(Value::Array(parts)) {
+            Ok(p) => Maybe::Present(openai::Content::Parts(p)),
+            Err(_) => Maybe::Null,
+        }
+    };
+    messages.push(openai::ChatMessage {
+        role: role.to_owned(),
+        content,
+        tool_calls: if calls.is_empty() {
+            Maybe::Absent
+        } else {
+            Maybe::Present(calls)
+        },
+        ..Default::default()
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn openai(v: Value) -> openai::ChatRequest {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn anthropic(v: Value) -> anthropic::MessagesRequest {
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// Each API's request read into the neutral model and written back in
+    /// the same API keeps its conversation: the two translators of one API
+    /// are inverses on what the model carries.
+    #[test]
+    fn an_api_round_trips_through_the_neutral_model() {
+        let a = anthropic(json!({
+            "model": "claude", "max_tokens": 100, "system": "be brief",
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "text", "text": "what is in"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}
+                ]},
+                {"role": "assistant", "content": [
+                    {"type": "tool_use", "id": "t1", "name": "look", "input": {"q": 1}}
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "t1", "content": "a cat"}
+                ]}
+            ],
+            "tools": [{"name": "look", "input_schema": {"type": "object"}}],
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": true}
+        }));
+        let n = Request::from_anthropic(&a);
+        assert_eq!(n.turns.len(), 3);
+        assert_eq!(n.parallel_tool_calls, Some(false));
+        assert_eq!(n.tool_choice, Some(ToolChoice::Any));
+        assert!(n.untranslated.is_empty(), "{:?}", n.untranslated);
+        let back = serde_json::to_value(n.to_anthropic()).unwrap();
+        let orig = serde_json::to_value(&a).unwrap();
+        assert_eq!(back["messages"], orig["messages"]);
+        assert_eq!(back["tool_choice"], orig["tool_choice"]);
+        assert_eq!(back["system"], orig["system"]);
+
+        let o = openai(json!({
+            "model": "gpt", "max_tokens": 50,
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "look"},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/c.png"}}
+                ]},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "look", "arguments": "{\"q\":1}"}}
+                ]},
+                {"role": "tool", "tool_call_id": "c1", "content": "a cat"}
+            ]
+        }));
+        let n = Request::from_openai(&o).unwrap();
+        let back = serde_json::to_value(n.to_openai()).unwrap();
+        let orig = serde_json::to_value(&o).unwrap();
+        assert_eq!(back["messages"], orig["messages"]);
+    }
+
+    /// What has no counterpart is named, never dropped silently.
+    #[test]
+    fn what_is_left_out_is_named() {
+        let a = anthropic(json!({
+            "model": "claude", "max_tokens": 100, "top_k": 5,
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "hi"},
+                {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x"}}
+            ]}]
+        }));
+        let n = Request::from_anthropic(&a);
+        for f in ["top_k", "thinking", "content block `document`"] {
+            assert!(
+                n.untranslated.iter().any(|u| u == f),
+                "{f}: {:?}",
+                n.untranslated
+            );
+        }
+        let o = openai(json!({
+            "model": "gpt", "seed": 1, "response_format": {"type": "json_object"},
+            "parallel_tool_calls": false,
+            "messages": [{"role": "user", "content": "hi"}]
+        }));
+        let n = Request::from_openai(&o).unwrap();
+        assert!(n.untranslated.iter().any(|u| u == "seed"));
+        assert!(n.untranslated.iter().any(|u| u == "response_format"));
+        assert!(!n.untranslated.iter().any(|u| u == "parallel_tool_calls"));
+        assert_eq!(n.parallel_tool_calls, Some(false));
+    }
+}
