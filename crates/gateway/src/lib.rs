@@ -18,6 +18,12 @@
 //! once) and trace ids are handled before it, routing with fallback
 //! over a route's targets around it.
 //!
+//! Headers the gateway adds to an answer: `x-trace-id`,
+//! `x-palisade-overhead-ms` (its own time), `x-should-retry: false` on a
+//! failure it already retried, and `x-palisade-untranslated` naming the
+//! request fields left out when a target of the other API answered (no
+//! counterpart there, e.g. `response_format`, `thinking`).
+//!
 //! ```no_run
 //! use palisade_gateway::{Config, Gateway};
 //!
