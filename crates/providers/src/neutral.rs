@@ -1,7 +1,8 @@
-//! The neutral model requests are translated through: each API reads its
-//! own request into a [`Request`] and writes one out, so N APIs need 2N
-//! request translators, not N × (N − 1). (Answers and streams are still
-//! translated pairwise in [`crate::translate`]; they move here next.)
+//! The neutral model requests and answers are translated through: each API
+//! reads its own request into a [`Request`] (its answer into an [`Answer`])
+//! and writes one out, so N APIs need 2N translators, not N × (N − 1).
+//! (Streams are still translated pairwise in [`crate::translate`]; they
+//! move here next.)
 //!
 //! What a request carries that the neutral model has no place for is not
 //! dropped silently: it is named in [`Request::untranslated`], which the
@@ -650,6 +651,23 @@ fn openai_text_message(role: &str, text: String) -> openai::ChatMessage {
     }
 }
 
+fn openai_tool_call(
+    id: &Maybe<String>,
+    name: &Maybe<String>,
+    arguments: &Value,
+) -> openai::ToolCall {
+    openai::ToolCall {
+        id: id.clone(),
+        kind: Maybe::Present("function".to_owned()),
+        function: Maybe::Present(openai::FunctionCall {
+            name: name.clone(),
+            arguments: Maybe::Present(arguments.to_string()),
+            extra: Map::new(),
+        }),
+        ..Default::default()
+    }
+}
+
 /// One neutral turn as OpenAI messages: its text and images as one message
 /// (text alone as a string), its tool calls on it, each tool result as a
 /// `tool` message.
@@ -676,16 +694,7 @@ fn push_openai_turn(messages: &mut Vec<openai::ChatMessage>, turn: &Turn) {
                 id,
                 name,
                 arguments,
-            } => calls.push(openai::ToolCall {
-                id: id.clone(),
-                kind: Maybe::Present("function".to_owned()),
-                function: Maybe::Present(openai::FunctionCall {
-                    name: name.clone(),
-                    arguments: Maybe::Present(arguments.to_string()),
-                    extra: Map::new(),
-                }),
-                ..Default::default()
-            }),
+            } => calls.push(openai_tool_call(id, name, arguments)),
             Part::ToolResult { call_id, content } => {
                 let mut msg = openai_text_message("tool", content.clone());
                 msg.tool_call_id = call_id.clone();
@@ -722,6 +731,265 @@ fn push_openai_turn(messages: &mut Vec<openai::ChatMessage>, turn: &Turn) {
         },
         ..Default::default()
     });
+}
+
+/// A complete answer, in no API's shape.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Answer {
+    /// The answer's id.
+    pub id: String,
+    /// The model that answered.
+    pub model: String,
+    /// What it said: text and tool calls, in order.
+    pub parts: Vec<Part>,
+    /// Why it stopped.
+    pub finish: Finish,
+    /// Token counts.
+    pub usage: Usage,
+}
+
+/// Why a model stopped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Finish {
+    /// A natural end, or a stop sequence.
+    #[default]
+    Stop,
+    /// The output budget (or the context window) ran out.
+    Length,
+    /// It called tools.
+    ToolCalls,
+    /// It refused, or a filter stopped it.
+    ContentFilter,
+}
+
+impl Finish {
+    /// OpenAI's `finish_reason` (`stop` for one it does not know).
+    pub fn from_openai(reason: &str) -> Self {
+        match reason {
+            "length" => Self::Length,
+            "tool_calls" | "function_call" => Self::ToolCalls,
+            "content_filter" => Self::ContentFilter,
+            _ => Self::Stop,
+        }
+    }
+
+    /// Anthropic's `stop_reason` (`end_turn` for one it does not know).
+    pub fn from_anthropic(reason: &str) -> Self {
+        match reason {
+            "max_tokens" | "model_context_window_exceeded" => Self::Length,
+            "tool_use" => Self::ToolCalls,
+            "refusal" => Self::ContentFilter,
+            _ => Self::Stop,
+        }
+    }
+
+    /// As OpenAI's `finish_reason`.
+    pub fn to_openai(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+            Self::ToolCalls => "tool_calls",
+            Self::ContentFilter => "content_filter",
+        }
+    }
+
+    /// As Anthropic's `stop_reason`.
+    pub fn to_anthropic(self) -> &'static str {
+        match self {
+            Self::Stop => "end_turn",
+            Self::Length => "max_tokens",
+            Self::ToolCalls => "tool_use",
+            Self::ContentFilter => "refusal",
+        }
+    }
+}
+
+/// Token counts. `input` counts every prompt token, cached ones included
+/// (OpenAI's `prompt_tokens`; Anthropic's `input_tokens` plus its cache
+/// reads and writes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt tokens, cached ones included.
+    pub input: u64,
+    /// Output tokens.
+    pub output: u64,
+    /// Prompt tokens read from a cache (OpenAI's
+    /// `prompt_tokens_details.cached_tokens`, Anthropic's
+    /// `cache_read_input_tokens`).
+    pub cached_input: u64,
+}
+
+fn count(v: Option<&Value>) -> u64 {
+    v.and_then(Value::as_u64).unwrap_or(0)
+}
+
+impl Usage {
+    /// OpenAI's usage object.
+    pub fn from_openai(u: &openai::Usage) -> Self {
+        Self {
+            input: u.prompt_tokens,
+            output: u.completion_tokens,
+            cached_input: count(
+                u.extra
+                    .get("prompt_tokens_details")
+                    .and_then(|d| d.get("cached_tokens")),
+            ),
+        }
+    }
+
+    /// Anthropic's usage object.
+    pub fn from_anthropic(u: &anthropic::Usage) -> Self {
+        let read = count(u.extra.get("cache_read_input_tokens"));
+        let written = count(u.extra.get("cache_creation_input_tokens"));
+        Self {
+            input: u.input_tokens.get().copied().unwrap_or(0) + read + written,
+            output: u.output_tokens.get().copied().unwrap_or(0),
+            cached_input: read,
+        }
+    }
+
+    /// As OpenAI's usage object (cached tokens in `prompt_tokens_details`).
+    pub fn to_openai(self) -> openai::Usage {
+        let mut u = openai::Usage::new(self.input, self.output);
+        if self.cached_input > 0 {
+            u.extra.insert(
+                "prompt_tokens_details".to_owned(),
+                json!({"cached_tokens": self.cached_input}),
+            );
+        }
+        u
+    }
+
+    /// As Anthropic's usage object (cache reads apart from `input_tokens`).
+    pub fn to_anthropic(self) -> anthropic::Usage {
+        let mut extra = Map::new();
+        if self.cached_input > 0 {
+            extra.insert(
+                "cache_read_input_tokens".to_owned(),
+                Value::from(self.cached_input),
+            );
+        }
+        anthropic::Usage {
+            input_tokens: Maybe::Present(self.input.saturating_sub(self.cached_input)),
+            output_tokens: Maybe::Present(self.output),
+            extra,
+        }
+    }
+}
+
+impl Answer {
+    /// Reads an OpenAI chat completion (its first choice).
+    ///
+    /// # Errors
+    ///
+    /// No choice at all, or tool call arguments that are not JSON.
+    pub fn from_openai(res: &openai::ChatCompletion) -> Result<Self, TranslateError> {
+        let choice = res
+            .choices
+            .first()
+            .ok_or_else(|| TranslateError::new("the completion has no choice"))?;
+        let mut parts = Vec::new();
+        let text = openai_text(&choice.message.content);
+        if !text.is_empty() {
+            parts.push(Part::Text(text));
+        }
+        for tc in choice.message.tool_calls.get().into_iter().flatten() {
+            parts.push(openai_call(tc)?);
+        }
+        Ok(Self {
+            id: res.id.clone(),
+            model: res.model.clone(),
+            parts,
+            finish: Finish::from_openai(choice.finish_reason.get().map_or("stop", String::as_str)),
+            usage: res.usage.get().map(Usage::from_openai).unwrap_or_default(),
+        })
+    }
+
+    /// Reads an Anthropic answer (its text and tool calls; thinking blocks
+    /// have no counterpart in a chat completion).
+    pub fn from_anthropic(res: &anthropic::MessagesResponse) -> Self {
+        Self {
+            id: res.id.clone(),
+            model: res.model.clone(),
+            parts: res
+                .content
+                .iter()
+                .filter(|b| b.kind == "text" || b.kind == "tool_use")
+                .filter_map(anthropic_block)
+                .collect(),
+            finish: Finish::from_anthropic(
+                res.stop_reason.get().map_or("end_turn", String::as_str),
+            ),
+            usage: Usage::from_anthropic(&res.usage),
+        }
+    }
+
+    /// Writes an OpenAI chat completion of one choice (`created`: now).
+    pub fn to_openai(&self) -> openai::ChatCompletion {
+        let text: String = self
+            .parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Text(t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
+        let calls: Vec<openai::ToolCall> = self
+            .parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::ToolCall {
+                    id,
+                    name,
+                    arguments,
+                } => Some(openai_tool_call(id, name, arguments)),
+                _ => None,
+            })
+            .collect();
+        openai::ChatCompletion {
+            id: self.id.clone(),
+            object: "chat.completion".to_owned(),
+            created: crate::translate::now_secs(),
+            model: self.model.clone(),
+            choices: vec![openai::Choice {
+                index: 0,
+                message: openai::ChatMessage {
+                    role: "assistant".to_owned(),
+                    content: if text.is_empty() && !calls.is_empty() {
+                        Maybe::Null
+                    } else {
+                        Maybe::Present(openai::Content::Text(text))
+                    },
+                    tool_calls: if calls.is_empty() {
+                        Maybe::Absent
+                    } else {
+                        Maybe::Present(calls)
+                    },
+                    ..Default::default()
+                },
+                finish_reason: Maybe::Present(self.finish.to_openai().to_owned()),
+                extra: Map::new(),
+            }],
+            usage: Maybe::Present(self.usage.to_openai()),
+            extra: Map::new(),
+        }
+    }
+
+    /// Writes an Anthropic answer.
+    pub fn to_anthropic(&self) -> anthropic::MessagesResponse {
+        anthropic::MessagesResponse {
+            id: self.id.clone(),
+            kind: "message".to_owned(),
+            role: "assistant".to_owned(),
+            model: self.model.clone(),
+            content: self.parts.iter().map(anthropic_block_of).collect(),
+            stop_reason: Maybe::Present(self.finish.to_anthropic().to_owned()),
+            stop_sequence: Maybe::Null,
+            usage: self.usage.to_anthropic(),
+            extra: Map::new(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -819,5 +1087,39 @@ mod tests {
         assert!(n.untranslated.iter().any(|u| u == "response_format"));
         assert!(!n.untranslated.iter().any(|u| u == "parallel_tool_calls"));
         assert_eq!(n.parallel_tool_calls, Some(false));
+    }
+
+    /// Usage crosses with its cached tokens: Anthropic's cache reads and
+    /// writes are prompt tokens in OpenAI's count, its reads OpenAI's
+    /// `cached_tokens`, and back.
+    #[test]
+    fn usage_with_cached_tokens_crosses_both_ways() {
+        let a: anthropic::MessagesResponse = serde_json::from_value(json!({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude",
+            "content": [{"type": "text", "text": "hi"}],
+            "stop_reason": "max_tokens", "stop_sequence": null,
+            "usage": {"input_tokens": 10, "output_tokens": 3,
+                      "cache_read_input_tokens": 100, "cache_creation_input_tokens": 5}
+        }))
+        .unwrap();
+        let o = Answer::from_anthropic(&a).to_openai();
+        let u = o.usage.get().unwrap();
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (115, 3, 118)
+        );
+        assert_eq!(u.extra["prompt_tokens_details"]["cached_tokens"], 100);
+        assert_eq!(
+            o.choices[0].finish_reason.get().map(String::as_str),
+            Some("length")
+        );
+
+        let back = Answer::from_openai(&o).unwrap().to_anthropic();
+        assert_eq!(back.usage.input_tokens.get(), Some(&15));
+        assert_eq!(back.usage.extra["cache_read_input_tokens"], 100);
+        assert_eq!(
+            back.stop_reason.get().map(String::as_str),
+            Some("max_tokens")
+        );
     }
 }

@@ -14,10 +14,10 @@
 //! left out and named in [`crate::neutral::Request::untranslated`] (the
 //! gateway reports it in `x-palisade-untranslated`): e.g. OpenAI's
 //! `response_format`, `seed`, `logprobs`, `n`; Anthropic's `thinking`,
-//! `top_k`, `metadata`, document blocks. Answers and streams are still
-//! translated pairwise here (only choice 0 of an OpenAI answer is kept;
-//! Anthropic's thinking blocks are not sent to OpenAI), and move to the
-//! neutral model next.
+//! `top_k`, `metadata`, document blocks. Whole answers go through
+//! [`crate::neutral::Answer`] (only choice 0 of an OpenAI answer is kept;
+//! Anthropic's thinking blocks have no place in a chat completion). Streams
+//! are still translated pairwise here, and move to the neutral model next.
 //!
 //! Decisions:
 //! - An OpenAI request without an output budget gets
@@ -32,7 +32,7 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 
 use crate::anthropic::{self, StreamEvent};
 use crate::maybe::Maybe;
@@ -64,7 +64,7 @@ impl std::fmt::Display for TranslateError {
 
 impl std::error::Error for TranslateError {}
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -76,50 +76,6 @@ pub(crate) fn text_block(text: String) -> anthropic::ContentBlock {
         text: Maybe::Present(text),
         ..Default::default()
     }
-}
-
-fn content_text(content: &Maybe<openai::Content>) -> String {
-    content.get().map(openai::Content::text).unwrap_or_default()
-}
-
-/// An Anthropic `tool_use` block as an OpenAI tool call.
-fn tool_use_to_call(b: &anthropic::ContentBlock) -> openai::ToolCall {
-    openai::ToolCall {
-        id: b.id.clone(),
-        kind: Maybe::Present("function".to_owned()),
-        function: Maybe::Present(openai::FunctionCall {
-            name: b.name.clone(),
-            arguments: Maybe::Present(
-                b.input
-                    .get()
-                    .map_or_else(|| "{}".to_owned(), Value::to_string),
-            ),
-            extra: Map::new(),
-        }),
-        ..Default::default()
-    }
-}
-
-/// An OpenAI tool call as an Anthropic `tool_use` block.
-fn call_to_tool_use(tc: &openai::ToolCall) -> Result<anthropic::ContentBlock, TranslateError> {
-    let f = tc.function.get();
-    let args = f.and_then(|f| f.arguments.get()).map_or("", String::as_str);
-    let input: Value = if args.trim().is_empty() {
-        json!({})
-    } else {
-        serde_json::from_str(args).map_err(|e| {
-            TranslateError::new(format!(
-                "tool call arguments are not JSON ({e}); Anthropic needs an object"
-            ))
-        })?
-    };
-    Ok(anthropic::ContentBlock {
-        kind: "tool_use".to_owned(),
-        id: tc.id.clone(),
-        name: f.map(|f| f.name.clone()).unwrap_or_default(),
-        input: Maybe::Present(input),
-        ..Default::default()
-    })
 }
 
 /// An OpenAI chat request as an Anthropic messages request, through the
@@ -142,75 +98,26 @@ pub fn anthropic_request_to_openai(req: &anthropic::MessagesRequest) -> openai::
     neutral::Request::from_anthropic(req).to_openai()
 }
 
-/// Anthropic's stop reason as an OpenAI finish reason.
+/// Anthropic's stop reason as an OpenAI finish reason
+/// ([`neutral::Finish`]).
 pub fn finish_reason_to_openai(stop_reason: &str) -> &'static str {
-    match stop_reason {
-        "max_tokens" | "model_context_window_exceeded" => "length",
-        "tool_use" => "tool_calls",
-        "refusal" => "content_filter",
-        _ => "stop",
-    }
+    neutral::Finish::from_anthropic(stop_reason).to_openai()
 }
 
-/// OpenAI's finish reason as an Anthropic stop reason.
+/// OpenAI's finish reason as an Anthropic stop reason
+/// ([`neutral::Finish`]).
 pub fn finish_reason_to_anthropic(finish_reason: &str) -> &'static str {
-    match finish_reason {
-        "length" => "max_tokens",
-        "tool_calls" | "function_call" => "tool_use",
-        "content_filter" => "refusal",
-        _ => "end_turn",
-    }
+    neutral::Finish::from_openai(finish_reason).to_anthropic()
 }
 
-/// An Anthropic answer as an OpenAI chat completion.
+/// An Anthropic answer as an OpenAI chat completion, through the neutral
+/// model ([`neutral::Answer`]; usage with cached tokens carried).
 pub fn anthropic_response_to_openai(res: &anthropic::MessagesResponse) -> openai::ChatCompletion {
-    let text: String = res
-        .content
-        .iter()
-        .filter(|b| b.kind == "text")
-        .filter_map(|b| b.text.get().map(String::as_str))
-        .collect();
-    let calls: Vec<openai::ToolCall> = res
-        .content
-        .iter()
-        .filter(|b| b.kind == "tool_use")
-        .map(tool_use_to_call)
-        .collect();
-    let input = res.usage.input_tokens.get().copied().unwrap_or(0);
-    let output = res.usage.output_tokens.get().copied().unwrap_or(0);
-    openai::ChatCompletion {
-        id: res.id.clone(),
-        object: "chat.completion".to_owned(),
-        created: now_secs(),
-        model: res.model.clone(),
-        choices: vec![openai::Choice {
-            index: 0,
-            message: openai::ChatMessage {
-                role: "assistant".to_owned(),
-                content: if text.is_empty() && !calls.is_empty() {
-                    Maybe::Null
-                } else {
-                    Maybe::Present(openai::Content::Text(text))
-                },
-                tool_calls: if calls.is_empty() {
-                    Maybe::Absent
-                } else {
-                    Maybe::Present(calls)
-                },
-                ..Default::default()
-            },
-            finish_reason: Maybe::Present(
-                finish_reason_to_openai(res.stop_reason.get().map_or("end_turn", String::as_str))
-                    .to_owned(),
-            ),
-            extra: Map::new(),
-        }],
-        usage: Maybe::Present(openai::Usage::new(input, output)),
-        extra: Map::new(),
-    }
+    neutral::Answer::from_anthropic(res).to_openai()
 }
 
-/// An OpenAI chat completion (its first choice) as an Anthropic answer.
+/// An OpenAI chat completion (its first choice) as an Anthropic answer,
+/// through the neutral model ([`neutral::Answer`]).
 ///
 /// # Errors
 ///
@@ -218,37 +125,7 @@ pub fn anthropic_response_to_openai(res: &anthropic::MessagesResponse) -> openai
 pub fn openai_response_to_anthropic(
     res: &openai::ChatCompletion,
 ) -> Result<anthropic::MessagesResponse, TranslateError> {
-    let choice = res
-        .choices
-        .first()
-        .ok_or_else(|| TranslateError::new("the completion has no choice"))?;
-    let mut content = Vec::new();
-    let text = content_text(&choice.message.content);
-    if !text.is_empty() {
-        content.push(text_block(text));
-    }
-    for tc in choice.message.tool_calls.get().into_iter().flatten() {
-        content.push(call_to_tool_use(tc)?);
-    }
-    let usage = res.usage.get();
-    Ok(anthropic::MessagesResponse {
-        id: res.id.clone(),
-        kind: "message".to_owned(),
-        role: "assistant".to_owned(),
-        model: res.model.clone(),
-        content,
-        stop_reason: Maybe::Present(
-            finish_reason_to_anthropic(choice.finish_reason.get().map_or("stop", String::as_str))
-                .to_owned(),
-        ),
-        stop_sequence: Maybe::Null,
-        usage: anthropic::Usage {
-            input_tokens: Maybe::Present(usage.map_or(0, |u| u.prompt_tokens)),
-            output_tokens: Maybe::Present(usage.map_or(0, |u| u.completion_tokens)),
-            extra: Map::new(),
-        },
-        extra: Map::new(),
-    })
+    Ok(neutral::Answer::from_openai(res)?.to_anthropic())
 }
 
 /// Turns an Anthropic stream into OpenAI stream items, event by event.
