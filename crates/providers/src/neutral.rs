@@ -1,8 +1,10 @@
-//! The neutral model requests and answers are translated through: each API
-//! reads its own request into a [`Request`] (its answer into an [`Answer`])
-//! and writes one out, so N APIs need 2N translators, not N × (N − 1).
-//! (Streams are still translated pairwise in [`crate::translate`]; they
-//! move here next.)
+//! The neutral model requests, answers and streams are translated through:
+//! each API reads its own request into a [`Request`], its answer into an
+//! [`Answer`], its stream into [`Delta`]s ([`FromOpenAiStream`],
+//! [`FromAnthropicStream`]), and writes each out again ([`ToOpenAiStream`],
+//! [`ToAnthropicStream`]) — so N APIs need 2N translators of each kind, not
+//! N × (N − 1). The pairwise functions and stream types of
+//! [`crate::translate`] are these compositions.
 //!
 //! What a request carries that the neutral model has no place for is not
 //! dropped silently: it is named in [`Request::untranslated`], which the
@@ -992,6 +994,399 @@ impl Answer {
     }
 }
 
+/// One step of a streamed answer, in no API's shape. A stream reads as
+/// `Start`, then text, tool calls and their arguments in any order, then
+/// `Finish` and `Usage` (either first), then `End`.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Delta {
+    /// The answer begins; the prompt's token count when the API gives it
+    /// first (Anthropic).
+    Start {
+        /// The answer's id.
+        id: String,
+        /// The model answering.
+        model: String,
+        /// Prompt tokens, when known at the start.
+        input_tokens: Option<u64>,
+    },
+    /// More text.
+    Text(String),
+    /// A tool call begins: the `call`-th of the answer.
+    ToolCall {
+        /// Its place among the answer's tool calls, from 0.
+        call: u32,
+        /// The call's id.
+        id: Maybe<String>,
+        /// The tool's name.
+        name: Maybe<String>,
+    },
+    /// More of the `call`-th tool call's arguments (JSON text, in pieces).
+    ToolArgs {
+        /// Which call.
+        call: u32,
+        /// The next piece.
+        json: String,
+    },
+    /// Why the model stopped.
+    Finish(Finish),
+    /// The token counts (the final ones, or cumulative so far).
+    Usage(Usage),
+    /// The answer is complete.
+    End,
+}
+
+/// Reads an Anthropic stream as [`Delta`]s, event by event.
+#[derive(Debug, Default)]
+pub struct FromAnthropicStream {
+    /// Input tokens from `message_start`, for the final usage.
+    input: Option<u64>,
+    /// Anthropic block index → tool call number.
+    calls: std::collections::BTreeMap<u32, u32>,
+}
+
+impl FromAnthropicStream {
+    /// The deltas of one event (often none or one).
+    pub fn push(&mut self, ev: anthropic::StreamEvent) -> Vec<Delta> {
+        use anthropic::StreamEvent as E;
+        match ev {
+            E::MessageStart(m) => {
+                let usage = Usage::from_anthropic(&m.usage);
+                self.input = m.usage.input_tokens.get().map(|_| usage.input);
+                vec![Delta::Start {
+                    id: m.id,
+                    model: m.model,
+                    input_tokens: self.input,
+                }]
+            }
+            E::ContentBlockStart { index, block } if block.kind == "tool_use" => {
+                let call = u32::try_from(self.calls.len()).unwrap_or(u32::MAX);
+                self.calls.insert(index, call);
+                vec![Delta::ToolCall {
+                    call,
+                    id: block.id,
+                    name: block.name,
+                }]
+            }
+            E::ContentBlockDelta { index, delta } => {
+                if let Maybe::Present(text) = delta.text {
+                    return vec![Delta::Text(text)];
+                }
+                match (delta.partial_json, self.calls.get(&index)) {
+                    (Maybe::Present(json), Some(&call)) => vec![Delta::ToolArgs { call, json }],
+                    _ => Vec::new(),
+                }
+            }
+            E::MessageDelta { delta, usage } => {
+                let finish = Finish::from_anthropic(
+                    delta.stop_reason.get().map_or("end_turn", String::as_str),
+                );
+                let mut u = Usage::from_anthropic(&usage);
+                if usage.input_tokens.get().is_none() {
+                    u.input = self.input.unwrap_or(0);
+                }
+                vec![Delta::Finish(finish), Delta::Usage(u)]
+            }
+            E::MessageStop => vec![Delta::End],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Reads an OpenAI stream (its first choice) as [`Delta`]s, item by item.
+#[derive(Debug, Default)]
+pub struct FromOpenAiStream {
+    started: bool,
+    /// Tool calls begun so far.
+    calls: u32,
+}
+
+impl FromOpenAiStream {
+    /// The deltas of one item.
+    pub fn push(&mut self, item: crate::OpenAiItem) -> Vec<Delta> {
+        let chunk = match item {
+            crate::OpenAiItem::Done => return vec![Delta::End],
+            crate::OpenAiItem::Chunk(c) => c,
+        };
+        let mut out = Vec::new();
+        if !self.started {
+            self.started = true;
+            out.push(Delta::Start {
+                id: chunk.id.clone(),
+                model: chunk.model.clone(),
+                input_tokens: None,
+            });
+        }
+        if let Maybe::Present(u) = &chunk.usage {
+            out.push(Delta::Usage(Usage::from_openai(u)));
+        }
+        let Some(choice) = chunk.choices.into_iter().find(|c| c.index == 0) else {
+            return out;
+        };
+        if let Maybe::Present(text) = choice.delta.content
+            && !text.is_empty()
+        {
+            out.push(Delta::Text(text));
+        }
+        for tc in choice.delta.tool_calls.into_option().unwrap_or_default() {
+            let f = tc.function.into_option().unwrap_or_default();
+            let call = match tc.index {
+                Maybe::Present(i) => i,
+                _ => self.calls.saturating_sub(1),
+            };
+            if matches!(tc.id, Maybe::Present(_)) {
+                self.calls = self.calls.max(call + 1);
+                out.push(Delta::ToolCall {
+                    call,
+                    id: tc.id,
+                    name: f.name.clone(),
+                });
+            }
+            if let Maybe::Present(json) = f.arguments
+                && !json.is_empty()
+            {
+                out.push(Delta::ToolArgs { call, json });
+            }
+        }
+        if let Maybe::Present(f) = choice.finish_reason {
+            out.push(Delta::Finish(Finish::from_openai(&f)));
+        }
+        out
+    }
+}
+
+/// Writes [`Delta`]s as an OpenAI stream.
+#[derive(Debug, Default)]
+pub struct ToOpenAiStream {
+    id: String,
+    model: String,
+    created: u64,
+    include_usage: bool,
+}
+
+impl ToOpenAiStream {
+    /// A writer; `include_usage` adds OpenAI's usage chunk (as the
+    /// client's `stream_options.include_usage` asked).
+    pub fn new(include_usage: bool) -> Self {
+        Self {
+            include_usage,
+            ..Self::default()
+        }
+    }
+
+    fn chunk(&self, delta: openai::Delta, finish: Option<&str>) -> crate::OpenAiItem {
+        crate::OpenAiItem::Chunk(openai::ChatChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".to_owned(),
+            created: self.created,
+            model: self.model.clone(),
+            choices: vec![openai::ChunkChoice {
+                index: 0,
+                delta,
+                finish_reason: finish.map_or(Maybe::Null, |f| Maybe::Present(f.to_owned())),
+                extra: Map::new(),
+            }],
+            usage: Maybe::Absent,
+            extra: Map::new(),
+        })
+    }
+
+    fn call(
+        &self,
+        call: u32,
+        id: Maybe<String>,
+        name: Maybe<String>,
+        args: String,
+    ) -> crate::OpenAiItem {
+        let kind = if matches!(id, Maybe::Present(_)) {
+            Maybe::Present("function".to_owned())
+        } else {
+            Maybe::Absent
+        };
+        self.chunk(
+            openai::Delta {
+                tool_calls: Maybe::Present(vec![openai::ToolCall {
+                    index: Maybe::Present(call),
+                    id,
+                    kind,
+                    function: Maybe::Present(openai::FunctionCall {
+                        name,
+                        arguments: Maybe::Present(args),
+                        extra: Map::new(),
+                    }),
+                    extra: Map::new(),
+                }]),
+                ..Default::default()
+            },
+            None,
+        )
+    }
+
+    /// The OpenAI items for one delta.
+    pub fn push(&mut self, delta: Delta) -> Vec<crate::OpenAiItem> {
+        match delta {
+            Delta::Start { id, model, .. } => {
+                self.id = id;
+                self.model = model;
+                self.created = crate::translate::now_secs();
+                let role = openai::Delta {
+                    role: Maybe::Present("assistant".to_owned()),
+                    content: Maybe::Present(String::new()),
+                    ..Default::default()
+                };
+                vec![self.chunk(role, None)]
+            }
+            Delta::Text(text) => vec![self.chunk(
+                openai::Delta {
+                    content: Maybe::Present(text),
+                    ..Default::default()
+                },
+                None,
+            )],
+            Delta::ToolCall { call, id, name } => vec![self.call(call, id, name, String::new())],
+            Delta::ToolArgs { call, json } => {
+                vec![self.call(call, Maybe::Absent, Maybe::Absent, json)]
+            }
+            Delta::Finish(f) => vec![self.chunk(openai::Delta::default(), Some(f.to_openai()))],
+            Delta::Usage(u) if self.include_usage => {
+                vec![crate::OpenAiItem::Chunk(openai::ChatChunk {
+                    id: self.id.clone(),
+                    object: "chat.completion.chunk".to_owned(),
+                    created: self.created,
+                    model: self.model.clone(),
+                    choices: Vec::new(),
+                    usage: Maybe::Present(u.to_openai()),
+                    extra: Map::new(),
+                })]
+            }
+            Delta::Usage(_) => Vec::new(),
+            Delta::End => vec![crate::OpenAiItem::Done],
+        }
+    }
+}
+
+/// Writes [`Delta`]s as an Anthropic stream.
+#[derive(Debug, Default)]
+pub struct ToAnthropicStream {
+    /// The open content block: its index and the tool call it holds
+    /// (`None`: text).
+    open: Option<(u32, Option<u32>)>,
+    next_index: u32,
+    finish: Option<Finish>,
+    usage: Option<Usage>,
+}
+
+impl ToAnthropicStream {
+    fn close(&mut self, out: &mut Vec<anthropic::StreamEvent>) {
+        if let Some((index, _)) = self.open.take() {
+            out.push(anthropic::StreamEvent::ContentBlockStop { index });
+        }
+    }
+
+    fn open(
+        &mut self,
+        block: anthropic::ContentBlock,
+        call: Option<u32>,
+        out: &mut Vec<anthropic::StreamEvent>,
+    ) -> u32 {
+        self.close(out);
+        let index = self.next_index;
+        self.next_index += 1;
+        self.open = Some((index, call));
+        out.push(anthropic::StreamEvent::ContentBlockStart { index, block });
+        index
+    }
+
+    /// The Anthropic events for one delta.
+    pub fn push(&mut self, delta: Delta) -> Vec<anthropic::StreamEvent> {
+        use anthropic::StreamEvent as E;
+        let mut out = Vec::new();
+        match delta {
+            Delta::Start {
+                id,
+                model,
+                input_tokens,
+            } => out.push(E::MessageStart(anthropic::MessagesResponse {
+                id,
+                kind: "message".to_owned(),
+                role: "assistant".to_owned(),
+                model,
+                content: Vec::new(),
+                stop_reason: Maybe::Null,
+                stop_sequence: Maybe::Null,
+                usage: anthropic::Usage {
+                    input_tokens: Maybe::Present(input_tokens.unwrap_or(0)),
+                    output_tokens: Maybe::Present(0),
+                    extra: Map::new(),
+                },
+                extra: Map::new(),
+            })),
+            Delta::Text(text) => {
+                let index = match self.open {
+                    Some((i, None)) => i,
+                    _ => self.open(crate::translate::text_block(String::new()), None, &mut out),
+                };
+                out.push(E::ContentBlockDelta {
+                    index,
+                    delta: anthropic::BlockDelta {
+                        kind: "text_delta".to_owned(),
+                        text: Maybe::Present(text),
+                        ..Default::default()
+                    },
+                });
+            }
+            Delta::ToolCall { call, id, name } => {
+                let block = anthropic::ContentBlock {
+                    kind: "tool_use".to_owned(),
+                    id,
+                    name,
+                    input: Maybe::Present(json!({})),
+                    ..Default::default()
+                };
+                self.open(block, Some(call), &mut out);
+            }
+            Delta::ToolArgs { call, json } => {
+                if let Some((index, Some(open))) = self.open
+                    && open == call
+                {
+                    out.push(E::ContentBlockDelta {
+                        index,
+                        delta: anthropic::BlockDelta {
+                            kind: "input_json_delta".to_owned(),
+                            partial_json: Maybe::Present(json),
+                            ..Default::default()
+                        },
+                    });
+                }
+            }
+            Delta::Finish(f) => self.finish = Some(f),
+            Delta::Usage(u) => self.usage = Some(u),
+            Delta::End => {
+                self.close(&mut out);
+                let usage = self.usage.take();
+                let stop = self.finish.unwrap_or_default().to_anthropic();
+                out.push(E::MessageDelta {
+                    delta: anthropic::MessageDeltaBody {
+                        stop_reason: Maybe::Present(stop.to_owned()),
+                        stop_sequence: Maybe::Null,
+                        extra: Map::new(),
+                    },
+                    usage: match usage {
+                        Some(u) => u.to_anthropic(),
+                        None => anthropic::Usage {
+                            input_tokens: Maybe::Absent,
+                            output_tokens: Maybe::Present(0),
+                            extra: Map::new(),
+                        },
+                    },
+                });
+                out.push(E::MessageStop);
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -1121,5 +1516,80 @@ mod tests {
             back.stop_reason.get().map(String::as_str),
             Some("max_tokens")
         );
+    }
+
+    /// A streamed OpenAI answer with text and a tool call whose arguments
+    /// come in pieces crosses to Anthropic events and back through the
+    /// neutral deltas, and both sides rebuild the same answer.
+    #[test]
+    fn a_stream_with_streamed_tool_arguments_crosses_both_ways() {
+        use crate::OpenAiItem;
+        use crate::translate::{AnthropicToOpenAiStream, OpenAiToAnthropicStream};
+        let chunk = |v: Value| OpenAiItem::Chunk(serde_json::from_value(v).unwrap());
+        let items = vec![
+            chunk(
+                json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt",
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": "let me look"}, "finish_reason": null}]}),
+            ),
+            chunk(
+                json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt",
+                "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                    "function": {"name": "look", "arguments": ""}}]}, "finish_reason": null}]}),
+            ),
+            chunk(
+                json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt",
+                "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"q\":"}}]}, "finish_reason": null}]}),
+            ),
+            chunk(
+                json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt",
+                "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}, "finish_reason": null}]}),
+            ),
+            chunk(
+                json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt",
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+            ),
+            chunk(
+                json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt",
+                "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11}}),
+            ),
+            OpenAiItem::Done,
+        ];
+        let mut to_anthropic = OpenAiToAnthropicStream::new();
+        let events: Vec<anthropic::StreamEvent> = items
+            .into_iter()
+            .flat_map(|i| to_anthropic.push(i))
+            .collect();
+        let mut agg = crate::AnthropicAggregator::new();
+        for e in events.clone() {
+            agg.push(e);
+        }
+        let msg = agg.finish().unwrap();
+        assert_eq!(msg.stop_reason.get().map(String::as_str), Some("tool_use"));
+        assert_eq!(msg.usage.output_tokens.get(), Some(&4));
+        let kinds: Vec<&str> = msg.content.iter().map(|b| b.kind.as_str()).collect();
+        assert_eq!(kinds, ["text", "tool_use"]);
+        assert_eq!(msg.content[1].input.get(), Some(&json!({"q": 1})));
+
+        let mut to_openai = AnthropicToOpenAiStream::new(true);
+        let mut agg = crate::OpenAiAggregator::new();
+        for e in events {
+            for item in to_openai.push(e) {
+                agg.push(item);
+            }
+        }
+        let done = agg.finish().unwrap();
+        let m = &done.choices[0].message;
+        assert_eq!(
+            m.content.get().map(openai::Content::text).as_deref(),
+            Some("let me look")
+        );
+        let call = &m.tool_calls.get().unwrap()[0];
+        let f = call.function.get().unwrap();
+        assert_eq!(f.arguments.get().map(String::as_str), Some("{\"q\":1}"));
+        assert_eq!(
+            done.choices[0].finish_reason.get().map(String::as_str),
+            Some("tool_calls")
+        );
+        assert_eq!(done.usage.get().map(|u| u.prompt_tokens), Some(7));
     }
 }

@@ -15,9 +15,9 @@
 //! gateway reports it in `x-palisade-untranslated`): e.g. OpenAI's
 //! `response_format`, `seed`, `logprobs`, `n`; Anthropic's `thinking`,
 //! `top_k`, `metadata`, document blocks. Whole answers go through
-//! [`crate::neutral::Answer`] (only choice 0 of an OpenAI answer is kept;
-//! Anthropic's thinking blocks have no place in a chat completion). Streams
-//! are still translated pairwise here, and move to the neutral model next.
+//! [`crate::neutral::Answer`] and streams through [`crate::neutral::Delta`]
+//! (only choice 0 of an OpenAI answer is kept; Anthropic's thinking blocks
+//! have no place in a chat completion).
 //!
 //! Decisions:
 //! - An OpenAI request without an output budget gets
@@ -28,11 +28,9 @@
 //! - Toward OpenAI a stream asks for `stream_options.include_usage`, so the
 //!   Anthropic side can report usage.
 
-use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use serde_json::{Map, json};
 
 use crate::anthropic::{self, StreamEvent};
 use crate::maybe::Maybe;
@@ -128,16 +126,12 @@ pub fn openai_response_to_anthropic(
     Ok(neutral::Answer::from_openai(res)?.to_anthropic())
 }
 
-/// Turns an Anthropic stream into OpenAI stream items, event by event.
+/// Turns an Anthropic stream into OpenAI stream items, event by event,
+/// through the neutral stream model ([`neutral::Delta`]).
 #[derive(Debug, Default)]
 pub struct AnthropicToOpenAiStream {
-    id: String,
-    model: String,
-    created: u64,
-    include_usage: bool,
-    input_tokens: u64,
-    /// Anthropic block index → OpenAI tool call index.
-    tools: BTreeMap<u32, u32>,
+    read: neutral::FromAnthropicStream,
+    write: neutral::ToOpenAiStream,
 }
 
 impl AnthropicToOpenAiStream {
@@ -145,136 +139,27 @@ impl AnthropicToOpenAiStream {
     /// (as the client's `stream_options.include_usage` asked).
     pub fn new(include_usage: bool) -> Self {
         Self {
-            include_usage,
-            ..Self::default()
+            read: neutral::FromAnthropicStream::default(),
+            write: neutral::ToOpenAiStream::new(include_usage),
         }
-    }
-
-    fn chunk(&self, delta: openai::Delta, finish: Option<String>) -> OpenAiItem {
-        OpenAiItem::Chunk(openai::ChatChunk {
-            id: self.id.clone(),
-            object: "chat.completion.chunk".to_owned(),
-            created: self.created,
-            model: self.model.clone(),
-            choices: vec![openai::ChunkChoice {
-                index: 0,
-                delta,
-                finish_reason: finish.map_or(Maybe::Null, Maybe::Present),
-                extra: Map::new(),
-            }],
-            usage: Maybe::Absent,
-            extra: Map::new(),
-        })
     }
 
     /// The OpenAI items for one Anthropic event (often none or one).
     pub fn push(&mut self, ev: StreamEvent) -> Vec<OpenAiItem> {
-        match ev {
-            StreamEvent::MessageStart(m) => {
-                self.id = m.id;
-                self.model = m.model;
-                self.created = now_secs();
-                self.input_tokens = m.usage.input_tokens.get().copied().unwrap_or(0);
-                vec![self.chunk(
-                    openai::Delta {
-                        role: Maybe::Present("assistant".to_owned()),
-                        content: Maybe::Present(String::new()),
-                        ..Default::default()
-                    },
-                    None,
-                )]
-            }
-            StreamEvent::ContentBlockStart { index, block } if block.kind == "tool_use" => {
-                let n = u32::try_from(self.tools.len()).unwrap_or(u32::MAX);
-                self.tools.insert(index, n);
-                vec![self.chunk(
-                    openai::Delta {
-                        tool_calls: Maybe::Present(vec![openai::ToolCall {
-                            index: Maybe::Present(n),
-                            id: block.id,
-                            kind: Maybe::Present("function".to_owned()),
-                            function: Maybe::Present(openai::FunctionCall {
-                                name: block.name,
-                                arguments: Maybe::Present(String::new()),
-                                extra: Map::new(),
-                            }),
-                            extra: Map::new(),
-                        }]),
-                        ..Default::default()
-                    },
-                    None,
-                )]
-            }
-            StreamEvent::ContentBlockDelta { index, delta } => {
-                if let Maybe::Present(text) = delta.text {
-                    return vec![self.chunk(
-                        openai::Delta {
-                            content: Maybe::Present(text),
-                            ..Default::default()
-                        },
-                        None,
-                    )];
-                }
-                if let (Maybe::Present(json), Some(n)) =
-                    (delta.partial_json, self.tools.get(&index).copied())
-                {
-                    return vec![self.chunk(
-                        openai::Delta {
-                            tool_calls: Maybe::Present(vec![openai::ToolCall {
-                                index: Maybe::Present(n),
-                                function: Maybe::Present(openai::FunctionCall {
-                                    arguments: Maybe::Present(json),
-                                    ..Default::default()
-                                }),
-                                ..Default::default()
-                            }]),
-                            ..Default::default()
-                        },
-                        None,
-                    )];
-                }
-                Vec::new()
-            }
-            StreamEvent::MessageDelta { delta, usage } => {
-                let reason = finish_reason_to_openai(
-                    delta.stop_reason.get().map_or("end_turn", String::as_str),
-                );
-                let mut out = vec![self.chunk(openai::Delta::default(), Some(reason.to_owned()))];
-                if self.include_usage {
-                    let input = usage
-                        .input_tokens
-                        .get()
-                        .copied()
-                        .unwrap_or(self.input_tokens);
-                    let output = usage.output_tokens.get().copied().unwrap_or(0);
-                    out.push(OpenAiItem::Chunk(openai::ChatChunk {
-                        id: self.id.clone(),
-                        object: "chat.completion.chunk".to_owned(),
-                        created: self.created,
-                        model: self.model.clone(),
-                        choices: Vec::new(),
-                        usage: Maybe::Present(openai::Usage::new(input, output)),
-                        extra: Map::new(),
-                    }));
-                }
-                out
-            }
-            StreamEvent::MessageStop => vec![OpenAiItem::Done],
-            _ => Vec::new(),
+        let mut out = Vec::new();
+        for d in self.read.push(ev) {
+            out.extend(self.write.push(d));
         }
+        out
     }
 }
 
 /// Turns an OpenAI stream (its first choice) into Anthropic events, item by
-/// item.
+/// item, through the neutral stream model ([`neutral::Delta`]).
 #[derive(Debug, Default)]
 pub struct OpenAiToAnthropicStream {
-    started: bool,
-    /// The open content block: its index and whether it is text.
-    open: Option<(u32, bool)>,
-    next_index: u32,
-    finish: Option<String>,
-    usage: Option<openai::Usage>,
+    read: neutral::FromOpenAiStream,
+    write: neutral::ToAnthropicStream,
 }
 
 impl OpenAiToAnthropicStream {
@@ -283,118 +168,11 @@ impl OpenAiToAnthropicStream {
         Self::default()
     }
 
-    fn close(&mut self, out: &mut Vec<StreamEvent>) {
-        if let Some((index, _)) = self.open.take() {
-            out.push(StreamEvent::ContentBlockStop { index });
-        }
-    }
-
-    fn open(
-        &mut self,
-        block: anthropic::ContentBlock,
-        is_text: bool,
-        out: &mut Vec<StreamEvent>,
-    ) -> u32 {
-        self.close(out);
-        let index = self.next_index;
-        self.next_index += 1;
-        self.open = Some((index, is_text));
-        out.push(StreamEvent::ContentBlockStart { index, block });
-        index
-    }
-
     /// The Anthropic events for one OpenAI item.
     pub fn push(&mut self, item: OpenAiItem) -> Vec<StreamEvent> {
         let mut out = Vec::new();
-        let chunk = match item {
-            OpenAiItem::Done => {
-                self.close(&mut out);
-                let usage = self.usage.take();
-                let stop = finish_reason_to_anthropic(self.finish.as_deref().unwrap_or("stop"));
-                out.push(StreamEvent::MessageDelta {
-                    delta: anthropic::MessageDeltaBody {
-                        stop_reason: Maybe::Present(stop.to_owned()),
-                        stop_sequence: Maybe::Null,
-                        extra: Map::new(),
-                    },
-                    usage: anthropic::Usage {
-                        input_tokens: usage.as_ref().map(|u| u.prompt_tokens).into(),
-                        output_tokens: Maybe::Present(usage.map_or(0, |u| u.completion_tokens)),
-                        extra: Map::new(),
-                    },
-                });
-                out.push(StreamEvent::MessageStop);
-                return out;
-            }
-            OpenAiItem::Chunk(c) => c,
-        };
-        if !self.started {
-            self.started = true;
-            out.push(StreamEvent::MessageStart(anthropic::MessagesResponse {
-                id: chunk.id.clone(),
-                kind: "message".to_owned(),
-                role: "assistant".to_owned(),
-                model: chunk.model.clone(),
-                content: Vec::new(),
-                stop_reason: Maybe::Null,
-                stop_sequence: Maybe::Null,
-                usage: anthropic::Usage {
-                    input_tokens: Maybe::Present(0),
-                    output_tokens: Maybe::Present(0),
-                    extra: Map::new(),
-                },
-                extra: Map::new(),
-            }));
-        }
-        if let Maybe::Present(u) = chunk.usage {
-            self.usage = Some(u);
-        }
-        let Some(choice) = chunk.choices.into_iter().find(|c| c.index == 0) else {
-            return out;
-        };
-        if let Maybe::Present(text) = choice.delta.content
-            && !text.is_empty()
-        {
-            let index = match self.open {
-                Some((i, true)) => i,
-                _ => self.open(text_block(String::new()), true, &mut out),
-            };
-            out.push(StreamEvent::ContentBlockDelta {
-                index,
-                delta: anthropic::BlockDelta {
-                    kind: "text_delta".to_owned(),
-                    text: Maybe::Present(text),
-                    ..Default::default()
-                },
-            });
-        }
-        for tc in choice.delta.tool_calls.into_option().unwrap_or_default() {
-            let f = tc.function.into_option().unwrap_or_default();
-            if let Maybe::Present(id) = tc.id {
-                let block = anthropic::ContentBlock {
-                    kind: "tool_use".to_owned(),
-                    id: Maybe::Present(id),
-                    name: f.name.clone(),
-                    input: Maybe::Present(json!({})),
-                    ..Default::default()
-                };
-                self.open(block, false, &mut out);
-            }
-            if let (Maybe::Present(args), Some((index, false))) = (f.arguments, self.open)
-                && !args.is_empty()
-            {
-                out.push(StreamEvent::ContentBlockDelta {
-                    index,
-                    delta: anthropic::BlockDelta {
-                        kind: "input_json_delta".to_owned(),
-                        partial_json: Maybe::Present(args),
-                        ..Default::default()
-                    },
-                });
-            }
-        }
-        if let Maybe::Present(f) = choice.finish_reason {
-            self.finish = Some(f);
+        for d in self.read.push(item) {
+            out.extend(self.write.push(d));
         }
         out
     }
