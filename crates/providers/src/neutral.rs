@@ -1039,8 +1039,9 @@ pub enum Delta {
 /// Reads an Anthropic stream as [`Delta`]s, event by event.
 #[derive(Debug, Default)]
 pub struct FromAnthropicStream {
-    /// Input tokens from `message_start`, for the final usage.
-    input: Option<u64>,
+    /// The usage of `message_start` (prompt and cache tokens), for the
+    /// final usage.
+    start: Option<Usage>,
     /// Anthropic block index → tool call number.
     calls: std::collections::BTreeMap<u32, u32>,
 }
@@ -1051,12 +1052,15 @@ impl FromAnthropicStream {
         use anthropic::StreamEvent as E;
         match ev {
             E::MessageStart(m) => {
-                let usage = Usage::from_anthropic(&m.usage);
-                self.input = m.usage.input_tokens.get().map(|_| usage.input);
+                self.start = m
+                    .usage
+                    .input_tokens
+                    .get()
+                    .map(|_| Usage::from_anthropic(&m.usage));
                 vec![Delta::Start {
                     id: m.id,
                     model: m.model,
-                    input_tokens: self.input,
+                    input_tokens: self.start.map(|u| u.input),
                 }]
             }
             E::ContentBlockStart { index, block } if block.kind == "tool_use" => {
@@ -1082,8 +1086,13 @@ impl FromAnthropicStream {
                     delta.stop_reason.get().map_or("end_turn", String::as_str),
                 );
                 let mut u = Usage::from_anthropic(&usage);
-                if usage.input_tokens.get().is_none() {
-                    u.input = self.input.unwrap_or(0);
+                // `message_delta` usually counts only the output; the
+                // prompt (and its cache tokens) came with `message_start`.
+                if usage.input_tokens.get().is_none()
+                    && let Some(start) = self.start
+                {
+                    u.input = start.input;
+                    u.cached_input = start.cached_input;
                 }
                 vec![Delta::Finish(finish), Delta::Usage(u)]
             }
@@ -1591,5 +1600,38 @@ mod tests {
             Some("tool_calls")
         );
         assert_eq!(done.usage.get().map(|u| u.prompt_tokens), Some(7));
+    }
+
+    /// A stream's prompt and cache tokens, given at `message_start`, reach
+    /// OpenAI's usage chunk at the end.
+    #[test]
+    fn a_streams_cached_tokens_reach_the_usage_chunk() {
+        use crate::translate::AnthropicToOpenAiStream;
+        let ev = |v: Value| anthropic::StreamEvent::from_data(v.to_string().as_bytes()).unwrap();
+        let mut t = AnthropicToOpenAiStream::new(true);
+        let mut items = Vec::new();
+        for e in [
+            ev(
+                json!({"type": "message_start", "message": {"id": "m", "type": "message", "role": "assistant",
+                "model": "claude", "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 10, "output_tokens": 1, "cache_read_input_tokens": 100}}}),
+            ),
+            ev(
+                json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                "usage": {"output_tokens": 3}}),
+            ),
+            ev(json!({"type": "message_stop"})),
+        ] {
+            items.extend(t.push(e));
+        }
+        let usage = items
+            .iter()
+            .find_map(|i| match i {
+                crate::OpenAiItem::Chunk(c) => c.usage.get().cloned(),
+                crate::OpenAiItem::Done => None,
+            })
+            .unwrap();
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (110, 3));
+        assert_eq!(usage.extra["prompt_tokens_details"]["cached_tokens"], 100);
     }
 }
