@@ -13,6 +13,12 @@
 //! (URL or base64), tool calls and tool results, tool definitions, tool
 //! choice, `parallel_tool_calls` / `disable_parallel_tool_use`, the output
 //! budget, temperature, `top_p`, stop sequences and streaming.
+//!
+//! Decision: OpenAI's `reasoning_effort` and Anthropic's `thinking` are
+//! reported as untranslated, not mapped onto each other. An effort level
+//! has no token count, and Anthropic refuses a thinking budget that is not
+//! below `max_tokens` (or comes with a temperature other than 1): a guessed
+//! budget would turn requests the caller's provider serves into 400s.
 
 use serde_json::{Map, Number, Value, json};
 
