@@ -166,7 +166,7 @@ where
                             .headers()
                             .get(http::header::CONTENT_TYPE)
                             .and_then(|v| v.to_str().ok())
-                            .is_some_and(|v| v.starts_with("text/event-stream"));
+                            .is_some_and(palisade_sse::is_event_stream);
                         // The response's one event scan, shared with the
                         // layers inside that count events too (an SSE-aware
                         // idle timeout).

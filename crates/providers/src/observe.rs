@@ -138,7 +138,7 @@ impl ResponseObserver {
     /// An observer for a body of this `content-type` (`text/event-stream`:
     /// a stream; anything else: JSON).
     pub fn new(content_type: Option<&str>) -> Self {
-        let sse = content_type.is_some_and(|c| c.trim_start().starts_with("text/event-stream"));
+        let sse = content_type.is_some_and(palisade_sse::is_event_stream);
         Self {
             mode: if sse {
                 Mode::Sse(Box::new(Decoder::new().max_event_bytes(MAX_EVENT_BYTES)))

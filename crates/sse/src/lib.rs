@@ -47,3 +47,21 @@ pub use event::Event;
 pub use scanner::{EventScanner, Scanned};
 pub use shared::{ScanView, SharedScan};
 pub use stream::EventStream;
+
+/// Whether a `Content-Type` value names an event stream
+/// (`text/event-stream`, any parameters, any case): the one test every
+/// layer that treats streams apart uses.
+///
+/// ```
+/// assert!(palisade_sse::is_event_stream("text/event-stream; charset=utf-8"));
+/// assert!(palisade_sse::is_event_stream(" Text/Event-Stream"));
+/// assert!(!palisade_sse::is_event_stream("application/json"));
+/// ```
+pub fn is_event_stream(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .eq_ignore_ascii_case("text/event-stream")
+}

@@ -62,7 +62,7 @@ where
                     .headers()
                     .get(http::header::CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok())
-                    .is_some_and(|v| v.starts_with("text/event-stream"));
+                    .is_some_and(palisade_sse::is_event_stream);
                 let sse = (config.sse_aware && config.idle.is_some() && stream)
                     .then(|| SharedScan::view(res.extensions_mut()));
                 return Poll::Ready(Ok(res.map(|b| TimeoutBody::new(b, config, total_at, sse))));

@@ -99,7 +99,7 @@ where
                         .headers()
                         .get(CONTENT_TYPE)
                         .and_then(|v| v.to_str().ok());
-                    let stream = ct.is_some_and(|c| c.starts_with("text/event-stream"));
+                    let stream = ct.is_some_and(palisade_sse::is_event_stream);
                     let span = call.span.clone();
                     (
                         Observing {
