@@ -28,8 +28,8 @@
 //! Decisions, documented where a user meets them (`--help`, README):
 //! - Protocol: `http/protobuf` only; `OTEL_EXPORTER_OTLP_PROTOCOL` (or a
 //!   per-signal `_PROTOCOL`) set to anything else (`grpc`, `http/json`) is
-//!   a start-up error naming it; so is an `OTEL_*_EXPORTER` other than
-//!   `otlp` or `none`.
+//!   a start-up error naming it; so is an `OTEL_*_EXPORTER` list without
+//!   `otlp` (other than `none`); other exporters in a list are not built.
 //! - Endpoints over `http://` only for now: the exporter is built without
 //!   TLS (an `https://` endpoint is a start-up error); run a local
 //!   collector or agent in front of a TLS endpoint.
@@ -80,14 +80,23 @@ fn env(name: &str) -> Option<String> {
 /// with its value; `None` when the signal is off.
 fn endpoint(signal: &str) -> Result<Option<(String, String)>, String> {
     let exporter = format!("OTEL_{signal}_EXPORTER");
-    match env(&exporter) {
-        Some(v) if v.eq_ignore_ascii_case("none") => return Ok(None),
-        Some(v) if !v.eq_ignore_ascii_case("otlp") => {
+    if let Some(v) = env(&exporter) {
+        // A comma-separated list, as the specification allows: `none`
+        // alone turns the signal off; otherwise it must name `otlp` (other
+        // exporters in the list, e.g. `console`, are not built here).
+        let list: Vec<String> = v
+            .split(',')
+            .map(|x| x.trim().to_ascii_lowercase())
+            .filter(|x| !x.is_empty())
+            .collect();
+        if list == ["none"] {
+            return Ok(None);
+        }
+        if !list.iter().any(|x| x == "otlp") {
             return Err(format!(
                 "{exporter}=`{v}`: this gateway exports over OTLP only; set it to `otlp` or `none`, or unset it"
             ));
         }
-        _ => {}
     }
     let own = format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT");
     let found = env(&own).map(|e| (own.clone(), e)).or_else(|| {

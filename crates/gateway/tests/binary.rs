@@ -533,6 +533,64 @@ async fn metrics_are_exported_over_otlp_when_their_endpoint_is_set() {
     assert!(spans.is_empty(), "traces were not asked for: {spans:?}");
 }
 
+/// `OTEL_METRICS_EXPORTER=none` keeps the metrics home while the spans go
+/// out; an exporter list without `otlp` is refused at start, by name.
+#[tokio::test]
+async fn an_exporter_set_to_none_turns_its_signal_off() {
+    let (endpoint, mut received) = otlp_receiver().await;
+    let (mut child, addr) = spawn_with(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+            .env("OTEL_METRICS_EXPORTER", "none")
+            .env("OTEL_METRIC_EXPORT_INTERVAL", "50")
+            .env("OTEL_BSP_SCHEDULE_DELAY", "50"),
+    )
+    .await;
+    let req = http::Request::post(format!("http://{addr}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(chat("mock", "spans only", false))))
+        .unwrap();
+    let res = client().request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let mut names = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let (name, attrs) = received.recv().await.expect("the receiver runs");
+            let genai = attrs.iter().any(|(k, _)| k == "gen_ai.operation.name");
+            names.push(name);
+            if genai {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("a GenAI span arrives within 20 s");
+    // Shutting down flushes every exporter there is: still no metric.
+    terminate(&child);
+    assert_eq!(exit_code(&mut child).await, 0);
+    while let Ok((name, _)) = received.try_recv() {
+        names.push(name);
+    }
+    assert!(
+        !names.iter().any(|n| n.starts_with("metric:")),
+        "metrics were turned off: {names:?}"
+    );
+
+    let out = std::process::Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+        .env("OTEL_TRACES_EXPORTER", "zipkin")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("OTEL_TRACES_EXPORTER") && err.contains("zipkin"),
+        "{err}"
+    );
+}
+
 /// An OTLP protocol the gateway does not speak is refused at start, by name.
 #[tokio::test]
 async fn an_unsupported_otlp_protocol_is_a_start_error() {
