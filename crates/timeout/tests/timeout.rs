@@ -323,3 +323,64 @@ async fn no_deadline_is_a_pass_through() {
     let res = assert_ready!(fut.poll()).unwrap();
     assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
 }
+
+/// A body that hands out its chunks one `gap` apart.
+struct Slow {
+    chunks: std::collections::VecDeque<Bytes>,
+    gap: Duration,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Body for Slow {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if self.chunks.is_empty() {
+            return std::task::Poll::Ready(None);
+        }
+        std::task::ready!(self.sleep.as_mut().poll(cx));
+        let next = Instant::now() + self.gap;
+        self.sleep.as_mut().reset(next);
+        let chunk = self
+            .chunks
+            .pop_front()
+            .map(|c| Ok(http_body::Frame::data(c)));
+        std::task::Poll::Ready(chunk)
+    }
+}
+
+/// With `sse_aware`, only an event stream is held to events: a JSON answer
+/// arriving in frames spaced below `idle` progresses with every frame (it
+/// has no events to count), and completes.
+#[tokio::test(start_paused = true)]
+async fn sse_awareness_leaves_a_slow_json_answer_to_its_frames() {
+    let svc = TimeoutLayer::new()
+        .idle(secs(5))
+        .sse_aware(true)
+        .layer(tower::service_fn(|_: Request<Full<Bytes>>| async {
+            let body = Slow {
+                chunks: ["{\"id\":", "\"c1\",", "\"choices\":[]}"]
+                    .into_iter()
+                    .map(|s: &'static str| Bytes::from_static(s.as_bytes()))
+                    .collect(),
+                gap: secs(4),
+                sleep: Box::pin(tokio::time::sleep(secs(4))),
+            };
+            let mut res = Response::new(body);
+            res.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            Ok::<_, std::convert::Infallible>(res)
+        }));
+    let res = svc
+        .oneshot(chat("/v1/chat/completions", "hi"))
+        .await
+        .unwrap();
+    let (frames, err, _) = drain(Box::pin(res.into_body())).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(frames, 3);
+}
