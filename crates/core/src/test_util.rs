@@ -29,17 +29,19 @@ impl LogCapture {
     /// default for this thread until the guard drops.
     #[must_use = "the capture stops when the guard is dropped"]
     pub fn set_default(&self) -> tracing::subscriber::DefaultGuard {
+        // While one subscriber is live, tracing computes a callsite's
+        // interest from the registering thread's default alone: a callsite
+        // first reached by another test's thread (no subscriber there) would
+        // cache "never" for every thread. A second, silent subscriber kept
+        // for the life of the process makes tracing ask all of them.
+        static SECOND: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+        SECOND.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::TRACE)
             .with_writer(self.clone())
             .with_ansi(false)
             .finish();
-        let guard = tracing::subscriber::set_default(subscriber);
-        // A callsite first hit by a test thread with no subscriber, racing
-        // this registration, can cache "never" for every thread; recompute
-        // the interest with this subscriber registered.
-        tracing::callsite::rebuild_interest_cache();
-        guard
+        tracing::subscriber::set_default(subscriber)
     }
 
     /// Everything captured so far, as text.
