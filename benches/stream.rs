@@ -1,5 +1,6 @@
 //! Streamed throughput through the whole preset stack: a 64 MiB in-memory
-//! OpenAI stream (8 KiB frames, ~330-byte chunk events) answered by an
+//! OpenAI stream with `include_usage` (8 KiB frames, ~340-byte chunk events,
+//! each with `"usage":null` as OpenAI sends them) answered by an
 //! always-ready service, read to its end through every layer (trace with
 //! and without metrics, timeouts, retry, rate limits, breaker), beside the
 //! bare `palisade_sse` decoder over the same frames, in the same run. The
@@ -36,7 +37,7 @@ fn stream_frames() -> Arc<Vec<Bytes>> {
     let mut i = 0u64;
     while all.len() < TOTAL {
         let line = format!(
-            "data: {{\"id\":\"chatcmpl-9zXkQ2abcdEFGhijKLmnOPqr\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini-2024-07-18\",\"system_fingerprint\":\"fp_0ba0d124f1\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\" word{i}\"}},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n"
+            "data: {{\"id\":\"chatcmpl-9zXkQ2abcdEFGhijKLmnOPqr\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini-2024-07-18\",\"system_fingerprint\":\"fp_0ba0d124f1\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\" word{i}\"}},\"logprobs\":null,\"finish_reason\":null}}],\"usage\":null}}\n\n"
         );
         all.extend_from_slice(line.as_bytes());
         i += 1;
