@@ -16,9 +16,14 @@
 //! **Decoded once.** [`watch`] wraps a response's body through its one
 //! [`Observation`], kept in the response's extensions: the innermost layer
 //! that watches a response decodes it, every layer outside reads the same
-//! observation (`layers_share_one_decoding` tests it). Layers stay
+//! observation (`layers_share_one_decoding` tests it). When a layer inside
+//! that one already passes over the stream (an SSE-aware idle timeout or a
+//! breaker: [`palisade_sse::SharedScan`]), the observation takes that
+//! pass's decoded events ([`SharedScan::subscribe`]) instead of decoding
+//! the bytes itself, so the stream is gone over once in all
+//! (`the_events_of_a_scan_inside_are_read_not_decoded_again`). Layers stay
 //! independent — each works alone, and none names another; they share only
-//! this type.
+//! these types.
 //!
 //! **A stream is complete at its terminator** (OpenAI `data: [DONE]`,
 //! Anthropic `message_stop`), as the breaker also counts it: most callers
@@ -45,7 +50,7 @@ use http::header::CONTENT_TYPE;
 use http_body::{Body, Frame, SizeHint};
 use memchr::arch::all::packedpair::HeuristicFrequencyRank;
 use memchr::memmem::{Finder, FinderBuilder};
-use palisade_sse::{Decoder, Event};
+use palisade_sse::{Decoder, Drained, Event, SharedScan, Subscription};
 use pin_project_lite::pin_project;
 use serde_json::Value;
 
@@ -82,6 +87,8 @@ pub struct Summary {
 #[derive(Debug)]
 enum Mode {
     Sse(Box<Decoder>),
+    /// The events a layer inside decodes ([`SharedScan::subscribe`]).
+    Shared(Subscription),
     Json(Vec<u8>),
     /// Too large, or neither JSON nor SSE.
     Off,
@@ -211,6 +218,14 @@ impl ResponseObserver {
                         // An oversized event: skip watching the rest.
                         Err(_) => break,
                     }
+                }
+            }
+            Mode::Shared(_) => {
+                let Mode::Shared(sub) = std::mem::replace(&mut self.mode, Mode::Off) else {
+                    return;
+                };
+                if sub.drain(|ev| self.on_event(ev)) == Drained::Events {
+                    self.mode = Mode::Shared(sub);
                 }
             }
             Mode::Json(buf) => {
@@ -373,7 +388,20 @@ pub fn watch<B, W: Watch>(res: Response<B>, watch: W) -> Response<WatchedBody<B,
                 .headers
                 .get(CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok());
-            let o = Observation::new(ResponseObserver::new(ct));
+            // A layer inside decoding the stream already (its shared scan)?
+            // Then take its events rather than decode the bytes again.
+            let shared = ct
+                .is_some_and(palisade_sse::is_event_stream)
+                .then(|| SharedScan::subscribe(&parts.extensions, MAX_EVENT_BYTES))
+                .flatten();
+            let observer = match shared {
+                Some(sub) => ResponseObserver {
+                    mode: Mode::Shared(sub),
+                    summary: Summary::default(),
+                },
+                None => ResponseObserver::new(ct),
+            };
+            let o = Observation::new(observer);
             parts.extensions.insert(o.clone());
             (o, true)
         }
@@ -613,6 +641,72 @@ mod tests {
         assert_eq!(s.events, 3, "each event counted once, not once per layer");
         assert_eq!((s.input_tokens, s.output_tokens), (Some(5), Some(1)));
         assert_eq!(s.finish_reasons, ["stop"]);
+        assert!(s.terminated);
+    }
+
+    pin_project! {
+        /// What an SSE-aware layer inside does: feeds the response's shared
+        /// scan as frames go by.
+        struct Feeding<B> {
+            #[pin]
+            inner: B,
+            view: palisade_sse::ScanView,
+        }
+    }
+
+    impl<B: Body<Data = Bytes>> Body for Feeding<B> {
+        type Data = Bytes;
+        type Error = B::Error;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+            let this = self.project();
+            let polled = ready!(this.inner.poll_frame(cx));
+            if let Some(Ok(frame)) = &polled
+                && let Some(d) = frame.data_ref()
+            {
+                this.view.feed(d);
+            }
+            Poll::Ready(polled)
+        }
+    }
+
+    #[tokio::test]
+    async fn the_events_of_a_scan_inside_are_read_not_decoded_again() {
+        use futures_util::stream;
+        use http_body_util::{BodyExt, StreamBody};
+        let frames = [
+            "data: {\"id\":\"c1\",\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"finish_reason\":null}],\"usage\":null}\n\nda",
+            "ta: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n",
+            "data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n",
+        ];
+        let body =
+            StreamBody::new(stream::iter(frames.map(|f| {
+                Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(f)))
+            })));
+        let mut res = Response::builder()
+            .header(CONTENT_TYPE, "text/event-stream")
+            .body(())
+            .unwrap_or_default();
+        let view = palisade_sse::SharedScan::view(res.extensions_mut());
+        let res = res.map(|()| Feeding { inner: body, view });
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let watched = watch(res, Rec(seen.clone()));
+        let shared = watched
+            .extensions()
+            .get::<Observation>()
+            .is_some_and(|o| o.with(|o| matches!(o.mode, Mode::Shared(_))));
+        assert!(shared, "the observer takes the scan's events");
+        let body = watched.into_body().collect().await.map(|c| c.to_bytes());
+        assert_eq!(body.ok().as_deref(), Some(frames.concat().as_bytes()));
+        let seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let (s, how) = &seen[0];
+        assert_eq!(*how, End::Complete);
+        assert_eq!(s.events, 4);
+        assert_eq!((s.input_tokens, s.output_tokens), (Some(5), Some(2)));
+        assert_eq!(s.finish_reasons, ["stop"]);
+        assert_eq!(s.model.as_deref(), Some("gpt"));
         assert!(s.terminated);
     }
 }

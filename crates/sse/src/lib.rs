@@ -45,7 +45,7 @@ pub use decoder::{DEFAULT_MAX_EVENT_BYTES, Decoder};
 pub use error::SseError;
 pub use event::Event;
 pub use scanner::{EventScanner, Scanned};
-pub use shared::{ScanView, SharedScan};
+pub use shared::{Drained, ScanView, SharedScan, Subscription};
 pub use stream::EventStream;
 
 /// Whether a `Content-Type` value names an event stream

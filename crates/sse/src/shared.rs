@@ -1,14 +1,23 @@
-//! [`SharedScan`]: one [`EventScanner`] per response, shared by every layer
-//! that counts its events.
+//! [`SharedScan`]: one pass over a response's event stream per response,
+//! shared by every layer that counts its events or reads them.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use bytes::Bytes;
+
+use crate::decoder::Decoder;
+use crate::event::Event;
 use crate::scanner::{EventScanner, Scanned};
 
-/// One scan of a response's event stream, kept in the response's
+/// Decoded events a [`Subscription`] may leave untaken before it is dropped
+/// as lagging (its reader stopped reading; the stream goes on).
+const MAX_PENDING: usize = 4096;
+
+/// One pass over a response's event stream, kept in the response's
 /// extensions, so that the layers counting its events (an SSE-aware idle
-/// timeout, a breaker watching for in-band errors) scan the bytes once
-/// between them, however many there are.
+/// timeout, a breaker watching for in-band errors) and a layer reading them
+/// (an observer looking for usage, [`SharedScan::subscribe`]) go over the
+/// bytes once between them, however many they are.
 ///
 /// The first layer to ask ([`SharedScan::view`], the innermost one: a
 /// response reaches the inner layers first) makes it and feeds it; every
@@ -16,6 +25,12 @@ use crate::scanner::{EventScanner, Scanned};
 /// one task, innermost first, so a frame is counted before an outer layer
 /// sees it; the lock is never contended. A layer between two viewers must
 /// hand the event stream on unchanged (palisade's layers do).
+///
+/// The pass is a scan ([`EventScanner`]: counts, no copy) unless a layer
+/// outside [subscribed](SharedScan::subscribe) to the events before the
+/// first frame: then it is a full decoding ([`Decoder`]), counted from the
+/// events it yields, which the subscriber takes instead of decoding the
+/// stream a second time.
 ///
 /// ```
 /// use palisade_sse::SharedScan;
@@ -33,8 +48,30 @@ pub struct SharedScan(Arc<Mutex<State>>);
 
 #[derive(Debug, Default)]
 struct State {
-    scanner: EventScanner,
+    pass: Pass,
     totals: Scanned,
+    /// A feeding view exists (and has not been dropped).
+    feeder: bool,
+    /// A chunk was fed: too late to subscribe.
+    started: bool,
+    /// The subscriber's untaken events; `None` without one.
+    pending: Option<Vec<Event>>,
+    /// The subscriber's event size limit.
+    max_event_bytes: Option<usize>,
+    /// Decoding stopped (an oversized event, or the subscriber lagged).
+    broken: bool,
+}
+
+#[derive(Debug)]
+enum Pass {
+    Scan(EventScanner),
+    Decode(Box<Decoder>),
+}
+
+impl Default for Pass {
+    fn default() -> Self {
+        Self::Scan(EventScanner::new())
+    }
 }
 
 /// One layer's view of a [`SharedScan`].
@@ -45,6 +82,13 @@ pub struct ScanView {
     feeds: bool,
     /// The totals this view has reported.
     seen: Scanned,
+}
+
+/// A layer's claim on the events of a [`SharedScan`]
+/// ([`SharedScan::subscribe`]).
+#[derive(Debug)]
+pub struct Subscription {
+    shared: SharedScan,
 }
 
 impl SharedScan {
@@ -60,10 +104,101 @@ impl SharedScan {
                 (s, true)
             }
         };
+        if feeds {
+            shared.lock().feeder = true;
+        }
         ScanView {
             shared,
             feeds,
             seen: Scanned::default(),
+        }
+    }
+
+    /// The events of the response's stream as a layer inside decodes them,
+    /// so this layer need not decode it again: `Some` when a layer inside
+    /// feeds a scan kept in `extensions`, no frame went by yet and nobody
+    /// else subscribed; else `None` (decode the stream yourself).
+    ///
+    /// Events larger than `max_event_bytes` stop the decoding: the
+    /// subscription then reports [`Drained::Stopped`], and the layers
+    /// counting events go on with a scan.
+    ///
+    /// ```
+    /// use palisade_sse::{Drained, SharedScan};
+    ///
+    /// let mut ext = http::Extensions::new();
+    /// let mut inner = SharedScan::view(&mut ext);
+    /// let events = SharedScan::subscribe(&ext, 1 << 20).expect("a layer inside feeds it");
+    /// inner.feed(b"event: delta\ndata: {\"n\":1}\n\ndata: [DONE]\n\n");
+    /// let mut data = Vec::new();
+    /// let drained = events.drain(|ev| data.push(ev.data().clone()));
+    /// assert_eq!(drained, Drained::Events);
+    /// assert_eq!(data, ["{\"n\":1}", "[DONE]"]);
+    /// ```
+    pub fn subscribe(
+        extensions: &http::Extensions,
+        max_event_bytes: usize,
+    ) -> Option<Subscription> {
+        let shared = extensions.get::<SharedScan>()?;
+        let mut state = shared.lock();
+        if !state.feeder || state.started || state.pending.is_some() || state.broken {
+            return None;
+        }
+        state.pending = Some(Vec::new());
+        state.max_event_bytes = Some(max_event_bytes);
+        drop(state);
+        Some(Subscription {
+            shared: shared.clone(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl State {
+    fn feed(&mut self, chunk: &[u8]) -> Scanned {
+        if !self.started {
+            self.started = true;
+            if let (Some(_), Some(max)) = (&self.pending, self.max_event_bytes) {
+                self.pass = Pass::Decode(Box::new(Decoder::new().max_event_bytes(max)));
+            }
+        }
+        let decoder = match &mut self.pass {
+            Pass::Scan(scanner) => return scanner.feed(chunk),
+            Pass::Decode(decoder) => decoder,
+        };
+        let mut seen = Scanned::default();
+        decoder.push(Bytes::copy_from_slice(chunk));
+        loop {
+            match decoder.next_event() {
+                Ok(Some(ev)) => {
+                    // The scanner's rules: a ping is not progress.
+                    if !ev.is("ping") {
+                        seen.data_events += 1;
+                        seen.inband_errors += usize::from(ev.is_inband_error());
+                    }
+                    if let Some(pending) = &mut self.pending {
+                        if pending.len() < MAX_PENDING {
+                            pending.push(ev);
+                        } else {
+                            self.pending = None;
+                            self.broken = true;
+                        }
+                    }
+                }
+                Ok(None) => return seen,
+                Err(_) => {
+                    // Oversized: the subscriber stops; counting goes on
+                    // with a scan from here (the rest of that event is not
+                    // counted).
+                    self.pass = Pass::Scan(EventScanner::new());
+                    self.pending = None;
+                    self.broken = true;
+                    return seen;
+                }
+            }
         }
     }
 }
@@ -73,9 +208,9 @@ impl ScanView {
     /// that feeds; read from the shared totals by the others (`chunk` is
     /// then not looked at).
     pub fn feed(&mut self, chunk: &[u8]) -> Scanned {
-        let mut state = self.shared.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.shared.lock();
         if self.feeds {
-            let s = state.scanner.feed(chunk);
+            let s = state.feed(chunk);
             state.totals.data_events += s.data_events;
             state.totals.inband_errors += s.inband_errors;
         }
@@ -87,6 +222,46 @@ impl ScanView {
         };
         self.seen = t;
         new
+    }
+}
+
+impl Drop for ScanView {
+    fn drop(&mut self) {
+        if self.feeds {
+            self.shared.lock().feeder = false;
+        }
+    }
+}
+
+/// What [`Subscription::drain`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Drained {
+    /// The events decoded since the last drain (maybe none) were handed over.
+    Events,
+    /// Decoding stopped (an event over the size limit, or more than a few
+    /// thousand events left untaken): no more events will come.
+    Stopped,
+}
+
+impl Subscription {
+    /// Hands `f` the events decoded since the last call, in stream order.
+    pub fn drain(&self, mut f: impl FnMut(&Event)) -> Drained {
+        let mut state = self.shared.lock();
+        match &mut state.pending {
+            Some(pending) => {
+                pending.drain(..).for_each(|ev| f(&ev));
+                Drained::Events
+            }
+            None => Drained::Stopped,
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        // Nobody takes them any more: stop keeping events.
+        self.shared.lock().pending = None;
     }
 }
 
@@ -111,5 +286,91 @@ mod tests {
             by_outer.push((s.data_events, s.inband_errors));
         }
         assert_eq!(by_outer, [(0, 0), (2, 1), (0, 0)]);
+    }
+
+    const FRAMES: [&[u8]; 4] = [
+        b"data: a\n",
+        b"\ndata: {\"error\":{}}\n\n: hi\n\n",
+        b"event: ping\ndata: {}\r\n\r\nevent: error\ndata: {\"type\":\"error\"}\n\n",
+        b"event: delta\ndata: x\ndata: y\n\n",
+    ];
+
+    /// With a subscriber the pass decodes; the counts are the scan's.
+    #[test]
+    fn a_subscribed_pass_counts_as_the_scan_does_and_hands_every_event_over() {
+        let counts = |subscribe: bool| {
+            let mut ext = http::Extensions::new();
+            let mut inner = SharedScan::view(&mut ext);
+            let sub = subscribe.then(|| SharedScan::subscribe(&ext, 1024).unwrap());
+            let mut outer = SharedScan::view(&mut ext);
+            let mut data = Vec::new();
+            let mut by_outer = Vec::new();
+            for f in FRAMES {
+                inner.feed(f);
+                let s = outer.feed(f);
+                by_outer.push((s.data_events, s.inband_errors));
+                if let Some(sub) = &sub {
+                    assert_eq!(
+                        sub.drain(|ev| data.push(ev.data().clone())),
+                        Drained::Events
+                    );
+                }
+            }
+            (by_outer, data)
+        };
+        let (scanned, none) = counts(false);
+        let (decoded, data) = counts(true);
+        assert_eq!(scanned, decoded);
+        assert_eq!(scanned, [(0, 0), (2, 1), (1, 1), (1, 0)]);
+        assert!(none.is_empty());
+        assert_eq!(
+            data,
+            ["a", "{\"error\":{}}", "{}", "{\"type\":\"error\"}", "x\ny"]
+        );
+    }
+
+    #[test]
+    fn subscribing_needs_a_feeder_that_has_not_started_and_no_other_subscriber() {
+        let mut ext = http::Extensions::new();
+        assert!(SharedScan::subscribe(&ext, 1024).is_none(), "no scan");
+        let mut inner = SharedScan::view(&mut ext);
+        let first = SharedScan::subscribe(&ext, 1024);
+        assert!(first.is_some());
+        assert!(
+            SharedScan::subscribe(&ext, 1024).is_none(),
+            "one subscriber"
+        );
+        inner.feed(b"data: a\n\n");
+        drop(first);
+        assert!(SharedScan::subscribe(&ext, 1024).is_none(), "started");
+
+        let mut ext = http::Extensions::new();
+        drop(SharedScan::view(&mut ext));
+        assert!(
+            SharedScan::subscribe(&ext, 1024).is_none(),
+            "nobody feeds it"
+        );
+    }
+
+    #[test]
+    fn an_oversized_event_stops_the_subscriber_and_counting_goes_on() {
+        let mut ext = http::Extensions::new();
+        let mut inner = SharedScan::view(&mut ext);
+        let sub = SharedScan::subscribe(&ext, 16).unwrap();
+        assert_eq!(inner.feed(b"data: short\n\n").data_events, 1);
+        assert_eq!(sub.drain(|_| {}), Drained::Events);
+        inner.feed(b"data: far more than sixteen bytes of data\n\n");
+        assert_eq!(sub.drain(|_| {}), Drained::Stopped);
+        assert_eq!(inner.feed(b"data: next\n\n").data_events, 1);
+    }
+
+    #[test]
+    fn a_subscriber_that_stops_reading_is_dropped_not_buffered_for() {
+        let mut ext = http::Extensions::new();
+        let mut inner = SharedScan::view(&mut ext);
+        let sub = SharedScan::subscribe(&ext, 1024).unwrap();
+        let frame = b"data: x\n\n".repeat(MAX_PENDING + 1);
+        assert_eq!(inner.feed(&frame).data_events, MAX_PENDING + 1);
+        assert_eq!(sub.drain(|_| {}), Drained::Stopped);
     }
 }
