@@ -61,14 +61,18 @@ pin_project! {
         S: Service<Request<B>>,
     {
         Refused { err: Option<RateLimited> },
-        Waiting {
-            sleep: Pin<Box<Sleep>>,
-            svc: S,
-            req: Option<Request<B>>,
-            reservation: Option<Reservation>,
-        },
+        // Boxed: only a waiting call needs it, and it holds a request and a
+        // service; every call's future is smaller (and cheaper to move) for it.
+        Waiting { waiting: Box<Waiting<S, B>> },
         Calling { #[pin] fut: S::Future },
     }
+}
+
+struct Waiting<S, B> {
+    sleep: Pin<Box<Sleep>>,
+    svc: S,
+    req: Option<Request<B>>,
+    reservation: Option<Reservation>,
 }
 
 impl<S, B> fmt::Debug for ResponseFuture<S, B>
@@ -104,10 +108,12 @@ where
     ) -> Self {
         Self {
             state: State::Waiting {
-                sleep: Box::pin(tokio::time::sleep(wait)),
-                svc,
-                req: Some(req),
-                reservation: Some(reservation),
+                waiting: Box::new(Waiting {
+                    sleep: Box::pin(tokio::time::sleep(wait)),
+                    svc,
+                    req: Some(req),
+                    reservation: Some(reservation),
+                }),
             },
         }
     }
@@ -130,12 +136,13 @@ where
                         None => "palisade-ratelimit: future polled after completion".into(),
                     }));
                 }
-                StateProj::Waiting {
-                    sleep,
-                    svc,
-                    req,
-                    reservation,
-                } => {
+                StateProj::Waiting { waiting } => {
+                    let Waiting {
+                        sleep,
+                        svc,
+                        req,
+                        reservation,
+                    } = &mut **waiting;
                     ready!(sleep.as_mut().poll(cx));
                     if let Err(e) = ready!(svc.poll_ready(cx)) {
                         return Poll::Ready(Err(e.into()));

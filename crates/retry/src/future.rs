@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -28,9 +29,11 @@ pin_project! {
     where
         S: Service<Request<B>>,
     {
-        svc: S,
-        template: Option<Request<B>>,
-        policy: Policy<C>,
+        // What a retry needs, boxed: the future of every call (moved by
+        // every layer outside) is smaller by a service and a request for it.
+        // `None` when the policy allows one attempt only.
+        replay: Option<Box<Replay<S, B>>>,
+        policy: Arc<Policy<C>>,
         attempts: u32,
         started: Option<Instant>,
         #[pin]
@@ -45,6 +48,12 @@ pin_project! {
         Sleeping { sleep: Pin<Box<Sleep>> },
         Readying,
     }
+}
+
+/// The service for the next attempts and the request they resend.
+pub(crate) struct Replay<S, B> {
+    pub(crate) svc: S,
+    pub(crate) template: Option<Request<B>>,
 }
 
 impl<S, B, C> fmt::Debug for ResponseFuture<S, B, C>
@@ -63,15 +72,13 @@ where
     S: Service<Request<B>>,
 {
     pub(crate) fn new(
-        svc: S,
-        template: Option<Request<B>>,
-        policy: Policy<C>,
+        replay: Option<Box<Replay<S, B>>>,
+        policy: Arc<Policy<C>>,
         started: Option<Instant>,
         fut: S::Future,
     ) -> Self {
         Self {
-            svc,
-            template,
+            replay,
             policy,
             attempts: 1,
             started,
@@ -79,6 +86,9 @@ where
         }
     }
 }
+
+const NOTHING_TO_RETRY: &str =
+    "palisade-retry: no request left to retry (the future was polled after it completed)";
 
 /// Why a retryable outcome is not retried.
 enum GiveUp {
@@ -122,7 +132,7 @@ where
                             });
                         }
                     };
-                    if this.template.is_none() {
+                    if this.replay.as_ref().is_none_or(|r| r.template.is_none()) {
                         return Poll::Ready(result);
                     }
                     tracing::info!(
@@ -154,22 +164,22 @@ where
                     this.state.set(State::Readying);
                 }
                 StateProj::Readying => {
-                    if let Err(e) = ready!(this.svc.poll_ready(cx)) {
+                    let Some(Replay { svc, template }) = this.replay.as_deref_mut() else {
+                        return Poll::Ready(Err(NOTHING_TO_RETRY.into()));
+                    };
+                    if let Err(e) = ready!(svc.poll_ready(cx)) {
                         return Poll::Ready(Err(e.into()));
                     }
                     *this.attempts += 1;
                     let req = if *this.attempts >= this.policy.max_attempts {
-                        this.template.take()
+                        template.take()
                     } else {
-                        this.template.as_ref().map(clone_request)
+                        template.as_ref().map(clone_request)
                     };
                     let Some(req) = req else {
-                        return Poll::Ready(Err(
-                            "palisade-retry: no request left to retry (polled after completion?)"
-                                .into(),
-                        ));
+                        return Poll::Ready(Err(NOTHING_TO_RETRY.into()));
                     };
-                    let fut = this.svc.call(req);
+                    let fut = svc.call(req);
                     this.state.set(State::Called { fut });
                 }
             }

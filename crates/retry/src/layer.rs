@@ -188,8 +188,8 @@ impl<C> RetryLayer<C> {
         self
     }
 
-    /// Replaces the classifier that decides what is retryable. It is cloned
-    /// into every call, so keep it cheap to clone (wrap big state in an `Arc`).
+    /// Replaces the classifier that decides what is retryable. Every call
+    /// shares it (the policy is behind one `Arc`).
     pub fn classifier<C2>(self, classifier: C2) -> RetryLayer<C2> {
         let p = self.policy;
         RetryLayer {
@@ -211,7 +211,7 @@ impl<S, C: Clone> Layer<S> for RetryLayer<C> {
     type Service = Retry<S, C>;
 
     fn layer(&self, inner: S) -> Retry<S, C> {
-        Retry::new(inner, self.policy.clone())
+        Retry::new(inner, Arc::new(self.policy.clone()))
     }
 }
 

@@ -1,5 +1,6 @@
 //! [`Retry`]: the service.
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -8,7 +9,7 @@ use palisade_core::classify::ClassifyOutcome;
 use tokio::time::Instant;
 use tower_service::Service;
 
-use crate::future::ResponseFuture;
+use crate::future::{Replay, ResponseFuture};
 use crate::layer::Policy;
 
 /// Retries calls to the inner service per its [`RetryLayer`](crate::RetryLayer).
@@ -21,11 +22,13 @@ use crate::layer::Policy;
 #[derive(Clone, Debug)]
 pub struct Retry<S, C> {
     inner: S,
-    policy: Policy<C>,
+    // Shared with every call's future: one reference count per call, not a
+    // copy of the policy (and of its classifier, budget and hook).
+    policy: Arc<Policy<C>>,
 }
 
 impl<S, C> Retry<S, C> {
-    pub(crate) fn new(inner: S, policy: Policy<C>) -> Self {
+    pub(crate) fn new(inner: S, policy: Arc<Policy<C>>) -> Self {
         Self { inner, policy }
     }
 
@@ -83,6 +86,12 @@ where
         let template = (self.policy.max_attempts > 1).then(|| clone_request(&req));
         let started = self.policy.max_elapsed.and(now);
         let fut = svc.call(req);
-        ResponseFuture::new(svc, template, self.policy.clone(), started, fut)
+        let replay = template.map(|t| {
+            Box::new(Replay {
+                svc,
+                template: Some(t),
+            })
+        });
+        ResponseFuture::new(replay, self.policy.clone(), started, fut)
     }
 }
