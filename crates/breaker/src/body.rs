@@ -3,7 +3,6 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use palisade_core::BoxError;
 use palisade_core::classify::{ClassifyOutcome, Outcome};
@@ -78,6 +77,7 @@ pub(crate) fn end_verdict(slow_at: Option<Instant>) -> Verdict {
 impl<B, C> Body for BreakerBody<B, C>
 where
     B: Body,
+    B::Data: 'static,
     B::Error: Into<BoxError>,
     C: ClassifyOutcome,
 {
@@ -108,10 +108,7 @@ where
             }
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(scanner), Some(data)) = (this.scanner.as_mut(), frame.data_ref()) {
-                    let chunk = data.chunk();
-                    // `Bytes` (what hyper hands on) is one chunk; a
-                    // multi-chunk buffer is scanned by its first chunk only.
-                    if scanner.feed(chunk).inband_errors > 0
+                    if scanner.feed_buf(data).inband_errors > 0
                         && let Some(p) = this.permit.take()
                     {
                         p.record(Verdict::Failure);

@@ -115,18 +115,32 @@ pub struct ResponseObserver {
     summary: Summary,
 }
 
-/// Searchers built once: building one per event cost more than the search.
-/// Their prefilter looks for the needle's two rarest bytes; memchr's own
-/// ranking is for prose, where `"` is rare, so [`JsonRank`] ranks bytes as
-/// they occur in a stream's JSON. (One pass for both keys with
-/// aho-corasick's Teddy measured 18 % slower through the whole stack on
-/// these ~300-byte events.)
-static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| json_finder(b"\"usage\""));
-static REASON: LazyLock<Finder<'static>> = LazyLock::new(|| json_finder(b"_reason\""));
+const USAGE: &[u8] = b"\"usage\"";
 
-fn json_finder(needle: &'static [u8]) -> Finder<'static> {
-    FinderBuilder::new().build_forward_with_ranker(JsonRank, needle)
+/// The last `"usage"` in `data`: a chunk has one `usage` (its last key in
+/// OpenAI's chunks, so the search from the end is short), and quotes inside
+/// JSON strings are escaped, so the needle only matches a key (or a whole
+/// string value `"usage"`). It steps back over its rarest byte, `g`
+/// (memchr's reverse substring search measured a third slower here).
+fn rfind_usage(data: &[u8]) -> Option<usize> {
+    let mut end = data.len();
+    while let Some(g) = memchr::memrchr(b'g', &data[..end]) {
+        if g >= 4 && data[g - 4..].starts_with(USAGE) {
+            return Some(g - 4);
+        }
+        end = g;
+    }
+    None
 }
+
+/// `…_reason"`, searched forward (a chunk has one per choice). Its
+/// prefilter looks for the needle's two rarest bytes; memchr's own ranking
+/// is for prose, where `"` is rare, so [`JsonRank`] ranks bytes as they
+/// occur in a stream's JSON. (One pass for both keys with aho-corasick's
+/// Teddy measured 18 % slower through the whole stack on these ~300-byte
+/// events.)
+static REASON: LazyLock<Finder<'static>> =
+    LazyLock::new(|| FinderBuilder::new().build_forward_with_ranker(JsonRank, b"_reason\""));
 
 /// Byte frequencies in streamed JSON: structure and quotes everywhere,
 /// lowercase letters in keys and text, `_` and uppercase rare.
@@ -158,13 +172,17 @@ fn not_null(rest: &[u8]) -> bool {
 /// is not `null`: the events worth parsing. (With `include_usage`, OpenAI
 /// sends `"usage":null` on every chunk but the last.)
 fn worth_parsing(data: &[u8]) -> bool {
-    for finder in [&*USAGE, &*REASON] {
-        let mut rest = data;
-        while let Some(i) = finder.find(rest) {
-            rest = &rest[i + finder.needle().len()..];
-            if not_null(rest) {
-                return true;
-            }
+    if let Some(i) = rfind_usage(data)
+        && not_null(&data[i + USAGE.len()..])
+    {
+        return true;
+    }
+    // One `finish_reason` per choice, and a chunk may carry several.
+    let mut rest = data;
+    while let Some(i) = REASON.find(rest) {
+        rest = &rest[i + REASON.needle().len()..];
+        if not_null(rest) {
+            return true;
         }
     }
     false
@@ -544,6 +562,14 @@ mod tests {
         assert!(worth_parsing(
             br#"{"id":"c","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#
         ));
+        // `usage` first, with `g`s after it; an escaped `\"usage\"` in text.
+        assert!(worth_parsing(
+            br#"{"usage":{"prompt_tokens":1},"model":"gpt-4o","system_fingerprint":"fp_g"}"#
+        ));
+        assert!(!worth_parsing(
+            br#"{"choices":[{"delta":{"content":"say \"usage\": 1"},"finish_reason":null}]}"#
+        ));
+        assert!(!worth_parsing(b"usage\": {}"), "no key");
         // A second choice's reason after a first one's null.
         assert!(worth_parsing(
             br#"{"choices":[{"index":0,"finish_reason":null},{"index":1,"finish_reason":"length"}]}"#

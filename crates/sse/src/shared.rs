@@ -1,9 +1,10 @@
 //! [`SharedScan`]: one pass over a response's event stream per response,
 //! shared by every layer that counts its events or reads them.
 
+use std::any::Any;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 
 use crate::decoder::Decoder;
 use crate::event::Event;
@@ -157,8 +158,24 @@ impl SharedScan {
     }
 }
 
+/// A chunk to feed: borrowed, or a `Bytes` the decoder may keep without a
+/// copy.
+enum Chunk<'a> {
+    Slice(&'a [u8]),
+    Bytes(&'a Bytes),
+}
+
+impl Chunk<'_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Chunk::Slice(s) => s,
+            Chunk::Bytes(b) => b,
+        }
+    }
+}
+
 impl State {
-    fn feed(&mut self, chunk: &[u8]) -> Scanned {
+    fn feed(&mut self, chunk: Chunk<'_>) -> Scanned {
         if !self.started {
             self.started = true;
             if let (Some(_), Some(max)) = (&self.pending, self.max_event_bytes) {
@@ -166,11 +183,14 @@ impl State {
             }
         }
         let decoder = match &mut self.pass {
-            Pass::Scan(scanner) => return scanner.feed(chunk),
+            Pass::Scan(scanner) => return scanner.feed(chunk.as_slice()),
             Pass::Decode(decoder) => decoder,
         };
         let mut seen = Scanned::default();
-        decoder.push(Bytes::copy_from_slice(chunk));
+        decoder.push(match chunk {
+            Chunk::Bytes(b) => b.clone(),
+            Chunk::Slice(s) => Bytes::copy_from_slice(s),
+        });
         loop {
             match decoder.next_event() {
                 Ok(Some(ev)) => {
@@ -207,7 +227,34 @@ impl ScanView {
     /// What the next chunk of the stream completed: scanned by the view
     /// that feeds; read from the shared totals by the others (`chunk` is
     /// then not looked at).
+    ///
+    /// When a layer outside subscribed to the events, the feeding view
+    /// decodes, keeping a copy of `chunk`; [`feed_buf`](Self::feed_buf)
+    /// spares the copy when the frame is `Bytes`.
     pub fn feed(&mut self, chunk: &[u8]) -> Scanned {
+        self.feed_chunk(Chunk::Slice(chunk))
+    }
+
+    /// [`feed`](Self::feed) with a frame's data as it is: a `Bytes` (what
+    /// hyper and palisade hand on) is kept by reference count, not copied,
+    /// where the decoder keeps bytes; another buffer is fed by its chunks
+    /// (at most its first 64).
+    pub fn feed_buf<D: Buf + 'static>(&mut self, data: &D) -> Scanned {
+        if let Some(bytes) = (data as &dyn Any).downcast_ref::<Bytes>() {
+            return self.feed_chunk(Chunk::Bytes(bytes));
+        }
+        let mut slices = [std::io::IoSlice::new(&[]); 64];
+        let n = data.chunks_vectored(&mut slices);
+        let mut seen = Scanned::default();
+        for s in &slices[..n] {
+            let s = self.feed_chunk(Chunk::Slice(s));
+            seen.data_events += s.data_events;
+            seen.inband_errors += s.inband_errors;
+        }
+        seen
+    }
+
+    fn feed_chunk(&mut self, chunk: Chunk<'_>) -> Scanned {
         let mut state = self.shared.lock();
         if self.feeds {
             let s = state.feed(chunk);

@@ -70,6 +70,7 @@ impl<B> TimeoutBody<B> {
 impl<B> Body for TimeoutBody<B>
 where
     B: Body,
+    B::Data: 'static,
     B::Error: Into<BoxError>,
 {
     type Data = B::Data;
@@ -158,10 +159,10 @@ where
 
 /// Feeds a frame's bytes to the scanner, without copying; returns how many
 /// data events (progress) they completed.
-fn feed<D: Buf>(sse: &mut ScanView, data: &D) -> usize {
-    let chunk = data.chunk();
-    if chunk.len() == data.remaining() {
-        return sse.feed(chunk).data_events;
+fn feed<D: Buf + 'static>(sse: &mut ScanView, data: &D) -> usize {
+    if data.chunk().len() == data.remaining() {
+        // A `Bytes` is handed on as it is: a layer outside may keep it.
+        return sse.feed_buf(data).data_events;
     }
     // A multi-chunk `Buf` (rare: hyper and palisade hand on `Bytes`).
     let mut slices = [std::io::IoSlice::new(&[]); 16];
