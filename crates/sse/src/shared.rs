@@ -420,4 +420,26 @@ mod tests {
         assert_eq!(inner.feed(&frame).data_events, MAX_PENDING + 1);
         assert_eq!(sub.drain(|_| {}), Drained::Stopped);
     }
+
+    #[test]
+    fn a_bytes_frame_is_kept_not_copied_and_other_buffers_are_fed_by_their_chunks() {
+        let mut ext = http::Extensions::new();
+        let mut inner = SharedScan::view(&mut ext);
+        let sub = SharedScan::subscribe(&ext, 1024).unwrap();
+        let frame = Bytes::from_static(b"data: kept\n\n");
+        assert_eq!(inner.feed_buf(&frame).data_events, 1);
+        let mut ptr = None;
+        sub.drain(|ev| ptr = Some(ev.data().as_ptr()));
+        let range = frame.as_ptr_range();
+        assert!(
+            ptr.is_some_and(|p| range.contains(&p)),
+            "the event's data is the frame's"
+        );
+
+        let chained = (&b"data: a"[..]).chain(&b"b\n\ndata: c\n\n"[..]);
+        assert_eq!(inner.feed_buf(&chained).data_events, 2);
+        let mut data = Vec::new();
+        sub.drain(|ev| data.push(ev.data().clone()));
+        assert_eq!(data, ["ab", "c"]);
+    }
 }
