@@ -53,6 +53,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::BodyExt;
+use http_body_util::Either;
 use http_body_util::combinators::UnsyncBoxBody;
 use opentelemetry::metrics::Meter;
 use palisade_breaker::{BreakerHandle, BreakerLayer, Transition, Window};
@@ -66,7 +67,7 @@ use palisade_timeout::TimeoutLayer;
 use palisade_trace::TraceLayer;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_http::decompression::DecompressionLayer;
+use tower_http::decompression::{DecompressionBody, DecompressionLayer};
 
 /// The default budget of a whole call, retries and the streamed body
 /// included.
@@ -464,9 +465,9 @@ impl StackConfig {
                     .sse_aware(true),
             )
             .map_request(ask_for_identity)
+            .map_response(unwrap_identity)
             .layer(DecompressionLayer::new())
-            // Errors boxed before decompression keeps them (a `Send` type).
-            .map_response(|res: Response<B>| res.map(|b| b.map_err(Into::<BoxError>::into)))
+            .map_response(mark_encoded::<B>)
             .service(inner.map_err(Into::into));
         Ok(LlmStack::new(stack, self.api, handle))
     }
@@ -481,6 +482,45 @@ fn ask_for_identity(mut req: Request<RequestBody>) -> Request<RequestBody> {
         .entry(http::header::ACCEPT_ENCODING)
         .or_insert(http::HeaderValue::from_static("identity"));
     req
+}
+
+/// A response that came with a `Content-Encoding`, marked before
+/// decompression (which removes the header).
+#[derive(Clone, Copy)]
+struct Encoded;
+
+/// Marks an encoded answer, and boxes body errors (decompression keeps
+/// them, and needs a `Send` type).
+fn mark_encoded<B>(res: Response<B>) -> Response<BoxedErr<B>>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    let (mut parts, body) = res.into_parts();
+    if parts.headers.contains_key(http::header::CONTENT_ENCODING) {
+        parts.extensions.insert(Encoded);
+    }
+    Response::from_parts(parts, body.map_err(Into::into))
+}
+
+type BoxedErr<B> =
+    http_body_util::combinators::MapErr<B, fn(<B as http_body::Body>::Error) -> BoxError>;
+
+/// An answer that was not encoded as its own body again, unwrapped from
+/// tower-http's decompression body (a large enum, moved by every layer
+/// outside); an encoded one decoded, boxed (rare: requests ask for
+/// `identity`).
+fn unwrap_identity<D>(res: Response<DecompressionBody<D>>) -> Response<Either<D, LlmBody>>
+where
+    D: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
+{
+    let (mut parts, body) = res.into_parts();
+    let body = if parts.extensions.remove::<Encoded>().is_some() {
+        Either::Right(box_body(body))
+    } else {
+        Either::Left(body.into_inner())
+    };
+    Response::from_parts(parts, body)
 }
 
 fn box_body<B>(b: B) -> LlmBody
