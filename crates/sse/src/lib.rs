@@ -46,7 +46,7 @@ pub use error::SseError;
 pub use event::Event;
 pub use scanner::{EventScanner, Scanned};
 pub use shared::{Drained, ScanView, SharedScan, Subscription};
-pub use stream::EventStream;
+pub use stream::{EventStream, SharedEvents};
 
 /// Whether a `Content-Type` value names an event stream
 /// (`text/event-stream`, any parameters, any case): the one test every

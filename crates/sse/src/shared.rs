@@ -10,9 +10,9 @@ use crate::decoder::Decoder;
 use crate::event::Event;
 use crate::scanner::{EventScanner, Scanned};
 
-/// Decoded events a [`Subscription`] may leave untaken before it is dropped
-/// as lagging (its reader stopped reading; the stream goes on).
-const MAX_PENDING: usize = 4096;
+/// Frames a [`Subscription`] may let go by with events untaken before it
+/// is dropped as lagging (its reader stopped reading; the stream goes on).
+const MAX_UNDRAINED_FRAMES: u32 = 64;
 
 /// One pass over a response's event stream, kept in the response's
 /// extensions, so that the layers counting its events (an SSE-aware idle
@@ -55,12 +55,18 @@ struct State {
     feeder: bool,
     /// A chunk was fed: too late to subscribe.
     started: bool,
-    /// The subscriber's untaken events; `None` without one.
-    pending: Option<Vec<Event>>,
-    /// The subscriber's event size limit.
-    max_event_bytes: Option<usize>,
-    /// Decoding stopped (an oversized event, or the subscriber lagged).
-    broken: bool,
+    /// Each subscriber's untaken events, by its id; `None` once it was
+    /// dropped or stopped.
+    subscribers: Vec<Option<Queue>>,
+    /// The largest event size a subscriber accepts.
+    max_event_bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    events: Vec<Event>,
+    /// Frames fed since the subscriber last took its events.
+    undrained: u32,
 }
 
 #[derive(Debug)]
@@ -90,6 +96,8 @@ pub struct ScanView {
 #[derive(Debug)]
 pub struct Subscription {
     shared: SharedScan,
+    id: usize,
+    max_event_bytes: usize,
 }
 
 impl SharedScan {
@@ -117,12 +125,15 @@ impl SharedScan {
 
     /// The events of the response's stream as a layer inside decodes them,
     /// so this layer need not decode it again: `Some` when a layer inside
-    /// feeds a scan kept in `extensions`, no frame went by yet and nobody
-    /// else subscribed; else `None` (decode the stream yourself).
+    /// feeds a scan kept in `extensions` and no frame went by yet; else
+    /// `None` (decode the stream yourself). Every subscriber gets every
+    /// event.
     ///
-    /// Events larger than `max_event_bytes` stop the decoding: the
-    /// subscription then reports [`Drained::Stopped`], and the layers
-    /// counting events go on with a scan.
+    /// The decoding accepts events up to the largest `max_event_bytes` of
+    /// its subscribers; a larger one stops it: each subscription then
+    /// reports [`Drained::Stopped`], and the layers counting events go on
+    /// with a scan. A subscriber that lets 64 frames go by without taking
+    /// its events is dropped the same way (memory stays bounded).
     ///
     /// ```
     /// use palisade_sse::{Drained, SharedScan};
@@ -142,14 +153,17 @@ impl SharedScan {
     ) -> Option<Subscription> {
         let shared = extensions.get::<SharedScan>()?;
         let mut state = shared.lock();
-        if !state.feeder || state.started || state.pending.is_some() || state.broken {
+        if !state.feeder || state.started {
             return None;
         }
-        state.pending = Some(Vec::new());
-        state.max_event_bytes = Some(max_event_bytes);
+        state.subscribers.push(Some(Queue::default()));
+        state.max_event_bytes = state.max_event_bytes.max(max_event_bytes);
+        let id = state.subscribers.len() - 1;
         drop(state);
         Some(Subscription {
             shared: shared.clone(),
+            id,
+            max_event_bytes,
         })
     }
 
@@ -178,7 +192,8 @@ impl State {
     fn feed(&mut self, chunk: Chunk<'_>) -> Scanned {
         if !self.started {
             self.started = true;
-            if let (Some(_), Some(max)) = (&self.pending, self.max_event_bytes) {
+            if self.subscribers.iter().any(Option::is_some) {
+                let max = self.max_event_bytes;
                 self.pass = Pass::Decode(Box::new(Decoder::new().max_event_bytes(max)));
             }
         }
@@ -186,6 +201,15 @@ impl State {
             Pass::Scan(scanner) => return scanner.feed(chunk.as_slice()),
             Pass::Decode(decoder) => decoder,
         };
+        for q in self.subscribers.iter_mut() {
+            if q.as_ref()
+                .is_some_and(|q| q.undrained >= MAX_UNDRAINED_FRAMES)
+            {
+                *q = None;
+            } else if let Some(q) = q.as_mut().filter(|q| !q.events.is_empty()) {
+                q.undrained += 1;
+            }
+        }
         let mut seen = Scanned::default();
         decoder.push(match chunk {
             Chunk::Bytes(b) => b.clone(),
@@ -199,27 +223,33 @@ impl State {
                         seen.data_events += 1;
                         seen.inband_errors += usize::from(ev.is_inband_error());
                     }
-                    if let Some(pending) = &mut self.pending {
-                        if pending.len() < MAX_PENDING {
-                            pending.push(ev);
-                        } else {
-                            self.pending = None;
-                            self.broken = true;
-                        }
-                    }
+                    hand_over(&mut self.subscribers, ev);
                 }
                 Ok(None) => return seen,
                 Err(_) => {
-                    // Oversized: the subscriber stops; counting goes on
-                    // with a scan from here (the rest of that event is not
+                    // Too large: the subscribers stop; counting goes on with
+                    // a scan from here (the rest of that event is not
                     // counted).
                     self.pass = Pass::Scan(EventScanner::new());
-                    self.pending = None;
-                    self.broken = true;
+                    self.subscribers.iter_mut().for_each(|q| *q = None);
                     return seen;
                 }
             }
         }
+    }
+}
+
+/// Gives `ev` to every live subscriber: a copy (reference counts) to each
+/// but the last, which takes it.
+fn hand_over(subscribers: &mut [Option<Queue>], ev: Event) {
+    let Some(last) = subscribers.iter().rposition(Option::is_some) else {
+        return;
+    };
+    for q in subscribers[..last].iter_mut().flatten() {
+        q.events.push(ev.clone());
+    }
+    if let Some(q) = &mut subscribers[last] {
+        q.events.push(ev);
     }
 }
 
@@ -286,21 +316,40 @@ impl Drop for ScanView {
 pub enum Drained {
     /// The events decoded since the last drain (maybe none) were handed over.
     Events,
-    /// Decoding stopped (an event over the size limit, or more than a few
-    /// thousand events left untaken): no more events will come.
+    /// Decoding stopped (an event over the size limit), or this subscriber
+    /// let too many frames go by untaken: no more events will come.
     Stopped,
 }
 
 impl Subscription {
+    /// The size limit this subscriber asked for.
+    pub(crate) fn max_event_bytes(&self) -> usize {
+        self.max_event_bytes
+    }
+
     /// Hands `f` the events decoded since the last call, in stream order.
     pub fn drain(&self, mut f: impl FnMut(&Event)) -> Drained {
         let mut state = self.shared.lock();
-        match &mut state.pending {
-            Some(pending) => {
-                pending.drain(..).for_each(|ev| f(&ev));
+        match state.subscribers.get_mut(self.id) {
+            Some(Some(q)) => {
+                q.undrained = 0;
+                q.events.drain(..).for_each(|ev| f(&ev));
                 Drained::Events
             }
-            None => Drained::Stopped,
+            _ => Drained::Stopped,
+        }
+    }
+
+    /// [`drain`](Self::drain), the events by value.
+    pub fn drain_into(&self, out: &mut impl Extend<Event>) -> Drained {
+        let mut state = self.shared.lock();
+        match state.subscribers.get_mut(self.id) {
+            Some(Some(q)) => {
+                q.undrained = 0;
+                out.extend(q.events.drain(..));
+                Drained::Events
+            }
+            _ => Drained::Stopped,
         }
     }
 }
@@ -308,7 +357,9 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         // Nobody takes them any more: stop keeping events.
-        self.shared.lock().pending = None;
+        if let Some(q) = self.shared.lock().subscribers.get_mut(self.id) {
+            *q = None;
+        }
     }
 }
 
@@ -377,19 +428,24 @@ mod tests {
     }
 
     #[test]
-    fn subscribing_needs_a_feeder_that_has_not_started_and_no_other_subscriber() {
+    fn subscribing_needs_a_feeder_that_has_not_started_and_every_subscriber_gets_every_event() {
         let mut ext = http::Extensions::new();
         assert!(SharedScan::subscribe(&ext, 1024).is_none(), "no scan");
         let mut inner = SharedScan::view(&mut ext);
-        let first = SharedScan::subscribe(&ext, 1024);
-        assert!(first.is_some());
-        assert!(
-            SharedScan::subscribe(&ext, 1024).is_none(),
-            "one subscriber"
-        );
-        inner.feed(b"data: a\n\n");
-        drop(first);
+        let first = SharedScan::subscribe(&ext, 1024).unwrap();
+        let second = SharedScan::subscribe(&ext, 1024).unwrap();
+        inner.feed(b"data: a\n\ndata: b\n\n");
         assert!(SharedScan::subscribe(&ext, 1024).is_none(), "started");
+        for sub in [&first, &second] {
+            let mut data = Vec::new();
+            sub.drain(|ev| data.push(ev.data().clone()));
+            assert_eq!(data, ["a", "b"]);
+        }
+        drop(first);
+        inner.feed(b"data: c\n\n");
+        let mut data = Vec::new();
+        assert_eq!(second.drain_into(&mut data), Drained::Events);
+        assert_eq!(data.len(), 1);
 
         let mut ext = http::Extensions::new();
         drop(SharedScan::view(&mut ext));
@@ -415,10 +471,20 @@ mod tests {
     fn a_subscriber_that_stops_reading_is_dropped_not_buffered_for() {
         let mut ext = http::Extensions::new();
         let mut inner = SharedScan::view(&mut ext);
-        let sub = SharedScan::subscribe(&ext, 1024).unwrap();
-        let frame = b"data: x\n\n".repeat(MAX_PENDING + 1);
-        assert_eq!(inner.feed(&frame).data_events, MAX_PENDING + 1);
-        assert_eq!(sub.drain(|_| {}), Drained::Stopped);
+        let reading = SharedScan::subscribe(&ext, 1024).unwrap();
+        let gone = SharedScan::subscribe(&ext, 1024).unwrap();
+        // Many events in one frame are fine for a reader that keeps up.
+        let big = b"data: x\n\n".repeat(10_000);
+        assert_eq!(inner.feed(&big).data_events, 10_000);
+        let mut n = 0;
+        assert_eq!(reading.drain(|_| n += 1), Drained::Events);
+        assert_eq!(n, 10_000);
+        for _ in 0..=MAX_UNDRAINED_FRAMES {
+            inner.feed(b"data: y\n\n");
+            assert_eq!(reading.drain(|_| {}), Drained::Events);
+        }
+        assert_eq!(gone.drain(|_| {}), Drained::Stopped);
+        assert_eq!(reading.drain(|_| {}), Drained::Events);
     }
 
     #[test]
