@@ -177,3 +177,52 @@ async fn the_breaker_sees_inband_errors_through_the_shared_scan() {
     // One in-band error in a window of two reaches the 0.5 failure rate.
     assert_eq!(stack.breaker().state(), palisade::breaker::State::Open);
 }
+
+/// A caller of the stack (the gateway's relay) takes the stream's events
+/// from the decoding the stack already does, as the token limiter does: the
+/// same events as decoding the body again, and the stream gone over once.
+#[tokio::test(start_paused = true)]
+async fn a_caller_takes_the_events_the_stack_already_decodes() {
+    use futures_util::StreamExt;
+    use palisade::sse::{EventStream, SharedEvents, SharedScan};
+    let stream = r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hello shared events"}]}"#;
+    let stack = StackConfig::openai()
+        .no_key()
+        .tokens_per_minute(100_000)
+        .build_over(MockUpstream::new())
+        .unwrap();
+    let texts = |data: Vec<bytes::Bytes>| -> (String, Option<bytes::Bytes>) {
+        let mut text = String::new();
+        for d in &data {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(d)
+                && let Some(t) = v
+                    .pointer("/choices/0/delta/content")
+                    .and_then(|t| t.as_str())
+            {
+                text.push_str(t);
+            }
+        }
+        (text, data.last().cloned())
+    };
+
+    let res = stack.clone().oneshot(chat(stream)).await.unwrap();
+    let (parts, body) = res.into_parts();
+    let sub = SharedScan::subscribe(&parts.extensions, 1 << 20).expect("the stack decodes it");
+    let shared: Vec<_> = SharedEvents::new(body, sub)
+        .map(|ev| ev.unwrap().data().clone())
+        .collect()
+        .await;
+
+    let res = stack.oneshot(chat(stream)).await.unwrap();
+    let own: Vec<_> = EventStream::new(res.into_body())
+        .map(|ev| ev.unwrap().data().clone())
+        .collect()
+        .await;
+    assert_eq!(shared.len(), own.len());
+    let (text, last) = texts(shared);
+    assert_eq!(
+        (text.as_str(), last.as_deref()),
+        ("hello shared events", Some(&b"[DONE]"[..]))
+    );
+    assert_eq!(texts(own).0, "hello shared events");
+}

@@ -210,7 +210,7 @@ impl Call<'_> {
         t0: Instant,
     ) -> Attempt {
         let (parts, body) = res.into_parts();
-        let mut events = body.events();
+        let mut events = body.events(&parts.extensions);
         let first = match events.next().await {
             Some(Ok(first)) => first,
             Some(Err(e)) => {

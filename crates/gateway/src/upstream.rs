@@ -24,7 +24,9 @@ use palisade_core::classify::LlmClassifier;
 use palisade_core::{BoxError, RequestBody};
 use palisade_mock::MockUpstream;
 use palisade_providers::Api;
-use palisade_sse::{Event, EventStream, SseError};
+use palisade_sse::{
+    DEFAULT_MAX_EVENT_BYTES, Event, EventStream, SharedEvents, SharedScan, SseError,
+};
 use tower::ServiceExt;
 
 use crate::config::{HttpVersion, Kind, UpstreamConfig};
@@ -247,10 +249,17 @@ impl UpstreamBody {
         Box::pin(collect_limited(self.body, limit).map(move |read| read.map(|b| scrub.bytes(b))))
     }
 
-    /// The body's server-sent events, each one's data scrubbed.
-    pub(crate) fn events(self) -> Events {
+    /// The body's server-sent events, each one's data scrubbed: taken from
+    /// the decoding a layer of the upstream's stack already does (its
+    /// shared scan, in the answer's `extensions`), or decoded here when no
+    /// layer does.
+    pub(crate) fn events(self, extensions: &http::Extensions) -> Events {
+        let inner = match SharedScan::subscribe(extensions, DEFAULT_MAX_EVENT_BYTES) {
+            Some(sub) => Source::Shared(SharedEvents::new(self.body, sub)),
+            None => Source::Own(EventStream::new(self.body)),
+        };
         Events {
-            inner: EventStream::new(self.body),
+            inner,
             scrub: self.scrub,
         }
     }
@@ -258,8 +267,13 @@ impl UpstreamBody {
 
 /// An upstream's events, each one's data scrubbed.
 pub(crate) struct Events {
-    inner: EventStream<ResBody>,
+    inner: Source,
     scrub: Scrub,
+}
+
+enum Source {
+    Own(EventStream<ResBody>),
+    Shared(SharedEvents<ResBody>),
 }
 
 impl std::fmt::Debug for Events {
@@ -273,7 +287,11 @@ impl Stream for Events {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        Poll::Ready(match ready!(this.inner.poll_next_unpin(cx)) {
+        let next = match &mut this.inner {
+            Source::Own(s) => s.poll_next_unpin(cx),
+            Source::Shared(s) => s.poll_next_unpin(cx),
+        };
+        Poll::Ready(match ready!(next) {
             Some(Ok(ev)) => {
                 let data = this.scrub.bytes(ev.data().clone());
                 Some(Ok(if data == ev.data() {
