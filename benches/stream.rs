@@ -4,8 +4,9 @@
 //! always-ready service, read to its end through every layer (trace with
 //! and without metrics, timeouts, retry, rate limits, breaker), beside the
 //! bare `palisade_sse` decoder over the same frames, in the same run. The
-//! reader drains the body frame by frame (the gateway then decodes events
-//! itself; a library user reads frames or decodes too).
+//! reader drains the body frame by frame, or reads it as events (as the
+//! gateway's relay does): decoding it again, or taking the events the stack
+//! already decodes (`SharedEvents`).
 //!
 //! `cargo bench --bench stream`
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -26,7 +27,7 @@ use http_body::{Body, Frame};
 use palisade::core::RequestBody;
 use palisade::core::test_util::call_now;
 use palisade::preset::StackConfig;
-use palisade::sse::EventStream;
+use palisade::sse::{EventStream, SharedEvents, SharedScan};
 use tower::Service;
 
 const TOTAL: usize = 64 * 1024 * 1024;
@@ -171,6 +172,24 @@ fn bench(c: &mut Criterion) {
             assert_eq!(drain_body(res.into_body()), bytes);
         })
     });
+    // A caller that wants events (the gateway's relay): decoding the
+    // stack's body again, or taking the events the stack already decodes.
+    g.bench_function("preset stack, caller decodes events again", |b| {
+        b.iter(|| {
+            let res = call_now(&mut stack, req()).unwrap();
+            black_box(drain_stream(EventStream::new(res.into_body())))
+        })
+    });
+    g.bench_function(
+        "preset stack, caller takes its events (SharedEvents)",
+        |b| {
+            b.iter(|| {
+                let (parts, body) = call_now(&mut stack, req()).unwrap().into_parts();
+                let sub = SharedScan::subscribe(&parts.extensions, 1 << 20).expect("subscribed");
+                black_box(drain_stream(SharedEvents::new(body, sub)))
+            })
+        },
+    );
     let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder().build();
     let meter = opentelemetry::metrics::MeterProvider::meter(&provider, "bench");
     let mut with_metrics = preset()
