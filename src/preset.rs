@@ -9,8 +9,9 @@
 //!
 //! Requests ask for `Accept-Encoding: identity` unless they name an
 //! encoding; an answer compressed anyway (gzip, deflate, br) is decoded
-//! (tower-http's `DecompressionLayer`) before any layer looks inside it,
-//! and reaches the caller without its `Content-Encoding`.
+//! (tower-http's `Decompression`) before any layer looks inside it, and
+//! reaches the caller without its `Content-Encoding`. An answer that was
+//! not encoded passes as it came.
 //!
 //! | setting | default |
 //! |---|---|
@@ -46,6 +47,7 @@
 //! ```
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -67,7 +69,7 @@ use palisade_timeout::TimeoutLayer;
 use palisade_trace::TraceLayer;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_http::decompression::{DecompressionBody, DecompressionLayer};
+use tower_http::decompression::Decompression;
 
 /// The default budget of a whole call, retries and the streamed body
 /// included.
@@ -465,9 +467,7 @@ impl StackConfig {
                     .sse_aware(true),
             )
             .map_request(ask_for_identity)
-            .map_response(unwrap_identity)
-            .layer(DecompressionLayer::new())
-            .map_response(mark_encoded::<B>)
+            .map_result(decode_if_encoded::<B>)
             .service(inner.map_err(Into::into));
         Ok(LlmStack::new(stack, self.api, handle))
     }
@@ -484,43 +484,38 @@ fn ask_for_identity(mut req: Request<RequestBody>) -> Request<RequestBody> {
     req
 }
 
-/// A response that came with a `Content-Encoding`, marked before
-/// decompression (which removes the header).
-#[derive(Clone, Copy)]
-struct Encoded;
-
-/// Marks an encoded answer, and boxes body errors (decompression keeps
-/// them, and needs a `Send` type).
-fn mark_encoded<B>(res: Response<B>) -> Response<BoxedErr<B>>
+/// An answer as it came when it was not encoded; an encoded one (rare:
+/// requests ask for `identity`) decoded by tower-http's `Decompression`,
+/// boxed. Only encoded answers pay for decompression: its body type, a
+/// 312-byte enum, is not moved by every layer outside with every answer.
+fn decode_if_encoded<B>(
+    answer: Result<Response<B>, BoxError>,
+) -> Result<Response<Either<B, LlmBody>>, BoxError>
 where
-    B: http_body::Body,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let (mut parts, body) = res.into_parts();
-    if parts.headers.contains_key(http::header::CONTENT_ENCODING) {
-        parts.extensions.insert(Encoded);
+    let res = answer?;
+    if !res.headers().contains_key(http::header::CONTENT_ENCODING) {
+        return Ok(res.map(Either::Left));
     }
-    Response::from_parts(parts, body.map_err(Into::into))
-}
-
-type BoxedErr<B> =
-    http_body_util::combinators::MapErr<B, fn(<B as http_body::Body>::Error) -> BoxError>;
-
-/// An answer that was not encoded as its own body again, unwrapped from
-/// tower-http's decompression body (a large enum, moved by every layer
-/// outside); an encoded one decoded, boxed (rare: requests ask for
-/// `identity`).
-fn unwrap_identity<D>(res: Response<DecompressionBody<D>>) -> Response<Either<D, LlmBody>>
-where
-    D: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
-{
-    let (mut parts, body) = res.into_parts();
-    let body = if parts.extensions.remove::<Encoded>().is_some() {
-        Either::Right(box_body(body))
-    } else {
-        Either::Left(body.into_inner())
-    };
-    Response::from_parts(parts, body)
+    // Errors boxed first: decompression keeps them, and needs a `Send` type.
+    let mut held = Some(res.map(|b| b.map_err(Into::<BoxError>::into)));
+    let answer = tower::service_fn(move |_: Request<()>| {
+        std::future::ready(held.take().ok_or(std::fmt::Error))
+    });
+    let mut decoding = std::pin::pin!(Decompression::new(answer).oneshot(Request::new(())));
+    // The answer is in hand: the future is ready at its first poll.
+    match decoding
+        .as_mut()
+        .poll(&mut Context::from_waker(std::task::Waker::noop()))
+    {
+        Poll::Ready(Ok(res)) => Ok(res.map(|b| Either::Right(box_body(b)))),
+        Poll::Ready(Err(_)) | Poll::Pending => Err(
+            "palisade: the encoded answer could not be handed to decompression (a bug: please report it)"
+                .into(),
+        ),
+    }
 }
 
 fn box_body<B>(b: B) -> LlmBody
