@@ -276,4 +276,49 @@ mod tests {
         );
         assert!(got[1].as_ref().is_err_and(SseError::is_too_large));
     }
+
+    const STREAM: &[u8] = b"\xEF\xBB\xBFevent: message_start\ndata: {\"a\":1}\n\n: keep-alive\r\n\r\nevent: ping\rdata: {}\r\rid: 9\ndata: x\ndata: y\r\n\r\nretry: 10\n\ndata: {\"error\":{}}\n\nevent: error\ndata: e\n\ndata\n\ndata: [DONE]\n\ndata: cut";
+
+    fn collect_now<S: Stream + Unpin>(mut s: S) -> Vec<S::Item> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut out = Vec::new();
+        while let Poll::Ready(Some(item)) = Pin::new(&mut s).poll_next(&mut cx) {
+            out.push(item);
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// Whatever the frame boundaries, the events taken from the shared
+        /// decoding are the ones decoding the body gives.
+        #[test]
+        fn shared_events_equal_decoded_events_at_any_split(
+            cuts in proptest::collection::vec(0usize..=STREAM.len(), 0..12)
+        ) {
+            let mut cuts = cuts;
+            cuts.sort_unstable();
+            let mut frames = Vec::new();
+            let mut prev = 0;
+            for c in cuts.into_iter().chain([STREAM.len()]) {
+                frames.push(Bytes::copy_from_slice(&STREAM[prev..c]));
+                prev = c;
+            }
+            let mut ext = http::Extensions::new();
+            let own = collect_now(EventStream::new(Feeding {
+                frames: frames.iter().cloned().collect(),
+                view: SharedScan::view(&mut ext),
+            }));
+            let mut ext = http::Extensions::new();
+            let view = SharedScan::view(&mut ext);
+            let sub = SharedScan::subscribe(&ext, 1024).expect("subscribed");
+            let taken = collect_now(SharedEvents::new(
+                Feeding { frames: frames.into_iter().collect(), view },
+                sub,
+            ));
+            let own: Vec<_> = own.into_iter().map(|r| r.map_err(|e| e.to_string())).collect();
+            let taken: Vec<_> = taken.into_iter().map(|r| r.map_err(|e| e.to_string())).collect();
+            proptest::prop_assert_eq!(own.len(), 7);
+            proptest::prop_assert_eq!(taken, own);
+        }
+    }
 }
