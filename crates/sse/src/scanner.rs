@@ -3,6 +3,9 @@
 /// How many bytes of each line are looked at.
 const HEAD: usize = 24;
 
+/// The UTF-8 byte-order mark a stream may start with.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// Watches `text/event-stream` bytes as they pass through a layer, split at
 /// any frame boundary, and counts the events they complete — without
 /// buffering or copying them (it keeps a few bytes of state, only the first
@@ -42,6 +45,8 @@ pub struct EventScanner {
     is_ping: bool,
     /// The event being read is an in-band error.
     is_error: bool,
+    /// The stream's first line was read (a byte-order mark may start it).
+    past_first_line: bool,
 }
 
 /// What a chunk completed, from [`EventScanner::feed`].
@@ -99,9 +104,17 @@ impl EventScanner {
 
     /// Ends the current line, counting the event a blank line dispatches.
     fn end_line(&mut self, seen: &mut Scanned) {
-        let len = self.len;
-        let head = &self.head[..len.min(HEAD)];
+        let mut len = self.len;
+        let mut head = &self.head[..len.min(HEAD)];
         self.len = 0;
+        if !self.past_first_line {
+            self.past_first_line = true;
+            // A UTF-8 byte-order mark is not part of the first line.
+            if let Some(rest) = head.strip_prefix(BOM) {
+                head = rest;
+                len -= BOM.len();
+            }
+        }
         if len == 0 {
             if self.has_data && !self.is_ping {
                 seen.data_events += 1;
@@ -160,6 +173,15 @@ mod tests {
         assert_eq!(count(&[b"data: x\r\n\r\n"]), 1);
         assert_eq!(count(&[b"data: x\r\r"]), 1);
         assert_eq!(count(&[b"data: [DONE]\n\ndata: a\n\n"]), 2);
+        // A byte-order mark before the first line, whole or split.
+        assert_eq!(count(&[b"\xEF\xBB\xBFdata: x\n\n"]), 1);
+        assert_eq!(count(&[b"\xEF", b"\xBB\xBFdata: x\n\n"]), 1);
+        assert_eq!(count(&[b"\xEF\xBB\xBFevent: ping\ndata: x\n\n"]), 0);
+        assert_eq!(
+            count(&[b"data: a\n\n\xEF\xBB\xBFdata: b\n\n"]),
+            1,
+            "only the first line"
+        );
     }
 
     #[test]
