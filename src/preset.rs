@@ -61,7 +61,7 @@ use opentelemetry::metrics::Meter;
 use palisade_breaker::{BreakerHandle, BreakerLayer, Transition, Window};
 use palisade_client::{Auth, HttpClient, KeySource};
 use palisade_core::{BoxError, RequestBody};
-use palisade_providers::Api;
+use palisade_providers::{Api, KeyStyle};
 use palisade_ratelimit::{RateLimitLayer, RedisRateLimitLayer, TokenLimitLayer};
 use palisade_retry::{RetryEvent, RetryLayer};
 use palisade_schema::SchemaLayer;
@@ -355,9 +355,9 @@ impl StackConfig {
             .base_url(self.base_url.clone())
             .connect_timeout(Some(self.connect));
         if let Some(source) = self.key.clone() {
-            b = b.auth(match self.api {
-                Api::ChatCompletions => Auth::openai(source),
-                Api::Messages => Auth::anthropic(source),
+            b = b.auth(match self.api.key_style() {
+                KeyStyle::Bearer => Auth::openai(source),
+                KeyStyle::XApiKey => Auth::anthropic(source),
             });
         }
         let client = b.build()?;

@@ -226,7 +226,6 @@ impl Call<'_> {
         };
         self.waited += t0.elapsed();
         let state = self.state;
-        state.metrics.first_token(self.started.elapsed());
         let include_usage = self
             .parsed
             .value()
@@ -246,6 +245,7 @@ impl Call<'_> {
             Bounds {
                 cut: state.cut.subscribe(),
                 deadline,
+                started: self.started,
             },
         );
         let mut res = Response::new(Body::new(StreamBody::new(relay)));

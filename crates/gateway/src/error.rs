@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 use palisade_core::Rejected;
-use palisade_providers::Api;
+use palisade_providers::{Api, KeyStyle};
 
 /// An error the gateway answers itself: a refused request, a route with no
 /// usable target, a failure of the gateway's own.
@@ -58,7 +58,14 @@ impl GatewayError {
         Self::new(
             api,
             StatusCode::UNAUTHORIZED,
-            "missing or invalid API key for this gateway: send `Authorization: Bearer KEY` with one of the keys it was configured with",
+            format!(
+                "missing or invalid API key for this gateway: send `{}` (or `{}`) with one of the keys it was configured with",
+                api.key_style().hint(),
+                match api.key_style() {
+                    KeyStyle::Bearer => KeyStyle::XApiKey.hint(),
+                    KeyStyle::XApiKey => KeyStyle::Bearer.hint(),
+                }
+            ),
         )
     }
 

@@ -135,7 +135,8 @@ const BREAKER: &str = "Circuit state per upstream: 0 closed, 1 open, 2 half-open
 const REJECTED: &str = "Requests refused by the gateway's own rate limit, by upstream";
 const TOKENS: &str = "Tokens reported by upstreams, by upstream and kind (input, output)";
 const DURATION: &str = "Time from request to the end of the response headers";
-const TTFT: &str = "Time from request to the first stream event";
+const TTFT: &str =
+    "Time from request to the first stream event carrying content (text, a tool call, reasoning)";
 const OVERHEAD: &str = "Time spent in the gateway itself (total minus time waiting on upstreams)";
 
 impl Metrics {

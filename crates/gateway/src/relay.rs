@@ -65,6 +65,8 @@ pub(crate) struct Bounds {
     pub(crate) cut: tokio::sync::watch::Receiver<bool>,
     /// The request's total deadline (the upstream's `total`).
     pub(crate) deadline: tokio::time::Instant,
+    /// When the request came in (for the time to its first token).
+    pub(crate) started: std::time::Instant,
 }
 
 /// The caller's response body for a streamed call.
@@ -80,6 +82,9 @@ pub(crate) struct Relay {
     out: VecDeque<Bytes>,
     /// Usage and finish reasons, as the stream goes by.
     observer: ResponseObserver,
+    /// When the request came in, until the first event carrying content
+    /// (`Api::carries_content`) records the time to first token.
+    waiting_for_content: Option<std::time::Instant>,
     terminated: bool,
     done: bool,
     reported: bool,
@@ -107,7 +112,11 @@ impl Relay {
         include_usage: bool,
         bounds: Bounds,
     ) -> Self {
-        let Bounds { mut cut, deadline } = bounds;
+        let Bounds {
+            mut cut,
+            deadline,
+            started,
+        } = bounds;
         let (tx, rx) = mpsc::channel(1);
         let stopped = Arc::new(OnceLock::new());
         tokio::spawn(pump(events, tx, upstream.idle, deadline, stopped.clone()));
@@ -133,6 +142,7 @@ impl Relay {
             metrics,
             out: VecDeque::new(),
             observer: ResponseObserver::for_events(),
+            waiting_for_content: Some(started),
             terminated: false,
             done: false,
             reported: false,
@@ -154,6 +164,12 @@ impl Relay {
 
     fn on_event(&mut self, ev: Event) {
         self.observer.on_event(&ev);
+        if let Some(started) = self.waiting_for_content
+            && self.upstream_api.carries_content(&ev)
+        {
+            self.waiting_for_content = None;
+            self.metrics.first_token(started.elapsed());
+        }
         if ev.is_inband_error() {
             // Scrubbed already (`upstream::Events`).
             let data = ev.data().clone();

@@ -23,7 +23,7 @@ use palisade_core::body::collect_limited;
 use palisade_core::classify::LlmClassifier;
 use palisade_core::{BoxError, RequestBody};
 use palisade_mock::MockUpstream;
-use palisade_providers::Api;
+use palisade_providers::{Api, KeyStyle};
 use palisade_sse::{
     DEFAULT_MAX_EVENT_BYTES, Event, EventStream, SharedEvents, SharedScan, SseError,
 };
@@ -207,9 +207,10 @@ fn client(cfg: &UpstreamConfig, api: Option<Api>) -> Result<HttpClient, BoxError
         (None, None) => None,
     };
     if let Some(source) = source {
-        b = b.auth(match api {
-            Some(Api::ChatCompletions) | None => Auth::openai(source),
-            Some(Api::Messages) => Auth::anthropic(source),
+        // An upstream of no API of its own (a pass-through) takes OpenAI's.
+        b = b.auth(match api.map_or(KeyStyle::Bearer, Api::key_style) {
+            KeyStyle::Bearer => Auth::openai(source),
+            KeyStyle::XApiKey => Auth::anthropic(source),
         });
     }
     Ok(b.build()?)

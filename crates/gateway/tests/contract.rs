@@ -616,6 +616,32 @@ async fn keys_are_never_forwarded_logged_or_relayed() {
     }
 }
 
+/// The time to first token is taken at the first event that carries
+/// content, not at OpenAI's role-only first chunk; a stream with no content
+/// records none.
+#[tokio::test]
+async fn time_to_first_token_waits_for_content() {
+    let mock = MockUpstream::new();
+    let gw = start(&mock_gateway_toml(""), &[("m", &mock)]).await;
+    let ttft = |metrics: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("palisade_time_to_first_token_seconds_count "))
+            .map(str::to_owned)
+    };
+    mock.push(Reply::words(0));
+    let (res, body) = gw.call(OPENAI, &chat("mock", "x", true)).await;
+    assert_eq!(res.status(), 200, "{body}");
+    assert!(body.contains("[DONE]"), "{body}");
+    assert!(!body.contains("word"), "no content: {body}");
+    let (_, metrics) = gw.get("/metrics").await;
+    assert_eq!(ttft(&metrics).as_deref(), Some("0"), "{metrics}");
+    let (res, body) = gw.call(OPENAI, &chat("mock", "some text", true)).await;
+    assert_eq!(res.status(), 200, "{body}");
+    let (_, metrics) = gw.get("/metrics").await;
+    assert_eq!(ttft(&metrics).as_deref(), Some("1"), "{metrics}");
+}
+
 #[tokio::test]
 async fn trace_ids_go_upstream_and_come_back() {
     let logs = LogCapture::new();

@@ -1,9 +1,10 @@
 //! [`Api`]: one description per wire API.
 //!
 //! Everything palisade needs to know about an API's wire format lives here,
-//! asked through methods: its path, its vendor's name in GenAI spans, its
-//! stream terminator, its error bodies and stream error events, the status
-//! its in-band error types stand for. Layers and the gateway ask it instead
+//! asked through methods: its path, how it takes a key, its vendor's name
+//! in GenAI spans, its stream terminator, which stream events carry
+//! content, its error bodies and stream error events, the status its
+//! in-band error types stand for. Layers and the gateway ask it instead
 //! of keeping their own copies.
 //!
 //! `Api` is **exhaustive on purpose** (no `#[non_exhaustive]`): a `match`
@@ -28,6 +29,37 @@ pub enum Api {
     ChatCompletions,
     /// Anthropic messages, `POST /messages`.
     Messages,
+}
+
+/// How an API takes a key. Exhaustive, as [`Api`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeyStyle {
+    /// `Authorization: Bearer KEY` (OpenAI and OpenAI-compatible servers).
+    Bearer,
+    /// `x-api-key: KEY`, with an `anthropic-version` header (Anthropic).
+    XApiKey,
+}
+
+impl KeyStyle {
+    /// The header a caller puts its key in, as a hint in messages:
+    /// `Authorization: Bearer KEY`, `x-api-key: KEY`.
+    pub fn hint(self) -> &'static str {
+        match self {
+            Self::Bearer => "Authorization: Bearer KEY",
+            Self::XApiKey => "x-api-key: KEY",
+        }
+    }
+}
+
+/// `null`, `""`, `[]` or `{}`.
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::Bool(_) | Value::Number(_) => false,
+    }
 }
 
 impl fmt::Display for Api {
@@ -78,6 +110,54 @@ impl Api {
     pub fn operation(self) -> &'static str {
         match self {
             Self::ChatCompletions | Self::Messages => "chat",
+        }
+    }
+
+    /// How a key is presented to this API.
+    pub fn key_style(self) -> KeyStyle {
+        match self {
+            Self::ChatCompletions => KeyStyle::Bearer,
+            Self::Messages => KeyStyle::XApiKey,
+        }
+    }
+
+    /// True when `ev` carries content: text, a tool call or its arguments,
+    /// a refusal, reasoning — what "time to first token" waits for. Not
+    /// OpenAI's first chunk with only the role, nor Anthropic's
+    /// `message_start`, `content_block_start` or `ping`.
+    ///
+    /// ```
+    /// use palisade_providers::Api;
+    /// use palisade_sse::Decoder;
+    ///
+    /// let mut d = Decoder::new();
+    /// d.push(bytes::Bytes::from_static(
+    ///     b"data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n\
+    ///       data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n",
+    /// ));
+    /// let role_only = d.next_event().unwrap().unwrap();
+    /// let text = d.next_event().unwrap().unwrap();
+    /// assert!(!Api::ChatCompletions.carries_content(&role_only));
+    /// assert!(Api::ChatCompletions.carries_content(&text));
+    /// ```
+    pub fn carries_content(self, ev: &Event) -> bool {
+        match self {
+            Self::ChatCompletions => {
+                // Parsed only until the first content (a caller's TTFT).
+                let Ok(v) = serde_json::from_slice::<Value>(ev.data()) else {
+                    return false;
+                };
+                v.get("choices")
+                    .and_then(Value::as_array)
+                    .is_some_and(|choices| {
+                        choices.iter().any(|c| {
+                            c.get("delta")
+                                .and_then(Value::as_object)
+                                .is_some_and(|d| d.iter().any(|(k, v)| k != "role" && !is_empty(v)))
+                        })
+                    })
+            }
+            Self::Messages => ev.is("content_block_delta"),
         }
     }
 
@@ -210,5 +290,41 @@ mod tests {
         let ends = |api: Api| evs.iter().map(|e| api.is_terminator(e)).collect::<Vec<_>>();
         assert_eq!(ends(Api::ChatCompletions), [false, true, false]);
         assert_eq!(ends(Api::Messages), [false, false, true]);
+    }
+
+    #[test]
+    fn which_events_carry_content() {
+        let openai = events(
+            b"data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n\
+              data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null,\"refusal\":null}}]}\n\n\
+              data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"\"}}]}}]}\n\n\
+              data: {\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"hm\"}}]}\n\n\
+              data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n\
+              data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
+              data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}}\n\n\
+              data: [DONE]\n\n",
+        );
+        let content = |api: Api, evs: &[Event]| {
+            evs.iter()
+                .map(|e| api.carries_content(e))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            content(Api::ChatCompletions, &openai),
+            [false, false, true, true, true, false, false, false]
+        );
+        let anthropic = events(
+            b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"content\":[]}}\n\n\
+              event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
+              event: ping\ndata: {\"type\":\"ping\"}\n\n\
+              event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n\
+              event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"}}\n\n",
+        );
+        assert_eq!(
+            content(Api::Messages, &anthropic),
+            [false, false, false, true, false]
+        );
+        assert_eq!(Api::ChatCompletions.key_style(), KeyStyle::Bearer);
+        assert_eq!(Api::Messages.key_style().hint(), "x-api-key: KEY");
     }
 }

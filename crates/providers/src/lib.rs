@@ -34,7 +34,7 @@ pub mod openai;
 mod stream;
 pub mod translate;
 
-pub use api::Api;
+pub use api::{Api, KeyStyle};
 pub use chunks::OpenAiStream;
 pub use maybe::Maybe;
 pub use stream::{
