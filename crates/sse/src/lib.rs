@@ -10,6 +10,14 @@
 //! incremental parser underneath, for callers that hold bytes rather than a
 //! body.
 //!
+//! **One pass per response.** Layers that each need the stream keep one
+//! [`SharedScan`] in the response's extensions: the innermost layer feeds
+//! it, the others read what each frame added. It scans, unless a layer
+//! outside [subscribes](SharedScan::subscribe) to the events: then it
+//! decodes once and hands every subscriber the events ([`SharedEvents`] is
+//! a stream of them over the body), instead of each decoding the bytes
+//! again.
+//!
 //! - **Conformant**: CR, LF and CRLF line ends (a CRLF split between frames
 //!   counts once), multi-line `data`, comments, `event`, `id` (ignored if it
 //!   contains NUL, persisting across events), `retry` (digits only), one
