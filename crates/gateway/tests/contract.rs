@@ -167,10 +167,19 @@ async fn inbound_keys_are_required_when_auth_is_set() {
     let body = chat("mock", "hi", false);
     let res = gw.post(OPENAI, &body, &[]).await;
     assert_eq!(res.status(), 401);
+    let said = text(res).await;
+    assert!(said.contains("send `Authorization: Bearer KEY`"), "{said}");
     let res = gw
         .post(OPENAI, &body, &[("authorization", "Bearer wrong")])
         .await;
     assert_eq!(res.status(), 401);
+    // An Anthropic caller is told its own header first.
+    let res = gw
+        .post(ANTHROPIC, &anthropic("mock", "hi", false), &[])
+        .await;
+    assert_eq!(res.status(), 401);
+    let said = text(res).await;
+    assert!(said.contains("send `x-api-key: KEY`"), "{said}");
     let res = gw
         .post(
             OPENAI,
