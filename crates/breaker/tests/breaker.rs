@@ -521,3 +521,27 @@ async fn concurrent_callers_never_exceed_the_probe_limit() {
     let max = max_probes.load(Ordering::SeqCst);
     assert!((1..=2).contains(&max), "{max} probes in flight at once");
 }
+
+/// A frame whose buffer has several chunks is scanned whole: an in-band
+/// error in its second chunk counts.
+#[tokio::test(start_paused = true)]
+async fn an_inband_error_in_a_later_chunk_of_a_frame_is_a_failure() {
+    use bytes::{Buf, Bytes};
+    let layer = BreakerLayer::builder()
+        .no_failure_rate()
+        .consecutive_failures(1)
+        .build()
+        .unwrap();
+    let svc = layer.layer(tower::service_fn(|_: Request<RequestBody>| async {
+        let data = Bytes::from_static(b"data: {\"a\":1}\n\n").chain(Bytes::from_static(
+            b"data: {\"error\":{\"message\":\"x\"}}\n\n",
+        ));
+        let res = http::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(http_body_util::Full::new(data))?;
+        Ok::<_, http::Error>(res)
+    }));
+    let res = svc.oneshot(req(true)).await.unwrap();
+    res.into_body().collect().await.unwrap();
+    assert_eq!(layer.handle().state(), State::Open);
+}

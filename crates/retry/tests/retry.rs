@@ -12,7 +12,7 @@ use palisade_mock::{Fault, MockUpstream, Reply};
 use palisade_retry::{BudgetExhausted, RetryBudget, RetryLayer};
 use tokio::time::Instant;
 use tokio_test::{assert_pending, assert_ready};
-use tower::{Layer, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
@@ -427,4 +427,46 @@ async fn the_retry_hook_sees_every_retry_with_its_delay_and_reason() {
     assert_eq!((seen[1].0, seen[1].1), (2, ms(200)));
     assert_eq!(seen[0].2, "rate_limited");
     assert_eq!(seen[1].2, "server_error");
+}
+
+/// A classifier that counts its clones.
+struct Counted(Arc<AtomicUsize>);
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Self(self.0.clone())
+    }
+}
+
+impl palisade_core::classify::ClassifyOutcome for Counted {
+    fn classify(
+        &self,
+        outcome: palisade_core::classify::Outcome<'_>,
+    ) -> palisade_core::classify::Classification {
+        palisade_core::classify::LlmClassifier::default().classify(outcome)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_policy_is_shared_by_calls_not_copied_into_each() {
+    let clones = Arc::new(AtomicUsize::new(0));
+    let mock = MockUpstream::new();
+    mock.push(Reply::status(503));
+    let mut svc = exact()
+        .base_delay(ms(1))
+        .classifier(Counted(clones.clone()))
+        .layer(mock.clone());
+    let made = clones.load(Ordering::Relaxed);
+    for _ in 0..5 {
+        let res = ServiceExt::<Request<RequestBody>>::ready(&mut svc)
+            .await
+            .unwrap()
+            .call(chat())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    assert_eq!(mock.request_count(), 6, "one retry after the 503");
+    assert_eq!(clones.load(Ordering::Relaxed), made, "no clone per call");
 }
