@@ -267,8 +267,10 @@ impl ScanView {
 
     /// [`feed`](Self::feed) with a frame's data as it is: a `Bytes` (what
     /// hyper and palisade hand on) is kept by reference count, not copied,
-    /// where the decoder keeps bytes; another buffer is fed by its chunks
-    /// (at most its first 64).
+    /// where the decoder keeps bytes; another buffer is fed by its chunks.
+    /// A buffer of more chunks than can be looked at (64) is fed by its
+    /// first 64 and counts as one data event at least: progress, rather
+    /// than a live stream taken for a stalled one.
     pub fn feed_buf<D: Buf + 'static>(&mut self, data: &D) -> Scanned {
         if let Some(bytes) = (data as &dyn Any).downcast_ref::<Bytes>() {
             return self.feed_chunk(Chunk::Bytes(bytes));
@@ -276,10 +278,15 @@ impl ScanView {
         let mut slices = [std::io::IoSlice::new(&[]); 64];
         let n = data.chunks_vectored(&mut slices);
         let mut seen = Scanned::default();
-        for s in &slices[..n] {
-            let s = self.feed_chunk(Chunk::Slice(s));
+        let mut fed = 0;
+        for slice in &slices[..n] {
+            let s = self.feed_chunk(Chunk::Slice(slice));
             seen.data_events += s.data_events;
             seen.inband_errors += s.inband_errors;
+            fed += slice.len();
+        }
+        if fed < data.remaining() {
+            seen.data_events = seen.data_events.max(1);
         }
         seen
     }
@@ -329,24 +336,20 @@ impl Subscription {
 
     /// Hands `f` the events decoded since the last call, in stream order.
     pub fn drain(&self, mut f: impl FnMut(&Event)) -> Drained {
-        let mut state = self.shared.lock();
-        match state.subscribers.get_mut(self.id) {
-            Some(Some(q)) => {
-                q.undrained = 0;
-                q.events.drain(..).for_each(|ev| f(&ev));
-                Drained::Events
-            }
-            _ => Drained::Stopped,
-        }
+        self.take(|events| events.for_each(|ev| f(&ev)))
     }
 
     /// [`drain`](Self::drain), the events by value.
     pub fn drain_into(&self, out: &mut impl Extend<Event>) -> Drained {
+        self.take(|events| out.extend(events))
+    }
+
+    fn take(&self, f: impl FnOnce(std::vec::Drain<'_, Event>)) -> Drained {
         let mut state = self.shared.lock();
         match state.subscribers.get_mut(self.id) {
             Some(Some(q)) => {
                 q.undrained = 0;
-                out.extend(q.events.drain(..));
+                f(q.events.drain(..));
                 Drained::Events
             }
             _ => Drained::Stopped,
@@ -507,5 +510,53 @@ mod tests {
         let mut data = Vec::new();
         sub.drain(|ev| data.push(ev.data().clone()));
         assert_eq!(data, ["ab", "c"]);
+    }
+
+    /// A buffer of many one-byte-slice chunks.
+    struct Pieces(std::collections::VecDeque<&'static [u8]>);
+
+    impl Buf for Pieces {
+        fn remaining(&self) -> usize {
+            self.0.iter().map(|p| p.len()).sum()
+        }
+        fn chunk(&self) -> &[u8] {
+            self.0.front().copied().unwrap_or_default()
+        }
+        fn advance(&mut self, mut n: usize) {
+            while n > 0 {
+                let Some(front) = self.0.front_mut() else {
+                    return;
+                };
+                let k = n.min(front.len());
+                *front = &front[k..];
+                n -= k;
+                if front.is_empty() {
+                    self.0.pop_front();
+                }
+            }
+        }
+        fn chunks_vectored<'a>(&'a self, dst: &mut [std::io::IoSlice<'a>]) -> usize {
+            let n = dst.len().min(self.0.len());
+            for (d, p) in dst.iter_mut().zip(&self.0) {
+                *d = std::io::IoSlice::new(p);
+            }
+            n
+        }
+    }
+
+    #[test]
+    fn a_buffer_of_more_chunks_than_can_be_seen_counts_as_progress() {
+        let mut ext = http::Extensions::new();
+        let mut view = SharedScan::view(&mut ext);
+        // Seen whole, no event completed: no progress.
+        let few = Pieces(
+            std::iter::once(&b"data: "[..])
+                .chain([&b"y"[..]; 10])
+                .collect(),
+        );
+        assert_eq!(view.feed_buf(&few).data_events, 0);
+        // 70 chunks: the last six are not looked at.
+        let many = Pieces([&b"y"[..]; 70].into_iter().collect());
+        assert_eq!(view.feed_buf(&many).data_events, 1);
     }
 }

@@ -157,26 +157,9 @@ where
     }
 }
 
-/// Feeds a frame's bytes to the scanner, without copying; returns how many
-/// data events (progress) they completed.
+/// Feeds a frame's data to the shared scan (a `Bytes` without a copy: a
+/// layer outside may keep it); returns how many data events (progress) it
+/// completed.
 fn feed<D: Buf + 'static>(sse: &mut ScanView, data: &D) -> usize {
-    if data.chunk().len() == data.remaining() {
-        // A `Bytes` is handed on as it is: a layer outside may keep it.
-        return sse.feed_buf(data).data_events;
-    }
-    // A multi-chunk `Buf` (rare: hyper and palisade hand on `Bytes`).
-    let mut slices = [std::io::IoSlice::new(&[]); 16];
-    let n = data.chunks_vectored(&mut slices);
-    let mut events = 0;
-    let mut seen = 0;
-    for s in &slices[..n] {
-        events += sse.feed(s).data_events;
-        seen += s.len();
-    }
-    if seen < data.remaining() {
-        // More chunks than we can look at: count it as progress rather than
-        // risk expiring a live stream.
-        events = events.max(1);
-    }
-    events
+    sse.feed_buf(data).data_events
 }
