@@ -501,7 +501,8 @@ fn json_answer(
         }
         (Api::ChatCompletions, Api::ChatCompletions) | (Api::Messages, Api::Messages) => body,
     };
-    count_usage(&body, &up.name, metrics);
+    // Counted on the answer as the caller gets it (translated by now).
+    count_usage(&body, caller, &up.name, metrics);
     let mut res = Response::new(Body::from(body));
     res.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -509,8 +510,8 @@ fn json_answer(
     Ok(res)
 }
 
-fn count_usage(body: &Bytes, upstream: &str, metrics: &Metrics) {
-    let mut obs = ResponseObserver::new(Some("application/json"));
+fn count_usage(body: &Bytes, api: Api, upstream: &str, metrics: &Metrics) {
+    let mut obs = ResponseObserver::new(api, Some("application/json"));
     obs.feed(body);
     let s = obs.finish();
     metrics.add_tokens(upstream, "input", s.input_tokens.unwrap_or(0));

@@ -141,7 +141,7 @@ impl Relay {
             upstream,
             metrics,
             out: VecDeque::new(),
-            observer: ResponseObserver::for_events(),
+            observer: ResponseObserver::for_events(upstream_api),
             waiting_for_content: Some(started),
             terminated: false,
             done: false,

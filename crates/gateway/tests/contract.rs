@@ -329,6 +329,13 @@ async fn fallback_across_providers_translates_request_answer_and_stream() {
     let (_, body) = gw.call(OPENAI, &chat("gpt", "streamed across", true)).await;
     assert_eq!(openai_text(&body), "streamed across");
     assert_eq!(data_lines(&body).last().unwrap(), "[DONE]");
+    // The tokens are counted across the translation: 3 words in the JSON
+    // answer, 2 in the stream's `message_delta`.
+    let (_, metrics) = gw.get("/metrics").await;
+    assert!(
+        metrics.contains(r#"palisade_tokens_total{upstream="claude",kind="output"} 5"#),
+        "{metrics}"
+    );
 }
 
 /// What a translation leaves out is reported, not dropped silently: an

@@ -3,8 +3,9 @@
 //! Everything palisade needs to know about an API's wire format lives here,
 //! asked through methods: its path, how it takes a key, its vendor's name
 //! in GenAI spans, its stream terminator, which stream events carry
-//! content, its error bodies and stream error events, the status its
-//! in-band error types stand for. Layers and the gateway ask it instead
+//! content, where an answer's usage, finish reasons, model and id live
+//! (read by [`observe`](crate::observe)), its error bodies and stream error
+//! events, the status its in-band error types stand for. Layers and the gateway ask it instead
 //! of keeping their own copies.
 //!
 //! `Api` is **exhaustive on purpose** (no `#[non_exhaustive]`): a `match`
@@ -20,6 +21,8 @@ use bytes::Bytes;
 use http::StatusCode;
 use palisade_sse::Event;
 use serde_json::{Value, json};
+
+use crate::observe::Summary;
 
 /// A wire API palisade speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -175,6 +178,75 @@ impl Api {
         match self {
             Self::ChatCompletions => ev.data().as_ref() == b"[DONE]",
             Self::Messages => ev.is("message_stop"),
+        }
+    }
+
+    /// Whether a stream event of this API may say what the answer amounted
+    /// to, so that an observer parses it (the others are skipped unparsed):
+    /// for chat completions, the first chunk (model, id) and every chunk
+    /// whose `usage` or `finish_reason` is not `null` (with
+    /// `stream_options.include_usage`, OpenAI sends `"usage":null` on every
+    /// chunk but the last); for messages, `message_start` (model, id, input
+    /// usage) and `message_delta` (stop reason, output usage).
+    pub(crate) fn may_summarize(self, ev: &Event, first: bool) -> bool {
+        match self {
+            Self::ChatCompletions => first || crate::observe::worth_parsing(ev.data()),
+            Self::Messages => ev.is("message_start") || ev.is("message_delta"),
+        }
+    }
+
+    /// Reads the model, id, finish reasons and usage of this API's answer
+    /// into `s`, from a whole JSON answer or one stream event. Chat
+    /// completions: top-level `model`, `id`, `usage.prompt_tokens` /
+    /// `completion_tokens`, each `choices[].finish_reason`. Messages: the
+    /// message's `model`, `id`, `stop_reason` and `usage.input_tokens` /
+    /// `output_tokens`, the message being nested in `message_start`, and
+    /// the stop reason in `delta` of `message_delta`. Token counts only
+    /// grow (a later event's count replaces an earlier smaller one).
+    pub(crate) fn summarize(self, v: &Value, s: &mut Summary) {
+        let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+        let usage = |u: Option<&Value>, input: &str, output: &str, s: &mut Summary| {
+            let Some(u) = u.filter(|u| u.is_object()) else {
+                return;
+            };
+            let grow = |slot: &mut Option<u64>, k: &str| {
+                if let Some(n) = u.get(k).and_then(Value::as_u64) {
+                    *slot = Some(slot.map_or(n, |x| x.max(n)));
+                }
+            };
+            grow(&mut s.input_tokens, input);
+            grow(&mut s.output_tokens, output);
+        };
+        let msg = match self {
+            Self::ChatCompletions => v,
+            Self::Messages => v.get("message").filter(|m| m.is_object()).unwrap_or(v),
+        };
+        if s.model.is_none() {
+            s.model = text(msg, "model");
+        }
+        if s.id.is_none() {
+            s.id = text(msg, "id");
+        }
+        match self {
+            Self::ChatCompletions => {
+                let choices = v.get("choices").and_then(Value::as_array);
+                for c in choices.into_iter().flatten() {
+                    if let Some(r) = c.get("finish_reason").and_then(Value::as_str) {
+                        s.finish_reasons.push(r.to_owned());
+                    }
+                }
+                usage(v.get("usage"), "prompt_tokens", "completion_tokens", s);
+            }
+            Self::Messages => {
+                let stop = msg
+                    .get("stop_reason")
+                    .or_else(|| v.pointer("/delta/stop_reason"))
+                    .and_then(Value::as_str);
+                if let Some(r) = stop {
+                    s.finish_reasons.push(r.to_owned());
+                }
+                usage(msg.get("usage"), "input_tokens", "output_tokens", s);
+            }
         }
     }
 

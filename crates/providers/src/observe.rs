@@ -36,9 +36,14 @@
 //!
 //! Memory is bounded: an SSE stream is decoded event by event (at most
 //! [`MAX_EVENT_BYTES`] per event), a JSON answer is kept only up to
-//! [`MAX_JSON_BYTES`] (beyond that, nothing is reported). Only the events
-//! that can carry what is watched are parsed (the first one, and those with
-//! a `usage` or a finish/stop reason that is not `null`, or an error).
+//! [`MAX_JSON_BYTES`] (beyond that, nothing is reported).
+//!
+//! **The API says where to look.** An observer is made for one [`Api`],
+//! which says which events may carry usage, finish reasons, model and id
+//! (only those are parsed: for chat completions the first chunk and those
+//! whose `usage` or `finish_reason` is not `null`; for messages
+//! `message_start` and `message_delta`), where those live in them, and
+//! which event ends the stream. An error event is read whatever the API.
 
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
@@ -51,6 +56,8 @@ use http_body::{Body, Frame, SizeHint};
 use memchr::arch::all::packedpair::HeuristicFrequencyRank;
 use memchr::memmem::{Finder, FinderBuilder};
 use palisade_sse::{Decoder, Drained, Event, SharedScan, Subscription};
+
+use crate::Api;
 use pin_project_lite::pin_project;
 use serde_json::Value;
 
@@ -98,9 +105,10 @@ enum Mode {
 ///
 /// ```
 /// use bytes::Bytes;
+/// use palisade_providers::Api;
 /// use palisade_providers::observe::ResponseObserver;
 ///
-/// let mut obs = ResponseObserver::new(Some("text/event-stream"));
+/// let mut obs = ResponseObserver::new(Api::ChatCompletions, Some("text/event-stream"));
 /// obs.feed(&Bytes::from_static(b"data: {\"id\":\"c1\",\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n"));
 /// obs.feed(&Bytes::from_static(b"data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"));
 /// obs.feed(&Bytes::from_static(b"data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n"));
@@ -111,6 +119,8 @@ enum Mode {
 /// ```
 #[derive(Debug)]
 pub struct ResponseObserver {
+    /// Where the answer says what it amounted to ([`Api::summarize`]).
+    api: Api,
     mode: Mode,
     summary: Summary,
 }
@@ -172,7 +182,7 @@ fn not_null(rest: &[u8]) -> bool {
 /// Whether `data` has a `usage` or a `…_reason` (`finish_reason`) whose value
 /// is not `null`: the events worth parsing. (With `include_usage`, OpenAI
 /// sends `"usage":null` on every chunk but the last.)
-fn worth_parsing(data: &[u8]) -> bool {
+pub(crate) fn worth_parsing(data: &[u8]) -> bool {
     if let Some(i) = rfind_usage(data)
         && not_null(&data[i + USAGE.len()..])
     {
@@ -190,11 +200,12 @@ fn worth_parsing(data: &[u8]) -> bool {
 }
 
 impl ResponseObserver {
-    /// An observer for a body of this `content-type` (`text/event-stream`:
-    /// a stream; anything else: JSON).
-    pub fn new(content_type: Option<&str>) -> Self {
+    /// An observer for an answer of `api`, with a body of this
+    /// `content-type` (`text/event-stream`: a stream; anything else: JSON).
+    pub fn new(api: Api, content_type: Option<&str>) -> Self {
         let sse = content_type.is_some_and(palisade_sse::is_event_stream);
         Self {
+            api,
             mode: if sse {
                 Mode::Sse(Box::new(Decoder::new().max_event_bytes(MAX_EVENT_BYTES)))
             } else {
@@ -204,9 +215,11 @@ impl ResponseObserver {
         }
     }
 
-    /// An observer fed with decoded events only ([`on_event`](Self::on_event)).
-    pub fn for_events() -> Self {
+    /// An observer of a stream of `api`, fed with decoded events only
+    /// ([`on_event`](Self::on_event)).
+    pub fn for_events(api: Api) -> Self {
         Self {
+            api,
             mode: Mode::Off,
             summary: Summary::default(),
         }
@@ -274,54 +287,16 @@ impl ResponseObserver {
             self.summary.inband_error = Some(kind);
             return;
         }
-        if ev.data().as_ref() == b"[DONE]" || ev.is("message_stop") {
+        if self.api.is_terminator(ev) {
             self.summary.terminated = true;
             return;
         }
         let first = self.summary.events == 1;
-        let interesting =
-            first || ev.is("message_start") || ev.is("message_delta") || worth_parsing(data);
-        if !interesting {
+        if !self.api.may_summarize(ev, first) {
             return;
         }
         if let Ok(v) = serde_json::from_slice::<Value>(data) {
-            self.absorb(&v);
-        }
-    }
-
-    fn absorb(&mut self, v: &Value) {
-        let s = &mut self.summary;
-        // Anthropic's message_start nests the message.
-        let msg = v.get("message").filter(|m| m.is_object()).unwrap_or(v);
-        let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-        if s.model.is_none() {
-            s.model = text(msg, "model");
-        }
-        if s.id.is_none() {
-            s.id = text(msg, "id");
-        }
-        if let Some(choices) = v.get("choices").and_then(Value::as_array) {
-            for c in choices {
-                if let Some(r) = c.get("finish_reason").and_then(Value::as_str) {
-                    s.finish_reasons.push(r.to_owned());
-                }
-            }
-        }
-        let stop = msg
-            .get("stop_reason")
-            .or_else(|| v.pointer("/delta/stop_reason"))
-            .and_then(Value::as_str);
-        if let Some(r) = stop {
-            s.finish_reasons.push(r.to_owned());
-        }
-        if let Some(u) = msg.get("usage").filter(|u| u.is_object()) {
-            let n = |a: &str, b: &str| u.get(a).or_else(|| u.get(b)).and_then(Value::as_u64);
-            if let Some(i) = n("prompt_tokens", "input_tokens") {
-                s.input_tokens = Some(s.input_tokens.map_or(i, |x| x.max(i)));
-            }
-            if let Some(o) = n("completion_tokens", "output_tokens") {
-                s.output_tokens = Some(s.output_tokens.map_or(o, |x| x.max(o)));
-            }
+            self.api.summarize(&v, &mut self.summary);
         }
     }
 
@@ -337,7 +312,7 @@ impl ResponseObserver {
                         .and_then(Value::as_str)
                         .map(str::to_owned);
                 } else {
-                    self.absorb(&v);
+                    self.api.summarize(&v, &mut self.summary);
                 }
             }
             self.mode = Mode::Off;
@@ -394,11 +369,11 @@ impl Observation {
     }
 }
 
-/// Watches `res`'s body, reporting to `watch`: through the response's
-/// [`Observation`] when a layer inside already watches it, else through a
-/// new one (for a body of its `Content-Type`), left in the extensions for
-/// the layers outside.
-pub fn watch<B, W: Watch>(res: Response<B>, watch: W) -> Response<WatchedBody<B, W>> {
+/// Watches `res`'s body, an answer of `api`, reporting to `watch`: through
+/// the response's [`Observation`] when a layer inside already watches it,
+/// else through a new one (for a body of its `Content-Type`), left in the
+/// extensions for the layers outside.
+pub fn watch<B, W: Watch>(res: Response<B>, api: Api, watch: W) -> Response<WatchedBody<B, W>> {
     let (mut parts, inner) = res.into_parts();
     let (observation, feeds) = match parts.extensions.get::<Observation>() {
         Some(o) => (o.clone(), false),
@@ -415,10 +390,11 @@ pub fn watch<B, W: Watch>(res: Response<B>, watch: W) -> Response<WatchedBody<B,
                 .flatten();
             let observer = match shared {
                 Some(sub) => ResponseObserver {
+                    api,
                     mode: Mode::Shared(sub),
                     summary: Summary::default(),
                 },
-                None => ResponseObserver::new(ct),
+                None => ResponseObserver::new(api, ct),
             };
             let o = Observation::new(observer);
             parts.extensions.insert(o.clone());
@@ -575,7 +551,7 @@ mod tests {
         assert!(worth_parsing(
             br#"{"choices":[{"index":0,"finish_reason":null},{"index":1,"finish_reason":"length"}]}"#
         ));
-        let mut o = ResponseObserver::new(Some("text/event-stream"));
+        let mut o = ResponseObserver::new(Api::ChatCompletions, Some("text/event-stream"));
         let first = format!("data: {}\n\n", chunk(r#"null}],"usage":null}"#));
         o.feed(&Bytes::from(first.clone()));
         o.feed(&Bytes::from(first));
@@ -591,7 +567,7 @@ mod tests {
 
     #[test]
     fn an_anthropic_stream_and_a_json_answer() {
-        let mut o = ResponseObserver::new(Some("text/event-stream; charset=utf-8"));
+        let mut o = ResponseObserver::new(Api::Messages, Some("text/event-stream; charset=utf-8"));
         for chunk in [
             "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"claude\",\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\n",
             "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n",
@@ -608,7 +584,7 @@ mod tests {
             (Some("claude"), Some("msg_1"))
         );
 
-        let mut o = ResponseObserver::new(Some("application/json"));
+        let mut o = ResponseObserver::new(Api::ChatCompletions, Some("application/json"));
         o.feed(&Bytes::from_static(
             b"{\"id\":\"c\",\"model\":\"gpt\",\"choices\":[{\"finish_reason\":\"length\"}],",
         ));
@@ -619,9 +595,47 @@ mod tests {
         assert_eq!((s.input_tokens, s.output_tokens), (Some(3), Some(7)));
         assert_eq!(s.finish_reasons, ["length"]);
 
-        let mut o = ResponseObserver::new(Some("text/event-stream"));
+        let mut o = ResponseObserver::new(Api::Messages, Some("text/event-stream"));
         o.feed(&Bytes::from_static(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"x\"}}\n\n"));
         assert_eq!(o.finish().inband_error.as_deref(), Some("overloaded_error"));
+    }
+
+    /// Each API's answer is read where that API puts things, and only
+    /// there: an Anthropic message's usage and stop reason mean nothing to
+    /// a chat-completions observer, and the other way round; each API's
+    /// own terminator ends its stream.
+    #[test]
+    fn an_observer_reads_where_its_api_says() {
+        let message: &[u8] = br#"{"id":"msg_1","type":"message","model":"claude","stop_reason":"end_turn","usage":{"input_tokens":9,"output_tokens":4}}"#;
+        let completion: &[u8] = br#"{"id":"c1","model":"gpt","choices":[{"index":0,"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":7}}"#;
+        let read = |api: Api, body: &[u8]| {
+            let mut o = ResponseObserver::new(api, Some("application/json"));
+            o.feed(&Bytes::copy_from_slice(body));
+            o.finish()
+        };
+        let s = read(Api::Messages, message);
+        assert_eq!((s.input_tokens, s.output_tokens), (Some(9), Some(4)));
+        assert_eq!(s.finish_reasons, ["end_turn"]);
+        let s = read(Api::ChatCompletions, completion);
+        assert_eq!((s.input_tokens, s.output_tokens), (Some(3), Some(7)));
+        assert_eq!(s.finish_reasons, ["stop"]);
+        for (api, body) in [(Api::ChatCompletions, message), (Api::Messages, completion)] {
+            let s = read(api, body);
+            assert_eq!((s.input_tokens, s.output_tokens), (None, None), "{api:?}");
+            assert!(s.finish_reasons.is_empty(), "{api:?}");
+        }
+
+        let events = |api: Api, stream: &'static str| {
+            let mut o = ResponseObserver::new(api, Some("text/event-stream"));
+            o.feed(&Bytes::from_static(stream.as_bytes()));
+            o.finish()
+        };
+        let done = "data: {\"id\":\"c1\",\"choices\":[]}\n\ndata: [DONE]\n\n";
+        let stop = "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        assert!(events(Api::ChatCompletions, done).terminated);
+        assert!(events(Api::Messages, stop).terminated);
+        assert!(!events(Api::ChatCompletions, stop).terminated);
+        assert!(!events(Api::Messages, done).terminated);
     }
 
     /// Records what it is told.
@@ -650,9 +664,9 @@ mod tests {
             .body(http_body_util::Full::new(Bytes::from(stream)))
             .unwrap_or_default();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let inner = watch(res, Rec(seen.clone()));
+        let inner = watch(res, Api::ChatCompletions, Rec(seen.clone()));
         let made = inner.extensions().get::<Observation>().cloned();
-        let outer = watch(inner, Rec(seen.clone()));
+        let outer = watch(inner, Api::ChatCompletions, Rec(seen.clone()));
         let found = outer.extensions().get::<Observation>().cloned();
         assert!(
             matches!((&made, &found), (Some(a), Some(b)) if Arc::ptr_eq(&a.0, &b.0)),
@@ -719,7 +733,7 @@ mod tests {
         let view = palisade_sse::SharedScan::view(res.extensions_mut());
         let res = res.map(|()| Feeding { inner: body, view });
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let watched = watch(res, Rec(seen.clone()));
+        let watched = watch(res, Api::ChatCompletions, Rec(seen.clone()));
         let shared = watched
             .extensions()
             .get::<Observation>()

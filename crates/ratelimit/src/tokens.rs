@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use palisade_core::{BoxError, ParsedBody, tokens};
+use palisade_providers::Api;
 use palisade_providers::observe::{self, End, Summary, Watch, WatchedBody};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
@@ -177,6 +178,9 @@ where
             },
         };
         let cost = estimate.total().max(1);
+        // As the trace layer does: a path that names no API (an
+        // OpenAI-compatible server's own route) is read as chat completions.
+        let api = Api::from_path(req.uri().path()).unwrap_or(Api::ChatCompletions);
         match self.bucket.acquire(cost, self.max_wait) {
             Err(refused) => TokenFuture {
                 inner: ResponseFuture::refused(refused),
@@ -185,6 +189,7 @@ where
             Ok(grant) => TokenFuture {
                 inner: granted(&self.bucket, grant, &mut self.inner, req),
                 settle: Some(Settlement {
+                    api,
                     bucket: self.bucket.clone(),
                     reserved: cost,
                     prompt: estimate.prompt,
@@ -197,6 +202,8 @@ where
 /// A reservation to reconcile.
 #[derive(Debug)]
 struct Settlement {
+    /// The API called (by the request's path): where its answer's usage is.
+    api: Api,
     bucket: Arc<Bucket>,
     reserved: u64,
     /// The prompt part of the estimate (for answers without usage).
@@ -254,6 +261,7 @@ where
                 Poll::Ready(Ok(match this.settle.take() {
                     Some(settlement) => observe::watch(
                         res,
+                        settlement.api,
                         Settle {
                             settlement,
                             success,
@@ -293,6 +301,7 @@ impl Watch for Settle {
     fn on_end(&mut self, s: Summary, how: End) {
         // Take the settlement out: it settles once.
         let settlement = Settlement {
+            api: self.settlement.api,
             bucket: self.settlement.bucket.clone(),
             reserved: std::mem::take(&mut self.settlement.reserved),
             prompt: self.settlement.prompt,

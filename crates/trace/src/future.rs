@@ -101,6 +101,7 @@ where
                         .and_then(|v| v.to_str().ok());
                     let stream = ct.is_some_and(palisade_sse::is_event_stream);
                     let span = call.span.clone();
+                    let api = call.api;
                     (
                         Observing {
                             stream,
@@ -108,14 +109,15 @@ where
                             call,
                         },
                         span,
+                        api,
                     )
                 });
                 // Watched through the response's one observation
                 // (`palisade_providers::observe::watch`): decoded once,
                 // whichever layers watch it.
                 Poll::Ready(Ok(match observing {
-                    Some((watching, span)) => {
-                        observe::watch(res, watching).map(|body| TraceBody::new(body, span))
+                    Some((watching, span, api)) => {
+                        observe::watch(res, api, watching).map(|body| TraceBody::new(body, span))
                     }
                     None => {
                         res.map(|inner| TraceBody::new(WatchedBody::unwatched(inner), Span::none()))

@@ -53,6 +53,8 @@ impl<S> Trace<S> {
 
 /// What the span and the metrics need after the headers.
 pub(crate) struct Call {
+    /// The API called: where its answer says what it amounted to.
+    pub(crate) api: Api,
     pub(crate) span: Span,
     pub(crate) started: Instant,
     pub(crate) attrs: Vec<KeyValue>,
@@ -143,6 +145,7 @@ where
                 attrs.push(KeyValue::new("server.address", h));
             }
             Some(Box::new(Call {
+                api,
                 span: span.clone(),
                 started: Instant::now(),
                 attrs,
