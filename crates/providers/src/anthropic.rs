@@ -239,18 +239,29 @@ pub struct ApiError {
     pub extra: Map<String, Value>,
 }
 
-/// One event of a streamed answer.
+/// One event of a streamed answer. Each known event keeps the top-level
+/// fields this crate does not model in `extra` (Anthropic adds fields to
+/// events, e.g. `context_management` on `message_delta`), so
+/// [`to_value`](Self::to_value) gives back what [`from_data`](Self::from_data)
+/// read.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum StreamEvent {
     /// The answer starts: its id, model, input usage.
-    MessageStart(MessagesResponse),
+    MessageStart {
+        /// The message so far (no content yet).
+        message: MessagesResponse,
+        /// The event's other fields, as received.
+        extra: Map<String, Value>,
+    },
     /// A content block starts.
     ContentBlockStart {
         /// The block's position.
         index: u32,
         /// The block, empty but for its type (and id/name for `tool_use`).
         block: ContentBlock,
+        /// The event's other fields, as received.
+        extra: Map<String, Value>,
     },
     /// A piece of a content block.
     ContentBlockDelta {
@@ -258,11 +269,15 @@ pub enum StreamEvent {
         index: u32,
         /// The piece.
         delta: BlockDelta,
+        /// The event's other fields, as received.
+        extra: Map<String, Value>,
     },
     /// A content block ends.
     ContentBlockStop {
         /// The block's position.
         index: u32,
+        /// The event's other fields, as received.
+        extra: Map<String, Value>,
     },
     /// The answer's top-level changes: stop reason, cumulative usage.
     MessageDelta {
@@ -270,12 +285,20 @@ pub enum StreamEvent {
         delta: MessageDeltaBody,
         /// Cumulative usage.
         usage: Usage,
+        /// The event's other fields, as received.
+        extra: Map<String, Value>,
     },
     /// The answer is complete.
-    MessageStop,
+    MessageStop {
+        /// The event's other fields, as received.
+        extra: Map<String, Value>,
+    },
     /// A keep-alive.
-    Ping,
-    /// An in-band error after the 200.
+    Ping {
+        /// The event's other fields, as received.
+        extra: Map<String, Value>,
+    },
+    /// An in-band error after the 200 (its body keeps its own other fields).
     Error(ErrorBody),
     /// An event type this crate does not know: passed through.
     Unknown {
@@ -332,62 +355,119 @@ impl StreamEvent {
     /// When the data is not JSON, has no `type`, or a known type's fields are
     /// wrong.
     pub fn from_data(data: &[u8]) -> Result<Self, serde_json::Error> {
-        let mut v: Value = serde_json::from_slice(data)?;
+        let v: Value = serde_json::from_slice(data)?;
         let kind = v
             .get("type")
             .and_then(Value::as_str)
             .map(str::to_owned)
             .ok_or_else(|| serde::de::Error::missing_field("type"))?;
-        let take = |v: &mut Value, k: &str| v.get_mut(k).map(Value::take).unwrap_or(Value::Null);
-        let index = |v: &Value| -> Result<u32, serde_json::Error> {
-            v.get("index")
+        let Value::Object(mut o) = v else {
+            // A `type` was found, so it is an object.
+            return Err(serde::de::Error::custom("an event is a JSON object"));
+        };
+        // What is left of `o` once the modelled fields are taken is `extra`.
+        let take = |o: &mut Map<String, Value>, k: &str| o.remove(k).unwrap_or(Value::Null);
+        let index = |o: &mut Map<String, Value>| -> Result<u32, serde_json::Error> {
+            o.remove("index")
+                .as_ref()
                 .and_then(Value::as_u64)
                 .and_then(|i| u32::try_from(i).ok())
                 .ok_or_else(|| serde::de::Error::missing_field("index"))
         };
+        if kind == "error" {
+            return Ok(Self::Error(serde_json::from_value(Value::Object(o))?));
+        }
+        if !matches!(
+            kind.as_str(),
+            "message_start"
+                | "content_block_start"
+                | "content_block_delta"
+                | "content_block_stop"
+                | "message_delta"
+                | "message_stop"
+                | "ping"
+        ) {
+            return Ok(Self::Unknown {
+                kind,
+                data: Value::Object(o),
+            });
+        }
+        o.remove("type");
         Ok(match kind.as_str() {
-            "message_start" => Self::MessageStart(serde_json::from_value(take(&mut v, "message"))?),
+            "message_start" => Self::MessageStart {
+                message: serde_json::from_value(take(&mut o, "message"))?,
+                extra: o,
+            },
             "content_block_start" => Self::ContentBlockStart {
-                index: index(&v)?,
-                block: serde_json::from_value(take(&mut v, "content_block"))?,
+                index: index(&mut o)?,
+                block: serde_json::from_value(take(&mut o, "content_block"))?,
+                extra: o,
             },
             "content_block_delta" => Self::ContentBlockDelta {
-                index: index(&v)?,
-                delta: serde_json::from_value(take(&mut v, "delta"))?,
+                index: index(&mut o)?,
+                delta: serde_json::from_value(take(&mut o, "delta"))?,
+                extra: o,
             },
-            "content_block_stop" => Self::ContentBlockStop { index: index(&v)? },
+            "content_block_stop" => Self::ContentBlockStop {
+                index: index(&mut o)?,
+                extra: o,
+            },
             "message_delta" => Self::MessageDelta {
-                delta: serde_json::from_value(take(&mut v, "delta"))?,
-                usage: serde_json::from_value(take(&mut v, "usage"))?,
+                delta: serde_json::from_value(take(&mut o, "delta"))?,
+                usage: serde_json::from_value(take(&mut o, "usage"))?,
+                extra: o,
             },
-            "message_stop" => Self::MessageStop,
-            "ping" => Self::Ping,
-            "error" => Self::Error(serde_json::from_value(v)?),
-            _ => Self::Unknown { kind, data: v },
+            "message_stop" => Self::MessageStop { extra: o },
+            _ => Self::Ping { extra: o },
         })
     }
 
     /// The event as JSON, the inverse of [`from_data`](Self::from_data).
     pub fn to_value(&self) -> Value {
         let v = |x: &dyn erased::ToValue| x.to_value();
+        let event = |kind: &str, fields: Vec<(&str, Value)>, extra: &Map<String, Value>| {
+            let mut o = Map::with_capacity(1 + fields.len() + extra.len());
+            o.insert("type".to_owned(), Value::from(kind));
+            for (k, x) in fields {
+                o.insert(k.to_owned(), x);
+            }
+            for (k, x) in extra {
+                o.insert(k.clone(), x.clone());
+            }
+            Value::Object(o)
+        };
+        let kind = self.kind();
         match self {
-            Self::MessageStart(m) => {
-                serde_json::json!({"type": "message_start", "message": v(m)})
+            Self::MessageStart { message, extra } => {
+                event(kind, vec![("message", v(message))], extra)
             }
-            Self::ContentBlockStart { index, block } => serde_json::json!(
-                {"type": "content_block_start", "index": index, "content_block": v(block)}
+            Self::ContentBlockStart {
+                index,
+                block,
+                extra,
+            } => event(
+                kind,
+                vec![("index", Value::from(*index)), ("content_block", v(block))],
+                extra,
             ),
-            Self::ContentBlockDelta { index, delta } => serde_json::json!(
-                {"type": "content_block_delta", "index": index, "delta": v(delta)}
+            Self::ContentBlockDelta {
+                index,
+                delta,
+                extra,
+            } => event(
+                kind,
+                vec![("index", Value::from(*index)), ("delta", v(delta))],
+                extra,
             ),
-            Self::ContentBlockStop { index } => {
-                serde_json::json!({"type": "content_block_stop", "index": index})
+            Self::ContentBlockStop { index, extra } => {
+                event(kind, vec![("index", Value::from(*index))], extra)
             }
-            Self::MessageDelta { delta, usage } => serde_json::json!(
-                {"type": "message_delta", "delta": v(delta), "usage": v(usage)}
-            ),
-            Self::MessageStop => serde_json::json!({"type": "message_stop"}),
-            Self::Ping => serde_json::json!({"type": "ping"}),
+            Self::MessageDelta {
+                delta,
+                usage,
+                extra,
+            } => event(kind, vec![("delta", v(delta)), ("usage", v(usage))], extra),
+            Self::MessageStop { extra } | Self::Ping { extra } => event(kind, Vec::new(), extra),
             Self::Error(e) => v(e),
             Self::Unknown { data, .. } => data.clone(),
         }
@@ -396,13 +476,13 @@ impl StreamEvent {
     /// The event's `type`.
     pub fn kind(&self) -> &str {
         match self {
-            Self::MessageStart(_) => "message_start",
+            Self::MessageStart { .. } => "message_start",
             Self::ContentBlockStart { .. } => "content_block_start",
             Self::ContentBlockDelta { .. } => "content_block_delta",
             Self::ContentBlockStop { .. } => "content_block_stop",
             Self::MessageDelta { .. } => "message_delta",
-            Self::MessageStop => "message_stop",
-            Self::Ping => "ping",
+            Self::MessageStop { .. } => "message_stop",
+            Self::Ping { .. } => "ping",
             Self::Error(_) => "error",
             Self::Unknown { kind, .. } => kind,
         }

@@ -1057,7 +1057,7 @@ impl FromAnthropicStream {
     pub fn push(&mut self, ev: anthropic::StreamEvent) -> Vec<Delta> {
         use anthropic::StreamEvent as E;
         match ev {
-            E::MessageStart(m) => {
+            E::MessageStart { message: m, .. } => {
                 self.start = m
                     .usage
                     .input_tokens
@@ -1069,7 +1069,7 @@ impl FromAnthropicStream {
                     input_tokens: self.start.map(|u| u.input),
                 }]
             }
-            E::ContentBlockStart { index, block } if block.kind == "tool_use" => {
+            E::ContentBlockStart { index, block, .. } if block.kind == "tool_use" => {
                 let call = u32::try_from(self.calls.len()).unwrap_or(u32::MAX);
                 self.calls.insert(index, call);
                 vec![Delta::ToolCall {
@@ -1078,7 +1078,7 @@ impl FromAnthropicStream {
                     name: block.name,
                 }]
             }
-            E::ContentBlockDelta { index, delta } => {
+            E::ContentBlockDelta { index, delta, .. } => {
                 if let Maybe::Present(text) = delta.text {
                     return vec![Delta::Text(text)];
                 }
@@ -1087,7 +1087,7 @@ impl FromAnthropicStream {
                     _ => Vec::new(),
                 }
             }
-            E::MessageDelta { delta, usage } => {
+            E::MessageDelta { delta, usage, .. } => {
                 let finish = Finish::from_anthropic(
                     delta.stop_reason.get().map_or("end_turn", String::as_str),
                 );
@@ -1102,7 +1102,7 @@ impl FromAnthropicStream {
                 }
                 vec![Delta::Finish(finish), Delta::Usage(u)]
             }
-            E::MessageStop => vec![Delta::End],
+            E::MessageStop { .. } => vec![Delta::End],
             _ => Vec::new(),
         }
     }
@@ -1294,7 +1294,10 @@ pub struct ToAnthropicStream {
 impl ToAnthropicStream {
     fn close(&mut self, out: &mut Vec<anthropic::StreamEvent>) {
         if let Some((index, _)) = self.open.take() {
-            out.push(anthropic::StreamEvent::ContentBlockStop { index });
+            out.push(anthropic::StreamEvent::ContentBlockStop {
+                index,
+                extra: Map::new(),
+            });
         }
     }
 
@@ -1308,7 +1311,11 @@ impl ToAnthropicStream {
         let index = self.next_index;
         self.next_index += 1;
         self.open = Some((index, call));
-        out.push(anthropic::StreamEvent::ContentBlockStart { index, block });
+        out.push(anthropic::StreamEvent::ContentBlockStart {
+            index,
+            block,
+            extra: Map::new(),
+        });
         index
     }
 
@@ -1321,21 +1328,24 @@ impl ToAnthropicStream {
                 id,
                 model,
                 input_tokens,
-            } => out.push(E::MessageStart(anthropic::MessagesResponse {
-                id,
-                kind: "message".to_owned(),
-                role: "assistant".to_owned(),
-                model,
-                content: Vec::new(),
-                stop_reason: Maybe::Null,
-                stop_sequence: Maybe::Null,
-                usage: anthropic::Usage {
-                    input_tokens: Maybe::Present(input_tokens.unwrap_or(0)),
-                    output_tokens: Maybe::Present(0),
+            } => out.push(E::MessageStart {
+                message: anthropic::MessagesResponse {
+                    id,
+                    kind: "message".to_owned(),
+                    role: "assistant".to_owned(),
+                    model,
+                    content: Vec::new(),
+                    stop_reason: Maybe::Null,
+                    stop_sequence: Maybe::Null,
+                    usage: anthropic::Usage {
+                        input_tokens: Maybe::Present(input_tokens.unwrap_or(0)),
+                        output_tokens: Maybe::Present(0),
+                        extra: Map::new(),
+                    },
                     extra: Map::new(),
                 },
                 extra: Map::new(),
-            })),
+            }),
             Delta::Text(text) => {
                 let index = match self.open {
                     Some((i, None)) => i,
@@ -1348,6 +1358,7 @@ impl ToAnthropicStream {
                         text: Maybe::Present(text),
                         ..Default::default()
                     },
+                    extra: Map::new(),
                 });
             }
             Delta::ToolCall { call, id, name } => {
@@ -1371,6 +1382,7 @@ impl ToAnthropicStream {
                             partial_json: Maybe::Present(json),
                             ..Default::default()
                         },
+                        extra: Map::new(),
                     });
                 }
             }
@@ -1394,8 +1406,9 @@ impl ToAnthropicStream {
                             extra: Map::new(),
                         },
                     },
+                    extra: Map::new(),
                 });
-                out.push(E::MessageStop);
+                out.push(E::MessageStop { extra: Map::new() });
             }
         }
         out

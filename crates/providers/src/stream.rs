@@ -405,11 +405,11 @@ impl AnthropicAggregator {
     pub fn push(&mut self, ev: anthropic::StreamEvent) {
         use anthropic::StreamEvent as E;
         match ev {
-            E::MessageStart(m) => self.message = Some(m),
-            E::ContentBlockStart { index, block } => {
+            E::MessageStart { message: m, .. } => self.message = Some(m),
+            E::ContentBlockStart { index, block, .. } => {
                 self.blocks.insert(index, (block, String::new()));
             }
-            E::ContentBlockDelta { index, delta } => {
+            E::ContentBlockDelta { index, delta, .. } => {
                 let (block, json) = self
                     .blocks
                     .entry(index)
@@ -423,8 +423,8 @@ impl AnthropicAggregator {
                     json.push_str(&p);
                 }
             }
-            E::ContentBlockStop { .. } | E::Ping | E::Unknown { .. } | E::Error(_) => {}
-            E::MessageDelta { delta, usage } => {
+            E::ContentBlockStop { .. } | E::Ping { .. } | E::Unknown { .. } | E::Error(_) => {}
+            E::MessageDelta { delta, usage, .. } => {
                 if let Some(m) = &mut self.message {
                     if !delta.stop_reason.is_absent() {
                         m.stop_reason = delta.stop_reason;
@@ -442,7 +442,7 @@ impl AnthropicAggregator {
                     m.usage.extra.extend(usage.extra);
                 }
             }
-            E::MessageStop => self.stopped = true,
+            E::MessageStop { .. } => self.stopped = true,
         }
     }
 

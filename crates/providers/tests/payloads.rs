@@ -191,6 +191,24 @@ fn anthropic_stream_events_round_trip_and_decode() {
         &json!({"location": "San Francisco, CA"})
     );
 
+    // Fields this crate does not model, on known events, are kept: a proxy
+    // re-encoding the stream loses nothing (Anthropic's `message_delta`
+    // carries `context_management` with context editing).
+    let with_more = [
+        json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": "claude", "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 1, "output_tokens": 1}}, "new_top_level": {"a": 1}}),
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}, "new_top_level": true}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}, "new_top_level": [1]}),
+        json!({"type": "content_block_stop", "index": 0, "new_top_level": "x"}),
+        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 3}, "context_management": {"applied_edits": []}}),
+        json!({"type": "message_stop", "new_top_level": 2}),
+        json!({"type": "ping", "new_top_level": null}),
+    ];
+    for v in &with_more {
+        let ev = StreamEvent::from_data(v.to_string().as_bytes()).unwrap();
+        assert!(!matches!(ev, StreamEvent::Unknown { .. }), "{v}");
+        assert_eq!(&ev.to_value(), v, "{}", ev.kind());
+    }
+
     let unknown = StreamEvent::from_data(br#"{"type":"brand_new_event","x":1}"#).unwrap();
     assert_eq!(unknown.kind(), "brand_new_event");
     assert_eq!(
