@@ -162,11 +162,7 @@ where
                     }
                     Some(Verdict::Success) => {
                         let mut res = res;
-                        let sse = res
-                            .headers()
-                            .get(http::header::CONTENT_TYPE)
-                            .and_then(|v| v.to_str().ok())
-                            .is_some_and(palisade_sse::is_event_stream);
+                        let sse = palisade_sse::has_event_stream(res.headers());
                         // The response's one event scan, shared with the
                         // layers inside that count events too (an SSE-aware
                         // idle timeout).

@@ -64,12 +64,74 @@ pub use stream::{EventStream, SharedEvents};
 /// assert!(palisade_sse::is_event_stream("text/event-stream; charset=utf-8"));
 /// assert!(palisade_sse::is_event_stream(" Text/Event-Stream"));
 /// assert!(!palisade_sse::is_event_stream("application/json"));
+/// assert!(!palisade_sse::is_event_stream("text/event-streams"));
 /// ```
 pub fn is_event_stream(content_type: &str) -> bool {
-    content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .eq_ignore_ascii_case("text/event-stream")
+    names_event_stream(content_type.as_bytes())
+}
+
+/// Whether these headers' `Content-Type` names an event stream
+/// ([`is_event_stream`]), read as bytes: no UTF-8 check, no copy. What a
+/// layer asks of every answer.
+///
+/// ```
+/// let mut h = http::HeaderMap::new();
+/// assert!(!palisade_sse::has_event_stream(&h));
+/// h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
+/// assert!(palisade_sse::has_event_stream(&h));
+/// ```
+pub fn has_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| names_event_stream(v.as_bytes()))
+}
+
+/// The media type before any parameters, around optional whitespace, is
+/// `text/event-stream` in any case.
+fn names_event_stream(value: &[u8]) -> bool {
+    const NAME: &[u8] = b"text/event-stream";
+    let value = value.trim_ascii_start();
+    value.len() >= NAME.len()
+        && value[..NAME.len()].eq_ignore_ascii_case(NAME)
+        && matches!(
+            value[NAME.len()..].trim_ascii_start().first(),
+            None | Some(b';')
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_content_types_name_an_event_stream() {
+        for yes in [
+            "text/event-stream",
+            "TEXT/Event-Stream",
+            "text/event-stream; charset=utf-8",
+            "text/event-stream;charset=utf-8",
+            " \ttext/event-stream \t; x=y",
+            "text/event-stream ",
+        ] {
+            assert!(is_event_stream(yes), "{yes:?}");
+        }
+        for no in [
+            "",
+            "text/event",
+            "text/event-streams",
+            "text/event-stream x",
+            "application/json",
+            "application/json; text/event-stream",
+        ] {
+            assert!(!is_event_stream(no), "{no:?}");
+        }
+        // Header bytes that are not UTF-8, in a parameter: still a stream.
+        let mut h = http::HeaderMap::new();
+        let v = http::HeaderValue::from_bytes(b"text/event-stream; name=\xe9t\xe9");
+        h.insert(
+            http::header::CONTENT_TYPE,
+            v.unwrap_or(http::HeaderValue::from_static("x")),
+        );
+        assert!(has_event_stream(&h));
+    }
 }

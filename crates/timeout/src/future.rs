@@ -58,13 +58,12 @@ where
                 // An event stream's one scan, shared with the layers outside
                 // that count events too (a breaker). Any other body makes
                 // progress with every frame.
-                let stream = res
-                    .headers()
-                    .get(http::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(palisade_sse::is_event_stream);
-                let sse = (config.sse_aware && config.idle.is_some() && stream)
-                    .then(|| SharedScan::view(res.extensions_mut()));
+                // The headers are looked at only when an event stream
+                // would be treated apart.
+                let sse = (config.sse_aware
+                    && config.idle.is_some()
+                    && palisade_sse::has_event_stream(res.headers()))
+                .then(|| SharedScan::view(res.extensions_mut()));
                 return Poll::Ready(Ok(res.map(|b| TimeoutBody::new(b, config, total_at, sse))));
             }
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),

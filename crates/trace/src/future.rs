@@ -8,7 +8,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::Response;
-use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 use http_body::Body;
 use opentelemetry::KeyValue;
 use palisade_core::{BoxError, ErrorKind};
@@ -95,11 +95,7 @@ where
                         call.span.record("error.type", code.as_str());
                         call.attrs.push(KeyValue::new("error.type", code));
                     }
-                    let ct = res
-                        .headers()
-                        .get(CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok());
-                    let stream = ct.is_some_and(palisade_sse::is_event_stream);
+                    let stream = palisade_sse::has_event_stream(res.headers());
                     let span = call.span.clone();
                     let api = call.api;
                     (
