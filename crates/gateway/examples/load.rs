@@ -6,16 +6,20 @@
 //! cargo run --release -p palisade-gateway --example load -- 10      # 10 s per run
 //! ```
 //!
-//! Three processes: the mock upstream (palisade-mock on loopback), the
-//! gateway in front of it (an `openai` upstream, default stack), and this
-//! driver, which sends non-streamed chat requests from `c` concurrent
-//! workers, first straight to the mock, then through the gateway, for
-//! concurrency 1 and 64, three interleaved rounds each, and prints the
-//! medians side by side: p50, p99, requests/s, added latency and the
-//! throughput ratio, and the gateway's own time per request as it reports
-//! it in `x-palisade-overhead-ms` (total minus waiting on the upstream and on
-//! the caller). All three share this machine's cores, so the gateway
-//! and the driver compete for CPU: the ratio is a lower bound.
+//! Four processes: the mock upstream (palisade-mock on loopback), the
+//! gateway in front of it (an `openai` upstream, default stack), a bare
+//! hyper reverse proxy in front of it (the least any proxy does: accept,
+//! forward over a pooled connection, stream the answer back — the floor a
+//! gateway is measured against), and this driver, which sends non-streamed
+//! chat requests from `c` concurrent workers straight to the mock, through
+//! the bare proxy and through the gateway, for concurrency 1 and 64, three
+//! interleaved rounds each, and prints the medians side by side: p50, p99,
+//! requests/s, the added p50 and the throughput ratio against the direct
+//! calls, and the gateway's own time per request as it reports it in
+//! `x-palisade-overhead-ms` (total minus waiting on the upstream and on the
+//! caller). All share this machine's cores, so a proxy and the driver
+//! compete for CPU: the ratios are lower bounds, and the bare proxy's ratio
+//! says how much of the gateway's shortfall any proxy would have here.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,6 +41,7 @@ fn main() -> Result<(), BoxError> {
     let rt = tokio::runtime::Runtime::new()?;
     match args.first().map(String::as_str) {
         Some("serve-mock") => rt.block_on(serve_mock()),
+        Some("serve-proxy") => rt.block_on(serve_proxy(args.get(1).map_or("", String::as_str))),
         Some("serve-gateway") => {
             rt.block_on(serve_gateway(args.get(1).map_or("", String::as_str), ""))
         }
@@ -52,6 +57,47 @@ async fn serve_mock() -> Result<(), BoxError> {
     println!("{}", server.base_url());
     std::future::pending::<()>().await;
     Ok(())
+}
+
+/// A bare reverse proxy to `upstream` with hyper alone: HTTP/1 in, the
+/// request forwarded as it came (its path appended to `upstream`'s) over
+/// hyper-util's pooled client with `TCP_NODELAY` (as the gateway's client),
+/// the answer streamed back. No checks, no parsing, no layers.
+async fn serve_proxy(upstream: &str) -> Result<(), BoxError> {
+    use hyper::body::Incoming;
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::rt::TokioIo;
+
+    let upstream: Arc<str> = Arc::from(upstream.trim_end_matches('/'));
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<HttpConnector, Incoming> =
+        Client::builder(TokioExecutor::new()).build(connector);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("http://{}", listener.local_addr()?);
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        tcp.set_nodelay(true)?;
+        let (client, upstream) = (client.clone(), upstream.clone());
+        let forward = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+            forward(client.clone(), upstream.clone(), req)
+        });
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), forward)
+                .await;
+        });
+    }
+}
+
+async fn forward(
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, hyper::body::Incoming>,
+    upstream: Arc<str>,
+    mut req: http::Request<hyper::body::Incoming>,
+) -> Result<http::Response<hyper::body::Incoming>, BoxError> {
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    *req.uri_mut() = format!("{upstream}{path}").parse()?;
+    Ok(client.request(req).await?)
 }
 
 struct Run {
@@ -125,26 +171,28 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn drive(length: Duration) -> Result<(), BoxError> {
     let (mut mock, mock_url) = child(&["serve-mock"])?;
     let (mut gw, gw_url) = child(&["serve-gateway", &mock_url])?;
+    let (mut proxy, proxy_url) = child(&["serve-proxy", &mock_url])?;
     println!(
-        "mock {mock_url}, gateway {gw_url}; {} s per run, 3 rounds, medians",
+        "mock {mock_url}, bare proxy {proxy_url}, gateway {gw_url}; {} s per run, 3 rounds, medians",
         length.as_secs()
     );
     println!(
-        "{:>5} | {:>22} | {:>22} | {:>18} | {:>6} | {:>12}",
+        "{:>5} | {:>22} | {:>29} | {:>29} | {:>10}",
         "conc",
         "direct p50/p99 µs req/s",
-        "gateway p50/p99 µs req/s",
-        "added p50/p99 µs",
-        "ratio",
-        "own p50 µs"
+        "bare proxy p50 +µs req/s %",
+        "gateway p50 +µs req/s %",
+        "gw own µs"
     );
     for conc in [1usize, 64] {
-        // Warm both paths (connections, allocator, branch predictors).
-        run(&mock_url, conc, Duration::from_millis(300)).await?;
-        run(&gw_url, conc, Duration::from_millis(300)).await?;
-        let (mut d, mut g) = (Vec::new(), Vec::new());
+        // Warm every path (connections, allocator, branch predictors).
+        for url in [&mock_url, &proxy_url, &gw_url] {
+            run(url, conc, Duration::from_millis(300)).await?;
+        }
+        let (mut d, mut p, mut g) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..3 {
             d.push(run(&mock_url, conc, length).await?);
+            p.push(run(&proxy_url, conc, length).await?);
             g.push(run(&gw_url, conc, length).await?);
         }
         let us = |f: fn(&Run) -> Duration, v: &[Run]| {
@@ -152,15 +200,21 @@ async fn drive(length: Duration) -> Result<(), BoxError> {
         };
         let rps = |v: &[Run]| median(v.iter().map(|r| r.rps).collect());
         let (dp50, dp99, drps) = (us(|r| r.p50, &d), us(|r| r.p99, &d), rps(&d));
-        let (gp50, gp99, grps) = (us(|r| r.p50, &g), us(|r| r.p99, &g), rps(&g));
+        let through = |v: &[Run]| {
+            let (p50, rps) = (us(|r| r.p50, v), rps(v));
+            format!(
+                "{p50:>6.0} {:>+6.0} {rps:>8.0} {:>5.1}%",
+                p50 - dp50,
+                100.0 * rps / drps
+            )
+        };
         println!(
-            "{conc:>5} | {dp50:>6.0} {dp99:>6.0} {drps:>8.0} | {gp50:>6.0} {gp99:>6.0} {grps:>8.0} | {:>8.0} {:>8.0} | {:>5.1}% | {:>12.1}",
-            gp50 - dp50,
-            gp99 - dp99,
-            100.0 * grps / drps,
+            "{conc:>5} | {dp50:>6.0} {dp99:>6.0} {drps:>8.0} | {} | {} | {:>10.1}",
+            through(&p),
+            through(&g),
             median(g.iter().map(|r| r.own_p50).collect()),
         );
     }
-    stop(&mut [&mut gw, &mut mock]);
+    stop(&mut [&mut proxy, &mut gw, &mut mock]);
     Ok(())
 }
