@@ -434,7 +434,7 @@ impl StackConfig {
         let tpm = match self.tokens_per_minute {
             None => TokenLimitLayer::off(),
             Some(n) => {
-                let l = TokenLimitLayer::per_minute(n)?;
+                let l = TokenLimitLayer::per_minute(n)?.api(self.api);
                 if self.max_wait.is_zero() {
                     l.reject()
                 } else {

@@ -5,8 +5,8 @@
 //! in GenAI spans, its stream terminator, which stream events carry
 //! content, where an answer's usage, finish reasons, model and id live
 //! (read by [`observe`](crate::observe)), its error bodies and stream error
-//! events, the status its in-band error types stand for. Layers and the gateway ask it instead
-//! of keeping their own copies.
+//! events, the status its in-band error types stand for. Layers and the
+//! gateway ask it instead of keeping their own copies.
 //!
 //! `Api` is **exhaustive on purpose** (no `#[non_exhaustive]`): a `match`
 //! on it anywhere — in this workspace or in your code — lists every

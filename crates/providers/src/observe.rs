@@ -370,9 +370,10 @@ impl Observation {
 }
 
 /// Watches `res`'s body, an answer of `api`, reporting to `watch`: through
-/// the response's [`Observation`] when a layer inside already watches it,
-/// else through a new one (for a body of its `Content-Type`), left in the
-/// extensions for the layers outside.
+/// the response's [`Observation`] when a layer inside already watches it
+/// (then that layer's `api` is the one the answer is read as), else through
+/// a new one (for a body of its `Content-Type`), left in the extensions for
+/// the layers outside.
 pub fn watch<B, W: Watch>(res: Response<B>, api: Api, watch: W) -> Response<WatchedBody<B, W>> {
     let (mut parts, inner) = res.into_parts();
     let (observation, feeds) = match parts.extensions.get::<Observation>() {

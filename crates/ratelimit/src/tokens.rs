@@ -60,6 +60,8 @@ pub struct TokenLimitLayer {
     bucket: Arc<Bucket>,
     max_wait: Duration,
     enabled: bool,
+    /// The API answers are read as; `None`: by the request's path.
+    api: Option<Api>,
 }
 
 impl fmt::Debug for TokenLimitLayer {
@@ -68,6 +70,7 @@ impl fmt::Debug for TokenLimitLayer {
             .field("bucket", &self.bucket)
             .field("max_wait", &self.max_wait)
             .field("enabled", &self.enabled)
+            .field("api", &self.api)
             .finish()
     }
 }
@@ -93,6 +96,7 @@ impl TokenLimitLayer {
             bucket: Arc::new(Bucket::new(capacity, per_second)),
             max_wait: Duration::ZERO,
             enabled: true,
+            api: None,
         })
     }
 
@@ -103,6 +107,7 @@ impl TokenLimitLayer {
             bucket: Arc::new(Bucket::new(u64::MAX / 2, 1.0)),
             max_wait: Duration::ZERO,
             enabled: false,
+            api: None,
         }
     }
 
@@ -110,6 +115,17 @@ impl TokenLimitLayer {
     #[must_use]
     pub fn wait(mut self, max_wait: Duration) -> Self {
         self.max_wait = max_wait;
+        self
+    }
+
+    /// Reads every answer's usage as `api`'s. By default the API is the one
+    /// the request's path names ([`Api::from_path`]), chat completions when
+    /// it names none (an OpenAI-compatible server's own route), as
+    /// `palisade_trace::TraceLayer` does; set it for a route of another
+    /// API under a path of its own.
+    #[must_use]
+    pub fn api(mut self, api: Api) -> Self {
+        self.api = Some(api);
         self
     }
 
@@ -135,6 +151,7 @@ impl<S> Layer<S> for TokenLimitLayer {
             bucket: self.bucket.clone(),
             max_wait: self.max_wait,
             enabled: self.enabled,
+            api: self.api,
         }
     }
 }
@@ -146,6 +163,7 @@ pub struct TokenLimit<S> {
     bucket: Arc<Bucket>,
     max_wait: Duration,
     enabled: bool,
+    api: Option<Api>,
 }
 
 impl<S, B, RB> Service<Request<B>> for TokenLimit<S>
@@ -178,9 +196,10 @@ where
             },
         };
         let cost = estimate.total().max(1);
-        // As the trace layer does: a path that names no API (an
-        // OpenAI-compatible server's own route) is read as chat completions.
-        let api = Api::from_path(req.uri().path()).unwrap_or(Api::ChatCompletions);
+        let api = self
+            .api
+            .or_else(|| Api::from_path(req.uri().path()))
+            .unwrap_or(Api::ChatCompletions);
         match self.bucket.acquire(cost, self.max_wait) {
             Err(refused) => TokenFuture {
                 inner: ResponseFuture::refused(refused),

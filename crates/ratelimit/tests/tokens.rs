@@ -231,3 +231,44 @@ async fn an_output_budget_in_any_number_shape_is_reserved() {
     }
     assert_eq!(mock.request_count(), 0);
 }
+
+/// An Anthropic-compatible server under a path of its own: the path names
+/// no API, so without `api` the answer is read as chat completions (no
+/// usage found there: the call settles at its estimate); with
+/// `api(Api::Messages)` its usage is found and settled exactly.
+#[tokio::test(start_paused = true)]
+async fn an_answer_is_read_as_the_api_set_for_the_layer() {
+    use palisade_providers::Api;
+    const ANSWER: &str = r#"{"id":"msg_1","type":"message","role":"assistant","model":"mock","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","usage":{"input_tokens":9,"output_tokens":4}}"#;
+    let call = |layer: TokenLimitLayer| async move {
+        // An upstream that answers every path (the mock routes by path).
+        let upstream = tower::service_fn(|_: Request<RequestBody>| async {
+            http::Response::builder()
+                .header("content-type", "application/json")
+                .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                    ANSWER.as_bytes(),
+                )))
+        });
+        let req = Request::post("/llm")
+            .body(RequestBody::from(
+                r#"{"model":"mock","max_tokens":100,"messages":[{"role":"user","content":"alpha"}]}"#,
+            ))
+            .unwrap();
+        let res = layer.layer(upstream).oneshot(req).await.unwrap();
+        res.into_body().collect().await.unwrap();
+        layer.bucket().available()
+    };
+    let read = call(
+        TokenLimitLayer::per_minute(1_000)
+            .unwrap()
+            .api(Api::Messages),
+    )
+    .await;
+    assert_eq!(read, 1_000 - 13);
+    let unread = call(TokenLimitLayer::per_minute(1_000).unwrap()).await;
+    assert_ne!(
+        unread,
+        1_000 - 13,
+        "chat completions' usage keys are not Anthropic's"
+    );
+}
