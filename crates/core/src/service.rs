@@ -59,6 +59,22 @@ pub trait LlmService:
     /// This stack, type-erased: one type for any stack, to keep in a struct
     /// field or an axum state (its body boxed as [`BoxLlmBody`]).
     ///
+    /// It needs the stack to be `Sync` too, as axum's state does: every
+    /// palisade stack is, but a generic parameter must say so —
+    /// `impl LlmService + Sync`:
+    ///
+    /// ```
+    /// use palisade_core::{BoxLlmService, LlmService};
+    ///
+    /// fn keep(llm: impl LlmService + Sync) -> BoxLlmService {
+    ///     llm.boxed_llm()
+    /// }
+    /// # let echo = tower::service_fn(|req: http::Request<palisade_core::RequestBody>| async move {
+    /// #     Ok::<_, palisade_core::BoxError>(http::Response::new(http_body_util::Full::new(req.into_body().into_bytes())))
+    /// # });
+    /// # let _ = keep(echo);
+    /// ```
+    ///
     /// ```
     /// use palisade_core::{BoxError, BoxLlmService, LlmService, RequestBody};
     ///
