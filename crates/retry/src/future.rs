@@ -8,9 +8,9 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::{Request, Response};
-use palisade_core::classify::{Classification, ClassifyOutcome, Outcome};
+use palisade_core::classify::{Classification, ClassifyOutcome, Outcome, Reason};
 use palisade_core::hint::RetryHint;
-use palisade_core::{BoxError, UpstreamStatus, find};
+use palisade_core::{BoxError, TransportKind, UpstreamStatus, find};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
@@ -35,6 +35,8 @@ pin_project! {
         replay: Option<Box<Replay<S, B>>>,
         policy: Arc<Policy<C>>,
         attempts: u32,
+        // Resends after a stale pooled connection (not attempts).
+        resends: u32,
         started: Option<Instant>,
         #[pin]
         state: State<S::Future>,
@@ -46,7 +48,9 @@ pin_project! {
     enum State<F> {
         Called { #[pin] fut: F },
         Sleeping { sleep: Pin<Box<Sleep>> },
-        Readying,
+        // `resend`: the next call resends after a stale connection and is
+        // not an attempt.
+        Readying { resend: bool },
     }
 }
 
@@ -81,6 +85,7 @@ where
             replay,
             policy,
             attempts: 1,
+            resends: 0,
             started,
             state: State::Called { fut },
         }
@@ -120,6 +125,20 @@ where
                     if !class.is_retryable() {
                         return Poll::Ready(result);
                     }
+                    if class.reason() == Reason::Transport(TransportKind::StaleConnection)
+                        && *this.resends < this.policy.stale_resends
+                        && this.replay.as_ref().is_some_and(|r| r.template.is_some())
+                    {
+                        *this.resends += 1;
+                        tracing::debug!(
+                            attempt = *this.attempts,
+                            resend = *this.resends,
+                            "resending: the pooled connection was closed by the server before it read the request (not an attempt)"
+                        );
+                        drop(result);
+                        this.state.set(State::Readying { resend: true });
+                        continue;
+                    }
                     let delay = match decide(this.policy, *this.attempts, *this.started, &result) {
                         Ok(d) => d,
                         Err(why) => {
@@ -152,7 +171,7 @@ where
                     // Release the failed response (and its connection) now.
                     drop(result);
                     if delay.is_zero() {
-                        this.state.set(State::Readying);
+                        this.state.set(State::Readying { resend: false });
                     } else {
                         this.state.set(State::Sleeping {
                             sleep: Box::pin(tokio::time::sleep(delay)),
@@ -161,17 +180,24 @@ where
                 }
                 StateProj::Sleeping { sleep } => {
                     ready!(sleep.as_mut().poll(cx));
-                    this.state.set(State::Readying);
+                    this.state.set(State::Readying { resend: false });
                 }
-                StateProj::Readying => {
+                StateProj::Readying { resend } => {
+                    let resend = *resend;
                     let Some(Replay { svc, template }) = this.replay.as_deref_mut() else {
                         return Poll::Ready(Err(NOTHING_TO_RETRY.into()));
                     };
                     if let Err(e) = ready!(svc.poll_ready(cx)) {
                         return Poll::Ready(Err(e.into()));
                     }
-                    *this.attempts += 1;
-                    let req = if *this.attempts >= this.policy.max_attempts {
+                    if !resend {
+                        *this.attempts += 1;
+                    }
+                    // The last call keeps no copy, unless a stale
+                    // connection could still ask for a resend.
+                    let last = *this.attempts >= this.policy.max_attempts
+                        && *this.resends >= this.policy.stale_resends;
+                    let req = if last {
                         template.take()
                     } else {
                         template.as_ref().map(clone_request)

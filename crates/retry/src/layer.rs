@@ -93,7 +93,14 @@ pub(crate) struct Policy<C> {
     pub(crate) classifier: C,
     pub(crate) budget: Option<Arc<RetryBudget>>,
     pub(crate) on_retry: Option<Hook>,
+    /// Resends after a stale pooled connection, beside `max_attempts`.
+    pub(crate) stale_resends: u32,
 }
+
+/// How many times a call is resent at once, without counting an attempt,
+/// when it failed on a pooled connection the server had closed (see
+/// [`RetryLayer::stale_resends`]).
+pub const DEFAULT_STALE_RESENDS: u32 = 2;
 
 impl Default for RetryLayer {
     fn default() -> Self {
@@ -115,6 +122,7 @@ impl RetryLayer {
                 classifier: LlmClassifier::new(),
                 budget: None,
                 on_retry: None,
+                stale_resends: DEFAULT_STALE_RESENDS,
             },
         }
     }
@@ -148,6 +156,22 @@ impl<C> RetryLayer<C> {
     #[must_use]
     pub fn max_elapsed(mut self, d: Duration) -> Self {
         self.policy.max_elapsed = Some(d);
+        self
+    }
+
+    /// How many times a call is resent when it failed on a pooled
+    /// connection the server had closed as the request went out
+    /// ([`TransportKind::StaleConnection`](palisade_core::TransportKind)):
+    /// at once, without a delay, without spending the retry budget, and
+    /// **without counting an attempt** — the server never saw the request,
+    /// so `max_attempts = 1` still means one call the server reads. Default
+    /// [`DEFAULT_STALE_RESENDS`] (2); bounded separately so a server that
+    /// closes every reused connection cannot loop a call. 0 turns it off
+    /// (and, with `max_attempts(1)`, spares the copy of the request kept
+    /// for a resend).
+    #[must_use]
+    pub fn stale_resends(mut self, n: u32) -> Self {
+        self.policy.stale_resends = n;
         self
     }
 
@@ -202,6 +226,7 @@ impl<C> RetryLayer<C> {
                 classifier,
                 budget: p.budget,
                 on_retry: p.on_retry,
+                stale_resends: p.stale_resends,
             },
         }
     }

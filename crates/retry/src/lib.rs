@@ -68,6 +68,7 @@ pub use budget::RetryBudget;
 pub use error::BudgetExhausted;
 pub use future::ResponseFuture;
 pub use layer::{
-    DEFAULT_BASE_DELAY, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_DELAY, RetryEvent, RetryLayer,
+    DEFAULT_BASE_DELAY, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_DELAY, DEFAULT_STALE_RESENDS, RetryEvent,
+    RetryLayer,
 };
 pub use service::Retry;

@@ -83,7 +83,8 @@ where
         if let (Some(b), Some(now)) = (&self.policy.budget, now) {
             b.deposit_at(now);
         }
-        let template = (self.policy.max_attempts > 1).then(|| clone_request(&req));
+        let template = (self.policy.max_attempts > 1 || self.policy.stale_resends > 0)
+            .then(|| clone_request(&req));
         let started = self.policy.max_elapsed.and(now);
         let fut = svc.call(req);
         let replay = template.map(|t| {

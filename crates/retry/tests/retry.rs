@@ -470,3 +470,90 @@ async fn the_policy_is_shared_by_calls_not_copied_into_each() {
     assert_eq!(mock.request_count(), 6, "one retry after the 503");
     assert_eq!(clones.load(Ordering::Relaxed), made, "no clone per call");
 }
+
+type Answer = Result<Response<String>, palisade_core::BoxError>;
+
+/// A service failing its first `stale` calls on a stale pooled connection,
+/// then answering 503 (retryable) or 200; it counts its calls.
+fn stale_then(
+    stale: usize,
+    then: u16,
+) -> (
+    impl Service<
+        Request<RequestBody>,
+        Response = Response<String>,
+        Error = palisade_core::BoxError,
+        Future = std::future::Ready<Answer>,
+    > + Clone,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = calls.clone();
+    let svc = tower::service_fn(move |_req: Request<RequestBody>| {
+        let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::future::ready(if n < stale {
+            Err(palisade_core::TransportError::new(
+                palisade_core::TransportKind::StaleConnection,
+                "connection closed before message completed",
+            )
+            .into())
+        } else {
+            Ok(status(then))
+        })
+    });
+    (svc, calls)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_connection_is_resent_without_counting_an_attempt() {
+    // One attempt allowed: the stale connection's resend is not one.
+    let (svc, calls) = stale_then(1, 200);
+    let res = exact().max_attempts(1).layer(svc).oneshot(chat()).await;
+    assert_eq!(res.unwrap().status(), StatusCode::OK);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+    // Two stale connections, then 503s: max_attempts = 2 still gets its
+    // two real attempts.
+    let (svc, calls) = stale_then(2, 503);
+    let res = exact()
+        .max_attempts(2)
+        .base_delay(ms(1))
+        .layer(svc)
+        .oneshot(chat())
+        .await;
+    assert_eq!(res.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_resends_are_bounded_on_their_own() {
+    // A server that closes every reused connection: two resends, then the
+    // error, with one attempt.
+    let (svc, calls) = stale_then(usize::MAX, 200);
+    let err = exact()
+        .max_attempts(1)
+        .layer(svc)
+        .oneshot(chat())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        palisade_core::ErrorKind::of(&*err),
+        Some(palisade_core::ErrorKind::Transport(
+            palisade_core::TransportKind::StaleConnection
+        ))
+    );
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        1 + palisade_retry::DEFAULT_STALE_RESENDS as usize
+    );
+    // Off: the stale connection is an attempt like any transport error.
+    let (svc, calls) = stale_then(1, 200);
+    let res = exact()
+        .max_attempts(1)
+        .stale_resends(0)
+        .layer(svc)
+        .oneshot(chat())
+        .await;
+    assert!(res.is_err());
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
