@@ -24,6 +24,12 @@ pub const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
 /// The default interval between re-reads of a key file (1 s).
 pub const DEFAULT_KEY_REFRESH: Duration = Duration::from_secs(1);
 
+/// Keys shorter than this are never scrubbed out of answers
+/// ([`HttpClient::redact`](crate::HttpClient::redact)): real providers'
+/// keys are far longer, and local servers (vLLM, Ollama) take `EMPTY`, `x`
+/// or `k`, which occur in every answer.
+pub const MIN_SCRUBBED_KEY_LEN: usize = 8;
+
 /// The `anthropic-version` sent by [`Auth::anthropic`].
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
@@ -277,26 +283,46 @@ impl Injector {
         }
     }
 
-    /// Replaces every occurrence of the current key in `text` with
-    /// `[REDACTED]`, written plainly or JSON-escaped in any mix (`\/` for
-    /// `/`, `\u0073` for `s`, `\"`, `\\`): the forms a caller decoding the
-    /// JSON would read as the key. `None` when the key does not occur (the
-    /// common case: one `memchr2` scan for the key's first byte and `\`).
-    pub(crate) fn redact(&self, text: &[u8]) -> Option<Vec<u8>> {
-        let value = match &self.file {
+    /// The current header value (re-read from the file when due for it).
+    fn current(&self) -> HeaderValue {
+        match &self.file {
             Some(file) => file
                 .current
                 .read()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
             None => self.fixed.clone(),
-        };
+        }
+    }
+
+    /// The key itself in a header value (without `Bearer `).
+    fn key_of<'v>(&self, value: &'v HeaderValue) -> &'v [u8] {
         let raw = value.as_bytes();
-        let key = match self.style {
+        match self.style {
             AuthStyle::Bearer => raw.strip_prefix(b"Bearer ").unwrap_or(raw),
             _ => raw,
-        };
-        if key.is_empty() {
+        }
+    }
+
+    /// Whether the current key is shorter than [`MIN_SCRUBBED_KEY_LEN`]:
+    /// too short to be a secret, so never scrubbed.
+    pub(crate) fn too_short_to_scrub(&self) -> bool {
+        let value = self.current();
+        self.key_of(&value).len() < MIN_SCRUBBED_KEY_LEN
+    }
+
+    /// Replaces every occurrence of the current key in `text` with
+    /// `[REDACTED]`, written plainly or JSON-escaped in any mix (`\/` for
+    /// `/`, `\u0073` for `s`, `\"`, `\\`): the forms a caller decoding the
+    /// JSON would read as the key. `None` when the key does not occur (the
+    /// common case: one `memchr2` scan for the key's first byte and `\`),
+    /// and always for a key shorter than [`MIN_SCRUBBED_KEY_LEN`]: local
+    /// servers take `EMPTY` or `x`, and scrubbing those would rewrite every
+    /// answer (`choices` → `ch[REDACTED]ices` for the key `o`).
+    pub(crate) fn redact(&self, text: &[u8]) -> Option<Vec<u8>> {
+        let value = self.current();
+        let key = self.key_of(&value);
+        if key.len() < MIN_SCRUBBED_KEY_LEN {
             return None;
         }
         let mut out: Option<Vec<u8>> = None;
@@ -452,6 +478,27 @@ mod tests {
         inj.apply(&mut h);
         assert!(h["authorization"].is_sensitive());
         assert!(!format!("{h:?}").contains("test-key-do-not-print"));
+    }
+
+    #[test]
+    fn keys_too_short_to_be_secrets_are_never_scrubbed() {
+        let answer = br#"{"choices":[{"message":{"content":"EMPTY x k o"}}]}"#;
+        for key in ["o", "x", "k", "EMPTY", "1234567"] {
+            for auth in [
+                Auth::openai(KeySource::literal(key)),
+                Auth::anthropic(KeySource::literal(key)),
+            ] {
+                let inj = Injector::new(&auth).unwrap();
+                assert!(inj.too_short_to_scrub(), "{key}");
+                assert_eq!(inj.redact(answer), None, "{key}");
+            }
+        }
+        let inj = Injector::new(&Auth::openai(KeySource::literal("12345678"))).unwrap();
+        assert!(!inj.too_short_to_scrub());
+        assert_eq!(
+            inj.redact(b"key 12345678").as_deref(),
+            Some(&b"key [REDACTED]"[..])
+        );
     }
 
     #[test]

@@ -57,5 +57,6 @@ pub use config::{
 };
 pub use key::{
     ANTHROPIC_VERSION, ApiKey, Auth, AuthStyle, DEFAULT_KEY_REFRESH, KeySource, MAX_KEY_FILE_BYTES,
+    MIN_SCRUBBED_KEY_LEN,
 };
 pub use service::{HttpClient, ResponseFuture};

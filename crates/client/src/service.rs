@@ -238,7 +238,9 @@ fn parse_base(url: &str) -> Result<Base, ConfigError> {
 impl<B> HttpClient<B> {
     /// `text` with every occurrence of this client's API key replaced by
     /// `[REDACTED]`, or `None` when the key does not occur in it (or the
-    /// client has no key).
+    /// client has no key, or a key shorter than
+    /// [`MIN_SCRUBBED_KEY_LEN`](crate::MIN_SCRUBBED_KEY_LEN), which is
+    /// never scrubbed: see [`key_too_short_to_scrub`](Self::key_too_short_to_scrub)).
     ///
     /// For relaying what an upstream sent back: some APIs quote the key they
     /// were given in an error message, and a proxy must not hand that on.
@@ -257,6 +259,30 @@ impl<B> HttpClient<B> {
     /// ```
     pub fn redact(&self, text: &[u8]) -> Option<Vec<u8>> {
         self.shared.auth.as_ref()?.redact(text)
+    }
+
+    /// Whether this client has a key too short to be a secret (under
+    /// [`MIN_SCRUBBED_KEY_LEN`](crate::MIN_SCRUBBED_KEY_LEN) bytes, like the
+    /// `EMPTY` or `x` local servers take), which [`redact`](Self::redact)
+    /// leaves in place: scrubbing it would rewrite answers. A proxy should
+    /// warn at start-up, as the gateway does. False without a key.
+    ///
+    /// ```
+    /// use palisade_client::{Auth, HttpClient, KeySource};
+    ///
+    /// let local = HttpClient::builder()
+    ///     .base_url("http://127.0.0.1:9/v1")
+    ///     .auth(Auth::openai(KeySource::literal("o")))
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(local.key_too_short_to_scrub());
+    /// assert!(local.redact(br#"{"choices":[]}"#).is_none());
+    /// ```
+    pub fn key_too_short_to_scrub(&self) -> bool {
+        self.shared
+            .auth
+            .as_ref()
+            .is_some_and(|a| a.too_short_to_scrub())
     }
 
     /// Makes `req` ready to send: absolute URI, default headers, key.
