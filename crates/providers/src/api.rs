@@ -251,23 +251,49 @@ impl Api {
     }
 
     /// The API's error type for `status` (`invalid_request_error`,
-    /// `overloaded_error` …).
+    /// `overloaded_error` …). The caller's own mistakes — 400, 408 (its
+    /// body arrived too slowly), 413, 415 (not JSON), 422 — are
+    /// `invalid_request_error`, except Anthropic's 413, which its API types
+    /// `request_too_large`. Each API lists its own statuses: a new API
+    /// inherits none.
+    ///
+    /// ```
+    /// use http::StatusCode;
+    /// use palisade_providers::Api;
+    ///
+    /// for api in [Api::ChatCompletions, Api::Messages] {
+    ///     for code in [400, 408, 415, 422] {
+    ///         let status = StatusCode::from_u16(code).unwrap();
+    ///         assert_eq!(api.error_type(status), "invalid_request_error");
+    ///     }
+    /// }
+    /// assert_eq!(Api::ChatCompletions.error_type(StatusCode::PAYLOAD_TOO_LARGE), "invalid_request_error");
+    /// assert_eq!(Api::Messages.error_type(StatusCode::PAYLOAD_TOO_LARGE), "request_too_large");
+    /// ```
     pub fn error_type(self, status: StatusCode) -> &'static str {
         let code = status.as_u16();
-        match (code, self) {
-            (400 | 422, _) => "invalid_request_error",
-            (401, _) => "authentication_error",
-            (403, _) => "permission_error",
-            (404, _) => "not_found_error",
-            (429, _) => "rate_limit_error",
-            (413, Self::ChatCompletions) => "invalid_request_error",
-            (503, Self::ChatCompletions) => "service_unavailable",
-            (504, Self::ChatCompletions) => "timeout",
-            (_, Self::ChatCompletions) => "server_error",
-            (413, Self::Messages) => "request_too_large",
-            (503 | 529, Self::Messages) => "overloaded_error",
-            (504, Self::Messages) => "timeout_error",
-            (_, Self::Messages) => "api_error",
+        match self {
+            Self::ChatCompletions => match code {
+                400 | 408 | 413 | 415 | 422 => "invalid_request_error",
+                401 => "authentication_error",
+                403 => "permission_error",
+                404 => "not_found_error",
+                429 => "rate_limit_error",
+                503 => "service_unavailable",
+                504 => "timeout",
+                _ => "server_error",
+            },
+            Self::Messages => match code {
+                400 | 408 | 415 | 422 => "invalid_request_error",
+                401 => "authentication_error",
+                403 => "permission_error",
+                404 => "not_found_error",
+                413 => "request_too_large",
+                429 => "rate_limit_error",
+                503 | 529 => "overloaded_error",
+                504 => "timeout_error",
+                _ => "api_error",
+            },
         }
     }
 
