@@ -14,7 +14,9 @@ use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::StreamBody;
 use palisade_core::classify::{ClassifyOutcome, Outcome};
-use palisade_core::{BoxError, ErrorKind, ParsedBody, RequestBody};
+use palisade_core::{
+    BodyTooLarge, BoxError, Budget, Elapsed, ErrorKind, ParsedBody, RequestBody, find,
+};
 use palisade_providers::errors::parse_error;
 use palisade_providers::observe::ResponseObserver;
 use palisade_providers::translate::{anthropic_response_to_openai, openai_response_to_anthropic};
@@ -29,8 +31,6 @@ use crate::relay::{Bounds, Relay};
 use crate::upstream::{Upstream, UpstreamBody};
 use crate::{AppState, RouteTarget};
 
-/// The largest upstream answer read whole (JSON answers and error bodies).
-const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
 /// The largest upstream error body relayed.
 const MAX_ERROR_BODY: usize = 1024 * 1024;
 
@@ -243,7 +243,7 @@ impl Call<'_> {
             state.metrics.clone(),
             include_usage,
             Bounds {
-                cut: state.cut.subscribe(),
+                cut: state.signals.cut.subscribe(),
                 deadline,
                 started: self.started,
             },
@@ -259,9 +259,11 @@ impl Call<'_> {
         Attempt::Answer(res)
     }
 
-    /// A JSON answer, read whole and translated where the target speaks
-    /// the other API; one that broke off mid-body is asked for again, up to
-    /// the target's `max_attempts`.
+    /// A JSON answer, read whole (up to `max_answer_bytes`: above it, a
+    /// failure naming the upstream, 502 if no other target serves) and
+    /// translated where the target speaks the other API; one that broke off
+    /// or stalled (the target's `idle` timeout) mid-body is asked for again,
+    /// up to the target's `max_attempts`.
     async fn json(
         &mut self,
         up: &Upstream,
@@ -271,7 +273,8 @@ impl Call<'_> {
         again: u32,
     ) -> Attempt {
         let (parts, body) = res.into_parts();
-        let read = body.read_all(MAX_UPSTREAM_BODY).await;
+        let limit = self.state.max_answer_bytes;
+        let read = body.read_all(limit).await;
         self.waited += t0.elapsed();
         match read {
             Ok(b) => match json_answer(
@@ -285,11 +288,14 @@ impl Call<'_> {
                 Ok(res) => Attempt::Answer(res),
                 Err(msg) => Attempt::Failed(Failure::Untranslatable(msg)),
             },
-            Err(e)
-                if again + 1 < up.max_attempts
-                    && up.classifier.classify(Outcome::Error(&*e)).is_retryable() =>
-            {
-                tracing::info!(upstream = %up.name, reason = %e, "the JSON answer broke off mid-body; asking the same target again");
+            Err(e) if find::<BodyTooLarge>(&*e).is_some() => {
+                tracing::warn!(upstream = %up.name, limit, "the upstream's answer is over max_answer_bytes");
+                Attempt::Failed(Failure::Untranslatable(format!(
+                    "its answer is over this gateway's limit of {limit} bytes for an upstream answer (max_answer_bytes); raise the limit, or ask for a shorter answer or a stream"
+                )))
+            }
+            Err(e) if again + 1 < up.max_attempts && broke_off(up, &*e) => {
+                tracing::info!(upstream = %up.name, reason = %e, "the JSON answer broke off or stalled mid-body; asking the same target again");
                 Attempt::Again
             }
             Err(e) => Attempt::Failed(Failure::Error(e)),
@@ -325,6 +331,17 @@ impl Call<'_> {
         } else {
             Attempt::Answer(failure_answer(self.caller, up, up_api, f))
         }
+    }
+}
+
+/// Whether reading a JSON answer failed in a way a new call may not: the
+/// connection broke (what the retry layer would retry before the head) or
+/// the answer stalled past the target's `idle` timeout. A `total` timeout
+/// is not: the request's whole budget is spent.
+fn broke_off(up: &Upstream, e: &(dyn std::error::Error + 'static)) -> bool {
+    match find::<Elapsed>(e) {
+        Some(elapsed) => elapsed.budget() == Budget::Idle,
+        None => up.classifier.classify(Outcome::Error(e)).is_retryable(),
     }
 }
 

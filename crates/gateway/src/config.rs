@@ -10,6 +10,7 @@
 //! |---|---|
 //! | `listen` | `127.0.0.1:8080` |
 //! | `max_body_bytes` | 33554432 (32 MiB) |
+//! | `max_answer_bytes` | 67108864 (64 MiB): the largest non-streamed upstream answer read (502 naming the upstream above) |
 //! | `max_json_values` | 300000: JSON values per request body (413 above; see [`DEFAULT_MAX_JSON_VALUES`]) |
 //! | `shutdown_grace` (ms) | 30000: then streams still running end with an error event |
 //! | `[server]` | connection limits and timeouts: see [`ServerConfig`] |
@@ -39,6 +40,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// The default request body limit (32 MiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
+/// The default limit on a non-streamed upstream answer (64 MiB).
+pub const DEFAULT_MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
 /// The default limit on JSON values in one request body (300,000).
 ///
 /// Why a limit: parsed, a JSON value costs far more memory than it takes to
@@ -65,6 +69,11 @@ pub struct Config {
     /// The largest request body accepted (413 above).
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// The largest non-streamed answer (or error body) read from an
+    /// upstream: above it, the caller gets a 502 naming the upstream (the
+    /// upstream's answer, not the caller's request, was too large).
+    #[serde(default = "default_max_answer")]
+    pub max_answer_bytes: usize,
     /// The most JSON values a request body may hold (413 above); see
     /// [`DEFAULT_MAX_JSON_VALUES`].
     #[serde(default = "default_max_json_values")]
@@ -95,7 +104,7 @@ pub struct Config {
 ///
 /// | key | default | what |
 /// |---|---|---|
-/// | `header_read_timeout` | 30000 | HTTP/1.1: from the moment a connection is ready for a request (accepted, or its last answer sent) to a complete request head; covers a slow head and an idle keep-alive connection alike (hyper starts one timer for both) |
+/// | `header_read_timeout` | 30000 | from the moment a connection is ready for a request (accepted, or, HTTP/1.1, its last answer sent) to a complete request head; covers a new connection that sends nothing or part of a head (HTTP/1.1 or HTTP/2), a slow head and an idle HTTP/1.1 keep-alive connection alike |
 /// | `body_read_timeout` | 60000 | from the head to the end of the request body (408 after) |
 /// | `idle_timeout` | 300000 | a connection (HTTP/1.1 or HTTP/2) with no byte either way for this long is closed gracefully; it must exceed every upstream's `first_byte` and `idle` timeouts, so that a request waiting on its upstream is never taken for idleness |
 /// | `max_connections` | half the process's open-file limit, less 64 (each caller connection may hold an upstream one; 1024 when the limit cannot be read) | connections over it get a 503 and are closed; accept errors (the open-file limit) are logged and accepting pauses 100 ms |
@@ -391,6 +400,9 @@ fn default_listen() -> SocketAddr {
 fn default_max_body() -> usize {
     DEFAULT_MAX_BODY_BYTES
 }
+fn default_max_answer() -> usize {
+    DEFAULT_MAX_ANSWER_BYTES
+}
 fn default_max_json_values() -> u64 {
     DEFAULT_MAX_JSON_VALUES
 }
@@ -455,6 +467,7 @@ impl Config {
         Self {
             listen: default_listen(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
             max_json_values: DEFAULT_MAX_JSON_VALUES,
             shutdown_grace: default_grace(),
             auth: None,
@@ -517,6 +530,9 @@ impl Config {
     fn check(&self) -> Result<(), Invalid> {
         if self.max_body_bytes == 0 {
             return Invalid::at("max_body_bytes", "must be at least 1");
+        }
+        if self.max_answer_bytes == 0 {
+            return Invalid::at("max_answer_bytes", "must be at least 1");
         }
         if self.max_json_values == 0 {
             return Invalid::at("max_json_values", "must be at least 1");

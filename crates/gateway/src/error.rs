@@ -119,6 +119,17 @@ impl GatewayError {
         )
     }
 
+    /// Shutdown started while the request body was arriving (503): the
+    /// caller may send it again, to another instance.
+    pub(crate) fn shutting_down(api: Api) -> Self {
+        Self::new(
+            api,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the gateway is shutting down and did not take this request; send it again",
+        )
+        .retry_after(Some(Duration::from_secs(1)))
+    }
+
     /// A body that is not JSON or breaks the caller's API's schema (400),
     /// every violation listed, the first one's pointer as `param`.
     pub(crate) fn rejected(api: Api, rejected: &Rejected) -> Self {

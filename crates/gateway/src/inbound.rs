@@ -98,7 +98,17 @@ pub(crate) async fn check_body(
     let limit = state.max_body_bytes;
     let started = Instant::now();
     let deadline = Duration::from_millis(state.server.body_read_timeout);
-    let read = tokio::time::timeout(deadline, collect_limited(body, limit)).await;
+    let mut stopping = state.signals.stopping.subscribe();
+    // A body still arriving when shutdown starts is refused at once: it
+    // would hold the exit until `body_read_timeout`.
+    let read = tokio::select! {
+        biased;
+        read = tokio::time::timeout(deadline, collect_limited(body, limit)) => read,
+        _ = stopping.wait_for(|s| *s) => {
+            tracing::info!("refused: the gateway began shutting down while the request body was arriving");
+            return Err(GatewayError::shutting_down(caller));
+        }
+    };
     let body_wait = started.elapsed();
     let bytes = match read {
         Err(_) => {

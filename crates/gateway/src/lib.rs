@@ -138,12 +138,14 @@ struct AppState {
     models: Vec<String>,
     upstreams: Vec<Arc<Upstream>>,
     max_body_bytes: usize,
+    /// The largest non-streamed upstream answer read (`max_answer_bytes`).
+    max_answer_bytes: usize,
     max_json_values: u64,
     /// Limits on the callers' connections.
     server: config::ServerConfig,
-    /// Set when the grace period after a shutdown is over: running streams
-    /// end with an error event.
-    cut: tokio::sync::watch::Sender<bool>,
+    /// Shutdown started (bodies still arriving are refused); the grace
+    /// period after it is over (running streams end with an error event).
+    signals: server::Signals,
     inbound_keys: Option<InboundKeys>,
     metrics: Arc<Metrics>,
 }
@@ -269,9 +271,10 @@ impl Gateway {
                 models,
                 upstreams,
                 max_body_bytes: config.max_body_bytes,
+                max_answer_bytes: config.max_answer_bytes,
                 max_json_values: config.max_json_values,
                 server: config.server.clone(),
-                cut: tokio::sync::watch::Sender::new(false),
+                signals: server::Signals::default(),
                 inbound_keys,
                 metrics,
             }),
@@ -467,7 +470,7 @@ async fn run(
         &state.server,
         shutdown,
         grace,
-        &state.cut,
+        &state.signals,
     )
     .await
 }

@@ -12,10 +12,18 @@
 //!
 //! Every connection, HTTP/1.1 or HTTP/2, closes (gracefully: requests in
 //! flight finish) after `idle_timeout` with no byte either way; HTTP/1.1's
-//! `header_read_timeout` usually closes an idle one first.
+//! `header_read_timeout` usually closes an idle one first. A new connection
+//! whose first request head is not complete within `header_read_timeout` is
+//! closed, whether it sent part of one or nothing at all: hyper's own
+//! timer starts only once the protocol is known, and telling HTTP/1.1 from
+//! HTTP/2 waits for the first bytes, so a silent socket would otherwise be
+//! held until `idle_timeout`.
 //!
-//! On shutdown: the listener closes; idle connections close; a connection
-//! serving a request closes after its answer. Streams still running when
+//! On shutdown: the listener closes; idle connections close, and so do
+//! those that have not sent a complete first head (at once: nothing was
+//! asked yet); a request whose body is still arriving is answered 503 at
+//! once (see `inbound::check_body`); a connection serving a request closes
+//! after its answer. Streams still running when
 //! the grace period ends get an error event in the caller's format (the
 //! gateway's `cut` signal, which every relay watches) and a moment to flush
 //! it.
@@ -23,7 +31,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -88,14 +96,18 @@ pub(crate) async fn run(
     cfg: &ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Option<Duration>,
-    cut: &watch::Sender<bool>,
+    signals: &Signals,
 ) -> std::io::Result<bool> {
     let builder = Arc::new(builder(cfg));
-    let idle = Duration::from_millis(cfg.idle_timeout);
+    let timers = Timers {
+        idle: Duration::from_millis(cfg.idle_timeout),
+        first_head: Duration::from_millis(cfg.header_read_timeout),
+    };
     // Within what a semaphore holds and one `acquire_many` can take.
     let max = cfg.connection_limit().clamp(1, u32::MAX as usize >> 4);
     let slots = Arc::new(Semaphore::new(max));
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_rx = signals.stopping.subscribe();
+    let mut refusals = Refusals::default();
     tokio::pin!(shutdown);
     loop {
         let (tcp, _peer) = tokio::select! {
@@ -114,10 +126,7 @@ pub(crate) async fn run(
         // Stream events are small writes: they must not wait for Nagle.
         let _ = tcp.set_nodelay(true);
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(
-                max_connections = max,
-                "refused a connection: the gateway is at max_connections"
-            );
+            refusals.log(max);
             tokio::spawn(refuse(tcp));
             continue;
         };
@@ -125,28 +134,96 @@ pub(crate) async fn run(
             builder.clone(),
             router.clone(),
             tcp,
-            idle,
+            timers,
             stop_rx.clone(),
             slot,
         ));
     }
     drop(listener);
-    let _ = stop_tx.send(true);
-    Ok(drain(&slots, max, grace, cut).await)
+    let _ = signals.stopping.send(true);
+    Ok(drain(&slots, max, grace, &signals.cut).await)
+}
+
+/// The gateway-wide signals of a shutdown.
+#[derive(Debug)]
+pub(crate) struct Signals {
+    /// Set when shutdown starts: connections close once their requests are
+    /// answered, and bodies still arriving are refused.
+    pub(crate) stopping: watch::Sender<bool>,
+    /// Set when the grace period is over: running streams end with an
+    /// error event.
+    pub(crate) cut: watch::Sender<bool>,
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Self {
+            stopping: watch::Sender::new(false),
+            cut: watch::Sender::new(false),
+        }
+    }
+}
+
+/// A connection's own timers.
+#[derive(Clone, Copy, Debug)]
+struct Timers {
+    /// No byte either way for this long closes it (`idle_timeout`).
+    idle: Duration,
+    /// Its first request head must be complete within this
+    /// (`header_read_timeout`).
+    first_head: Duration,
+}
+
+/// Logs refused connections at most once a second, with how many were
+/// refused since the last line: a flood of connections must not become a
+/// flood of log lines.
+#[derive(Debug, Default)]
+struct Refusals {
+    last: Option<tokio::time::Instant>,
+    unlogged: u64,
+}
+
+impl Refusals {
+    fn log(&mut self, max: usize) {
+        self.unlogged += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        tracing::warn!(
+            max_connections = max,
+            refused = self.unlogged,
+            "refused connections: the gateway is at max_connections (at most one such line a second; `refused` counts the connections since the last)"
+        );
+        self.last = Some(now);
+        self.unlogged = 0;
+    }
 }
 
 /// Serves one caller's connection until it ends, the gateway stops
-/// (`stop`: a graceful close), or it carries no byte for `idle`; its
+/// (`stop`: a graceful close), it carries no byte for `timers.idle`, or its
+/// first request head is not complete within `timers.first_head`; its
 /// `slot` is given back at the end.
 async fn serve_one(
     builder: Arc<auto::Builder<TokioExecutor>>,
     router: Router,
     tcp: TcpStream,
-    idle: Duration,
+    timers: Timers,
     mut stop: watch::Receiver<bool>,
     slot: OwnedSemaphorePermit,
 ) {
-    let svc = router.map_request(|req: http::Request<Incoming>| req.map(axum::body::Body::new));
+    // Set once the first request head is complete (hyper calls the service).
+    let asked = Arc::new(AtomicBool::new(false));
+    let svc = {
+        let asked = asked.clone();
+        router.map_request(move |req: http::Request<Incoming>| {
+            asked.store(true, Ordering::Relaxed);
+            req.map(axum::body::Body::new)
+        })
+    };
     let activity = Activity::default();
     let io = Watched {
         inner: tcp,
@@ -157,10 +234,19 @@ async fn serve_one(
     let result = tokio::select! {
         r = conn.as_mut() => r,
         () = async { let _ = stop.wait_for(|s| *s).await; } => {
+            if !asked.load(Ordering::Relaxed) {
+                // Nothing asked yet (maybe half a head): nothing to finish.
+                tracing::debug!("closing a caller's connection that had sent no complete request at shutdown");
+                return drop(slot);
+            }
             conn.as_mut().graceful_shutdown();
             conn.await
         }
-        () = activity.silent_for(idle) => {
+        () = first_head_late(&asked, timers.first_head) => {
+            tracing::debug!("closing a caller's connection whose first request head was not complete within header_read_timeout");
+            return drop(slot);
+        }
+        () = activity.silent_for(timers.idle) => {
             tracing::debug!("closing a caller's connection idle for idle_timeout");
             conn.as_mut().graceful_shutdown();
             conn.await
@@ -170,6 +256,15 @@ async fn serve_one(
         tracing::debug!(error = %e, "a caller's connection ended with an error");
     }
     drop(slot);
+}
+
+/// Completes when `first_head` has passed and no request head was
+/// complete by then; never otherwise.
+async fn first_head_late(asked: &AtomicBool, first_head: Duration) {
+    tokio::time::sleep(first_head).await;
+    if asked.load(Ordering::Relaxed) {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Waits for every connection to end, up to `grace`; past it, running

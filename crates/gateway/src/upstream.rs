@@ -118,6 +118,13 @@ impl Upstream {
             }
             Kind::Openai | Kind::Anthropic => {
                 let client = client(cfg, api).map_err(err)?;
+                if client.key_too_short_to_scrub() {
+                    tracing::warn!(
+                        upstream = %cfg.name,
+                        min_len = palisade_client::MIN_SCRUBBED_KEY_LEN,
+                        "this upstream's key is too short to be a secret (a local server's `EMPTY` or `x`?): it is not scrubbed out of its answers, as scrubbing it would rewrite them"
+                    );
+                }
                 let stack = preset.build_over(client.clone()).map_err(err)?;
                 (stack, Some(client), None)
             }

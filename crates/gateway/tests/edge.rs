@@ -59,6 +59,8 @@ async fn json_endpoints_require_a_json_content_type() {
         let (status, text) = post_raw(&gw, OPENAI, &body, &headers).await;
         assert_eq!(status, 415, "{ct:?}: {text}");
         let v = json(&text);
+        // The caller's mistake, typed as such (not `server_error`).
+        assert_eq!(v["error"]["type"], "invalid_request_error", "{text}");
         assert!(
             v["error"]["message"]
                 .as_str()
@@ -70,6 +72,11 @@ async fn json_endpoints_require_a_json_content_type() {
             post_raw(&gw, ANTHROPIC, &anthropic("mock", "hi", false), &headers).await;
         assert_eq!(status, 415, "{ct:?}: {text}");
         assert_eq!(json(&text)["type"], "error", "{text}");
+        assert_eq!(
+            json(&text)["error"]["type"],
+            "invalid_request_error",
+            "{text}"
+        );
     }
     assert_eq!(mock.request_count(), 0);
     for ct in [
@@ -265,6 +272,7 @@ async fn a_body_that_does_not_arrive_in_time_is_408() {
         .expect("an answer, then close");
     assert!(seen.starts_with("HTTP/1.1 408"), "{seen}");
     assert!(seen.contains("body_read_timeout"), "{seen}");
+    assert!(seen.contains(r#""type":"invalid_request_error""#), "{seen}");
     assert_eq!(mock.request_count(), 0);
 }
 
@@ -1016,5 +1024,281 @@ async fn an_idle_http2_connection_is_closed_and_the_timeout_is_checked_against_u
     assert!(
         e.contains("first_byte") && e.contains("idle_timeout"),
         "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_at_header_read_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let mock = MockUpstream::new();
+    // `idle_timeout` stays at its 5 min: only the head's timer can close
+    // these within the 10 s `read_until_closed` waits.
+    let (gw, mut silent) = raw_connection("header_read_timeout = 200", &mock, b"").await;
+    assert!(
+        read_until_closed(&mut silent).await.is_some(),
+        "a connection that sends nothing is closed"
+    );
+    // One byte: not yet enough to tell HTTP/1.1 from HTTP/2.
+    let mut one = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    one.write_all(b"P").await.unwrap();
+    assert!(
+        read_until_closed(&mut one).await.is_some(),
+        "a connection that sends one byte is closed"
+    );
+    // HTTP/2's preface and nothing more.
+    let mut h2 = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        read_until_closed(&mut h2).await.is_some(),
+        "an HTTP/2 connection that opens no stream is closed"
+    );
+    assert_eq!(mock.request_count(), 0);
+}
+
+#[tokio::test]
+async fn half_sent_requests_do_not_hold_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mock = MockUpstream::new();
+    let config = palisade_gateway::Config::parse(&mock_gateway(""), "t.toml").unwrap();
+    let gateway = palisade_gateway::Gateway::with_mocks(
+        config,
+        std::collections::HashMap::from([("m".to_owned(), mock.clone())]),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let grace = std::time::Duration::from_secs(5);
+    let server = tokio::spawn(palisade_gateway::serve_with_grace(
+        listener,
+        gateway,
+        async move {
+            let _ = stopped.await;
+        },
+        grace,
+    ));
+    // A body still arriving: the head asks `100-continue`, so the
+    // gateway's `100 Continue` says its handler is reading the body.
+    let mut body = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\nexpect: 100-continue\r\ncontent-length: {}\r\n\r\n",
+        SMALL.len()
+    );
+    body.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), body.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 100"), "{:?}", &buf[..n]);
+    body.write_all(&SMALL.as_bytes()[..10]).await.unwrap();
+    // Half a head, one byte, and nothing at all.
+    let mut half = tokio::net::TcpStream::connect(addr).await.unwrap();
+    half.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\n")
+        .await
+        .unwrap();
+    let mut one = tokio::net::TcpStream::connect(addr).await.unwrap();
+    one.write_all(b"P").await.unwrap();
+    let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let t0 = std::time::Instant::now();
+    stop.send(()).unwrap();
+    let finished = tokio::time::timeout(std::time::Duration::from_secs(30), server)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
+    assert!(
+        finished,
+        "every connection ended within the grace ({:?} after the signal)",
+        t0.elapsed()
+    );
+    // The body's sender is told to send it again.
+    let seen = read_until_closed(&mut body)
+        .await
+        .expect("an answer, then close");
+    assert!(seen.contains("503"), "{seen}");
+    assert!(seen.contains("shutting down"), "{seen}");
+    assert_eq!(mock.request_count(), 0);
+}
+
+#[tokio::test]
+async fn an_upstream_answer_over_the_limit_is_502_naming_the_upstream() {
+    let o = MockUpstream::new();
+    o.set_default(palisade_mock::Reply::words(1_000));
+    let served = o.serve().await.unwrap();
+    let toml = "max_answer_bytes = 2000\n".to_owned()
+        + &upstream(
+            "big-o",
+            "openai",
+            &served.base_url(),
+            "[upstreams.retry]\nmax_attempts = 1\n",
+        )
+        + &route("gpt", &["big-o"]);
+    let gw = start(&toml, &[]).await;
+    for (path, body) in [
+        (OPENAI, chat("gpt", "x", false)),
+        (
+            ANTHROPIC,
+            anthropic("gpt", "x", false).replace("\"max_tokens\":64", "\"max_tokens\":4000"),
+        ),
+    ] {
+        let (res, text) = gw.call(path, &body).await;
+        assert_eq!(res.status(), 502, "{path}: {text}");
+        assert!(text.contains("`big-o`"), "{text}");
+        assert!(text.contains("max_answer_bytes"), "{text}");
+        assert!(!text.contains("smaller request"), "{text}");
+    }
+    // A short answer still passes.
+    o.push(palisade_mock::Reply::words(3));
+    let (res, text) = gw.call(OPENAI, &chat("gpt", "x", false)).await;
+    assert_eq!(res.status(), 200, "{text}");
+}
+
+#[tokio::test]
+async fn a_key_too_short_to_be_a_secret_is_never_scrubbed_and_start_up_warns() {
+    let capture = palisade_core::test_util::LogCapture::new();
+    let _g = capture.set_default();
+    // The key `o` (PALISADE_TEST_SHORT_KEY) occurs in `choices`, `object`…
+    let extra = "api_key_env = \"PALISADE_TEST_SHORT_KEY\"\n[upstreams.retry]\nmax_attempts = 1\n";
+    let TwoApis { gw, _served, .. } = two_apis(extra, extra).await;
+    let logs = capture.contents();
+    assert!(
+        logs.contains("too short to be a secret") && logs.contains("upstream=o"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("PALISADE_TEST_SHORT_KEY\"") || !logs.contains("=o "),
+        "{logs}"
+    );
+    let (res, text) = gw.call(OPENAI, &chat("gpt", "hello world", false)).await;
+    assert_eq!(res.status(), 200, "{text}");
+    assert!(!text.contains("REDACTED"), "{text}");
+    assert_eq!(
+        json(&text)["choices"][0]["message"]["content"],
+        "hello world"
+    );
+    // Streams, translated or not, come through whole.
+    let (res, text) = gw.call(OPENAI, &chat("gpt", "hello world", true)).await;
+    assert_eq!(res.status(), 200, "{text}");
+    assert_eq!(openai_text(&text), "hello world", "{text}");
+    let (res, text) = gw
+        .call(OPENAI, &chat("to-claude", "hello world", true))
+        .await;
+    assert_eq!(res.status(), 200, "{text}");
+    assert_eq!(openai_text(&text), "hello world", "{text}");
+    let (res, text) = gw
+        .call(ANTHROPIC, &anthropic("to-gpt", "hello world", true))
+        .await;
+    assert_eq!(res.status(), 200, "{text}");
+    assert!(text.contains("message_stop"), "{text}");
+    assert!(!text.contains("REDACTED"), "{text}");
+}
+
+/// A raw-TCP upstream whose first connection gets `first` and is then held
+/// open with nothing more (a stall); later ones get `then` and are closed.
+/// Counts connections.
+async fn stalling_upstream(
+    first: Bytes,
+    then: Bytes,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (first, then) = (first.clone(), then.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = tcp.read(&mut buf).await;
+                if n == 0 {
+                    let _ = tcp.write_all(&first).await;
+                    // Held until the gateway gives up on it.
+                    while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {}
+                } else {
+                    let _ = tcp.write_all(&then).await;
+                    let _ = tcp.shutdown().await;
+                }
+            });
+        }
+    });
+    (format!("http://{addr}/v1"), calls)
+}
+
+#[tokio::test]
+async fn a_json_answer_that_stalls_mid_body_is_asked_for_again() {
+    let body = r#"{"id":"c","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"whole"},"finish_reason":"stop"}]}"#;
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let stalled = Bytes::from(format!("{head}{}", &body[..40]));
+    let whole = Bytes::from(format!("{head}{body}"));
+    let (url, calls) = stalling_upstream(stalled, whole).await;
+    let extra = "http = \"http1\"\n[upstreams.timeout]\nidle = 300\n[upstreams.retry]\nmax_attempts = 2\nbase_delay = 1\n";
+    let toml = upstream("s", "openai", &url, extra) + &route("s", &["s"]);
+    let gw = start(&toml, &[]).await;
+    let (res, text) = gw.call(OPENAI, &chat("s", "x", false)).await;
+    assert_eq!(res.status(), 200, "{text}");
+    assert_eq!(json(&text)["choices"][0]["message"]["content"], "whole");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 2);
+}
+
+#[tokio::test]
+async fn stale_pooled_connections_are_resent_without_spending_the_one_attempt() {
+    let (url, served) = short_keep_alive_upstream().await;
+    // One attempt: a resend on a closed pooled connection is not one.
+    let extra = "http = \"http1\"\n[upstreams.retry]\nmax_attempts = 1\n";
+    let toml = upstream("o", "openai", &url, extra) + &route("gpt", &["o"]);
+    let gw = start(&toml, &[]).await;
+    let mut failed = Vec::new();
+    for i in 0..60u64 {
+        let (res, text) = gw.call(OPENAI, &chat("gpt", "x", false)).await;
+        if res.status() != 200 {
+            failed.push(format!("{}: {text}", res.status()));
+        }
+        // Gaps around the upstream's 2 ms keep-alive.
+        tokio::time::sleep(std::time::Duration::from_micros(500 * (i % 7))).await;
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of 60 failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert_eq!(served.load(std::sync::atomic::Ordering::Relaxed), 60);
+}
+
+#[tokio::test]
+async fn refused_connections_are_logged_at_most_once_a_second() {
+    let capture = palisade_core::test_util::LogCapture::new();
+    let _g = capture.set_default();
+    let mock = MockUpstream::new();
+    let gw = start(
+        &mock_gateway("[server]\nmax_connections = 1"),
+        &[("m", &mock)],
+    )
+    .await;
+    // The one slot, held by a connection mid-head.
+    let mut held = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut held, b"POST / HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    for _ in 0..30 {
+        let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let seen = read_until_closed(&mut tcp).await.expect("503, then close");
+        assert!(seen.starts_with("HTTP/1.1 503"), "{seen}");
+    }
+    let seconds = t0.elapsed().as_secs() + 1;
+    let lines = capture.contents().matches("refused connections").count() as u64;
+    assert!(
+        (1..=seconds + 1).contains(&lines),
+        "{lines} lines in {seconds} s: {}",
+        capture.contents()
     );
 }
