@@ -56,11 +56,10 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use http_body_util::Either;
-use http_body_util::combinators::UnsyncBoxBody;
 use opentelemetry::metrics::Meter;
 use palisade_breaker::{BreakerHandle, BreakerLayer, Transition, Window};
 use palisade_client::{Auth, HttpClient, KeySource};
-use palisade_core::{BoxError, RequestBody};
+use palisade_core::{BoxError, BoxLlmBody, RequestBody};
 use palisade_providers::{Api, KeyStyle};
 use palisade_ratelimit::{RateLimitLayer, RedisRateLimitLayer, TokenLimitLayer};
 use palisade_retry::{RetryEvent, RetryLayer};
@@ -81,8 +80,11 @@ pub const DEFAULT_IDLE: Duration = Duration::from_secs(30);
 /// The default TCP (and TLS) connect timeout.
 pub const DEFAULT_CONNECT: Duration = Duration::from_secs(10);
 
-/// The response body of an [`LlmStack`].
-pub type LlmBody = UnsyncBoxBody<Bytes, BoxError>;
+/// The response body of an [`LlmStack`] under its older name: the same type
+/// as [`BoxLlmBody`], which is the name to use
+/// (it lives in `palisade_core` beside `BoxLlmService`). `LlmBody` is kept
+/// so that code naming it still compiles.
+pub use palisade_core::BoxLlmBody as LlmBody;
 
 type RetryHook = Arc<dyn Fn(&RetryEvent) + Send + Sync>;
 type TransitionHook = Arc<dyn Fn(Transition) + Send + Sync>;
@@ -490,7 +492,7 @@ fn ask_for_identity(mut req: Request<RequestBody>) -> Request<RequestBody> {
 /// 312-byte enum, is not moved by every layer outside with every answer.
 fn decode_if_encoded<B>(
     answer: Result<Response<B>, BoxError>,
-) -> Result<Response<Either<B, LlmBody>>, BoxError>
+) -> Result<Response<Either<B, BoxLlmBody>>, BoxError>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -518,7 +520,7 @@ where
     }
 }
 
-fn box_body<B>(b: B) -> LlmBody
+fn box_body<B>(b: B) -> BoxLlmBody
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -527,8 +529,8 @@ where
 }
 
 /// The preset stack: a named, cloneable `Service<http::Request<RequestBody>>`
-/// answering `http::Response<LlmBody>`. Clones share the breaker, the rate
-/// limits and the connection pool.
+/// answering `http::Response<`[`BoxLlmBody`]`>`. Clones share the breaker,
+/// the rate limits and the connection pool.
 ///
 /// It is a [`palisade_core::LlmService`], as every stack is:
 ///
@@ -540,7 +542,7 @@ where
 /// ```
 #[derive(Clone)]
 pub struct LlmStack {
-    inner: BoxCloneSyncService<Request<RequestBody>, Response<LlmBody>, BoxError>,
+    inner: BoxCloneSyncService<Request<RequestBody>, Response<BoxLlmBody>, BoxError>,
     breaker: BreakerHandle,
     api: Api,
 }
@@ -608,10 +610,10 @@ impl LlmStack {
 }
 
 impl Service<Request<RequestBody>> for LlmStack {
-    type Response = Response<LlmBody>;
+    type Response = Response<BoxLlmBody>;
     type Error = BoxError;
     type Future =
-        <BoxCloneSyncService<Request<RequestBody>, Response<LlmBody>, BoxError> as Service<
+        <BoxCloneSyncService<Request<RequestBody>, Response<BoxLlmBody>, BoxError> as Service<
             Request<RequestBody>,
         >>::Future;
 

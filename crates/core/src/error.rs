@@ -181,10 +181,14 @@ impl ErrorKind {
 }
 
 /// What a server should answer its own caller when a call through a
-/// palisade stack failed with `err`: the status, and the `Retry-After` to
-/// send with it (whole seconds, rounded up, when the error knows a wait).
+/// palisade stack failed with `err`: the status, and how long the caller
+/// should wait before trying again, when the error knows it.
 ///
-/// | error | status | `Retry-After` |
+/// The wait is exact (the `Duration` the error holds, not rounded). A
+/// `Retry-After` header takes whole seconds: send
+/// [`retry_after_header_secs`]`(wait)`, which rounds up and is at least 1.
+///
+/// | error | status | wait |
 /// |---|---|---|
 /// | an open circuit ([`CircuitOpen`]) | 503 | the time left open |
 /// | a local rate limit ([`RateLimited`]) | 429 | the limiter's estimate, when it has one |
@@ -199,13 +203,14 @@ impl ErrorKind {
 /// never appear in palisade's errors.
 ///
 /// ```
-/// use palisade_core::{CircuitOpen, RateLimited, caller_status};
+/// use palisade_core::{CircuitOpen, RateLimited, caller_status, retry_after_header_secs};
 /// use std::time::Duration;
 ///
-/// let (status, retry) = caller_status(&CircuitOpen::new(Duration::from_millis(1500)));
-/// assert_eq!((status.as_u16(), retry), (503, Some(Duration::from_millis(1500))));
-/// let (status, _) = caller_status(&RateLimited::new(None));
-/// assert_eq!(status.as_u16(), 429);
+/// let (status, wait) = caller_status(&CircuitOpen::new(Duration::from_millis(1500)));
+/// assert_eq!((status.as_u16(), wait), (503, Some(Duration::from_millis(1500))));
+/// assert_eq!(wait.map(retry_after_header_secs), Some(2)); // `Retry-After: 2`
+/// let (status, wait) = caller_status(&RateLimited::new(None));
+/// assert_eq!((status.as_u16(), wait), (429, None));
 /// ```
 pub fn caller_status(err: &(dyn StdError + 'static)) -> (StatusCode, Option<Duration>) {
     if let Some(s) = find::<UpstreamStatus>(err) {
@@ -229,6 +234,32 @@ pub fn caller_status(err: &(dyn StdError + 'static)) -> (StatusCode, Option<Dura
             (StatusCode::BAD_GATEWAY, None)
         }
     }
+}
+
+/// The value of a `Retry-After` header for a wait: whole seconds (the
+/// header's delay-seconds form), rounded up, and at least 1.
+///
+/// Rounding up keeps a caller from coming back before the wait is over;
+/// at least 1 keeps a wait that has just run out from reading as "retry
+/// at once". The wait is typically the one [`caller_status`] returns.
+///
+/// ```
+/// use palisade_core::retry_after_header_secs;
+/// use std::time::Duration;
+///
+/// assert_eq!(retry_after_header_secs(Duration::from_millis(1500)), 2);
+/// assert_eq!(retry_after_header_secs(Duration::from_secs(3)), 3);
+/// assert_eq!(retry_after_header_secs(Duration::ZERO), 1);
+/// assert_eq!(retry_after_header_secs(Duration::MAX), u64::MAX);
+///
+/// let header = http::HeaderValue::from(retry_after_header_secs(Duration::from_millis(200)));
+/// assert_eq!(header, "1");
+/// ```
+pub fn retry_after_header_secs(wait: Duration) -> u64 {
+    let secs = wait
+        .as_secs()
+        .saturating_add(u64::from(wait.subsec_nanos() > 0));
+    secs.max(1)
 }
 
 impl TransportKind {

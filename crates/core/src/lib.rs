@@ -51,5 +51,6 @@ pub use body::{ParsedBody, RequestBody, Shape, ShapeError};
 pub use error::{
     BodyTooLarge, BoxError, Budget, CircuitOpen, Elapsed, ErrorKind, InvalidOutput, RateLimited,
     Rejected, TransportError, TransportKind, UpstreamStatus, Violation, caller_status, chain, find,
+    retry_after_header_secs,
 };
 pub use service::{BoxLlmBody, BoxLlmService, LlmService};

@@ -97,7 +97,7 @@ pub trait LlmService:
     }
 }
 
-/// The body of a [`BoxLlmService`]'s answer.
+/// The body of a [`BoxLlmService`]'s answer: any stack's body, boxed.
 pub type BoxLlmBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Any stack, type-erased ([`LlmService::boxed_llm`]).
