@@ -169,17 +169,12 @@ impl IntoResponse for GatewayError {
         let h = res.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(d) = self.retry_after {
-            h.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(d)));
+            h.insert(RETRY_AFTER, HeaderValue::from(palisade_core::retry_after_header_secs(d)));
         }
         res
     }
 }
 
-/// Whole seconds for `Retry-After`, rounded up, at least 1.
-pub(crate) fn retry_after_secs(d: Duration) -> u64 {
-    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    s.max(1)
-}
 
 #[cfg(test)]
 mod tests {
@@ -187,8 +182,10 @@ mod tests {
 
     #[test]
     fn retry_after_is_whole_seconds_rounded_up() {
-        assert_eq!(retry_after_secs(Duration::from_millis(1500)), 2);
-        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        let res = GatewayError::new(Api::Messages, StatusCode::SERVICE_UNAVAILABLE, "wait")
+            .retry_after(Some(Duration::from_millis(1500)))
+            .into_response();
+        assert_eq!(res.headers()[RETRY_AFTER], "2");
     }
 
     #[test]

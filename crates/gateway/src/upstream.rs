@@ -33,7 +33,7 @@ use crate::config::{HttpVersion, Kind, UpstreamConfig};
 use crate::metrics::Metrics;
 
 /// Every upstream answers with this body.
-pub(crate) type ResBody = palisade::preset::LlmBody;
+pub(crate) type ResBody = palisade_core::BoxLlmBody;
 
 /// One configured upstream, ready to call.
 #[derive(Debug)]
