@@ -380,6 +380,55 @@ impl StackConfig {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        self.build_over_each([inner])?
+            .pop()
+            .ok_or_else(|| "palisade: no stack was built (a bug: please report it)".into())
+    }
+
+    /// Builds one stack over each of `inners`, all sharing one set of
+    /// layers: one breaker, one rate limit and one token limit, one retry
+    /// budget, one set of metrics, while each keeps its own inner service.
+    /// For a server with one runtime per core, each with its own connection
+    /// pool (an [`HttpClient`] per core), whose limits and breaker must stay
+    /// process-wide.
+    ///
+    /// ```
+    /// use palisade::core::{ErrorKind, RequestBody};
+    /// use palisade::mock::MockUpstream;
+    /// use palisade::preset::StackConfig;
+    /// use tower::ServiceExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), palisade::core::BoxError> {
+    /// let mock = MockUpstream::new();
+    /// let stacks = StackConfig::openai()
+    ///     .requests_per_minute(1)
+    ///     .build_over_each([mock.clone(), mock])?;
+    /// let ask = || {
+    ///     http::Request::post("/chat/completions")
+    ///         .body(RequestBody::from(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#))
+    /// };
+    /// stacks[0].clone().oneshot(ask()?).await?;
+    /// // The one request of this minute was spent through the other stack.
+    /// let refused = stacks[1].clone().oneshot(ask()?).await.unwrap_err();
+    /// assert_eq!(ErrorKind::of(&*refused), Some(ErrorKind::RateLimited));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// An out-of-range setting, naming it.
+    pub fn build_over_each<S, B>(
+        self,
+        inners: impl IntoIterator<Item = S>,
+    ) -> Result<Vec<LlmStack>, BoxError>
+    where
+        S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let mut breaker = BreakerLayer::builder()
             .failure_rate(self.failure_rate)
             .window(Window::Count(self.window))
@@ -469,9 +518,17 @@ impl StackConfig {
                     .sse_aware(true),
             )
             .map_request(ask_for_identity)
-            .map_result(decode_if_encoded::<B>)
-            .service(inner.map_err(Into::into));
-        Ok(LlmStack::new(stack, self.api, handle))
+            .map_result(decode_if_encoded::<B>);
+        Ok(inners
+            .into_iter()
+            .map(|inner| {
+                LlmStack::new(
+                    stack.service(inner.map_err(Into::into)),
+                    self.api,
+                    handle.clone(),
+                )
+            })
+            .collect())
     }
 }
 

@@ -6,20 +6,23 @@
 //! cargo run --release -p palisade-gateway --example load -- 10      # 10 s per run
 //! ```
 //!
-//! Four processes: the mock upstream (palisade-mock on loopback), the
-//! gateway in front of it (an `openai` upstream, default stack), a bare
+//! Five processes: the mock upstream (palisade-mock on loopback), a bare
 //! hyper reverse proxy in front of it (the least any proxy does: accept,
-//! forward over a pooled connection, stream the answer back — the floor a
-//! gateway is measured against), and this driver, which sends non-streamed
-//! chat requests from `c` concurrent workers straight to the mock, through
-//! the bare proxy and through the gateway, for concurrency 1 and 64, three
+//! forward over a pooled connection, stream the answer back, on tokio's
+//! multi-thread runtime — the floor a gateway is measured against), the
+//! gateway in front of it twice (an `openai` upstream, default stack), once
+//! with `[server] runtime = "multi_thread"` and once with
+//! `"thread_per_core"`, and this driver, which sends non-streamed chat
+//! requests from `c` concurrent workers straight to the mock, through the
+//! bare proxy and through each gateway, for concurrency 1 and 64, three
 //! interleaved rounds each, and prints the medians side by side: p50, p99,
 //! requests/s, the added p50 and the throughput ratio against the direct
-//! calls, and the gateway's own time per request as it reports it in
-//! `x-palisade-overhead-ms` (total minus waiting on the upstream and on the
-//! caller). All share this machine's cores, so a proxy and the driver
-//! compete for CPU: the ratios are lower bounds, and the bare proxy's ratio
-//! says how much of the gateway's shortfall any proxy would have here.
+//! calls and against the bare proxy, the CPU time each proxy process spent
+//! per request (user + system, from `/proc/PID/stat`), and the gateway's
+//! own time per request as it reports it in `x-palisade-overhead-ms` (total
+//! minus waiting on the upstream and on the caller). All share this
+//! machine's cores, so a proxy and the driver compete for CPU: the ratios
+//! are lower bounds.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +35,7 @@ use hyper_util::rt::TokioExecutor;
 
 mod procs;
 
-use procs::{BoxError, child, serve_gateway, stop};
+use procs::{BoxError, child, cpu_time, serve_gateway, stop};
 
 const BODY: &str = r#"{"model":"m","messages":[{"role":"user","content":"the quick brown fox jumps over the lazy dog"}]}"#;
 
@@ -42,9 +45,11 @@ fn main() -> Result<(), BoxError> {
     match args.first().map(String::as_str) {
         Some("serve-mock") => rt.block_on(serve_mock()),
         Some("serve-proxy") => rt.block_on(serve_proxy(args.get(1).map_or("", String::as_str))),
-        Some("serve-gateway") => {
-            rt.block_on(serve_gateway(args.get(1).map_or("", String::as_str), ""))
-        }
+        Some("serve-gateway") => rt.block_on(serve_gateway(
+            args.get(1).map_or("", String::as_str),
+            "",
+            args.get(2).map_or("thread_per_core", String::as_str),
+        )),
         other => {
             let secs = other.and_then(|s| s.parse().ok()).unwrap_or(3u64);
             rt.block_on(drive(Duration::from_secs(secs)))
@@ -106,6 +111,8 @@ struct Run {
     rps: f64,
     /// The gateway's own time per request (`x-palisade-overhead-ms`), p50.
     own_p50: f64,
+    /// How long the run took, requests included.
+    took: Duration,
 }
 
 async fn run(url: &str, concurrency: usize, length: Duration) -> Result<Run, BoxError> {
@@ -160,6 +167,7 @@ async fn run(url: &str, concurrency: usize, length: Duration) -> Result<Run, Box
         p99: pct(0.99),
         rps: all.len() as f64 / took.as_secs_f64(),
         own_p50: if own.is_empty() { 0.0 } else { median(own) },
+        took,
     })
 }
 
@@ -168,53 +176,125 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// One process the driver sends requests to.
+struct Target {
+    name: &'static str,
+    url: String,
+    /// Its process, for its CPU time (none for the mock: not a proxy).
+    pid: Option<u32>,
+}
+
+/// The medians of a target's rounds.
+struct Summary {
+    p50: f64,
+    p99: f64,
+    rps: f64,
+    /// CPU µs per request, when measured.
+    cpu: Option<f64>,
+    own: f64,
+}
+
 async fn drive(length: Duration) -> Result<(), BoxError> {
     let (mut mock, mock_url) = child(&["serve-mock"])?;
-    let (mut gw, gw_url) = child(&["serve-gateway", &mock_url])?;
     let (mut proxy, proxy_url) = child(&["serve-proxy", &mock_url])?;
+    let (mut gw_mt, gw_mt_url) = child(&["serve-gateway", &mock_url, "multi_thread"])?;
+    let (mut gw_tpc, gw_tpc_url) = child(&["serve-gateway", &mock_url, "thread_per_core"])?;
+    let targets = [
+        Target {
+            name: "direct",
+            url: mock_url.clone(),
+            pid: None,
+        },
+        Target {
+            name: "bare proxy",
+            url: proxy_url,
+            pid: Some(proxy.id()),
+        },
+        Target {
+            name: "gateway multi_thread",
+            url: gw_mt_url,
+            pid: Some(gw_mt.id()),
+        },
+        Target {
+            name: "gateway thread_per_core",
+            url: gw_tpc_url,
+            pid: Some(gw_tpc.id()),
+        },
+    ];
     println!(
-        "mock {mock_url}, bare proxy {proxy_url}, gateway {gw_url}; {} s per run, 3 rounds, medians",
+        "{} s per run, 3 interleaved rounds, medians; CPU: the process's user + system time per request",
         length.as_secs()
-    );
-    println!(
-        "{:>5} | {:>22} | {:>29} | {:>29} | {:>10}",
-        "conc",
-        "direct p50/p99 µs req/s",
-        "bare proxy p50 +µs req/s %",
-        "gateway p50 +µs req/s %",
-        "gw own µs"
     );
     for conc in [1usize, 64] {
         // Warm every path (connections, allocator, branch predictors).
-        for url in [&mock_url, &proxy_url, &gw_url] {
-            run(url, conc, Duration::from_millis(300)).await?;
+        for t in &targets {
+            run(&t.url, conc, Duration::from_millis(300)).await?;
         }
-        let (mut d, mut p, mut g) = (Vec::new(), Vec::new(), Vec::new());
+        let mut rounds: Vec<Vec<(Run, Option<f64>)>> = targets.iter().map(|_| Vec::new()).collect();
         for _ in 0..3 {
-            d.push(run(&mock_url, conc, length).await?);
-            p.push(run(&proxy_url, conc, length).await?);
-            g.push(run(&gw_url, conc, length).await?);
+            for (t, r) in targets.iter().zip(rounds.iter_mut()) {
+                let before = t.pid.map(cpu_time).transpose()?;
+                let got = run(&t.url, conc, length).await?;
+                let after = t.pid.map(cpu_time).transpose()?;
+                let requests = got.rps * got.took.as_secs_f64();
+                let cpu = before
+                    .zip(after)
+                    .map(|(b, a)| (a.saturating_sub(b)).as_secs_f64() * 1e6 / requests.max(1.0));
+                r.push((got, cpu));
+            }
         }
-        let us = |f: fn(&Run) -> Duration, v: &[Run]| {
-            median(v.iter().map(|r| f(r).as_secs_f64() * 1e6).collect())
-        };
-        let rps = |v: &[Run]| median(v.iter().map(|r| r.rps).collect());
-        let (dp50, dp99, drps) = (us(|r| r.p50, &d), us(|r| r.p99, &d), rps(&d));
-        let through = |v: &[Run]| {
-            let (p50, rps) = (us(|r| r.p50, v), rps(v));
-            format!(
-                "{p50:>6.0} {:>+6.0} {rps:>8.0} {:>5.1}%",
-                p50 - dp50,
-                100.0 * rps / drps
-            )
-        };
+        let sums: Vec<Summary> = rounds
+            .iter()
+            .map(|v| {
+                let us = |f: fn(&Run) -> Duration| {
+                    median(v.iter().map(|(r, _)| f(r).as_secs_f64() * 1e6).collect())
+                };
+                let cpus: Vec<f64> = v.iter().filter_map(|(_, c)| *c).collect();
+                Summary {
+                    p50: us(|r| r.p50),
+                    p99: us(|r| r.p99),
+                    rps: median(v.iter().map(|(r, _)| r.rps).collect()),
+                    cpu: (!cpus.is_empty()).then(|| median(cpus)),
+                    own: median(v.iter().map(|(r, _)| r.own_p50).collect()),
+                }
+            })
+            .collect();
+        let (direct, bare) = (&sums[0], &sums[1]);
+        println!("\nconcurrency {conc}");
         println!(
-            "{conc:>5} | {dp50:>6.0} {dp99:>6.0} {drps:>8.0} | {} | {} | {:>10.1}",
-            through(&p),
-            through(&g),
-            median(g.iter().map(|r| r.own_p50).collect()),
+            "{:<24} {:>7} {:>7} {:>9} {:>8} {:>9} {:>9} {:>10} {:>8} {:>7}",
+            "",
+            "p50 µs",
+            "p99 µs",
+            "req/s",
+            "+p50 µs",
+            "% direct",
+            "% bare",
+            "CPU µs/req",
+            "× bare",
+            "own µs"
         );
+        for (t, s) in targets.iter().zip(&sums) {
+            let cpu = s.cpu.map_or("-".to_owned(), |c| format!("{c:.0}"));
+            let cpu_ratio = s
+                .cpu
+                .zip(bare.cpu)
+                .map_or("-".to_owned(), |(c, b)| format!("{:.2}", c / b));
+            println!(
+                "{:<24} {:>7.0} {:>7.0} {:>9.0} {:>+8.0} {:>8.1}% {:>8.1}% {:>10} {:>8} {:>7.1}",
+                t.name,
+                s.p50,
+                s.p99,
+                s.rps,
+                s.p50 - direct.p50,
+                100.0 * s.rps / direct.rps,
+                100.0 * s.rps / bare.rps,
+                cpu,
+                cpu_ratio,
+                s.own,
+            );
+        }
     }
-    stop(&mut [&mut proxy, &mut gw, &mut mock]);
+    stop(&mut [&mut proxy, &mut gw_mt, &mut gw_tpc, &mut mock]);
     Ok(())
 }

@@ -53,6 +53,7 @@ fn main() -> Result<(), BoxError> {
             rt.block_on(serve_gateway(
                 args.get(1).map_or("", String::as_str),
                 &format!("http = \"{http}\""),
+                "thread_per_core",
             ))
         }
         _ => {

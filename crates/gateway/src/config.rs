@@ -111,6 +111,8 @@ pub struct Config {
 /// | `http2_max_concurrent_streams` | 256 | per connection |
 /// | `http2_stream_window` / `http2_connection_window` | 1048576 / 4194304 | bytes the caller may send before the gateway reads |
 /// | `http2_keep_alive_interval` | 20000 | a PING when a connection is silent this long; no answer within the same time closes it |
+/// | `runtime` | `thread_per_core` | how the binary runs: `thread_per_core` — one current-thread tokio runtime per worker thread, each accepting on its own `SO_REUSEPORT` listener and calling upstreams over its own connection pools, so a request stays on one thread from accept to answer; `multi_thread` — one work-stealing tokio runtime, whose workers hand requests to each other. Limits, breakers, metrics and shutdown are process-wide either way (see [`crate::serve_per_core`]). The library's [`crate::serve`] runs on the caller's runtime whatever this says |
+/// | `workers` | the number of cores | `thread_per_core`: how many worker threads |
 /// | `http2_max_pending_accept_reset_streams` | 20 | streams a caller may open and reset before the gateway accepts them (HTTP/2 rapid reset) |
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -133,6 +135,22 @@ pub struct ServerConfig {
     pub http2_keep_alive_interval: u64,
     /// See the table above.
     pub http2_max_pending_accept_reset_streams: usize,
+    /// See the table above.
+    pub runtime: Runtime,
+    /// See the table above (`None`: one per core).
+    pub workers: Option<usize>,
+}
+
+/// `[server] runtime`: how the binary runs the gateway.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Runtime {
+    /// One current-thread runtime per worker thread, each with its own
+    /// `SO_REUSEPORT` listener and upstream connection pools.
+    #[default]
+    ThreadPerCore,
+    /// One multi-thread (work-stealing) runtime.
+    MultiThread,
 }
 
 impl Default for ServerConfig {
@@ -147,11 +165,24 @@ impl Default for ServerConfig {
             http2_connection_window: 4 << 20,
             http2_keep_alive_interval: 20_000,
             http2_max_pending_accept_reset_streams: 20,
+            runtime: Runtime::default(),
+            workers: None,
         }
     }
 }
 
 impl ServerConfig {
+    /// The worker threads of `thread_per_core`: `workers`, or one per core
+    /// (1 when the core count cannot be read). 1 for `multi_thread`.
+    pub fn worker_count(&self) -> usize {
+        match self.runtime {
+            Runtime::MultiThread => 1,
+            Runtime::ThreadPerCore => self.workers.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+            }),
+        }
+    }
+
     /// `max_connections`, or its default from the open-file limit.
     pub fn connection_limit(&self) -> usize {
         self.max_connections.unwrap_or_else(|| {
@@ -598,6 +629,7 @@ impl ServerConfig {
                 "server.max_connections",
                 self.max_connections.unwrap_or(1) as u64,
             ),
+            ("server.workers", self.workers.unwrap_or(1) as u64),
         ] {
             if v == 0 {
                 return Invalid::at(key, "must be at least 1");

@@ -169,12 +169,14 @@ impl IntoResponse for GatewayError {
         let h = res.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(d) = self.retry_after {
-            h.insert(RETRY_AFTER, HeaderValue::from(palisade_core::retry_after_header_secs(d)));
+            h.insert(
+                RETRY_AFTER,
+                HeaderValue::from(palisade_core::retry_after_header_secs(d)),
+            );
         }
         res
     }
 }
-
 
 #[cfg(test)]
 mod tests {

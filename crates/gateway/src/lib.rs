@@ -233,6 +233,7 @@ impl Gateway {
                     meter,
                     mocks.remove(&u.name),
                     config.redis.as_ref().map(|r| r.url.as_str()),
+                    config.server.worker_count(),
                 )
                 .map_err(StartError::Upstream)?,
             );
@@ -349,7 +350,7 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response<Body> {
     for u in &state.upstreams {
         state
             .metrics
-            .set_breaker_state(&u.name, u.service.breaker().state());
+            .set_breaker_state(&u.name, u.service().breaker().state());
     }
     let mut res = Response::new(Body::from(state.metrics.encode()));
     res.headers_mut().insert(
@@ -455,6 +456,121 @@ pub async fn serve_with_grace(
     grace: Duration,
 ) -> std::io::Result<bool> {
     run(listener, gateway, shutdown, Some(grace)).await
+}
+
+/// The listening sockets of [`serve_per_core`]: one per worker thread, all
+/// bound to one address with `SO_REUSEPORT`, so the kernel spreads new
+/// connections over the workers.
+#[derive(Debug)]
+pub struct PerCoreListeners {
+    listeners: Vec<std::net::TcpListener>,
+    addr: std::net::SocketAddr,
+}
+
+impl PerCoreListeners {
+    /// Binds `workers` listening sockets (at least one) to `addr`; with
+    /// port 0, the first gets a free port and the others the same one.
+    /// They listen when this returns (connections wait in their backlogs
+    /// until the workers accept them); no runtime is needed.
+    ///
+    /// # Errors
+    ///
+    /// The address is in use (by a socket without `SO_REUSEPORT`) or not
+    /// this machine's; or, on a system without `SO_REUSEPORT`, more than
+    /// one worker (set `[server] runtime = "multi_thread"` there).
+    pub fn bind(addr: std::net::SocketAddr, workers: usize) -> std::io::Result<Self> {
+        let workers = workers.max(1);
+        let first = reuse_port_listener(addr, workers)?;
+        let addr = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..workers {
+            listeners.push(reuse_port_listener(addr, workers)?);
+        }
+        Ok(Self { listeners, addr })
+    }
+
+    /// The address bound (with the port chosen when `bind` was given 0).
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// How many workers will serve.
+    pub fn workers(&self) -> usize {
+        self.listeners.len()
+    }
+}
+
+/// A non-blocking listener on `addr` that others may bind too
+/// (`SO_REUSEPORT`), with tokio's own backlog of 1024.
+fn reuse_port_listener(
+    addr: std::net::SocketAddr,
+    workers: usize,
+) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    #[cfg(all(
+        unix,
+        not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))
+    ))]
+    s.set_reuse_port(true)?;
+    #[cfg(not(all(
+        unix,
+        not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))
+    )))]
+    if workers > 1 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "thread_per_core needs SO_REUSEPORT, which this system lacks: set [server] runtime = \"multi_thread\" or workers = 1",
+        ));
+    }
+    let _ = workers;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
+/// Serves `gateway` with one worker thread per socket of `listeners`, each
+/// running its own current-thread tokio runtime: a connection is accepted,
+/// served and answered on one thread, and each worker calls upstreams over
+/// connection pools of its own (no request is handed between threads, no
+/// upstream connection is shared by two threads). This is what the binary
+/// runs with `[server] runtime = "thread_per_core"` (the default).
+///
+/// Process-wide, whatever the worker: the connection limit
+/// (`max_connections`), every upstream's breaker, rate limits, token
+/// limits and retry budget (each upstream's per-worker stacks share one set
+/// of layers: [`palisade::preset::StackConfig::build_over_each`]), the
+/// metrics, and shutdown — once `shutdown` completes every worker stops
+/// accepting, and the grace period and the cut of running streams apply to
+/// all connections at once. The gateway must have been built with at least
+/// as many workers as `listeners` has (`[server] workers`) for each worker
+/// to get its own pools; fewer work, sharing pools.
+///
+/// Call it from any runtime (the binary's runs signals and exporters); it
+/// returns when every worker is done: `true` when every connection finished
+/// within the grace (`None`: no limit).
+///
+/// # Errors
+///
+/// A worker thread that cannot be started, or cannot listen on its socket.
+pub async fn serve_per_core(
+    listeners: PerCoreListeners,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Option<Duration>,
+) -> std::io::Result<bool> {
+    let state = gateway.state.clone();
+    server::run_per_core(
+        listeners.listeners,
+        gateway.router(),
+        &state.server,
+        shutdown,
+        grace,
+        &state.signals,
+    )
+    .await
 }
 
 async fn run(

@@ -14,7 +14,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use palisade_gateway::{Config, Gateway};
+use palisade_gateway::config::Runtime;
+use palisade_gateway::{Config, Gateway, PerCoreListeners};
+
+/// Where the gateway listens, per `[server] runtime`.
+enum Listening {
+    PerCore(PerCoreListeners),
+    Shared(tokio::net::TcpListener),
+}
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
@@ -118,8 +125,7 @@ fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'stati
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(a) => a,
         Err(m) => {
@@ -127,6 +133,37 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let config = match &args.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Config::builtin_mock(),
+    };
+    // `thread_per_core`: the workers run runtimes of their own
+    // (`serve_per_core`); this one only waits for signals and runs the
+    // exporters.
+    let runtime = match config.server.runtime {
+        Runtime::ThreadPerCore => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Runtime::MultiThread => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    };
+    match runtime {
+        Ok(rt) => rt.block_on(start(args, config)),
+        Err(e) => {
+            eprintln!("error: cannot start the tokio runtime: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn start(args: Args, config: Config) -> ExitCode {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = if args.json_logs {
         // The current span's fields (the request's `trace_id`) on each line.
@@ -154,29 +191,24 @@ async fn main() -> ExitCode {
     };
     subscriber.with(spans).init();
     let meter = exporter.as_ref().and_then(|e| e.meter());
-    let code = run(args, meter).await;
+    let code = run(args, config, meter).await;
     if let Some(e) = exporter {
         let _ = tokio::task::spawn_blocking(move || e.shutdown()).await;
     }
     code
 }
 
-async fn run(args: Args, meter: Option<opentelemetry::metrics::Meter>) -> ExitCode {
-    let mut config = match &args.config {
-        Some(path) => match Config::load(path) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => Config::builtin_mock(),
-    };
+async fn run(
+    args: Args,
+    mut config: Config,
+    meter: Option<opentelemetry::metrics::Meter>,
+) -> ExitCode {
     if let Some(l) = args.listen {
         config.listen = l;
     }
     let listen = config.listen;
     let grace = config.grace();
+    let (runtime, workers) = (config.server.runtime, config.server.worker_count());
     let mock_mode = args.config.is_none();
     let built = match &meter {
         Some(m) => Gateway::with_meter(config, m),
@@ -189,7 +221,13 @@ async fn run(args: Args, meter: Option<opentelemetry::metrics::Meter>) -> ExitCo
             return ExitCode::from(2);
         }
     };
-    let listener = match tokio::net::TcpListener::bind(listen).await {
+    let bound = match runtime {
+        Runtime::ThreadPerCore => PerCoreListeners::bind(listen, workers).map(Listening::PerCore),
+        Runtime::MultiThread => tokio::net::TcpListener::bind(listen)
+            .await
+            .map(Listening::Shared),
+    };
+    let listening = match bound {
         Ok(l) => l,
         Err(e) => {
             eprintln!(
@@ -198,7 +236,10 @@ async fn run(args: Args, meter: Option<opentelemetry::metrics::Meter>) -> ExitCo
             return ExitCode::from(1);
         }
     };
-    let addr = listener.local_addr().unwrap_or(listen);
+    let addr = match &listening {
+        Listening::PerCore(l) => l.local_addr(),
+        Listening::Shared(l) => l.local_addr().unwrap_or(listen),
+    };
     let shutdown = match shutdown_signal() {
         Ok(s) => s,
         Err(e) => {
@@ -216,7 +257,19 @@ async fn run(args: Args, meter: Option<opentelemetry::metrics::Meter>) -> ExitCo
             "built-in mock upstream, model `mock`; try: curl -s http://{addr}/v1/chat/completions -H 'content-type: application/json' -d '{{\"model\":\"mock\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello palisade\"}}]}}'"
         );
     }
-    match palisade_gateway::serve_with_grace(listener, gateway, shutdown, grace).await {
+    let served = match listening {
+        Listening::PerCore(l) => {
+            tracing::info!(
+                workers = l.workers(),
+                "thread_per_core: one runtime per worker thread"
+            );
+            palisade_gateway::serve_per_core(l, gateway, shutdown, Some(grace)).await
+        }
+        Listening::Shared(l) => {
+            palisade_gateway::serve_with_grace(l, gateway, shutdown, grace).await
+        }
+    };
+    match served {
         Ok(true) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS

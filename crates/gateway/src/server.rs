@@ -86,6 +86,33 @@ fn out_of_resources(e: &std::io::Error) -> bool {
     )
 }
 
+/// What every accept loop of one gateway shares: hyper's connection
+/// builder, the connection slots (`max_connections` is process-wide, however
+/// many workers accept), the connections' timers.
+#[derive(Clone)]
+pub(crate) struct Accepting {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    slots: Arc<Semaphore>,
+    max: usize,
+    timers: Timers,
+}
+
+impl Accepting {
+    pub(crate) fn new(cfg: &ServerConfig) -> Self {
+        // Within what a semaphore holds and one `acquire_many` can take.
+        let max = cfg.connection_limit().clamp(1, u32::MAX as usize >> 4);
+        Self {
+            builder: Arc::new(builder(cfg)),
+            slots: Arc::new(Semaphore::new(max)),
+            max,
+            timers: Timers {
+                idle: Duration::from_millis(cfg.idle_timeout),
+                first_head: Duration::from_millis(cfg.header_read_timeout),
+            },
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown`, then waits up to `grace`
 /// for the connections to finish; past it, sends `cut` and gives streams
 /// [`FLUSH_AFTER_CUT`] to end. Returns whether every connection finished
@@ -98,20 +125,119 @@ pub(crate) async fn run(
     grace: Option<Duration>,
     signals: &Signals,
 ) -> std::io::Result<bool> {
-    let builder = Arc::new(builder(cfg));
-    let timers = Timers {
-        idle: Duration::from_millis(cfg.idle_timeout),
-        first_head: Duration::from_millis(cfg.header_read_timeout),
+    let acc = Accepting::new(cfg);
+    tokio::select! {
+        () = shutdown => {}
+        () = accept_loop(listener, router, &acc, signals.stopping.subscribe()) => {}
+    }
+    let _ = signals.stopping.send(true);
+    Ok(drain(&acc.slots, acc.max, grace, &signals.cut).await)
+}
+
+/// Like [`run`], with one worker thread per listener of `sockets` (bound
+/// to one address with `SO_REUSEPORT`: the kernel spreads connections over
+/// them), each running a current-thread runtime that accepts on its own
+/// socket and serves its connections, so a request stays on one thread
+/// from accept to answer. Connection slots, shutdown and the grace period
+/// are process-wide; each worker's calls go through its own upstream stacks
+/// (`upstream::set_worker`), which share their layers' state.
+pub(crate) async fn run_per_core(
+    sockets: Vec<std::net::TcpListener>,
+    router: Router,
+    cfg: &ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Option<Duration>,
+    signals: &Signals,
+) -> std::io::Result<bool> {
+    let acc = Accepting::new(cfg);
+    let done = watch::Sender::new(false);
+    // A worker that cannot listen on its socket says so here.
+    let (failed_tx, mut failed) = tokio::sync::mpsc::unbounded_channel::<std::io::Error>();
+    let mut threads = Vec::new();
+    for (i, socket) in sockets.into_iter().enumerate() {
+        let (router, acc, failed_tx) = (router.clone(), acc.clone(), failed_tx.clone());
+        let (stop, mut finished) = (signals.stopping.subscribe(), done.subscribe());
+        let worker = move || -> std::io::Result<()> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            crate::upstream::set_worker(i);
+            rt.block_on(async move {
+                let listener = match TcpListener::from_std(socket) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = failed_tx.send(std::io::Error::new(
+                            e.kind(),
+                            format!("gateway worker {i} cannot listen on its socket: {e}"),
+                        ));
+                        return Ok(());
+                    }
+                };
+                accept_loop(listener, router, &acc, stop).await;
+                // Serving the connections left until they drained (or the
+                // grace period and the flush after the cut are over).
+                let _ = finished.wait_for(|d| *d).await;
+                Ok(())
+            })
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("palisade-worker-{i}"))
+            .spawn(worker);
+        match spawned {
+            Ok(t) => threads.push((i, t)),
+            Err(e) => {
+                // Stop the workers already started before giving up.
+                let _ = signals.stopping.send(true);
+                let _ = done.send(true);
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot start gateway worker thread {i}: {e}"),
+                ));
+            }
+        }
+    }
+    drop(failed_tx);
+    let failure = tokio::select! {
+        () = shutdown => None,
+        Some(e) = failed.recv() => Some(e),
     };
-    // Within what a semaphore holds and one `acquire_many` can take.
-    let max = cfg.connection_limit().clamp(1, u32::MAX as usize >> 4);
-    let slots = Arc::new(Semaphore::new(max));
-    let stop_rx = signals.stopping.subscribe();
+    let _ = signals.stopping.send(true);
+    let finished = drain(&acc.slots, acc.max, grace, &signals.cut).await;
+    let _ = done.send(true);
+    let joined = tokio::task::spawn_blocking(move || {
+        threads
+            .into_iter()
+            .map(|(i, t)| (i, t.join()))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    for (i, r) in joined {
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(worker = i, error = %e, "a gateway worker failed"),
+            Err(_) => tracing::error!(worker = i, "a gateway worker panicked"),
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(finished),
+    }
+}
+
+/// Accepts connections on `listener` and serves each on its own task until
+/// `stop` is set (or the stop sender is gone).
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    acc: &Accepting,
+    stop: watch::Receiver<bool>,
+) {
     let mut refusals = Refusals::default();
-    tokio::pin!(shutdown);
+    let mut stopped = stop.clone();
     loop {
         let (tcp, _peer) = tokio::select! {
-            () = &mut shutdown => break,
+            () = async { let _ = stopped.wait_for(|s| *s).await; } => break,
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
@@ -125,23 +251,20 @@ pub(crate) async fn run(
         };
         // Stream events are small writes: they must not wait for Nagle.
         let _ = tcp.set_nodelay(true);
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            refusals.log(max);
+        let Ok(slot) = acc.slots.clone().try_acquire_owned() else {
+            refusals.log(acc.max);
             tokio::spawn(refuse(tcp));
             continue;
         };
         tokio::spawn(serve_one(
-            builder.clone(),
+            acc.builder.clone(),
             router.clone(),
             tcp,
-            timers,
-            stop_rx.clone(),
+            acc.timers,
+            stop.clone(),
             slot,
         ));
     }
-    drop(listener);
-    let _ = signals.stopping.send(true);
-    Ok(drain(&slots, max, grace, &signals.cut).await)
 }
 
 /// The gateway-wide signals of a shutdown.

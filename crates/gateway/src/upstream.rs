@@ -41,7 +41,10 @@ pub(crate) struct Upstream {
     pub(crate) name: Arc<str>,
     /// The API it speaks; `None` for the mock, which speaks both.
     pub(crate) api: Option<Api>,
-    pub(crate) service: LlmStack,
+    /// One stack per worker thread (one in all but `thread_per_core`),
+    /// each over its own connection pool, all sharing one set of layers
+    /// (breaker, limits, retry budget): see [`set_worker`].
+    services: Vec<LlmStack>,
     /// Scrubs the key out of what the upstream sends back.
     scrub: Scrub,
     /// The mock behind a `kind = "mock"` upstream.
@@ -93,6 +96,7 @@ impl Upstream {
         meter: Option<&opentelemetry::metrics::Meter>,
         mock: Option<MockUpstream>,
         redis: Option<&str>,
+        workers: usize,
     ) -> Result<Self, BuildError> {
         let err = |source: BoxError| BuildError {
             upstream: cfg.name.clone(),
@@ -110,14 +114,23 @@ impl Upstream {
         if let Some(meter) = meter {
             preset = preset.metrics(meter);
         }
-        let (stack, client, mock) = match cfg.kind {
+        let workers = workers.max(1);
+        let (services, client, mock) = match cfg.kind {
             Kind::Mock => {
                 let mock = mock.unwrap_or_default();
-                let stack = preset.build_over(mock.clone()).map_err(err)?;
-                (stack, None, Some(mock))
+                let stacks = preset
+                    .build_over_each(std::iter::repeat_n(mock.clone(), workers))
+                    .map_err(err)?;
+                (stacks, None, Some(mock))
             }
             Kind::Openai | Kind::Anthropic => {
-                let client = client(cfg, api).map_err(err)?;
+                // A pool per worker: a connection is used by the thread
+                // whose runtime drives it.
+                let clients = (0..workers)
+                    .map(|_| client(cfg, api))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(err)?;
+                let client = clients[0].clone();
                 if client.key_too_short_to_scrub() {
                     tracing::warn!(
                         upstream = %cfg.name,
@@ -125,14 +138,14 @@ impl Upstream {
                         "this upstream's key is too short to be a secret (a local server's `EMPTY` or `x`?): it is not scrubbed out of its answers, as scrubbing it would rewrite them"
                     );
                 }
-                let stack = preset.build_over(client.clone()).map_err(err)?;
-                (stack, Some(client), None)
+                let stacks = preset.build_over_each(clients).map_err(err)?;
+                (stacks, Some(client), None)
             }
         };
         Ok(Self {
             name: Arc::from(cfg.name.as_str()),
             api,
-            service: stack,
+            services,
             scrub: Scrub(client.map(Arc::new)),
             mock,
             max_attempts: cfg.retry.max_attempts,
@@ -150,10 +163,31 @@ impl Upstream {
         &self,
         req: http::Request<RequestBody>,
     ) -> Result<http::Response<UpstreamBody>, BoxError> {
-        let res = self.service.clone().oneshot(req).await?;
+        let res = self.service().clone().oneshot(req).await?;
         let scrub = self.scrub.clone();
         Ok(res.map(|body| UpstreamBody { body, scrub }))
     }
+}
+
+impl Upstream {
+    /// The stack of the worker thread this runs on.
+    pub(crate) fn service(&self) -> &LlmStack {
+        let i = WORKER.with(std::cell::Cell::get);
+        // Never empty: `build` makes one stack at least.
+        &self.services[i % self.services.len()]
+    }
+}
+
+thread_local! {
+    /// The index of the gateway worker thread this is (0 outside
+    /// `thread_per_core`'s workers).
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks this thread as gateway worker `i`: its calls go through each
+/// upstream's stack `i`, over that stack's own connection pool.
+pub(crate) fn set_worker(i: usize) {
+    WORKER.with(|w| w.set(i));
 }
 
 /// The preset stack's settings from `cfg`, the gateway's metrics hooked

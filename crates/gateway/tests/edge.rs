@@ -1302,3 +1302,80 @@ async fn refused_connections_are_logged_at_most_once_a_second() {
         capture.contents()
     );
 }
+
+#[tokio::test]
+async fn thread_per_core_workers_share_limits_metrics_and_shutdown() {
+    let mock = MockUpstream::new();
+    let toml = "[server]\nruntime = \"thread_per_core\"\nworkers = 2\n".to_owned()
+        + &upstream(
+            "m",
+            "mock",
+            "http://unused",
+            "[upstreams.rate_limit]\nrequests_per_minute = 20\n",
+        )
+        + &route("mock", &["m"]);
+    let config = palisade_gateway::Config::parse(&toml, "t.toml").unwrap();
+    assert_eq!(config.server.worker_count(), 2);
+    let gateway = palisade_gateway::Gateway::with_mocks(
+        config,
+        std::collections::HashMap::from([("m".to_owned(), mock.clone())]),
+    )
+    .unwrap();
+    let listeners =
+        palisade_gateway::PerCoreListeners::bind("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+    assert_eq!(listeners.workers(), 2);
+    let addr = listeners.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(palisade_gateway::serve_per_core(
+        listeners,
+        gateway,
+        async move {
+            let _ = stopped.await;
+        },
+        Some(std::time::Duration::from_secs(5)),
+    ));
+    // A new connection per request: the kernel spreads them over both
+    // workers (all 40 on one would take odds of 2^-39).
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http::<Full<Bytes>>();
+    let (mut ok, mut limited) = (0, 0);
+    for _ in 0..40 {
+        let req = Request::post(format!("http://{addr}{OPENAI}"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(chat("mock", "hi", false))))
+            .unwrap();
+        let res = tokio::time::timeout(std::time::Duration::from_secs(30), client.request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        match res.status().as_u16() {
+            200 => ok += 1,
+            429 => limited += 1,
+            other => panic!("status {other}: {}", text(res).await),
+        }
+    }
+    // One limit for the process, not one per worker.
+    assert_eq!((ok, limited), (20, 20));
+    assert_eq!(mock.request_count(), 20);
+    // Metrics count every worker's requests.
+    let req = Request::get(format!("http://{addr}/metrics"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let metrics = text(client.request(req).await.unwrap()).await;
+    assert!(
+        metrics.contains(r#"palisade_requests_total{route="mock",upstream="m",status="200"} 20"#),
+        "{metrics}"
+    );
+    stop.send(()).unwrap();
+    let finished = tokio::time::timeout(std::time::Duration::from_secs(30), server)
+        .await
+        .expect("every worker stops")
+        .unwrap()
+        .unwrap();
+    assert!(finished);
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no worker listens any more"
+    );
+}

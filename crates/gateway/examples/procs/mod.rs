@@ -14,17 +14,32 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Serves a gateway in front of the mock at `mock_url` (an `openai`
 /// upstream `mock`, model `m`; `upstream_extra`: more TOML lines for the
-/// upstream) and prints its base URL.
-pub(crate) async fn serve_gateway(mock_url: &str, upstream_extra: &str) -> Result<(), BoxError> {
+/// upstream) with `[server] runtime = "{runtime}"` and prints its base URL.
+pub(crate) async fn serve_gateway(
+    mock_url: &str,
+    upstream_extra: &str,
+    runtime: &str,
+) -> Result<(), BoxError> {
     serve_config(&format!(
-        "[[upstreams]]\nname = \"mock\"\nkind = \"openai\"\nbase_url = \"{mock_url}\"\n{upstream_extra}\n[[routes]]\nmodel = \"m\"\ntargets = [\"mock\"]\n"
+        "[server]\nruntime = \"{runtime}\"\n[[upstreams]]\nname = \"mock\"\nkind = \"openai\"\nbase_url = \"{mock_url}\"\n{upstream_extra}\n[[routes]]\nmodel = \"m\"\ntargets = [\"mock\"]\n"
     ))
     .await
 }
 
 /// Serves a gateway for the config `toml` on a free loopback port and prints
-/// its base URL.
+/// its base URL; `[server] runtime = "thread_per_core"` in `toml` serves it
+/// with one runtime per worker thread ([`palisade_gateway::serve_per_core`]),
+/// otherwise on this process's runtime.
 pub(crate) async fn serve_config(toml: &str) -> Result<(), BoxError> {
+    let config = palisade_gateway::Config::parse(toml, "example")?;
+    if config.server.runtime == palisade_gateway::config::Runtime::ThreadPerCore {
+        let workers = config.server.worker_count();
+        let gateway = palisade_gateway::Gateway::new(config)?;
+        let listeners = palisade_gateway::PerCoreListeners::bind("127.0.0.1:0".parse()?, workers)?;
+        println!("http://{}/v1", listeners.local_addr());
+        palisade_gateway::serve_per_core(listeners, gateway, std::future::pending(), None).await?;
+        return Ok(());
+    }
     let gateway =
         palisade_gateway::Gateway::new(palisade_gateway::Config::parse(toml, "example")?)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -54,6 +69,28 @@ pub(crate) fn stop(children: &mut [&mut Child]) {
     for c in children.iter_mut() {
         let _ = c.wait();
     }
+}
+
+/// The CPU time process `pid` has used so far (user and system), from
+/// `/proc/PID/stat` (Linux only).
+pub(crate) fn cpu_time(pid: u32) -> Result<Duration, BoxError> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name, which is in parentheses.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or("odd /proc/PID/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime: fields 14 and 15 of the whole line, in clock ticks.
+    let ticks = |i: usize| -> Result<u64, BoxError> {
+        Ok(fields
+            .get(i)
+            .ok_or("short /proc/PID/stat")?
+            .parse::<u64>()?)
+    };
+    let total = ticks(11)? + ticks(12)?;
+    // Linux's USER_HZ is 100 on every architecture it runs on.
+    Ok(Duration::from_millis(total * 10))
 }
 
 /// The resident set of process `pid`, in bytes.
