@@ -18,6 +18,22 @@
 //! once) and trace ids are handled before it, routing with fallback
 //! over a route's targets around it.
 //!
+//! Runtime: the binary serves with `[server] runtime = "thread_per_core"`
+//! by default ([`serve_per_core`]): one current-thread tokio runtime per
+//! worker thread (one per core), each accepting on its own `SO_REUSEPORT`
+//! listener and calling upstreams over its own connection pools, so a
+//! request is served on one thread from accept to answer (measured with
+//! `examples/load.rs`: no futex or eventfd wake per request, where the
+//! multi-thread runtime hands each request between its workers). What
+//! must be one per process stays one: each upstream's per-worker stacks
+//! share their breaker, rate and token limits and retry budget (built once,
+//! [`palisade::preset::StackConfig::build_over_each`]); metrics are one set
+//! of atomics; `max_connections` is one semaphore; shutdown stops every
+//! worker at once and the grace period covers them all. With `[redis]`,
+//! the one Redis connection is driven by the worker that first used it.
+//! [`serve`] and [`serve_with_grace`] run on the caller's runtime instead
+//! (`runtime = "multi_thread"` in the binary).
+//!
 //! Headers the gateway adds to an answer: `x-trace-id`,
 //! `x-palisade-overhead-ms` (its own time), `x-should-retry: false` on a
 //! failure it already retried, and `x-palisade-untranslated` naming the
