@@ -191,6 +191,14 @@ impl ClientBuilder {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .http2_only(self.http_version == HttpVersion::Http2Only);
+        // HTTP/1.1: reads of a fixed size, so the buffer of a stream whose
+        // caller stopped reading does not grow to hyper's 400 KiB; HTTP/2:
+        // windows sized from the measured bandwidth-delay product instead of
+        // hyper's fixed 2 MiB per stream and 5 MiB per connection, which a
+        // blocked stream filled (see `memory` example, blocked streams).
+        builder
+            .http1_read_buf_exact_size(self.read_buffer)
+            .http2_adaptive_window(true);
         Ok(HttpClient {
             inner: builder.build(TrackingConnector(connector)),
             shared: Arc::new(Shared {

@@ -5,6 +5,8 @@
 //! ```sh
 //! cargo run --release -p palisade-gateway --example memory              # 1 GiB, 10,000 streams
 //! cargo run --release -p palisade-gateway --example memory -- 256 2000  # 256 MiB, 2,000 streams
+//! cargo run --release -p palisade-gateway --example memory -- open 10000 http1  # only 2., over HTTP/1.1
+//! cargo run --release -p palisade-gateway --example memory -- blocked 1000  # only 3., 1,000 streams
 //! ```
 //!
 //! Three processes, as in the `load` example: the mock upstream, the gateway
@@ -24,6 +26,17 @@
 //!    the mock (a connection per stream, as to a cleartext upstream) and with
 //!    `http = "http2"` (one multiplexed connection, as to OpenAI or
 //!    Anthropic over TLS, where ALPN picks HTTP/2).
+//! 3. **Blocked HTTP/2 streams**: the driver opens N/10 streams over HTTP/2
+//!    connections whose stream windows are HTTP/2's default 65,535 bytes
+//!    (the connection windows large), to an upstream that produces words as
+//!    fast as they are read, and never reads them: every stream's window
+//!    runs to zero, as with a caller that stopped reading. It prints the
+//!    gateway's RSS growth per blocked stream after 2 s: what a stream the
+//!    caller does not drain holds in the gateway.
+//!
+//! The gateway runs with `[server] runtime = "thread_per_core"` (the
+//! binary's default); `GATEWAY_RUNTIME=multi_thread` in the environment
+//! runs it on one multi-thread runtime instead.
 //!
 //! File descriptors: the gateway holds one socket per open stream towards
 //! the mock; 10,000 streams need a `nofile` limit above ~10,100.
@@ -48,12 +61,27 @@ fn main() -> Result<(), BoxError> {
     let rt = tokio::runtime::Runtime::new()?;
     match args.first().map(String::as_str) {
         Some("serve-mock") => rt.block_on(serve_mock(args.get(1).map(String::as_str))),
+        Some("open") => {
+            let n = args
+                .get(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(10_000usize);
+            let http = args.get(2).map_or("http1", String::as_str).to_owned();
+            rt.block_on(open_streams(n, &http))
+        }
+        Some("blocked") => {
+            let n = args
+                .get(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1000usize);
+            rt.block_on(blocked_streams(n))
+        }
         Some("serve-gateway") => {
             let http = args.get(2).map_or("auto", String::as_str);
             rt.block_on(serve_gateway(
                 args.get(1).map_or("", String::as_str),
                 &format!("http = \"{http}\""),
-                "thread_per_core",
+                &std::env::var("GATEWAY_RUNTIME").unwrap_or_else(|_| "thread_per_core".into()),
             ))
         }
         _ => {
@@ -93,7 +121,60 @@ fn h1_client() -> Client<HttpConnector, Full<Bytes>> {
 async fn drive(mib: u64, streams: usize) -> Result<(), BoxError> {
     slow_reader(mib).await?;
     open_streams(streams, "http1").await?;
-    open_streams(streams, "http2").await
+    open_streams(streams, "http2").await?;
+    blocked_streams((streams / 10).max(1)).await
+}
+
+/// `n` streams whose caller never reads: each one's HTTP/2 window runs to
+/// zero while the upstream could produce without end.
+async fn blocked_streams(n: usize) -> Result<(), BoxError> {
+    let (mut mock, mock_url) = child(&["serve-mock", "fast"])?;
+    let upstream_http = std::env::var("UPSTREAM_HTTP").unwrap_or_else(|_| "auto".into());
+    let (mut gw, gw_url) = child(&["serve-gateway", &mock_url, &upstream_http])?;
+    let pid = gw.id();
+    let per_conn = 200;
+    let clients: Vec<Client<HttpConnector, Full<Bytes>>> = (0..n.div_ceil(per_conn))
+        .map(|_| {
+            Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .http2_initial_stream_window_size(65_535)
+                .http2_initial_connection_window_size(1 << 30)
+                .build_http()
+        })
+        .collect();
+    // A warm-up stream, read a little and dropped, then the baseline.
+    read_some(&h1_client(), &gw_url, MIB, false).await?;
+    let before = rss(pid)?;
+    let sampler = Sampler::start(pid);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let client = clients[i % clients.len()].clone();
+        let req = request(&gw_url)?;
+        tasks.spawn(async move { client.request(req).await });
+    }
+    let mut held = Vec::with_capacity(n);
+    while let Some(r) = tasks.join_next().await {
+        let res = r??;
+        if res.status() != 200 {
+            return Err(format!("gateway answered {}", res.status()).into());
+        }
+        held.push(res);
+    }
+    // Let every window run dry and the upstreams push against it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let max = sampler.stop().await;
+    let growth = max.saturating_sub(before);
+    println!(
+        "blocked HTTP/2 streams (65,535-byte windows, never read): {} streams; gateway RSS {:.1} MiB before, max {:.1} MiB: growth {:.1} MiB, {:.1} KiB per stream",
+        held.len(),
+        before as f64 / MIB as f64,
+        max as f64 / MIB as f64,
+        growth as f64 / MIB as f64,
+        growth as f64 / 1024.0 / held.len().max(1) as f64,
+    );
+    drop(held);
+    stop(&mut [&mut gw, &mut mock]);
+    Ok(())
 }
 
 async fn slow_reader(mib: u64) -> Result<(), BoxError> {
