@@ -32,7 +32,9 @@
 //!    fast as they are read, and never reads them: every stream's window
 //!    runs to zero, as with a caller that stopped reading. It prints the
 //!    gateway's RSS growth per blocked stream after 2 s: what a stream the
-//!    caller does not drain holds in the gateway.
+//!    caller does not drain holds in the gateway. The gateway speaks
+//!    HTTP/1.1 to the mock; `UPSTREAM_HTTP=http2` in the environment makes
+//!    it HTTP/2.
 //!
 //! The gateway runs with `[server] runtime = "thread_per_core"` (the
 //! binary's default); `GATEWAY_RUNTIME=multi_thread` in the environment
