@@ -1379,3 +1379,85 @@ async fn thread_per_core_workers_share_limits_metrics_and_shutdown() {
         "no worker listens any more"
     );
 }
+
+/// An HTTP/2 (h2c) upstream answering every request with an endless chat
+/// stream; `produced` counts the bytes its streams were polled for, which
+/// hyper does only while the reader's flow-control window has room.
+async fn endless_h2_upstream() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let produced = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = produced.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req| {
+                    let count = count.clone();
+                    let chunk = Bytes::from(format!(
+                        "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{}\"}},\"finish_reason\":null}}]}}\n\n",
+                        "word ".repeat(200)
+                    ));
+                    let frames = futures_util::StreamExt::map(
+                        futures_util::stream::repeat(chunk),
+                        move |c| {
+                            count.fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                            Ok::<_, std::convert::Infallible>(http_body::Frame::data(c))
+                        },
+                    );
+                    let res = http::Response::builder()
+                        .header("content-type", "text/event-stream")
+                        .body(http_body_util::StreamBody::new(frames))
+                        .unwrap();
+                    std::future::ready(Ok::<_, std::convert::Infallible>(res))
+                });
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                        .await;
+            });
+        }
+    });
+    (format!("http://{addr}/v1"), produced)
+}
+
+#[tokio::test]
+async fn a_stream_its_http2_caller_stops_reading_pulls_little_from_an_http2_upstream() {
+    let (url, produced) = endless_h2_upstream().await;
+    let extra = "http = \"http2\"\n[upstreams.retry]\nmax_attempts = 1\n";
+    let toml = upstream("o", "openai", &url, extra) + &route("gpt", &["o"]);
+    let gw = start(&toml, &[]).await;
+    // HTTP/2's default stream window, and a caller that never reads.
+    let h2: HttpClient =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .http2_initial_stream_window_size(65_535)
+            .build_http();
+    let req = Request::post(gw.url(OPENAI))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(chat("gpt", "x", true))))
+        .unwrap();
+    let res = h2.request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    // Wait until the upstream is no longer polled (its count still for
+    // 300 ms), at most 10 s.
+    let mut last = u64::MAX;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let now = produced.load(std::sync::atomic::Ordering::Relaxed);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let pulled = produced.load(std::sync::atomic::Ordering::Relaxed);
+    // The caller's window, the relay's two events, and the gateway's
+    // receive window towards the upstream. hyper's fixed windows let the
+    // upstream push 2 MiB into the gateway for this one stream.
+    assert!(
+        pulled < 1024 * 1024,
+        "the gateway pulled {pulled} bytes from the upstream for a stream nobody reads"
+    );
+    assert!(pulled > 0);
+    drop(res);
+}
