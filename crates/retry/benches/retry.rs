@@ -98,6 +98,15 @@ fn bench(c: &mut Criterion) {
     });
     let mut ours = RetryLayer::new().layer(always_ready());
     g.bench_function("palisade_retry", |b| b.iter(|| one_call(&mut ours, &body)));
+    // One attempt keeps a copy of the request for a resend after a stale
+    // pooled connection (the default); `stale_resends(0)` keeps none.
+    let mut single_no_resend = RetryLayer::new()
+        .max_attempts(1)
+        .stale_resends(0)
+        .layer(always_ready());
+    g.bench_function("palisade_retry_one_attempt_no_stale_resend", |b| {
+        b.iter(|| one_call(&mut single_no_resend, &body))
+    });
     let mut single = RetryLayer::new().max_attempts(1).layer(always_ready());
     g.bench_function("palisade_retry_one_attempt", |b| {
         b.iter(|| one_call(&mut single, &body))
