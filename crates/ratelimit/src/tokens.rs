@@ -85,13 +85,18 @@ impl TokenLimitLayer {
         Self::try_new(tokens, tokens as f64 / 60.0)
     }
 
-    /// A bucket of `capacity` tokens refilled at `per_second`.
+    /// A bucket of `capacity` tokens refilled at `per_second`. Builds the
+    /// tokenizer now if nothing has (`palisade_core::tokens::warm_up`,
+    /// tens of milliseconds once per process), so the first request does
+    /// not wait for it.
     ///
     /// # Errors
     ///
     /// [`ConfigError`] for a zero capacity or a rate that is not positive.
     pub fn try_new(capacity: u64, per_second: f64) -> Result<Self, ConfigError> {
         validate(capacity, per_second)?;
+        // The tokenizer is built now, not on the first request's path.
+        palisade_core::tokens::warm_up();
         Ok(Self {
             bucket: Arc::new(Bucket::new(capacity, per_second)),
             max_wait: Duration::ZERO,

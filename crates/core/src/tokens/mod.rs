@@ -123,6 +123,20 @@ const PROMPT_FIELDS: [&str; 6] = [
 /// The top-level fields holding tool definitions (counted as JSON text).
 const TOOL_FIELDS: [&str; 2] = ["tools", "functions"];
 
+/// Builds the tokenizer and its tables now (tens of milliseconds, once
+/// per process), so that the first [`estimate`] does not pay for it on a
+/// request's path. [`TokenLimitLayer`]'s constructors call it; a server that
+/// estimates by itself can call it at start. Later calls cost nothing.
+///
+/// [`TokenLimitLayer`]: https://docs.rs/palisade-ratelimit
+pub fn warm_up() {
+    let body = ParsedBody::from_value(
+        serde_json::json!({"messages": [{"role": "user", "content": "warm up"}]}),
+        0,
+    );
+    let _ = estimate(&body);
+}
+
 /// Estimates `body`'s tokens (chat completions, messages, Responses API or
 /// embeddings request).
 ///
