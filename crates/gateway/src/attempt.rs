@@ -18,7 +18,7 @@ use palisade_core::{
     BodyTooLarge, BoxError, Budget, Elapsed, ErrorKind, ParsedBody, RequestBody, find,
 };
 use palisade_providers::errors::parse_error;
-use palisade_providers::observe::ResponseObserver;
+use palisade_providers::observe::{Observation, ResponseObserver};
 use palisade_providers::translate::{anthropic_response_to_openai, openai_response_to_anthropic};
 use palisade_providers::{Api, anthropic, neutral, openai};
 use palisade_trace::{TRACE_ID_HEADER, TraceContext};
@@ -46,6 +46,9 @@ pub(crate) enum Failure {
     Error(BoxError),
     /// The request or answer cannot be carried to/from this target's API.
     Untranslatable(String),
+    /// A 2xx answer that cannot be relayed: over `max_answer_bytes`, not
+    /// complete JSON, or not an answer of the target's API.
+    BadAnswer(String),
 }
 
 /// What one call to a target came to.
@@ -56,7 +59,8 @@ pub(crate) enum Attempt {
     Answer(Response<Body>),
     /// This target failed; the next may serve.
     Failed(Failure),
-    /// A JSON answer broke off mid-body: ask the same target again.
+    /// A JSON answer broke off or stalled mid-body: ask the same target
+    /// again.
     Again,
 }
 
@@ -86,11 +90,11 @@ pub(crate) const UNTRANSLATED_HEADER: &str = "x-palisade-untranslated";
 
 impl Call<'_> {
     /// Calls `target` once. `again` counts the times this target was asked
-    /// again after a JSON answer broke off.
+    /// again after a JSON answer broke off or stalled.
     pub(crate) async fn attempt(&mut self, target: &RouteTarget, again: u32) -> Attempt {
         let up = &target.upstream;
         let up_api = up.api.unwrap_or(self.caller);
-        let req = match self.request_for(up_api, target.model.as_deref()).await {
+        let req = match self.request_for(up, up_api, target.model.as_deref()).await {
             Ok(r) => r,
             Err(Skip::Refuse(e)) => return Attempt::Answer(e.into_response()),
             Err(Skip::Next(msg)) => {
@@ -142,10 +146,11 @@ impl Call<'_> {
         }
     }
 
-    /// The request for a target speaking `up_api`, under `model` if the
-    /// route renames it.
+    /// The request for `up`, a target speaking `up_api`, under `model` if
+    /// the route renames it.
     async fn request_for(
         &mut self,
+        up: &Upstream,
         up_api: Api,
         model: Option<&str>,
     ) -> Result<Request<RequestBody>, Skip> {
@@ -180,7 +185,7 @@ impl Call<'_> {
         }
         self.untranslated = untranslated;
         let trace = self.trace;
-        let mut req = Request::post(up_api.path())
+        let mut req = Request::post(up.path(up_api).as_ref())
             .header(CONTENT_TYPE, "application/json")
             .header(TRACE_ID_HEADER, trace.id())
             .header("traceparent", trace.traceparent());
@@ -277,20 +282,13 @@ impl Call<'_> {
         let read = body.read_all(limit).await;
         self.waited += t0.elapsed();
         match read {
-            Ok(b) => match json_answer(
-                self.caller,
-                up,
-                up_api,
-                &parts.headers,
-                b,
-                &self.state.metrics,
-            ) {
+            Ok(b) => match json_answer(self.caller, up, up_api, &parts, b, &self.state.metrics) {
                 Ok(res) => Attempt::Answer(res),
-                Err(msg) => Attempt::Failed(Failure::Untranslatable(msg)),
+                Err(msg) => Attempt::Failed(Failure::BadAnswer(msg)),
             },
             Err(e) if find::<BodyTooLarge>(&*e).is_some() => {
                 tracing::warn!(upstream = %up.name, limit, "the upstream's answer is over max_answer_bytes");
-                Attempt::Failed(Failure::Untranslatable(format!(
+                Attempt::Failed(Failure::BadAnswer(format!(
                     "its answer is over this gateway's limit of {limit} bytes for an upstream answer (max_answer_bytes); raise the limit, or ask for a shorter answer or a stream"
                 )))
             }
@@ -482,10 +480,11 @@ fn json_answer(
     caller: Api,
     up: &Upstream,
     up_api: Api,
-    headers: &HeaderMap,
+    parts: &http::response::Parts,
     body: Bytes,
     metrics: &Metrics,
 ) -> Result<Response<Body>, String> {
+    let headers = &parts.headers;
     // A body cut short by an upstream that closed early (no length to hold
     // it to) is not an answer.
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
@@ -518,21 +517,26 @@ fn json_answer(
         }
         (Api::ChatCompletions, Api::ChatCompletions) | (Api::Messages, Api::Messages) => body,
     };
-    // Counted on the answer as the caller gets it (translated by now).
-    count_usage(&body, caller, &up.name, metrics);
+    // The usage the upstream's stack already read from this answer (its
+    // observation: the trace layer watches every answer), when the stack
+    // reads the upstream's API; else read here, from the answer as the
+    // caller gets it (translated by now). The mock's stack reads chat
+    // completions whatever the caller's API, so its answers are read here.
+    let summary = match (up.api, parts.extensions.get::<Observation>()) {
+        (Some(_), Some(seen)) => seen.summary(),
+        _ => {
+            let mut obs = ResponseObserver::new(caller, Some("application/json"));
+            obs.feed(&body);
+            obs.finish()
+        }
+    };
+    metrics.add_tokens(&up.name, "input", summary.input_tokens.unwrap_or(0));
+    metrics.add_tokens(&up.name, "output", summary.output_tokens.unwrap_or(0));
     let mut res = Response::new(Body::from(body));
     res.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     copy_headers(headers, res.headers_mut());
     Ok(res)
-}
-
-fn count_usage(body: &Bytes, api: Api, upstream: &str, metrics: &Metrics) {
-    let mut obs = ResponseObserver::new(api, Some("application/json"));
-    obs.feed(body);
-    let s = obs.finish();
-    metrics.add_tokens(upstream, "input", s.input_tokens.unwrap_or(0));
-    metrics.add_tokens(upstream, "output", s.output_tokens.unwrap_or(0));
 }
 
 /// The caller's answer for a failed target: a same-API error body relayed
@@ -571,7 +575,7 @@ pub(crate) fn failure_answer(
             copy_headers(&headers, res.headers_mut());
             res
         }
-        Failure::Untranslatable(msg) => GatewayError::new(
+        Failure::Untranslatable(msg) | Failure::BadAnswer(msg) => GatewayError::new(
             caller,
             StatusCode::BAD_GATEWAY,
             format!("upstream `{name}`: {msg}"),

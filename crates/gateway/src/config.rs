@@ -14,7 +14,9 @@
 //! | `max_json_values` | 300000: JSON values per request body (413 above; see [`DEFAULT_MAX_JSON_VALUES`]) |
 //! | `shutdown_grace` (ms) | 30000: then streams still running end with an error event |
 //! | `[server]` | connection limits and timeouts: see [`ServerConfig`] |
-//! | `[[upstreams]] base_url` | required but for `mock`; `anthropic`: with or without `/v1` |
+//! | `[[upstreams]] kind` | required: `openai` (and every OpenAI-compatible server), `anthropic`, `azure` (Azure OpenAI: OpenAI's format, an `api-key` header), `mock` |
+//! | `[[upstreams]] base_url` | required but for `mock`; `anthropic`: with or without `/v1`; `azure`: the deployment's URL (`https://RESOURCE.openai.azure.com/openai/deployments/DEPLOYMENT`) or the v1 API's (`…/openai/v1`) |
+//! | `[[upstreams]] api_version` | `azure` only: none; sent as `?api-version=` with every call (deployment URLs need it, e.g. `2024-10-21`) |
 //! | `[[upstreams]] http` | `auto`: HTTP/2 where the server offers it over TLS, else HTTP/1.1; `http1`; `http2` (cleartext with prior knowledge, h2c: e.g. vLLM behind a proxy, or the mock) |
 //! | `[auth] keys_env` | none: no inbound key is required |
 //! | `[upstreams.timeout]` `connect` / `first_byte` / `idle` / `total` (ms) | 10000 / 60000 / 30000 / 600000 |
@@ -227,6 +229,12 @@ pub enum Kind {
     Openai,
     /// Anthropic messages.
     Anthropic,
+    /// Azure OpenAI: OpenAI's wire format, the key in an `api-key` header,
+    /// `base_url` a deployment's URL
+    /// (`https://RESOURCE.openai.azure.com/openai/deployments/DEPLOYMENT`,
+    /// with `api_version` set, e.g. `2024-10-21`) or the v1 API's
+    /// (`https://RESOURCE.openai.azure.com/openai/v1`, no `api_version`).
+    Azure,
     /// The built-in mock upstream, in-process (speaks both).
     Mock,
 }
@@ -280,6 +288,11 @@ pub struct UpstreamConfig {
     /// A file holding its key (re-read when it changes).
     #[serde(default)]
     pub api_key_file: Option<PathBuf>,
+    /// `kind = "azure"` only: the `api-version` query parameter sent with
+    /// every call (Azure's deployment URLs require it; its v1 URLs take
+    /// none).
+    #[serde(default)]
+    pub api_version: Option<String>,
     /// The HTTP versions spoken to it.
     #[serde(default)]
     pub http: HttpVersion,
@@ -508,6 +521,7 @@ impl Config {
                 base_url: None,
                 api_key_env: None,
                 api_key_file: None,
+                api_version: None,
                 http: HttpVersion::Auto,
                 timeout: TimeoutConfig::default(),
                 retry: RetryConfig::default(),
@@ -674,10 +688,10 @@ impl UpstreamConfig {
         }
         match (self.kind, &self.base_url) {
             (Kind::Mock, _) => {}
-            (Kind::Openai | Kind::Anthropic, None) => {
+            (Kind::Openai | Kind::Anthropic | Kind::Azure, None) => {
                 return Invalid::at("base_url", "is required for this kind");
             }
-            (Kind::Openai | Kind::Anthropic, Some(url)) => {
+            (Kind::Openai | Kind::Anthropic | Kind::Azure, Some(url)) => {
                 let ok = url
                     .parse::<http::Uri>()
                     .ok()
@@ -692,6 +706,25 @@ impl UpstreamConfig {
         }
         if self.api_key_env.is_some() && self.api_key_file.is_some() {
             return Invalid::at("api_key_env", "set api_key_env or api_key_file, not both");
+        }
+        match (self.kind, &self.api_version) {
+            (_, None) | (Kind::Azure, Some(_)) => {}
+            (Kind::Openai | Kind::Anthropic | Kind::Mock, Some(_)) => {
+                return Invalid::at("api_version", "is for kind = \"azure\" only");
+            }
+        }
+        if let Some(v) = &self.api_version {
+            // It goes into a query string as written.
+            if v.is_empty()
+                || !v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+            {
+                return Invalid::at(
+                    "api_version",
+                    format!("`{v}`: use letters, digits, `-`, `.` and `_` only, e.g. `2024-10-21`"),
+                );
+            }
         }
         self.timeout.check(idle_timeout)?;
         if self.retry.max_attempts == 0 {
@@ -884,6 +917,21 @@ url = "redis://127.0.0.1:6379"
 
     fn error_of(text: &str) -> ConfigError {
         Config::parse(text, "gw.toml").unwrap_err()
+    }
+
+    #[test]
+    fn the_readme_config_is_valid() {
+        let readme = include_str!("../../../README.md");
+        let block = readme
+            .split("```toml")
+            .skip(1)
+            .filter_map(|b| b.split("```").next())
+            .find(|b| b.contains("[[upstreams]]"))
+            .unwrap();
+        let c = Config::parse(block, "README.md").unwrap();
+        let azure = c.upstreams.iter().find(|u| u.kind == Kind::Azure).unwrap();
+        assert_eq!(azure.api_version.as_deref(), Some("2024-10-21"));
+        assert_eq!(c.routes[0].targets.len(), 3);
     }
 
     #[test]

@@ -17,11 +17,6 @@ use std::process::ExitCode;
 use palisade_gateway::config::Runtime;
 use palisade_gateway::{Config, Gateway, PerCoreListeners};
 
-/// Where the gateway listens, per `[server] runtime`.
-enum Listening {
-    PerCore(PerCoreListeners),
-    Shared(tokio::net::TcpListener),
-}
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
@@ -206,10 +201,18 @@ async fn run(
     if let Some(l) = args.listen {
         config.listen = l;
     }
-    let listen = config.listen;
-    let grace = config.grace();
-    let (runtime, workers) = (config.server.runtime, config.server.worker_count());
+    let (grace, listen) = (config.grace(), config.listen);
     let mock_mode = args.config.is_none();
+    let listening = match Listening::bind(&config).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "error: cannot listen on {}: {e}; is another process using it? pick another with --listen",
+                config.listen
+            );
+            return ExitCode::from(1);
+        }
+    };
     let built = match &meter {
         Some(m) => Gateway::with_meter(config, m),
         None => Gateway::new(config),
@@ -221,25 +224,6 @@ async fn run(
             return ExitCode::from(2);
         }
     };
-    let bound = match runtime {
-        Runtime::ThreadPerCore => PerCoreListeners::bind(listen, workers).map(Listening::PerCore),
-        Runtime::MultiThread => tokio::net::TcpListener::bind(listen)
-            .await
-            .map(Listening::Shared),
-    };
-    let listening = match bound {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!(
-                "error: cannot listen on {listen}: {e}; is another process using it? pick another with --listen"
-            );
-            return ExitCode::from(1);
-        }
-    };
-    let addr = match &listening {
-        Listening::PerCore(l) => l.local_addr(),
-        Listening::Shared(l) => l.local_addr().unwrap_or(listen),
-    };
     let shutdown = match shutdown_signal() {
         Ok(s) => s,
         Err(e) => {
@@ -247,6 +231,7 @@ async fn run(
             return ExitCode::from(1);
         }
     };
+    let addr = listening.addr().unwrap_or(listen);
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening on {addr}");
@@ -257,19 +242,7 @@ async fn run(
             "built-in mock upstream, model `mock`; try: curl -s http://{addr}/v1/chat/completions -H 'content-type: application/json' -d '{{\"model\":\"mock\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello palisade\"}}]}}'"
         );
     }
-    let served = match listening {
-        Listening::PerCore(l) => {
-            tracing::info!(
-                workers = l.workers(),
-                "thread_per_core: one runtime per worker thread"
-            );
-            palisade_gateway::serve_per_core(l, gateway, shutdown, Some(grace)).await
-        }
-        Listening::Shared(l) => {
-            palisade_gateway::serve_with_grace(l, gateway, shutdown, grace).await
-        }
-    };
-    match served {
+    match listening.serve(gateway, shutdown, grace).await {
         Ok(true) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
@@ -284,6 +257,54 @@ async fn run(
         Err(e) => {
             eprintln!("error: serving failed: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// Where the gateway listens, per `[server] runtime`.
+enum Listening {
+    PerCore(PerCoreListeners),
+    Shared(tokio::net::TcpListener),
+}
+
+impl Listening {
+    /// Binds `config.listen` as its `[server] runtime` wants.
+    async fn bind(config: &Config) -> std::io::Result<Self> {
+        match config.server.runtime {
+            Runtime::ThreadPerCore => {
+                PerCoreListeners::bind(config.listen, config.server.worker_count())
+                    .map(Self::PerCore)
+            }
+            Runtime::MultiThread => tokio::net::TcpListener::bind(config.listen)
+                .await
+                .map(Self::Shared),
+        }
+    }
+
+    fn addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            Self::PerCore(l) => Ok(l.local_addr()),
+            Self::Shared(l) => l.local_addr(),
+        }
+    }
+
+    async fn serve(
+        self,
+        gateway: Gateway,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        grace: std::time::Duration,
+    ) -> std::io::Result<bool> {
+        match self {
+            Self::PerCore(l) => {
+                tracing::info!(
+                    workers = l.workers(),
+                    "thread_per_core: one runtime per worker thread"
+                );
+                palisade_gateway::serve_per_core(l, gateway, shutdown, Some(grace)).await
+            }
+            Self::Shared(l) => {
+                palisade_gateway::serve_with_grace(l, gateway, shutdown, grace).await
+            }
         }
     }
 }

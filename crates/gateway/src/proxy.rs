@@ -131,7 +131,7 @@ async fn pipeline(
 }
 
 /// The route's targets in order until one answers; a JSON answer that
-/// broke off mid-body is asked for again from the same target (the retry
+/// broke off or stalled mid-body is asked for again from the same target (the retry
 /// layer sees only what happens before the answer's head).
 async fn fallback(mut call: Call<'_>, route: String, targets: &[RouteTarget]) -> Answer {
     let mut last: Option<(Arc<Upstream>, Failure)> = None;
@@ -211,7 +211,7 @@ fn give_up(caller: Api, last: Option<(Arc<Upstream>, Failure)>, called: usize) -
             })
             .is_retryable(),
         Failure::Error(e) => up.classifier.classify(Outcome::Error(&**e)).is_retryable(),
-        Failure::Untranslatable(_) => false,
+        Failure::Untranslatable(_) | Failure::BadAnswer(_) => false,
     };
     let mut res = failure_answer(caller, &up, up_api, failure);
     if retried && retryable {

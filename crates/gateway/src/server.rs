@@ -152,47 +152,25 @@ pub(crate) async fn run_per_core(
     let acc = Accepting::new(cfg);
     let done = watch::Sender::new(false);
     // A worker that cannot listen on its socket says so here.
-    let (failed_tx, mut failed) = tokio::sync::mpsc::unbounded_channel::<std::io::Error>();
+    let (failed_tx, mut failed) = tokio::sync::mpsc::unbounded_channel();
     let mut threads = Vec::new();
     for (i, socket) in sockets.into_iter().enumerate() {
-        let (router, acc, failed_tx) = (router.clone(), acc.clone(), failed_tx.clone());
-        let (stop, mut finished) = (signals.stopping.subscribe(), done.subscribe());
-        let worker = move || -> std::io::Result<()> {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            crate::upstream::set_worker(i);
-            rt.block_on(async move {
-                let listener = match TcpListener::from_std(socket) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        let _ = failed_tx.send(std::io::Error::new(
-                            e.kind(),
-                            format!("gateway worker {i} cannot listen on its socket: {e}"),
-                        ));
-                        return Ok(());
-                    }
-                };
-                accept_loop(listener, router, &acc, stop).await;
-                // Serving the connections left until they drained (or the
-                // grace period and the flush after the cut are over).
-                let _ = finished.wait_for(|d| *d).await;
-                Ok(())
-            })
+        let worker = Worker {
+            index: i,
+            socket,
+            router: router.clone(),
+            acc: acc.clone(),
+            stop: signals.stopping.subscribe(),
+            done: done.subscribe(),
+            failed: failed_tx.clone(),
         };
-        let spawned = std::thread::Builder::new()
-            .name(format!("palisade-worker-{i}"))
-            .spawn(worker);
-        match spawned {
+        match worker.spawn() {
             Ok(t) => threads.push((i, t)),
             Err(e) => {
                 // Stop the workers already started before giving up.
                 let _ = signals.stopping.send(true);
                 let _ = done.send(true);
-                return Err(std::io::Error::new(
-                    e.kind(),
-                    format!("cannot start gateway worker thread {i}: {e}"),
-                ));
+                return Err(e);
             }
         }
     }
@@ -204,6 +182,77 @@ pub(crate) async fn run_per_core(
     let _ = signals.stopping.send(true);
     let finished = drain(&acc.slots, acc.max, grace, &signals.cut).await;
     let _ = done.send(true);
+    join(threads).await;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(finished),
+    }
+}
+
+/// One worker thread of [`run_per_core`].
+struct Worker {
+    index: usize,
+    socket: std::net::TcpListener,
+    router: Router,
+    acc: Accepting,
+    /// Shutdown started: stop accepting.
+    stop: watch::Receiver<bool>,
+    /// Every connection drained (or was cut): end the runtime.
+    done: watch::Receiver<bool>,
+    failed: tokio::sync::mpsc::UnboundedSender<std::io::Error>,
+}
+
+impl Worker {
+    /// Starts the thread: a current-thread runtime accepting on the
+    /// worker's socket until `stop`, then serving its connections until
+    /// `done`.
+    fn spawn(self) -> std::io::Result<std::thread::JoinHandle<std::io::Result<()>>> {
+        let i = self.index;
+        std::thread::Builder::new()
+            .name(format!("palisade-worker-{i}"))
+            .spawn(move || self.run())
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot start gateway worker thread {i}: {e}"),
+                )
+            })
+    }
+
+    fn run(self) -> std::io::Result<()> {
+        let Self {
+            index,
+            socket,
+            router,
+            acc,
+            stop,
+            mut done,
+            failed,
+        } = self;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        crate::upstream::set_worker(index);
+        rt.block_on(async move {
+            match TcpListener::from_std(socket) {
+                Ok(listener) => accept_loop(listener, router, &acc, stop).await,
+                Err(e) => {
+                    let _ = failed.send(std::io::Error::new(
+                        e.kind(),
+                        format!("gateway worker {index} cannot listen on its socket: {e}"),
+                    ));
+                    return;
+                }
+            }
+            let _ = done.wait_for(|d| *d).await;
+        });
+        Ok(())
+    }
+}
+
+/// Waits for the worker threads to end (on the blocking pool), logging
+/// those that failed.
+async fn join(threads: Vec<(usize, std::thread::JoinHandle<std::io::Result<()>>)>) {
     let joined = tokio::task::spawn_blocking(move || {
         threads
             .into_iter()
@@ -218,10 +267,6 @@ pub(crate) async fn run_per_core(
             Ok(Err(e)) => tracing::error!(worker = i, error = %e, "a gateway worker failed"),
             Err(_) => tracing::error!(worker = i, "a gateway worker panicked"),
         }
-    }
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(finished),
     }
 }
 

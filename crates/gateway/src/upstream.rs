@@ -18,7 +18,7 @@ use futures_core::Stream;
 use futures_util::{FutureExt, StreamExt};
 use palisade::preset::{LlmStack, StackConfig};
 use palisade_breaker::State;
-use palisade_client::{Auth, HttpClient, KeySource};
+use palisade_client::{Auth, AuthStyle, HttpClient, KeySource};
 use palisade_core::body::collect_limited;
 use palisade_core::classify::LlmClassifier;
 use palisade_core::{BoxError, RequestBody};
@@ -62,6 +62,8 @@ pub(crate) struct Upstream {
     /// `[upstreams.timeout] idle`: also how long the caller may leave an
     /// event unread.
     pub(crate) idle: Duration,
+    /// The query every call carries (`api-version=…` for Azure), if any.
+    query: Option<Box<str>>,
 }
 
 /// Why an upstream could not be built (a key that cannot be read, …).
@@ -105,7 +107,7 @@ impl Upstream {
         let api = match cfg.kind {
             Kind::Mock => None,
             Kind::Anthropic => Some(Api::Messages),
-            Kind::Openai => Some(Api::ChatCompletions),
+            Kind::Openai | Kind::Azure => Some(Api::ChatCompletions),
         };
         let mut preset = preset(cfg, api, metrics);
         if let Some(url) = redis {
@@ -123,7 +125,7 @@ impl Upstream {
                     .map_err(err)?;
                 (stacks, None, Some(mock))
             }
-            Kind::Openai | Kind::Anthropic => {
+            Kind::Openai | Kind::Anthropic | Kind::Azure => {
                 // A pool per worker: a connection is used by the thread
                 // whose runtime drives it.
                 let clients = (0..workers)
@@ -152,6 +154,10 @@ impl Upstream {
             classifier: LlmClassifier::new(),
             total: ms(cfg.timeout.total),
             idle: ms(cfg.timeout.idle),
+            query: cfg
+                .api_version
+                .as_ref()
+                .map(|v| format!("api-version={v}").into_boxed_str()),
         })
     }
 
@@ -170,6 +176,16 @@ impl Upstream {
 }
 
 impl Upstream {
+    /// The path (and query) of `api`'s endpoint at this upstream, relative
+    /// to its base URL: `/chat/completions`, with `?api-version=…` for an
+    /// Azure deployment.
+    pub(crate) fn path(&self, api: Api) -> std::borrow::Cow<'static, str> {
+        match &self.query {
+            None => std::borrow::Cow::Borrowed(api.path()),
+            Some(q) => std::borrow::Cow::Owned(format!("{}?{q}", api.path())),
+        }
+    }
+
     /// The stack of the worker thread this runs on.
     pub(crate) fn service(&self) -> &LlmStack {
         let i = WORKER.with(std::cell::Cell::get);
@@ -248,10 +264,19 @@ fn client(cfg: &UpstreamConfig, api: Option<Api>) -> Result<HttpClient, BoxError
         (None, None) => None,
     };
     if let Some(source) = source {
-        // An upstream of no API of its own (a pass-through) takes OpenAI's.
-        b = b.auth(match api.map_or(KeyStyle::Bearer, Api::key_style) {
-            KeyStyle::Bearer => Auth::openai(source),
-            KeyStyle::XApiKey => Auth::anthropic(source),
+        b = b.auth(match cfg.kind {
+            // Azure OpenAI takes its key in `api-key`, not as a bearer token.
+            Kind::Azure => Auth::new(
+                source,
+                AuthStyle::Header(http::HeaderName::from_static("api-key")),
+            ),
+            // The mock, of no API of its own, takes OpenAI's.
+            Kind::Openai | Kind::Anthropic | Kind::Mock => {
+                match api.map_or(KeyStyle::Bearer, Api::key_style) {
+                    KeyStyle::Bearer => Auth::openai(source),
+                    KeyStyle::XApiKey => Auth::anthropic(source),
+                }
+            }
         });
     }
     Ok(b.build()?)

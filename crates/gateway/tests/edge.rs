@@ -1168,10 +1168,6 @@ async fn a_key_too_short_to_be_a_secret_is_never_scrubbed_and_start_up_warns() {
         logs.contains("too short to be a secret") && logs.contains("upstream=o"),
         "{logs}"
     );
-    assert!(
-        !logs.contains("PALISADE_TEST_SHORT_KEY\"") || !logs.contains("=o "),
-        "{logs}"
-    );
     let (res, text) = gw.call(OPENAI, &chat("gpt", "hello world", false)).await;
     assert_eq!(res.status(), 200, "{text}");
     assert!(!text.contains("REDACTED"), "{text}");
@@ -1325,6 +1321,10 @@ async fn thread_per_core_workers_share_limits_metrics_and_shutdown() {
         palisade_gateway::PerCoreListeners::bind("127.0.0.1:0".parse().unwrap(), 2).unwrap();
     assert_eq!(listeners.workers(), 2);
     let addr = listeners.local_addr();
+    // A second gateway on the same port is refused, not joined to this one
+    // through SO_REUSEPORT.
+    let again = palisade_gateway::PerCoreListeners::bind(addr, 2).unwrap_err();
+    assert_eq!(again.kind(), std::io::ErrorKind::AddrInUse);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(palisade_gateway::serve_per_core(
         listeners,
@@ -1339,7 +1339,7 @@ async fn thread_per_core_workers_share_limits_metrics_and_shutdown() {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .pool_max_idle_per_host(0)
         .build_http::<Full<Bytes>>();
-    let (mut ok, mut limited) = (0, 0);
+    let (mut ok, mut limited) = (0u64, 0u64);
     for _ in 0..40 {
         let req = Request::post(format!("http://{addr}{OPENAI}"))
             .header("content-type", "application/json")
@@ -1355,16 +1355,21 @@ async fn thread_per_core_workers_share_limits_metrics_and_shutdown() {
             other => panic!("status {other}: {}", text(res).await),
         }
     }
-    // One limit for the process, not one per worker.
-    assert_eq!((ok, limited), (20, 20));
-    assert_eq!(mock.request_count(), 20);
+    // One limit for the process, not one per worker (which would admit all
+    // 40); one more may be admitted when the calls take over 3 s, the
+    // bucket's refill time for one request at 20 a minute.
+    assert_eq!(ok + limited, 40);
+    assert!((20..=21).contains(&ok), "{ok} admitted");
+    assert_eq!(mock.request_count(), ok);
     // Metrics count every worker's requests.
     let req = Request::get(format!("http://{addr}/metrics"))
         .body(Full::new(Bytes::new()))
         .unwrap();
     let metrics = text(client.request(req).await.unwrap()).await;
     assert!(
-        metrics.contains(r#"palisade_requests_total{route="mock",upstream="m",status="200"} 20"#),
+        metrics.contains(&format!(
+            r#"palisade_requests_total{{route="mock",upstream="m",status="200"}} {ok}"#
+        )),
         "{metrics}"
     );
     stop.send(()).unwrap();
@@ -1460,4 +1465,64 @@ async fn a_stream_its_http2_caller_stops_reading_pulls_little_from_an_http2_upst
     );
     assert!(pulled > 0);
     drop(res);
+}
+
+#[tokio::test]
+async fn azure_upstreams_take_the_key_in_api_key_and_the_api_version_in_the_query() {
+    let key = std::env::var("PALISADE_TEST_ENV_KEY").unwrap();
+    let (deployment, v1) = (MockUpstream::new(), MockUpstream::new());
+    let (sd, sv) = (deployment.serve().await.unwrap(), v1.serve().await.unwrap());
+    let root = |s: &palisade_mock::MockServer| s.base_url().trim_end_matches("/v1").to_owned();
+    let toml = upstream(
+        "az",
+        "azure",
+        &format!("{}/openai/deployments/gpt-4o-east", root(&sd)),
+        "api_key_env = \"PALISADE_TEST_ENV_KEY\"\napi_version = \"2024-10-21\"\n",
+    ) + &upstream(
+        "az-v1",
+        "azure",
+        &format!("{}/openai/v1", root(&sv)),
+        "api_key_env = \"PALISADE_TEST_ENV_KEY\"\n",
+    ) + &route("gpt-4o", &["az"])
+        + &route("gpt-4o-v1", &["az-v1"]);
+    let gw = start(&toml, &[]).await;
+    for (model, mock, path, query) in [
+        (
+            "gpt-4o",
+            &deployment,
+            "/openai/deployments/gpt-4o-east/chat/completions",
+            Some("api-version=2024-10-21"),
+        ),
+        ("gpt-4o-v1", &v1, "/openai/v1/chat/completions", None),
+    ] {
+        for stream in [false, true] {
+            let (res, text) = gw.call(OPENAI, &chat(model, "hello azure", stream)).await;
+            assert_eq!(res.status(), 200, "{model}: {text}");
+            let seen = mock.last_request().unwrap();
+            assert_eq!(seen.uri.path(), path);
+            assert_eq!(seen.uri.query(), query);
+            assert_eq!(seen.header("api-key"), Some(key.as_str()));
+            assert_eq!(seen.header("authorization"), None);
+        }
+        // Anthropic callers are translated to it like to any OpenAI upstream.
+        let (res, text) = gw
+            .call(ANTHROPIC, &anthropic(model, "hello azure", false))
+            .await;
+        assert_eq!(res.status(), 200, "{model}: {text}");
+        assert_eq!(json(&text)["type"], "message");
+    }
+    // `api_version` belongs to azure upstreams only.
+    let bad = upstream(
+        "o",
+        "openai",
+        "http://127.0.0.1:9/v1",
+        "api_version = \"2024-10-21\"\n",
+    ) + &route("m", &["o"]);
+    let err = palisade_gateway::Config::parse(&bad, "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("api_version") && err.contains("azure"),
+        "{err}"
+    );
 }
