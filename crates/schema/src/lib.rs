@@ -23,8 +23,13 @@
 //! check structure and types where a mistake is certain — a missing
 //! `model`, `messages` or (Anthropic) `max_tokens`, `messages` that is not an
 //! array, a role that is not a string, a string where a number must be, a
-//! content block without its `type`, a text part without its text — and
-//! leave open what providers extend: roles, thinking types, tool and block
+//! content block without its `type`, a text part without its text, an
+//! empty `messages` list, a tool message without `tool_call_id`, a tool
+//! call without its `id`, an `image_url` object without its `url`,
+//! Anthropic `tool_use` without `input`, `thinking` enabled without
+//! `budget_tokens`, a `tool_choice` of type `tool` without its `name`, a
+//! number as `metadata.user_id`, a count below zero (`max_tokens`, `n`,
+//! `top_k` …) — and leave open what providers extend: roles, thinking types, tool and block
 //! types, image `detail`, tool names (no length or pattern), the number of
 //! `stop` strings, sampling ranges, and every field they do not name.
 //! Optional fields may be `null` (frameworks send it for "unset"). They are

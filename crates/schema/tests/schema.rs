@@ -130,6 +130,38 @@ async fn the_classic_bad_inputs_are_rejected_with_the_right_pointer() {
             json!({"model": "gpt-4o", "messages": [user(json!("hi"))], "stop": [1, 2]}),
             "/stop/0",
         ),
+        // Certain and lasting: an empty list of messages, a tool call
+        // without its id, a tool message without the id it answers, an
+        // image_url object without its url, a count below zero.
+        (json!({"model": "gpt-4o", "messages": []}), "/messages"),
+        (
+            json!({"model": "gpt-4o", "messages": [user(json!("hi")), {"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{}"}}]}]}),
+            "/messages/1/tool_calls/0/id",
+        ),
+        (
+            json!({"model": "gpt-4o", "messages": [user(json!("hi")), {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function"}]}]}),
+            "/messages/1/tool_calls/0/function",
+        ),
+        (
+            json!({"model": "gpt-4o", "messages": [user(json!("hi")), {"role": "tool", "content": "42"}]}),
+            "/messages/1/tool_call_id",
+        ),
+        (
+            json!({"model": "gpt-4o", "messages": [user(json!([{"type": "image_url", "image_url": {"detail": "high"}}]))]}),
+            "/messages/0/content/0/image_url/url",
+        ),
+        (
+            json!({"model": "gpt-4o", "messages": [user(json!("hi"))], "max_tokens": -1}),
+            "/max_tokens",
+        ),
+        (
+            json!({"model": "gpt-4o", "messages": [user(json!("hi"))], "max_completion_tokens": -5}),
+            "/max_completion_tokens",
+        ),
+        (
+            json!({"model": "gpt-4o", "messages": [user(json!("hi"))], "n": -1}),
+            "/n",
+        ),
     ];
     for (body, pointer) in cases {
         let err = check(SchemaLayer::openai(), &body.to_string())
@@ -187,6 +219,33 @@ async fn the_classic_bad_inputs_are_rejected_with_the_right_pointer() {
         (
             json!({"model": "claude", "max_tokens": 9, "messages": [user(json!([{"type": "text", "text": 5}]))]}),
             "/messages/0/content/0/text",
+        ),
+        // Certain and lasting: an empty list of messages, tool_use without
+        // its input, thinking enabled without a budget, a named tool_choice
+        // without its name, top_k below zero, a number as metadata.user_id.
+        (
+            json!({"model": "claude", "max_tokens": 9, "messages": []}),
+            "/messages",
+        ),
+        (
+            json!({"model": "claude", "max_tokens": 9, "messages": [user(json!("hi")), {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "n"}]}]}),
+            "/messages/1/content/0/input",
+        ),
+        (
+            json!({"model": "claude", "max_tokens": 2048, "thinking": {"type": "enabled"}, "messages": [user(json!("hi"))]}),
+            "/thinking/budget_tokens",
+        ),
+        (
+            json!({"model": "claude", "max_tokens": 9, "tool_choice": {"type": "tool"}, "messages": [user(json!("hi"))]}),
+            "/tool_choice/name",
+        ),
+        (
+            json!({"model": "claude", "max_tokens": 9, "top_k": -1, "messages": [user(json!("hi"))]}),
+            "/top_k",
+        ),
+        (
+            json!({"model": "claude", "max_tokens": 9, "metadata": {"user_id": 42}, "messages": [user(json!("hi"))]}),
+            "/metadata/user_id",
         ),
     ];
     for (body, pointer) in anthropic {
