@@ -287,8 +287,15 @@ pub(crate) fn stream_closing(m: &ReplyMeta) -> Bytes {
             ));
             b.put(sse(
                 Some("message_delta"),
+                // Cumulative usage, input included, as the API sends it now
+                // (LangChain's ChatAnthropic reads usage only here).
                 &json!({"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": null},
-                        "usage": {"output_tokens": m.completion_tokens}}),
+                        "usage": {
+                            "input_tokens": m.prompt_tokens,
+                            "cache_creation_input_tokens": 0,
+                            "cache_read_input_tokens": 0,
+                            "output_tokens": m.completion_tokens,
+                        }}),
             ));
             b.put(sse(Some("message_stop"), &json!({"type": "message_stop"})));
         }

@@ -131,6 +131,14 @@ async fn anthropic_stream_follows_the_documented_event_order() {
     assert_eq!(delta["delta"]["text"], " there");
     let md: Value = serde_json::from_str(&evs[6].1).unwrap();
     assert_eq!(md["usage"]["output_tokens"], 2);
+    // Cumulative usage, input included, as the API sends it now: what
+    // LangChain's ChatAnthropic reads its token counts from.
+    let start: Value = serde_json::from_str(&evs[0].1).unwrap();
+    assert!(md["usage"]["input_tokens"].as_u64().is_some_and(|n| n > 0));
+    assert_eq!(
+        md["usage"]["input_tokens"],
+        start["message"]["usage"]["input_tokens"]
+    );
     assert_eq!(md["delta"]["stop_reason"], "end_turn");
 }
 
