@@ -1526,3 +1526,56 @@ async fn azure_upstreams_take_the_key_in_api_key_and_the_api_version_in_the_quer
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn thread_per_core_workers_share_one_breaker() {
+    let mock = MockUpstream::new();
+    mock.set_default(palisade_mock::Reply::status(500));
+    let toml = "[server]\nruntime = \"thread_per_core\"\nworkers = 2\n".to_owned()
+        + &upstream(
+            "m",
+            "mock",
+            "http://unused",
+            "[upstreams.retry]\nmax_attempts = 1\n[upstreams.breaker]\nminimum_calls = 4\nwindow = 4\nfailure_rate = 0.5\nopen_for = 600000\n",
+        )
+        + &route("mock", &["m"]);
+    let gateway = palisade_gateway::Gateway::with_mocks(
+        palisade_gateway::Config::parse(&toml, "t.toml").unwrap(),
+        std::collections::HashMap::from([("m".to_owned(), mock.clone())]),
+    )
+    .unwrap();
+    let listeners =
+        palisade_gateway::PerCoreListeners::bind("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+    let addr = listeners.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(palisade_gateway::serve_per_core(
+        listeners,
+        gateway,
+        async move {
+            let _ = stopped.await;
+        },
+        Some(std::time::Duration::from_secs(5)),
+    ));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http::<Full<Bytes>>();
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        let req = Request::post(format!("http://{addr}{OPENAI}"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(chat("mock", "hi", false))))
+            .unwrap();
+        let res = tokio::time::timeout(std::time::Duration::from_secs(30), client.request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        statuses.push(res.status().as_u16());
+    }
+    // Four failures open the one circuit of the process: a breaker per
+    // worker would let each worker's connections fail four times first.
+    assert_eq!(mock.request_count(), 4, "{statuses:?}");
+    assert_eq!(&statuses[..4], &[500, 500, 500, 500]);
+    assert!(statuses[4..].iter().all(|s| *s == 503), "{statuses:?}");
+    stop.send(()).unwrap();
+    assert!(server.await.unwrap().unwrap());
+}
