@@ -165,14 +165,10 @@ async fn blocked_streams(n: usize) -> Result<(), BoxError> {
     // Let every window run dry and the upstreams push against it.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let max = sampler.stop().await;
-    let growth = max.saturating_sub(before);
     println!(
-        "blocked HTTP/2 streams (65,535-byte windows, never read): {} streams; gateway RSS {:.1} MiB before, max {:.1} MiB: growth {:.1} MiB, {:.1} KiB per stream",
+        "blocked HTTP/2 streams (65,535-byte windows, never read): {} streams; {}",
         held.len(),
-        before as f64 / MIB as f64,
-        max as f64 / MIB as f64,
-        growth as f64 / MIB as f64,
-        growth as f64 / 1024.0 / held.len().max(1) as f64,
+        per_stream(before, max, held.len()),
     );
     drop(held);
     stop(&mut [&mut gw, &mut mock]);
@@ -262,19 +258,28 @@ async fn open_streams(n: usize, upstream_http: &str) -> Result<(), BoxError> {
     // Let the streams run (tokens every 500 ms) while sampling.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let max = sampler.stop().await;
-    let growth = max.saturating_sub(before);
     println!(
-        "open streams, {upstream_http} to the upstream: {} streams open through the gateway (opened in {:.1} s); gateway RSS {:.1} MiB before, max {:.1} MiB: growth {:.1} MiB (goal < 200 MiB), {:.1} KiB per stream",
+        "open streams, {upstream_http} to the upstream: {} streams open through the gateway (opened in {:.1} s); {} (goal < 200 MiB in all)",
         held.len(),
         took.as_secs_f64(),
-        before as f64 / MIB as f64,
-        max as f64 / MIB as f64,
-        growth as f64 / MIB as f64,
-        growth as f64 / 1024.0 / held.len().max(1) as f64,
+        per_stream(before, max, held.len()),
     );
     drop(held);
     stop(&mut [&mut gw, &mut mock]);
     Ok(())
+}
+
+/// The gateway's RSS before and at its largest, the growth, and the growth
+/// per stream of `n`.
+fn per_stream(before: u64, max: u64, n: usize) -> String {
+    let growth = max.saturating_sub(before);
+    format!(
+        "gateway RSS {:.1} MiB before, max {:.1} MiB: growth {:.1} MiB, {:.1} KiB per stream",
+        before as f64 / MIB as f64,
+        max as f64 / MIB as f64,
+        growth as f64 / MIB as f64,
+        growth as f64 / 1024.0 / n.max(1) as f64,
+    )
 }
 
 /// Opens `n` streams spread over `clients`, each read to its first data

@@ -898,6 +898,15 @@ async fn stale_pooled_connections_are_retried_and_never_trip_the_breaker() {
 async fn scripted_upstream(
     answers: Vec<Bytes>,
 ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    scripted_upstream_holding(answers, false).await
+}
+
+/// [`scripted_upstream`]; with `hold_first`, the first connection is held
+/// open after its answer (a stall) until the gateway closes it.
+async fn scripted_upstream_holding(
+    answers: Vec<Bytes>,
+    hold_first: bool,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -911,6 +920,9 @@ async fn scripted_upstream(
                 let mut buf = vec![0u8; 64 * 1024];
                 let _ = tcp.read(&mut buf).await;
                 let _ = tcp.write_all(&answer).await;
+                if hold_first && n == 0 {
+                    while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {}
+                }
                 let _ = tcp.shutdown().await;
             });
         }
@@ -1192,39 +1204,6 @@ async fn a_key_too_short_to_be_a_secret_is_never_scrubbed_and_start_up_warns() {
     assert!(!text.contains("REDACTED"), "{text}");
 }
 
-/// A raw-TCP upstream whose first connection gets `first` and is then held
-/// open with nothing more (a stall); later ones get `then` and are closed.
-/// Counts connections.
-async fn stalling_upstream(
-    first: Bytes,
-    then: Bytes,
-) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = calls.clone();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let (first, then) = (first.clone(), then.clone());
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                let _ = tcp.read(&mut buf).await;
-                if n == 0 {
-                    let _ = tcp.write_all(&first).await;
-                    // Held until the gateway gives up on it.
-                    while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {}
-                } else {
-                    let _ = tcp.write_all(&then).await;
-                    let _ = tcp.shutdown().await;
-                }
-            });
-        }
-    });
-    (format!("http://{addr}/v1"), calls)
-}
-
 #[tokio::test]
 async fn a_json_answer_that_stalls_mid_body_is_asked_for_again() {
     let body = r#"{"id":"c","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"whole"},"finish_reason":"stop"}]}"#;
@@ -1234,7 +1213,7 @@ async fn a_json_answer_that_stalls_mid_body_is_asked_for_again() {
     );
     let stalled = Bytes::from(format!("{head}{}", &body[..40]));
     let whole = Bytes::from(format!("{head}{body}"));
-    let (url, calls) = stalling_upstream(stalled, whole).await;
+    let (url, calls) = scripted_upstream_holding(vec![stalled, whole], true).await;
     let extra = "http = \"http1\"\n[upstreams.timeout]\nidle = 300\n[upstreams.retry]\nmax_attempts = 2\nbase_delay = 1\n";
     let toml = upstream("s", "openai", &url, extra) + &route("s", &["s"]);
     let gw = start(&toml, &[]).await;
@@ -1299,18 +1278,18 @@ async fn refused_connections_are_logged_at_most_once_a_second() {
     );
 }
 
-#[tokio::test]
-async fn thread_per_core_workers_share_limits_metrics_and_shutdown() {
-    let mock = MockUpstream::new();
-    let toml = "[server]\nruntime = \"thread_per_core\"\nworkers = 2\n".to_owned()
-        + &upstream(
-            "m",
-            "mock",
-            "http://unused",
-            "[upstreams.rate_limit]\nrequests_per_minute = 20\n",
-        )
-        + &route("mock", &["m"]);
-    let config = palisade_gateway::Config::parse(&toml, "t.toml").unwrap();
+/// A gateway for `toml` (the mock `m` behind its mock upstream `m`) served
+/// by `serve_per_core` on two workers, and a client that opens a new
+/// connection per request, so the kernel spreads them over both workers.
+struct PerCore {
+    addr: std::net::SocketAddr,
+    client: HttpClient,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<bool>>,
+}
+
+async fn per_core(toml: &str, mock: &MockUpstream) -> PerCore {
+    let config = palisade_gateway::Config::parse(toml, "t.toml").unwrap();
     assert_eq!(config.server.worker_count(), 2);
     let gateway = palisade_gateway::Gateway::with_mocks(
         config,
@@ -1321,10 +1300,6 @@ async fn thread_per_core_workers_share_limits_metrics_and_shutdown() {
         palisade_gateway::PerCoreListeners::bind("127.0.0.1:0".parse().unwrap(), 2).unwrap();
     assert_eq!(listeners.workers(), 2);
     let addr = listeners.local_addr();
-    // A second gateway on the same port is refused, not joined to this one
-    // through SO_REUSEPORT.
-    let again = palisade_gateway::PerCoreListeners::bind(addr, 2).unwrap_err();
-    assert_eq!(again.kind(), std::io::ErrorKind::AddrInUse);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(palisade_gateway::serve_per_core(
         listeners,
@@ -1334,21 +1309,62 @@ async fn thread_per_core_workers_share_limits_metrics_and_shutdown() {
         },
         Some(std::time::Duration::from_secs(5)),
     ));
-    // A new connection per request: the kernel spreads them over both
-    // workers (all 40 on one would take odds of 2^-39).
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .pool_max_idle_per_host(0)
-        .build_http::<Full<Bytes>>();
-    let (mut ok, mut limited) = (0u64, 0u64);
-    for _ in 0..40 {
-        let req = Request::post(format!("http://{addr}{OPENAI}"))
+        .build_http();
+    PerCore {
+        addr,
+        client,
+        stop,
+        server,
+    }
+}
+
+impl PerCore {
+    /// POSTs a chat request for `mock` on a new connection.
+    async fn chat(&self) -> http::Response<hyper::body::Incoming> {
+        let req = Request::post(format!("http://{}{OPENAI}", self.addr))
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(chat("mock", "hi", false))))
             .unwrap();
-        let res = tokio::time::timeout(std::time::Duration::from_secs(30), client.request(req))
+        tokio::time::timeout(std::time::Duration::from_secs(30), self.client.request(req))
             .await
             .unwrap()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Stops it; whether every connection ended within the grace.
+    async fn stop(self) -> bool {
+        self.stop.send(()).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(30), self.server)
+            .await
+            .expect("every worker stops")
+            .unwrap()
+            .unwrap()
+    }
+}
+
+const TWO_WORKERS: &str = "[server]\nruntime = \"thread_per_core\"\nworkers = 2\n";
+
+#[tokio::test]
+async fn thread_per_core_workers_share_limits_metrics_and_shutdown() {
+    let mock = MockUpstream::new();
+    let toml = TWO_WORKERS.to_owned()
+        + &upstream(
+            "m",
+            "mock",
+            "http://unused",
+            "[upstreams.rate_limit]\nrequests_per_minute = 20\n",
+        )
+        + &route("mock", &["m"]);
+    let gw = per_core(&toml, &mock).await;
+    // A second gateway on the same port is refused, not joined to this one
+    // through SO_REUSEPORT.
+    let again = palisade_gateway::PerCoreListeners::bind(gw.addr, 2).unwrap_err();
+    assert_eq!(again.kind(), std::io::ErrorKind::AddrInUse);
+    let (mut ok, mut limited) = (0u64, 0u64);
+    for _ in 0..40 {
+        let res = gw.chat().await;
         match res.status().as_u16() {
             200 => ok += 1,
             429 => limited += 1,
@@ -1362,23 +1378,18 @@ async fn thread_per_core_workers_share_limits_metrics_and_shutdown() {
     assert!((20..=21).contains(&ok), "{ok} admitted");
     assert_eq!(mock.request_count(), ok);
     // Metrics count every worker's requests.
-    let req = Request::get(format!("http://{addr}/metrics"))
+    let req = Request::get(format!("http://{}/metrics", gw.addr))
         .body(Full::new(Bytes::new()))
         .unwrap();
-    let metrics = text(client.request(req).await.unwrap()).await;
+    let metrics = text(gw.client.request(req).await.unwrap()).await;
     assert!(
         metrics.contains(&format!(
             r#"palisade_requests_total{{route="mock",upstream="m",status="200"}} {ok}"#
         )),
         "{metrics}"
     );
-    stop.send(()).unwrap();
-    let finished = tokio::time::timeout(std::time::Duration::from_secs(30), server)
-        .await
-        .expect("every worker stops")
-        .unwrap()
-        .unwrap();
-    assert!(finished);
+    let addr = gw.addr;
+    assert!(gw.stop().await);
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "no worker listens any more"
@@ -1531,7 +1542,7 @@ async fn azure_upstreams_take_the_key_in_api_key_and_the_api_version_in_the_quer
 async fn thread_per_core_workers_share_one_breaker() {
     let mock = MockUpstream::new();
     mock.set_default(palisade_mock::Reply::status(500));
-    let toml = "[server]\nruntime = \"thread_per_core\"\nworkers = 2\n".to_owned()
+    let toml = TWO_WORKERS.to_owned()
         + &upstream(
             "m",
             "mock",
@@ -1539,43 +1550,15 @@ async fn thread_per_core_workers_share_one_breaker() {
             "[upstreams.retry]\nmax_attempts = 1\n[upstreams.breaker]\nminimum_calls = 4\nwindow = 4\nfailure_rate = 0.5\nopen_for = 600000\n",
         )
         + &route("mock", &["m"]);
-    let gateway = palisade_gateway::Gateway::with_mocks(
-        palisade_gateway::Config::parse(&toml, "t.toml").unwrap(),
-        std::collections::HashMap::from([("m".to_owned(), mock.clone())]),
-    )
-    .unwrap();
-    let listeners =
-        palisade_gateway::PerCoreListeners::bind("127.0.0.1:0".parse().unwrap(), 2).unwrap();
-    let addr = listeners.local_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(palisade_gateway::serve_per_core(
-        listeners,
-        gateway,
-        async move {
-            let _ = stopped.await;
-        },
-        Some(std::time::Duration::from_secs(5)),
-    ));
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_max_idle_per_host(0)
-        .build_http::<Full<Bytes>>();
+    let gw = per_core(&toml, &mock).await;
     let mut statuses = Vec::new();
     for _ in 0..40 {
-        let req = Request::post(format!("http://{addr}{OPENAI}"))
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(chat("mock", "hi", false))))
-            .unwrap();
-        let res = tokio::time::timeout(std::time::Duration::from_secs(30), client.request(req))
-            .await
-            .unwrap()
-            .unwrap();
-        statuses.push(res.status().as_u16());
+        statuses.push(gw.chat().await.status().as_u16());
     }
     // Four failures open the one circuit of the process: a breaker per
     // worker would let each worker's connections fail four times first.
     assert_eq!(mock.request_count(), 4, "{statuses:?}");
     assert_eq!(&statuses[..4], &[500, 500, 500, 500]);
     assert!(statuses[4..].iter().all(|s| *s == 503), "{statuses:?}");
-    stop.send(()).unwrap();
-    assert!(server.await.unwrap().unwrap());
+    assert!(gw.stop().await);
 }
