@@ -74,6 +74,17 @@ impl SchemaLayer {
         Self::new(Schema::anthropic_messages())
     }
 
+    /// Validates OpenAI Responses API requests
+    /// ([`Schema::openai_responses`]).
+    pub fn responses() -> Self {
+        Self::new(Schema::openai_responses())
+    }
+
+    /// Validates OpenAI embeddings requests ([`Schema::openai_embeddings`]).
+    pub fn embeddings() -> Self {
+        Self::new(Schema::openai_embeddings())
+    }
+
     /// Refuses bodies over `n` bytes before parsing them.
     #[must_use]
     pub fn max_body_bytes(mut self, n: usize) -> Self {

@@ -4,8 +4,10 @@
 //!
 //! - [`Schema`]: a schema compiled once with the `jsonschema` crate and
 //!   shared by every clone; bundled schemas for OpenAI chat completions
-//!   ([`Schema::openai_chat`]) and Anthropic messages
-//!   ([`Schema::anthropic_messages`]), or your own ([`Schema::new`]).
+//!   ([`Schema::openai_chat`]), Anthropic messages
+//!   ([`Schema::anthropic_messages`]), the OpenAI Responses API
+//!   ([`Schema::openai_responses`]) and OpenAI embeddings
+//!   ([`Schema::openai_embeddings`]), or your own ([`Schema::new`]).
 //! - [`SchemaLayer`] / [`Validate`]: the tower layer for a client stack. The
 //!   size limit is checked before parsing; the body is parsed **once** and
 //!   the value stored as [`palisade_core::ParsedBody`] in the request's

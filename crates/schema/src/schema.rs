@@ -12,6 +12,8 @@ pub const MAX_VIOLATIONS: usize = 32;
 
 const OPENAI_CHAT: &str = include_str!("../schemas/openai_chat.json");
 const ANTHROPIC_MESSAGES: &str = include_str!("../schemas/anthropic_messages.json");
+const OPENAI_RESPONSES: &str = include_str!("../schemas/openai_responses.json");
+const OPENAI_EMBEDDINGS: &str = include_str!("../schemas/openai_embeddings.json");
 
 /// A compiled JSON Schema. Cloning shares the compiled form.
 ///
@@ -115,7 +117,7 @@ impl Schema {
     /// The bundled schema of an OpenAI chat completions request
     /// (`schemas/openai_chat.json`): model, messages by role, content parts,
     /// tool calls, tools, `tool_choice`, `response_format`, sampling
-    /// parameters with their ranges. Unknown top-level fields pass.
+    /// parameters with their types. Unknown top-level fields pass.
     pub fn openai_chat() -> Self {
         static CELL: OnceLock<Schema> = OnceLock::new();
         bundled(&CELL, "openai_chat", OPENAI_CHAT)
@@ -124,10 +126,31 @@ impl Schema {
     /// The bundled schema of an Anthropic messages request
     /// (`schemas/anthropic_messages.json`): model, `max_tokens`, messages and
     /// content blocks, system, tools, `tool_choice`, thinking, sampling
-    /// parameters with their ranges. Unknown top-level fields pass.
+    /// parameters with their types. Unknown top-level fields pass.
     pub fn anthropic_messages() -> Self {
         static CELL: OnceLock<Schema> = OnceLock::new();
         bundled(&CELL, "anthropic_messages", ANTHROPIC_MESSAGES)
+    }
+
+    /// The bundled schema of an OpenAI Responses API request
+    /// (`schemas/openai_responses.json`): no field is required (a stored
+    /// prompt can stand for the model and the input); input items by type
+    /// (a message needs its content, a `function_call` its `call_id`, `name`
+    /// and `arguments`, a `function_call_output` its `call_id` and
+    /// `output`), function tools' names, string `metadata` values, counts
+    /// not below zero. Unknown fields, item and tool types pass.
+    pub fn openai_responses() -> Self {
+        static CELL: OnceLock<Schema> = OnceLock::new();
+        bundled(&CELL, "openai_responses", OPENAI_RESPONSES)
+    }
+
+    /// The bundled schema of an OpenAI embeddings request
+    /// (`schemas/openai_embeddings.json`): `model` and a non-empty `input`
+    /// of text, texts, tokens or token lists; `dimensions` not below zero.
+    /// Unknown fields (OpenAI-compatible servers' extras) pass.
+    pub fn openai_embeddings() -> Self {
+        static CELL: OnceLock<Schema> = OnceLock::new();
+        bundled(&CELL, "openai_embeddings", OPENAI_EMBEDDINGS)
     }
 
     /// The schema's name.

@@ -261,6 +261,100 @@ async fn the_classic_bad_inputs_are_rejected_with_the_right_pointer() {
 }
 
 #[tokio::test]
+async fn responses_and_embeddings_requests_certain_to_fail_are_refused() {
+    let responses: Vec<(Value, &str)> = vec![
+        (json!({"model": 7, "input": "hi"}), "/model"),
+        (json!({"model": "gpt-4.1", "input": 7}), "/input"),
+        (json!({"model": "gpt-4.1", "input": ["hi"]}), "/input/0"),
+        (
+            json!({"model": "gpt-4.1", "input": [{"role": "user"}]}),
+            "/input/0/content",
+        ),
+        (
+            json!({"model": "gpt-4.1", "input": [{"type": "function_call_output", "output": "14.5"}]}),
+            "/input/0/call_id",
+        ),
+        (
+            json!({"model": "gpt-4.1", "input": [{"type": "function_call_output", "call_id": "c"}]}),
+            "/input/0/output",
+        ),
+        (
+            json!({"model": "gpt-4.1", "input": [{"type": "function_call", "call_id": "c", "name": "f"}]}),
+            "/input/0/arguments",
+        ),
+        (
+            json!({"model": "gpt-4.1", "input": [{"type": "item_reference"}]}),
+            "/input/0/id",
+        ),
+        (
+            json!({"model": "gpt-4.1", "input": "hi", "tools": [{"type": "function", "parameters": {}}]}),
+            "/tools/0/name",
+        ),
+        (
+            json!({"model": "gpt-4.1", "input": "hi", "metadata": {"n": 1}}),
+            "/metadata/n",
+        ),
+        (
+            json!({"model": "gpt-4.1", "input": "hi", "max_output_tokens": -1}),
+            "/max_output_tokens",
+        ),
+        (
+            json!({"model": "gpt-4.1", "input": "hi", "stream": "yes"}),
+            "/stream",
+        ),
+        (json!({"prompt": {"version": "2"}}), "/prompt/id"),
+    ];
+    for (body, pointer) in responses {
+        let err = check(SchemaLayer::responses(), &body.to_string())
+            .await
+            .unwrap_err();
+        let p = pointers(&err);
+        assert!(
+            p.iter().any(|x| x == pointer),
+            "{body} → {p:?} (wanted {pointer}): {err}"
+        );
+    }
+    let embeddings: Vec<(Value, &str)> = vec![
+        (json!({"input": "hi"}), "/model"),
+        (json!({"model": "text-embedding-3-small"}), "/input"),
+        (
+            json!({"model": "text-embedding-3-small", "input": ""}),
+            "/input",
+        ),
+        (
+            json!({"model": "text-embedding-3-small", "input": []}),
+            "/input",
+        ),
+        (
+            json!({"model": "text-embedding-3-small", "input": [{"text": "hi"}]}),
+            "/input/0",
+        ),
+        (
+            json!({"model": "text-embedding-3-small", "input": [[1, "two"]]}),
+            "/input/0/1",
+        ),
+        (
+            json!({"model": "text-embedding-3-small", "input": "hi", "dimensions": -8}),
+            "/dimensions",
+        ),
+        (
+            json!({"model": "text-embedding-3-small", "input": "hi", "dimensions": "256"}),
+            "/dimensions",
+        ),
+    ];
+    for (body, pointer) in embeddings {
+        let err = check(SchemaLayer::embeddings(), &body.to_string())
+            .await
+            .unwrap_err();
+        let p = pointers(&err);
+        assert!(
+            p.iter().any(|x| x == pointer),
+            "{body} → {p:?} (wanted {pointer}): {err}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_block_missing_its_type_is_one_violation() {
     for (layer, body) in [
         (
@@ -295,6 +389,16 @@ async fn the_corpus_from_the_providers_published_material_passes() {
             include_str!("corpus/anthropic_messages.json"),
             Schema::anthropic_messages(),
             40,
+        ),
+        (
+            include_str!("corpus/openai_responses.json"),
+            Schema::openai_responses(),
+            18,
+        ),
+        (
+            include_str!("corpus/openai_embeddings.json"),
+            Schema::openai_embeddings(),
+            7,
         ),
     ] {
         let corpus: Vec<Value> = serde_json::from_str(file).unwrap();
