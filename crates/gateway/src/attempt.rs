@@ -13,6 +13,7 @@ use futures_util::StreamExt;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::StreamBody;
+use palisade::retry::{Attempts, MaxAttempts};
 use palisade_core::classify::{ClassifyOutcome, Outcome};
 use palisade_core::{
     BodyTooLarge, BoxError, Budget, Elapsed, ErrorKind, ParsedBody, RequestBody, find,
@@ -60,8 +61,8 @@ pub(crate) enum Attempt {
     /// This target failed; the next may serve.
     Failed(Failure),
     /// A JSON answer broke off or stalled mid-body: ask the same target
-    /// again.
-    Again,
+    /// again; the attempts spent on it so far, the retry layer's included.
+    Again(u32),
 }
 
 /// One request on its way through its route's targets.
@@ -89,13 +90,22 @@ pub(crate) struct Call<'a> {
 pub(crate) const UNTRANSLATED_HEADER: &str = "x-palisade-untranslated";
 
 impl Call<'_> {
-    /// Calls `target` once. `again` counts the times this target was asked
-    /// again after a JSON answer broke off or stalled.
-    pub(crate) async fn attempt(&mut self, target: &RouteTarget, again: u32) -> Attempt {
+    /// Calls `target` once. `spent` counts the attempts already spent on
+    /// this target for this request (0 at first; more when a JSON answer
+    /// broke off or stalled and it is asked again): the retry layer gets
+    /// what is left of `max_attempts`, so one request never makes more
+    /// than `max_attempts` calls to one target.
+    pub(crate) async fn attempt(&mut self, target: &RouteTarget, spent: u32) -> Attempt {
         let up = &target.upstream;
         let up_api = up.api.unwrap_or(self.caller);
         let req = match self.request_for(up, up_api, target.model.as_deref()).await {
-            Ok(r) => r,
+            Ok(mut r) => {
+                if spent > 0 {
+                    let left = up.max_attempts.saturating_sub(spent).max(1);
+                    r.extensions_mut().insert(MaxAttempts(left));
+                }
+                r
+            }
             Err(Skip::Refuse(e)) => return Attempt::Answer(e.into_response()),
             Err(Skip::Next(msg)) => {
                 tracing::info!(upstream = %up.name, reason = %msg, "cannot translate the request for this upstream; trying the next target");
@@ -116,7 +126,7 @@ impl Call<'_> {
             let answer = if self.parsed.is_stream() {
                 self.stream(up, res, t0).await
             } else {
-                self.json(up, up_api, res, t0, again).await
+                self.json(up, up_api, res, t0, spent).await
             };
             self.report_untranslated(answer)
         } else if status.is_informational() {
@@ -275,9 +285,11 @@ impl Call<'_> {
         up_api: Api,
         res: Response<UpstreamBody>,
         t0: Instant,
-        again: u32,
+        spent: u32,
     ) -> Attempt {
         let (parts, body) = res.into_parts();
+        // This call's attempts, the retry layer's included.
+        let spent = spent + parts.extensions.get::<Attempts>().map_or(1, |a| a.0);
         let limit = self.state.max_answer_bytes;
         let read = body.read_all(limit).await;
         self.waited += t0.elapsed();
@@ -292,9 +304,9 @@ impl Call<'_> {
                     "its answer is over this gateway's limit of {limit} bytes for an upstream answer (max_answer_bytes); raise the limit, or ask for a shorter answer or a stream"
                 )))
             }
-            Err(e) if again + 1 < up.max_attempts && broke_off(up, &*e) => {
-                tracing::info!(upstream = %up.name, reason = %e, "the JSON answer broke off or stalled mid-body; asking the same target again");
-                Attempt::Again
+            Err(e) if spent < up.max_attempts && broke_off(up, &*e) => {
+                tracing::info!(upstream = %up.name, reason = %e, attempts = spent, "the JSON answer broke off or stalled mid-body; asking the same target again");
+                Attempt::Again(spent)
             }
             Err(e) => Attempt::Failed(Failure::Error(e)),
         }

@@ -136,10 +136,10 @@ async fn pipeline(
 async fn fallback(mut call: Call<'_>, route: String, targets: &[RouteTarget]) -> Answer {
     let mut last: Option<(Arc<Upstream>, Failure)> = None;
     let mut next = 0;
-    let mut again = 0u32;
+    let mut spent = 0u32;
     while let Some(target) = targets.get(next) {
         let up = &target.upstream;
-        let failure = match call.attempt(target, again).await {
+        let failure = match call.attempt(target, spent).await {
             Attempt::Answer(res) => {
                 return Answer {
                     res,
@@ -148,8 +148,8 @@ async fn fallback(mut call: Call<'_>, route: String, targets: &[RouteTarget]) ->
                     waited: call.waited,
                 };
             }
-            Attempt::Again => {
-                again += 1;
+            Attempt::Again(so_far) => {
+                spent = so_far;
                 continue;
             }
             Attempt::Failed(f) => f,
@@ -162,7 +162,7 @@ async fn fallback(mut call: Call<'_>, route: String, targets: &[RouteTarget]) ->
         }
         last = Some((up.clone(), failure));
         next += 1;
-        again = 0;
+        spent = 0;
     }
     let upstream = last
         .as_ref()

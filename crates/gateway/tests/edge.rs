@@ -1562,3 +1562,28 @@ async fn thread_per_core_workers_share_one_breaker() {
     assert!(statuses[4..].iter().all(|s| *s == 503), "{statuses:?}");
     assert!(gw.stop().await);
 }
+
+#[tokio::test]
+async fn asking_again_for_a_broken_answer_stays_within_max_attempts() {
+    let body = r#"{"id":"c","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"whole"},"finish_reason":"stop"}]}"#;
+    let unavailable = Bytes::from_static(
+        b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+    );
+    let broken = Bytes::from(format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+        body.len(),
+        &body[..40]
+    ));
+    // A 503 (retried by the stack), a body that breaks off (asked again by
+    // the gateway), then 503s for ever.
+    let (url, calls) = scripted_upstream(vec![unavailable.clone(), broken, unavailable]).await;
+    let extra =
+        "http = \"http1\"\n[upstreams.retry]\nmax_attempts = 3\nbase_delay = 1\nmax_delay = 1\n";
+    let toml = upstream("o", "openai", &url, extra) + &route("gpt", &["o"]);
+    let gw = start(&toml, &[]).await;
+    let (res, text) = gw.call(OPENAI, &chat("gpt", "x", false)).await;
+    assert_eq!(res.status(), 503, "{text}");
+    // Three calls in all: two in the first ask (the 503 retried), one left
+    // for the second; before, the second ask had three of its own.
+    assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 3);
+}

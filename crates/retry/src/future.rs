@@ -34,6 +34,9 @@ pin_project! {
         // `None` when the policy allows one attempt only.
         replay: Option<Box<Replay<S, B>>>,
         policy: Arc<Policy<C>>,
+        // The policy's `max_attempts`, or fewer when the request asked so
+        // (`MaxAttempts`).
+        max_attempts: u32,
         attempts: u32,
         // Resends after a stale pooled connection (not attempts).
         resends: u32,
@@ -53,6 +56,20 @@ pin_project! {
         Readying { resend: bool },
     }
 }
+
+/// In a response's extensions when it took more than one attempt: how many
+/// (the first call included; resends after a stale pooled connection are not
+/// attempts). Absent means one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attempts(pub u32);
+
+/// In a request's extensions: this call may make at most this many attempts
+/// (the first included; at least 1), fewer than the layer's `max_attempts`
+/// when a caller has spent some already — e.g. a proxy asking again for an
+/// answer whose body broke off, within one budget of attempts. More than
+/// the layer's `max_attempts` is cut to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaxAttempts(pub u32);
 
 /// The service for the next attempts and the request they resend.
 pub(crate) struct Replay<S, B> {
@@ -80,10 +97,12 @@ where
         policy: Arc<Policy<C>>,
         started: Option<Instant>,
         fut: S::Future,
+        max_attempts: u32,
     ) -> Self {
         Self {
             replay,
             policy,
+            max_attempts,
             attempts: 1,
             resends: 0,
             started,
@@ -112,7 +131,29 @@ where
 {
     type Output = Result<Response<RB>, BoxError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut out = ready!(self.as_mut().poll_attempts(cx));
+        let attempts = *self.as_mut().project().attempts;
+        // Only an answer that took more than one attempt says so: no
+        // extension is allocated on the common path.
+        if let (Ok(res), true) = (&mut out, attempts > 1) {
+            res.extensions_mut().insert(Attempts(attempts));
+        }
+        Poll::Ready(out)
+    }
+}
+
+impl<S, B, RB, C> ResponseFuture<S, B, C>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    B: Clone,
+    C: ClassifyOutcome,
+{
+    fn poll_attempts(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Response<RB>, BoxError>> {
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
@@ -139,7 +180,13 @@ where
                         this.state.set(State::Readying { resend: true });
                         continue;
                     }
-                    let delay = match decide(this.policy, *this.attempts, *this.started, &result) {
+                    let delay = match decide(
+                        this.policy,
+                        *this.max_attempts,
+                        *this.attempts,
+                        *this.started,
+                        &result,
+                    ) {
                         Ok(d) => d,
                         Err(why) => {
                             log_give_up(&why, *this.attempts, class);
@@ -195,7 +242,7 @@ where
                     }
                     // The last call keeps no copy, unless a stale
                     // connection could still ask for a resend.
-                    let last = *this.attempts >= this.policy.max_attempts
+                    let last = *this.attempts >= *this.max_attempts
                         && *this.resends >= this.policy.stale_resends;
                     let req = if last {
                         template.take()
@@ -216,11 +263,12 @@ where
 /// How long to wait before the next attempt, or why not to make one.
 fn decide<C, RB>(
     policy: &Policy<C>,
+    max_attempts: u32,
     attempts: u32,
     started: Option<Instant>,
     result: &Result<Response<RB>, BoxError>,
 ) -> Result<Duration, GiveUp> {
-    if attempts >= policy.max_attempts {
+    if attempts >= max_attempts {
         return Err(GiveUp::Attempts);
     }
     let hint = match result {

@@ -66,7 +66,7 @@ mod service;
 
 pub use budget::RetryBudget;
 pub use error::BudgetExhausted;
-pub use future::ResponseFuture;
+pub use future::{Attempts, MaxAttempts, ResponseFuture};
 pub use layer::{
     DEFAULT_BASE_DELAY, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_DELAY, DEFAULT_STALE_RESENDS, RetryEvent,
     RetryLayer,

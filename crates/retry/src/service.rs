@@ -83,8 +83,14 @@ where
         if let (Some(b), Some(now)) = (&self.policy.budget, now) {
             b.deposit_at(now);
         }
-        let template = (self.policy.max_attempts > 1 || self.policy.stale_resends > 0)
-            .then(|| clone_request(&req));
+        let max_attempts = req
+            .extensions()
+            .get::<crate::future::MaxAttempts>()
+            .map_or(self.policy.max_attempts, |m| {
+                m.0.clamp(1, self.policy.max_attempts)
+            });
+        let template =
+            (max_attempts > 1 || self.policy.stale_resends > 0).then(|| clone_request(&req));
         let started = self.policy.max_elapsed.and(now);
         let fut = svc.call(req);
         let replay = template.map(|t| {
@@ -93,6 +99,6 @@ where
                 template: Some(t),
             })
         });
-        ResponseFuture::new(replay, self.policy.clone(), started, fut)
+        ResponseFuture::new(replay, self.policy.clone(), started, fut, max_attempts)
     }
 }

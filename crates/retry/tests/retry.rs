@@ -557,3 +557,42 @@ async fn stale_resends_are_bounded_on_their_own() {
     assert!(res.is_err());
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_may_ask_for_fewer_attempts_and_the_answer_says_how_many_it_took() {
+    let mock = MockUpstream::new();
+    let svc = exact()
+        .max_attempts(3)
+        .base_delay(ms(1))
+        .layer(mock.clone());
+    // Two 503s, then the default 200: three attempts, said in the answer.
+    mock.push(Reply::status(503));
+    mock.push(Reply::status(503));
+    let res = svc.clone().oneshot(chat()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        res.extensions().get::<palisade_retry::Attempts>(),
+        Some(&palisade_retry::Attempts(3))
+    );
+    // A first attempt that answers says nothing (absent means one).
+    let res = svc.clone().oneshot(chat()).await.unwrap();
+    assert!(res.extensions().get::<palisade_retry::Attempts>().is_none());
+    // One attempt asked for: the 503 is the answer.
+    mock.push(Reply::status(503));
+    let mut req = chat();
+    req.extensions_mut().insert(palisade_retry::MaxAttempts(1));
+    let before = mock.request_count();
+    let res = svc.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(mock.request_count() - before, 1);
+    // More than the layer allows is cut to the layer's.
+    for _ in 0..5 {
+        mock.push(Reply::status(503));
+    }
+    let mut req = chat();
+    req.extensions_mut().insert(palisade_retry::MaxAttempts(10));
+    let before = mock.request_count();
+    let res = svc.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(mock.request_count() - before, 3);
+}
