@@ -31,6 +31,7 @@ mod maybe;
 pub mod neutral;
 pub mod observe;
 pub mod openai;
+mod skim;
 mod stream;
 pub mod translate;
 

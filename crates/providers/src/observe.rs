@@ -305,19 +305,36 @@ impl ResponseObserver {
     pub fn finish(&mut self) -> Summary {
         if let Mode::Json(buf) = &mut self.mode {
             let buf = std::mem::take(buf);
-            if let Ok(v) = serde_json::from_slice::<Value>(&buf) {
-                if v.get("error").is_some_and(Value::is_object) {
-                    self.summary.inband_error = v
-                        .pointer("/error/type")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned);
-                } else {
-                    self.api.summarize(&v, &mut self.summary);
-                }
+            // The fields a summary reads, the rest skipped unbuilt; a body
+            // the lenient reader refuses (a duplicate field, say) is read
+            // whole as before.
+            match serde_json::from_slice::<crate::skim::Object<crate::skim::Answer>>(&buf) {
+                Ok(crate::skim::Object(Some(a))) => match &a.error.0 {
+                    Some(e) => self.summary.inband_error.clone_from(&e.kind.value),
+                    None => self.api.summarize_answer(&a, &mut self.summary),
+                },
+                // JSON, not an object: nothing to read.
+                Ok(crate::skim::Object(None)) => {}
+                Err(_) => self.summarize_whole(&buf),
             }
             self.mode = Mode::Off;
         }
         self.summary.clone()
+    }
+
+    /// The summary of a JSON answer parsed whole.
+    fn summarize_whole(&mut self, buf: &[u8]) {
+        let Ok(v) = serde_json::from_slice::<Value>(buf) else {
+            return;
+        };
+        if v.get("error").is_some_and(Value::is_object) {
+            self.summary.inband_error = v
+                .pointer("/error/type")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+        } else {
+            self.api.summarize(&v, &mut self.summary);
+        }
     }
 }
 
@@ -523,6 +540,64 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_json_answer_summarizes_as_it_did_parsed_whole() {
+        let answers = [
+            r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"hi \"usage\": 3"},"finish_reason":"stop"},{"index":1,"message":{"role":"assistant","content":"yo"},"finish_reason":"length"}],"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17,"prompt_tokens_details":{"cached_tokens":0}}}"#,
+            r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":9,"output_tokens":2,"cache_read_input_tokens":3}}"#,
+            r#"{"type":"message_start","message":{"id":"msg_2","model":"claude","usage":{"input_tokens":4,"output_tokens":1}}}"#,
+            r#"{"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":7}}"#,
+            r#"{"stop_reason":null,"delta":{"stop_reason":"end_turn"}}"#,
+            r#"{"stop_reason":5,"delta":{"stop_reason":"end_turn"}}"#,
+            r#"{"error":{"type":"rate_limit_error","message":"slow down"}}"#,
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"busy"}}"#,
+            r#"{"error":{"type":7},"model":"m"}"#,
+            r#"{"error":"a string, not an object","model":"m","usage":{"prompt_tokens":2}}"#,
+            r#"{"choices":"not an array","usage":{"prompt_tokens":"NaN","completion_tokens":-1},"model":7}"#,
+            r#"{"choices":[1,{"finish_reason":"stop"},{"finish_reason":null},[]],"id":null,"usage":{"prompt_tokens":2.0,"completion_tokens":18446744073709551615}}"#,
+            r#"{"usage":{"prompt_tokens":1e3,"completion_tokens":3},"usage2":[{"a":[1,{"b":null}]}],"flag":true}"#,
+            r#"{"message":"not an object","model":"outer","stop_reason":"end_turn"}"#,
+            r#"{"message":{"model":"inner","usage":{"input_tokens":5}},"model":"outer","usage":{"prompt_tokens":8}}"#,
+            r#"{"model":"first","model":"last","usage":{"prompt_tokens":1},"usage":{"prompt_tokens":2}}"#,
+            r#"{"us\u0061ge":{"prompt_tokens":3},"model":"escaped \"key\""}"#,
+            r#"["id","model"]"#,
+            r#""a string""#,
+            "null",
+            r#"{"id":"cut short"#,
+            r#"{"id":"x"} trailing"#,
+            "",
+        ];
+        for api in [Api::ChatCompletions, Api::Messages] {
+            for a in answers {
+                let mut obs = ResponseObserver::new(api, Some("application/json"));
+                obs.feed(&Bytes::copy_from_slice(a.as_bytes()));
+                let got = obs.finish();
+                let mut whole = ResponseObserver::new(api, Some("application/json"));
+                whole.summarize_whole(a.as_bytes());
+                let want = whole.summary;
+                assert_eq!(
+                    (
+                        got.input_tokens,
+                        got.output_tokens,
+                        &got.finish_reasons,
+                        &got.model,
+                        &got.id,
+                        &got.inband_error
+                    ),
+                    (
+                        want.input_tokens,
+                        want.output_tokens,
+                        &want.finish_reasons,
+                        &want.model,
+                        &want.id,
+                        &want.inband_error
+                    ),
+                    "{api:?}: {a}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn only_events_with_a_usage_or_a_finish_reason_are_parsed() {
