@@ -94,7 +94,8 @@ impl Call<'_> {
     /// this target for this request (0 at first; more when a JSON answer
     /// broke off or stalled and it is asked again): the retry layer gets
     /// what is left of `max_attempts`, so one request never makes more
-    /// than `max_attempts` calls to one target.
+    /// than `max_attempts` attempts on one target (resends after a stale
+    /// pooled connection aside, which are not attempts).
     pub(crate) async fn attempt(&mut self, target: &RouteTarget, spent: u32) -> Attempt {
         let up = &target.upstream;
         let up_api = up.api.unwrap_or(self.caller);

@@ -233,7 +233,9 @@ pub enum Kind {
     /// `base_url` a deployment's URL
     /// (`https://RESOURCE.openai.azure.com/openai/deployments/DEPLOYMENT`,
     /// with `api_version` set, e.g. `2024-10-21`) or the v1 API's
-    /// (`https://RESOURCE.openai.azure.com/openai/v1`, no `api_version`).
+    /// (`https://RESOURCE.openai.azure.com/openai/v1`, no `api_version`;
+    /// there the model is the deployment's name: a route target
+    /// `"azure-v1:DEPLOYMENT"` sends it).
     Azure,
     /// The built-in mock upstream, in-process (speaks both).
     Mock,
@@ -712,6 +714,18 @@ impl UpstreamConfig {
             (Kind::Openai | Kind::Anthropic | Kind::Mock, Some(_)) => {
                 return Invalid::at("api_version", "is for kind = \"azure\" only");
             }
+        }
+        if self.kind == Kind::Azure
+            && self.api_version.is_none()
+            && self
+                .base_url
+                .as_deref()
+                .is_some_and(|u| u.contains("/openai/deployments/"))
+        {
+            return Invalid::at(
+                "api_version",
+                "is required with an Azure deployment URL (`…/openai/deployments/NAME`), e.g. `2024-10-21`; the v1 URL (`…/openai/v1`) takes none",
+            );
         }
         if let Some(v) = &self.api_version {
             // It goes into a query string as written.

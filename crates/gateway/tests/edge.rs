@@ -1522,6 +1522,20 @@ async fn azure_upstreams_take_the_key_in_api_key_and_the_api_version_in_the_quer
         assert_eq!(res.status(), 200, "{model}: {text}");
         assert_eq!(json(&text)["type"], "message");
     }
+    // A deployment URL needs its api_version.
+    let bad = upstream(
+        "az",
+        "azure",
+        "https://res.openai.azure.invalid/openai/deployments/d",
+        "",
+    ) + &route("m", &["az"]);
+    let err = palisade_gateway::Config::parse(&bad, "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("api_version") && err.contains("deployment"),
+        "{err}"
+    );
     // `api_version` belongs to azure upstreams only.
     let bad = upstream(
         "o",
@@ -1586,4 +1600,32 @@ async fn asking_again_for_a_broken_answer_stays_within_max_attempts() {
     // Three calls in all: two in the first ask (the 503 retried), one left
     // for the second; before, the second ask had three of its own.
     assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 3);
+
+    // A first ask that spends every attempt before its answer breaks off
+    // leaves none: no second ask.
+    let (url, calls) = scripted_upstream(vec![
+        unavailable_again(),
+        unavailable_again(),
+        broken_again(body),
+    ])
+    .await;
+    let toml = upstream("o", "openai", &url, extra) + &route("gpt", &["o"]);
+    let gw = start(&toml, &[]).await;
+    let (res, text) = gw.call(OPENAI, &chat("gpt", "x", false)).await;
+    assert_eq!(res.status(), 502, "{text}");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 3);
+}
+
+fn unavailable_again() -> Bytes {
+    Bytes::from_static(
+        b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+    )
+}
+
+fn broken_again(body: &str) -> Bytes {
+    Bytes::from(format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+        body.len(),
+        &body[..40]
+    ))
 }

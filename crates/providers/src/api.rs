@@ -252,8 +252,8 @@ impl Api {
 
     /// [`summarize`](Self::summarize) for a whole JSON answer read by
     /// [`skim`](crate::skim): the same fields by the same rules, without
-    /// the answer built as a `Value` (tested equal on answers of every
-    /// shape in `observe`'s tests).
+    /// the answer built as a `Value` (tested equal, in `observe`'s tests,
+    /// on answers of every shape that parses into a `Value`).
     pub(crate) fn summarize_answer(self, a: &crate::skim::Answer, s: &mut Summary) {
         let grow = |slot: &mut Option<u64>, n: Option<u64>| {
             if let Some(n) = n {

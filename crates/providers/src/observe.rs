@@ -568,6 +568,19 @@ mod tests {
             r#"{"id":"x"} trailing"#,
             "",
         ];
+        // Read by the lenient reader itself, not by the whole-parse
+        // fallback: all but a duplicate field and broken JSON.
+        let fallback = |a: &str| {
+            a.contains(r#""model":"first","model""#)
+                || a.contains("cut short")
+                || a.contains("trailing")
+                || a.is_empty()
+        };
+        for a in answers {
+            let skimmed =
+                serde_json::from_slice::<crate::skim::Object<crate::skim::Answer>>(a.as_bytes());
+            assert_eq!(skimmed.is_ok(), !fallback(a), "{a}");
+        }
         for api in [Api::ChatCompletions, Api::Messages] {
             for a in answers {
                 let mut obs = ResponseObserver::new(api, Some("application/json"));

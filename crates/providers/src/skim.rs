@@ -2,7 +2,10 @@
 //! [`Api::summarize`](crate::Api) reads, deserialized leniently (a field of
 //! an unexpected type counts as absent, as `Value::as_str` and friends
 //! would have it), the rest of the answer — its content, usually most of
-//! it — checked as JSON and skipped without being built.
+//! it — skipped without being built. Skipping checks the JSON's structure
+//! but, as serde_json's skipping does, not the fields it skips in full: a
+//! lone surrogate escape, invalid UTF-8 or a number out of range there, or
+//! nesting past 128, still gives a summary where a `Value` parse fails.
 
 use std::fmt;
 use std::marker::PhantomData;

@@ -126,7 +126,8 @@ const TOOL_FIELDS: [&str; 2] = ["tools", "functions"];
 /// Builds the tokenizer and its tables now (tens of milliseconds, once
 /// per process), so that the first [`estimate`] does not pay for it on a
 /// request's path. [`TokenLimitLayer`]'s constructors call it; a server that
-/// estimates by itself can call it at start. Later calls cost nothing.
+/// estimates by itself can call it at start. Later calls cost one small
+/// estimate (a cache hit).
 ///
 /// [`TokenLimitLayer`]: https://docs.rs/palisade-ratelimit
 pub fn warm_up() {
