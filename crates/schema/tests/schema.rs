@@ -60,6 +60,20 @@ fn pointers(err: &palisade_core::BoxError) -> Vec<String> {
         .collect()
 }
 
+/// Each body is refused by the layer `make` builds, as an invalid request,
+/// with a violation at its pointer.
+async fn assert_refused(make: fn() -> SchemaLayer, cases: Vec<(Value, &str)>) {
+    for (body, pointer) in cases {
+        let err = check(make(), &body.to_string()).await.unwrap_err();
+        assert_eq!(ErrorKind::of(&*err), Some(ErrorKind::InvalidRequest));
+        let p = pointers(&err);
+        assert!(
+            p.iter().any(|x| x == pointer),
+            "{body} → {p:?} (wanted {pointer}): {err}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_classic_bad_inputs_are_rejected_with_the_right_pointer() {
     let user = |c: Value| json!({"role": "user", "content": c});
@@ -163,17 +177,7 @@ async fn the_classic_bad_inputs_are_rejected_with_the_right_pointer() {
             "/n",
         ),
     ];
-    for (body, pointer) in cases {
-        let err = check(SchemaLayer::openai(), &body.to_string())
-            .await
-            .unwrap_err();
-        assert_eq!(ErrorKind::of(&*err), Some(ErrorKind::InvalidRequest));
-        let p = pointers(&err);
-        assert!(
-            p.iter().any(|x| x == pointer),
-            "{body} → {p:?} (wanted {pointer}): {err}"
-        );
-    }
+    assert_refused(SchemaLayer::openai, cases).await;
     let anthropic: Vec<(Value, &str)> = vec![
         (
             json!({"model": "claude", "messages": [user(json!("hi"))]}),
@@ -248,16 +252,7 @@ async fn the_classic_bad_inputs_are_rejected_with_the_right_pointer() {
             "/metadata/user_id",
         ),
     ];
-    for (body, pointer) in anthropic {
-        let err = check(SchemaLayer::anthropic(), &body.to_string())
-            .await
-            .unwrap_err();
-        let p = pointers(&err);
-        assert!(
-            p.iter().any(|x| x == pointer),
-            "{body} → {p:?} (wanted {pointer}): {err}"
-        );
-    }
+    assert_refused(SchemaLayer::anthropic, anthropic).await;
 }
 
 #[tokio::test]
@@ -304,16 +299,7 @@ async fn responses_and_embeddings_requests_certain_to_fail_are_refused() {
         ),
         (json!({"prompt": {"version": "2"}}), "/prompt/id"),
     ];
-    for (body, pointer) in responses {
-        let err = check(SchemaLayer::responses(), &body.to_string())
-            .await
-            .unwrap_err();
-        let p = pointers(&err);
-        assert!(
-            p.iter().any(|x| x == pointer),
-            "{body} → {p:?} (wanted {pointer}): {err}"
-        );
-    }
+    assert_refused(SchemaLayer::responses, responses).await;
     let embeddings: Vec<(Value, &str)> = vec![
         (json!({"input": "hi"}), "/model"),
         (json!({"model": "text-embedding-3-small"}), "/input"),
@@ -342,16 +328,7 @@ async fn responses_and_embeddings_requests_certain_to_fail_are_refused() {
             "/dimensions",
         ),
     ];
-    for (body, pointer) in embeddings {
-        let err = check(SchemaLayer::embeddings(), &body.to_string())
-            .await
-            .unwrap_err();
-        let p = pointers(&err);
-        assert!(
-            p.iter().any(|x| x == pointer),
-            "{body} → {p:?} (wanted {pointer}): {err}"
-        );
-    }
+    assert_refused(SchemaLayer::embeddings, embeddings).await;
 }
 
 #[tokio::test]
