@@ -496,6 +496,8 @@ impl StackConfig {
         let schema = self.validate.then(|| match self.api {
             Api::ChatCompletions => SchemaLayer::openai(),
             Api::Messages => SchemaLayer::anthropic(),
+            Api::Responses => SchemaLayer::responses(),
+            Api::Embeddings => SchemaLayer::embeddings(),
         });
 
         let mut trace = TraceLayer::new().api(self.api).enabled(self.trace);

@@ -18,17 +18,17 @@ use palisade_core::classify::{ClassifyOutcome, Outcome};
 use palisade_core::{
     BodyTooLarge, BoxError, Budget, Elapsed, ErrorKind, ParsedBody, RequestBody, find,
 };
+use palisade_providers::Api;
+use palisade_providers::dialect::responses;
 use palisade_providers::errors::parse_error;
 use palisade_providers::observe::{Observation, ResponseObserver};
-use palisade_providers::translate::{anthropic_response_to_openai, openai_response_to_anthropic};
-use palisade_providers::{Api, anthropic, neutral, openai};
 use palisade_trace::{TRACE_ID_HEADER, TraceContext};
 use serde_json::Value;
 
 use crate::error::GatewayError;
 use crate::inbound::BLOCKING_FROM;
 use crate::metrics::Metrics;
-use crate::relay::{Bounds, Relay};
+use crate::relay::{Bounds, Relay, Sides};
 use crate::upstream::{Upstream, UpstreamBody};
 use crate::{AppState, RouteTarget};
 
@@ -98,7 +98,20 @@ impl Call<'_> {
     /// pooled connection aside, which are not attempts).
     pub(crate) async fn attempt(&mut self, target: &RouteTarget, spent: u32) -> Attempt {
         let up = &target.upstream;
-        let up_api = up.api.unwrap_or(self.caller);
+        let Some(up_api) = up.target_api(self.caller) else {
+            return Attempt::Failed(Failure::Untranslatable(format!(
+                "it does not serve {} and such calls are not translated",
+                self.caller
+            )));
+        };
+        if up_api != self.caller
+            && let Some(need) = responses::needs_state(self.parsed.value())
+                .filter(|_| self.caller == Api::Responses)
+        {
+            return Attempt::Failed(Failure::Untranslatable(format!(
+                "the request needs state stored by the provider ({need}), and this upstream does not serve the Responses API"
+            )));
+        }
         let req = match self.request_for(up, up_api, target.model.as_deref()).await {
             Ok(mut r) => {
                 if spent > 0 {
@@ -125,7 +138,7 @@ impl Call<'_> {
         let status = res.status();
         if status.is_success() {
             let answer = if self.parsed.is_stream() {
-                self.stream(up, res, t0).await
+                self.stream(up, up_api, res, t0).await
             } else {
                 self.json(up, up_api, res, t0, spent).await
             };
@@ -212,8 +225,10 @@ impl Call<'_> {
             .body(RequestBody::new(body))
             .map_err(|e| Skip::Next(format!("cannot build the upstream request: {e}")))?;
         // The parsed body travels with the request (trace, token estimation
-        // read it without parsing again).
+        // read it without parsing again), and so does the API it is in: an
+        // upstream serving several reads each call as its own.
         req.extensions_mut().insert(parsed);
+        req.extensions_mut().insert(up_api);
         Ok(req)
     }
 
@@ -222,10 +237,12 @@ impl Call<'_> {
     async fn stream(
         &mut self,
         up: &Arc<Upstream>,
+        up_api: Api,
         res: Response<UpstreamBody>,
         t0: Instant,
     ) -> Attempt {
         let (parts, body) = res.into_parts();
+        let observation = parts.extensions.get::<Observation>().cloned();
         let mut events = body.events(&parts.extensions);
         let first = match events.next().await {
             Some(Ok(first)) => first,
@@ -242,22 +259,20 @@ impl Call<'_> {
         };
         self.waited += t0.elapsed();
         let state = self.state;
-        let include_usage = self
-            .parsed
-            .value()
-            .pointer("/stream_options/include_usage")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
         let deadline = tokio::time::Instant::from_std(self.started)
             .checked_add(up.total)
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(1 << 30));
         let relay = Relay::new(
             events,
             first,
-            self.caller,
+            Sides {
+                caller: self.caller,
+                upstream_api: up_api,
+                caller_request: self.parsed.value(),
+                observation,
+            },
             up.clone(),
             state.metrics.clone(),
-            include_usage,
             Bounds {
                 cut: state.signals.cut.subscribe(),
                 deadline,
@@ -382,27 +397,17 @@ fn upstream_body(
         (parsed.value().clone(), Vec::new())
     } else {
         // Through the neutral model: the caller's API read, the target's
-        // written.
-        let neutral = match caller {
-            Api::ChatCompletions => {
-                let req: openai::ChatRequest = serde_json::from_value(with_whole_budgets(parsed)?)
-                    .map_err(|e| format!("the request does not fit OpenAI's chat request: {e}"))?;
-                neutral::Request::from_openai(&req).map_err(|e| e.to_string())?
-            }
-            Api::Messages => {
-                let req: anthropic::MessagesRequest =
-                    serde_json::from_value(with_whole_budgets(parsed)?).map_err(|e| {
-                        format!("the request does not fit Anthropic's messages request: {e}")
-                    })?;
-                neutral::Request::from_anthropic(&req)
-            }
+        // written (no code per pair of APIs).
+        let (Some(read), Some(write)) = (caller.dialect(), up_api.dialect()) else {
+            return Err(format!("{caller} calls are not translated to {up_api}"));
         };
-        let value = match up_api {
-            Api::ChatCompletions => serde_json::to_value(neutral.to_openai()),
-            Api::Messages => serde_json::to_value(neutral.to_anthropic()),
-        }
-        .map_err(|e| e.to_string())?;
-        (value, neutral.untranslated)
+        let neutral = read
+            .read_request(&with_whole_budgets(parsed)?)
+            .map_err(|e| e.to_string())?;
+        let written = write.write_request(&neutral).map_err(|e| e.to_string())?;
+        let mut untranslated = neutral.untranslated;
+        untranslated.extend(written.left_out);
+        (written.body, untranslated)
     };
     if let (Some(m), Some(obj)) = (model, value.as_object_mut()) {
         obj.insert("model".to_owned(), Value::String(m.to_owned()));
@@ -421,7 +426,7 @@ fn upstream_body(
 type Translated = (Bytes, ParsedBody, Vec<String>);
 
 /// The output-budget fields a translation reads as integers.
-const BUDGETS: [&str; 2] = ["max_tokens", "max_completion_tokens"];
+const BUDGETS: [&str; 3] = ["max_tokens", "max_completion_tokens", "max_output_tokens"];
 
 /// The output budgets of `v` written as other JSON numbers (`1e3`,
 /// `1000.0`) and the whole numbers they are.
@@ -506,43 +511,34 @@ fn json_answer(
             up.name
         ));
     }
-    let body = match (up_api, caller) {
-        (Api::Messages, Api::ChatCompletions) => {
-            let r: anthropic::MessagesResponse = serde_json::from_slice(&body).map_err(|e| {
-                format!(
-                    "upstream `{}` sent an answer that is not an Anthropic message: {e}",
-                    up.name
-                )
-            })?;
-            Bytes::from(
-                serde_json::to_vec(&anthropic_response_to_openai(&r)).map_err(|e| e.to_string())?,
-            )
-        }
-        (Api::ChatCompletions, Api::Messages) => {
-            let r: openai::ChatCompletion = serde_json::from_slice(&body).map_err(|e| {
-                format!(
-                    "upstream `{}` sent an answer that is not an OpenAI chat completion: {e}",
-                    up.name
-                )
-            })?;
-            let out = openai_response_to_anthropic(&r).map_err(|e| e.to_string())?;
-            Bytes::from(serde_json::to_vec(&out).map_err(|e| e.to_string())?)
-        }
-        (Api::ChatCompletions, Api::ChatCompletions) | (Api::Messages, Api::Messages) => body,
-    };
     // The usage the upstream's stack already read from this answer (its
-    // observation: the trace layer watches every answer), when the stack
-    // reads the upstream's API; else read here, from the answer as the
-    // caller gets it (translated by now). The mock's stack reads chat
-    // completions whatever the caller's API, so its answers are read here.
-    let summary = match (up.api, parts.extensions.get::<Observation>()) {
-        (Some(_), Some(seen)) => seen.summary(),
-        _ => {
-            let mut obs = ResponseObserver::new(caller, Some("application/json"));
-            obs.feed(&body);
-            obs.finish()
-        }
+    // observation: the trace layer watches every answer, as the API the
+    // call was made in).
+    let seen = parts
+        .extensions
+        .get::<Observation>()
+        .map(Observation::summary);
+    let (body, read_as) = if up_api == caller {
+        (body, up_api)
+    } else {
+        let (Some(read), Some(write)) = (up_api.dialect(), caller.dialect()) else {
+            return Err(format!("{up_api} answers are not translated to {caller}"));
+        };
+        let answer = read.read_answer(&body).map_err(|e| {
+            format!(
+                "upstream `{}` sent an answer that is not an {up_api} answer: {e}",
+                up.name
+            )
+        })?;
+        let out = write.write_answer(&answer).map_err(|e| e.to_string())?;
+        (Bytes::from(out), caller)
     };
+    // Without a stack's observation (its trace layer off), read here.
+    let summary = seen.unwrap_or_else(|| {
+        let mut obs = ResponseObserver::new(read_as, Some("application/json"));
+        obs.feed(&body);
+        obs.finish()
+    });
     metrics.add_tokens(&up.name, "input", summary.input_tokens.unwrap_or(0));
     metrics.add_tokens(&up.name, "output", summary.output_tokens.unwrap_or(0));
     let mut res = Response::new(Body::from(body));

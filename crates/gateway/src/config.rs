@@ -35,6 +35,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use palisade::preset;
+use palisade_providers::Api;
 use serde::Deserialize;
 
 /// The default listen address.
@@ -225,7 +226,9 @@ pub struct RedisConfig {
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
-    /// OpenAI chat completions (and every OpenAI-compatible server).
+    /// OpenAI: chat completions, the Responses API and embeddings (and
+    /// every OpenAI-compatible server, called in whichever of those APIs
+    /// the caller used).
     Openai,
     /// Anthropic messages.
     Anthropic,
@@ -237,8 +240,25 @@ pub enum Kind {
     /// there the model is the deployment's name: a route target
     /// `"azure-v1:DEPLOYMENT"` sends it).
     Azure,
-    /// The built-in mock upstream, in-process (speaks both).
+    /// The built-in mock upstream, in-process (serves every API).
     Mock,
+}
+
+impl Kind {
+    /// The APIs an upstream of this kind serves, the one translated calls
+    /// go to first.
+    pub fn apis(self) -> &'static [Api] {
+        match self {
+            Self::Openai | Self::Azure => &[Api::ChatCompletions, Api::Responses, Api::Embeddings],
+            Self::Anthropic => &[Api::Messages],
+            Self::Mock => &[
+                Api::ChatCompletions,
+                Api::Messages,
+                Api::Responses,
+                Api::Embeddings,
+            ],
+        }
+    }
 }
 
 /// `[[upstreams]] http`: the HTTP versions spoken to an upstream.

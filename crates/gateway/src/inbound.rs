@@ -186,6 +186,8 @@ fn inspect(
     let schema = match caller {
         Api::ChatCompletions => &state.schemas.openai,
         Api::Messages => &state.schemas.anthropic,
+        Api::Responses => &state.schemas.responses,
+        Api::Embeddings => &state.schemas.embeddings,
     };
     if let Err(rejected) = schema.check(parsed.value()) {
         tracing::info!(

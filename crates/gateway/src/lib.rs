@@ -155,6 +155,8 @@ struct RouteTarget {
 struct Schemas {
     openai: palisade_schema::Schema,
     anthropic: palisade_schema::Schema,
+    responses: palisade_schema::Schema,
+    embeddings: palisade_schema::Schema,
 }
 
 /// Everything the handlers share.
@@ -294,6 +296,8 @@ impl Gateway {
                 schemas: Schemas {
                     openai: palisade_schema::Schema::openai_chat(),
                     anthropic: palisade_schema::Schema::anthropic_messages(),
+                    responses: palisade_schema::Schema::openai_responses(),
+                    embeddings: palisade_schema::Schema::openai_embeddings(),
                 },
                 routes,
                 models,
@@ -314,6 +318,8 @@ impl Gateway {
         Router::new()
             .route("/v1/chat/completions", post(chat_completions))
             .route("/v1/messages", post(messages))
+            .route("/v1/responses", post(responses))
+            .route("/v1/embeddings", post(embeddings))
             .route("/v1/models", get(models))
             .route("/healthz", get(healthz))
             .route("/metrics", get(metrics_text))
@@ -339,6 +345,14 @@ async fn chat_completions(State(state): State<Arc<AppState>>, req: Request) -> R
 
 async fn messages(State(state): State<Arc<AppState>>, req: Request) -> Response<Body> {
     proxy::handle(state, Api::Messages, req).await
+}
+
+async fn responses(State(state): State<Arc<AppState>>, req: Request) -> Response<Body> {
+    proxy::handle(state, Api::Responses, req).await
+}
+
+async fn embeddings(State(state): State<Arc<AppState>>, req: Request) -> Response<Body> {
+    proxy::handle(state, Api::Embeddings, req).await
 }
 
 /// `GET /v1/models`: the routed models, in Anthropic's format when the
@@ -388,8 +402,7 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response<Body> {
 }
 
 /// What this gateway serves, for 404 and 405 answers.
-const ENDPOINTS: &str =
-    "POST /v1/chat/completions, POST /v1/messages, GET /v1/models, GET /healthz, GET /metrics";
+const ENDPOINTS: &str = "POST /v1/chat/completions, POST /v1/messages, POST /v1/responses, POST /v1/embeddings, GET /v1/models, GET /healthz, GET /metrics";
 
 /// The API whose error format a request that matched no handler gets.
 fn api_of(req: &Request) -> Api {

@@ -22,6 +22,7 @@ use http::{Request, Response, StatusCode};
 use palisade_core::ErrorKind;
 use palisade_core::classify::{ClassifyOutcome, Outcome};
 use palisade_providers::Api;
+use palisade_providers::dialect::responses;
 use palisade_trace::TraceContext;
 use tracing::Instrument;
 
@@ -115,6 +116,7 @@ async fn pipeline(
         .routes
         .get(&checked.model)
         .ok_or_else(|| GatewayError::unknown_model(caller, &checked.model, &state.models))?;
+    servable(caller, &checked.model, targets, checked.parsed.value())?;
     let call = Call {
         state,
         caller,
@@ -137,8 +139,22 @@ async fn fallback(mut call: Call<'_>, route: String, targets: &[RouteTarget]) ->
     let mut last: Option<(Arc<Upstream>, Failure)> = None;
     let mut next = 0;
     let mut spent = 0u32;
+    // Embeddings: the model whose vectors the first target gives; another
+    // model's are not comparable, so no fallback goes to one.
+    let mut vectors_of: Option<&str> = None;
     while let Some(target) = targets.get(next) {
         let up = &target.upstream;
+        if call.caller == Api::Embeddings && up.target_api(Api::Embeddings).is_some() {
+            let model = target.model.as_deref().unwrap_or(&route);
+            match vectors_of {
+                Some(first) if first != model => {
+                    tracing::info!(upstream = %up.name, model, first, "not falling back to another model for embeddings: its vectors are not comparable");
+                    next += 1;
+                    continue;
+                }
+                _ => vectors_of = Some(model),
+            }
+        }
         let failure = match call.attempt(target, spent).await {
             Attempt::Answer(res) => {
                 return Answer {
@@ -176,6 +192,45 @@ async fn fallback(mut call: Call<'_>, route: String, targets: &[RouteTarget]) ->
     }
 }
 
+/// Refuses (400) a request no target of its route could take: an API no
+/// target serves or translates to (embeddings on a route of Anthropic
+/// targets), or a Responses request needing stored state on a route with
+/// no target speaking the Responses API itself.
+fn servable(
+    caller: Api,
+    route: &str,
+    targets: &[RouteTarget],
+    body: &serde_json::Value,
+) -> Result<(), GatewayError> {
+    let apis: Vec<Api> = targets
+        .iter()
+        .filter_map(|t| t.upstream.target_api(caller))
+        .collect();
+    if apis.is_empty() {
+        return Err(GatewayError::new(
+            caller,
+            StatusCode::BAD_REQUEST,
+            format!(
+                "no target of the route `{route}` serves {caller} (an Anthropic upstream serves messages only, and {caller} calls are not translated to it); route this model to an OpenAI, Azure or mock upstream"
+            ),
+        )
+        .param("model"));
+    }
+    if caller == Api::Responses
+        && !apis.contains(&Api::Responses)
+        && let Some(need) = responses::needs_state(body)
+    {
+        return Err(GatewayError::new(
+            caller,
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the request uses {need}, which needs the state a Responses API provider stored, and no target of the route `{route}` speaks the Responses API (its targets' answers would be translated); send the whole conversation as `input` instead, or route this model to an OpenAI or Azure upstream"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `x-should-retry`, which the official SDKs honour over the status.
 const SHOULD_RETRY: &str = "x-should-retry";
 
@@ -192,7 +247,7 @@ fn give_up(caller: Api, last: Option<(Arc<Upstream>, Failure)>, called: usize) -
         )
         .into_response();
     };
-    let up_api = up.api.unwrap_or(caller);
+    let up_api = up.target_api(caller).unwrap_or(caller);
     // A failure of a kind the gateway retries, after more than one call (or
     // with retries configured: the retry layer spent its attempts, or the
     // upstream's wait hint was longer than the budget left).

@@ -15,7 +15,10 @@
 //! stream at once too, without waiting for the next upstream event.
 //!
 //! Events pass through as they came when the upstream speaks the caller's
-//! API, and through the `palisade-providers` translators when it does not.
+//! API, and otherwise through the upstream API's stream reader and the
+//! caller API's stream writer (`palisade_providers::dialect`: no code per
+//! pair of APIs). Usage is read from the upstream stack's own observation
+//! of the stream (decoded once, by the innermost layer that watches it).
 //! A stream that fails after the first byte — a body error, a timeout, a
 //! malformed event, an end without the terminator (`data: [DONE]` /
 //! `message_stop`) — ends with an error event in the caller's format; an
@@ -38,11 +41,9 @@ use futures_util::StreamExt;
 use http::StatusCode;
 use http_body::Frame;
 use palisade_core::ErrorKind;
-use palisade_providers::observe::ResponseObserver;
-use palisade_providers::translate::{
-    AnthropicToOpenAiStream, OpenAiToAnthropicStream, anthropic_sse, openai_sse,
-};
-use palisade_providers::{Api, OpenAiItem, decode_anthropic, decode_openai};
+use palisade_providers::Api;
+use palisade_providers::dialect::{StreamPosition, StreamReader, StreamWriter};
+use palisade_providers::observe::{Observation, ResponseObserver};
 use palisade_sse::{Event, SseError};
 use tokio::sync::mpsc;
 
@@ -51,12 +52,34 @@ use crate::upstream::{Events, Upstream};
 
 /// How events are carried across.
 enum Mode {
-    /// Same API on both sides.
-    Pass,
-    /// An OpenAI upstream, an Anthropic caller.
-    ToAnthropic(Box<OpenAiToAnthropicStream>),
-    /// An Anthropic upstream, an OpenAI caller.
-    ToOpenAi(Box<AnthropicToOpenAiStream>),
+    /// Same API on both sides: relayed as they came, the position noted
+    /// (a failure continues the stream's numbering).
+    Pass(StreamPosition),
+    /// Read in the upstream's API, written in the caller's.
+    Translate {
+        read: Box<dyn StreamReader>,
+        write: Box<dyn StreamWriter>,
+    },
+}
+
+/// Where a stream's usage is read.
+enum Seen {
+    /// The upstream stack's observation (its trace layer's).
+    Stack(Observation),
+    /// The relay's own, when the stack observes nothing.
+    Own(Box<ResponseObserver>),
+}
+
+/// The two ends of a relayed stream.
+pub(crate) struct Sides<'a> {
+    /// The caller's API.
+    pub(crate) caller: Api,
+    /// The API the upstream was called in.
+    pub(crate) upstream_api: Api,
+    /// The caller's request (its stream options).
+    pub(crate) caller_request: &'a serde_json::Value,
+    /// The upstream stack's observation of the answer, if it has one.
+    pub(crate) observation: Option<Observation>,
 }
 
 /// When a stream must end whatever the upstream does.
@@ -75,13 +98,12 @@ pub(crate) struct Relay {
     /// Why the pump stopped before the upstream stream ended, if it did.
     stopped: Arc<OnceLock<String>>,
     mode: Mode,
-    caller: Api,
     upstream_api: Api,
     upstream: Arc<Upstream>,
     metrics: Arc<Metrics>,
     out: VecDeque<Bytes>,
     /// Usage and finish reasons, as the stream goes by.
-    observer: ResponseObserver,
+    seen: Seen,
     /// When the request came in, until the first event carrying content
     /// (`Api::carries_content`) records the time to first token.
     waiting_for_content: Option<std::time::Instant>,
@@ -106,12 +128,17 @@ impl Relay {
     pub(crate) fn new(
         events: Events,
         first: Event,
-        caller: Api,
+        sides: Sides<'_>,
         upstream: Arc<Upstream>,
         metrics: Arc<Metrics>,
-        include_usage: bool,
         bounds: Bounds,
     ) -> Self {
+        let Sides {
+            caller,
+            upstream_api,
+            caller_request,
+            observation,
+        } = sides;
         let Bounds {
             mut cut,
             deadline,
@@ -120,28 +147,27 @@ impl Relay {
         let (tx, rx) = mpsc::channel(1);
         let stopped = Arc::new(OnceLock::new());
         tokio::spawn(pump(events, tx, upstream.idle, deadline, stopped.clone()));
-        let upstream_api = upstream.api.unwrap_or(caller);
-        let mode = match (upstream_api, caller) {
-            (Api::ChatCompletions, Api::Messages) => {
-                Mode::ToAnthropic(Box::new(OpenAiToAnthropicStream::new()))
-            }
-            (Api::Messages, Api::ChatCompletions) => {
-                Mode::ToOpenAi(Box::new(AnthropicToOpenAiStream::new(include_usage)))
-            }
-            (Api::ChatCompletions, Api::ChatCompletions) | (Api::Messages, Api::Messages) => {
-                Mode::Pass
-            }
+        let mode = match (upstream_api.dialect(), caller.dialect()) {
+            (Some(read), Some(write)) if upstream_api != caller => Mode::Translate {
+                read: read.stream_reader(),
+                write: write.stream_writer(caller_request),
+            },
+            // The attempt translates only between APIs that have dialects.
+            _ => Mode::Pass(StreamPosition::new(caller)),
+        };
+        let seen = match observation {
+            Some(o) => Seen::Stack(o),
+            None => Seen::Own(Box::new(ResponseObserver::for_events(upstream_api))),
         };
         let mut relay = Self {
             events: rx,
             stopped,
             mode,
-            caller,
             upstream_api,
             upstream,
             metrics,
             out: VecDeque::new(),
-            observer: ResponseObserver::for_events(upstream_api),
+            seen,
             waiting_for_content: Some(started),
             terminated: false,
             done: false,
@@ -157,82 +183,68 @@ impl Relay {
 
     fn fail(&mut self, status: StatusCode, message: String) {
         tracing::warn!(upstream = %self.upstream.name, reason = %message, "stream from upstream failed after the first byte");
-        self.out
-            .push_back(self.caller.stream_error_event(status, &message));
+        match &mut self.mode {
+            Mode::Pass(pos) => self.out.push_back(pos.failure(status, &message)),
+            Mode::Translate { write, .. } => {
+                let mut out = Vec::new();
+                write.fail(status, &message, &mut out);
+                self.out.extend(out);
+            }
+        }
         self.done = true;
     }
 
     fn on_event(&mut self, ev: Event) {
-        self.observer.on_event(&ev);
+        if let Seen::Own(o) = &mut self.seen {
+            o.on_event(&ev);
+        }
         if let Some(started) = self.waiting_for_content
             && self.upstream_api.carries_content(&ev)
         {
             self.waiting_for_content = None;
             self.metrics.first_token(started.elapsed());
         }
-        if ev.is_inband_error() {
+        if self.upstream_api.is_inband_error(&ev) {
             // Scrubbed already (`upstream::Events`).
-            let data = ev.data().clone();
             tracing::warn!(upstream = %self.upstream.name, "upstream sent an error event mid-stream");
-            match (&self.mode, self.caller) {
-                (Mode::Pass, _) => self.out.push_back(encode(ev.event(), &data)),
-                (_, caller) => {
-                    let msg = palisade_providers::errors::parse_error(&data)
-                        .map_or_else(|| String::from_utf8_lossy(&data).into_owned(), |(_, m)| m);
-                    self.out.push_back(caller.stream_error_event(
-                        StatusCode::BAD_GATEWAY,
-                        &format!(
-                            "upstream `{}` reported an error mid-stream: {msg}",
-                            self.upstream.name
-                        ),
-                    ));
-                }
+            if let Mode::Pass(_) = self.mode {
+                self.out.push_back(encode(ev.event(), ev.data()));
+                self.done = true;
+            } else {
+                let msg = inband_message(ev.data());
+                let m = format!(
+                    "upstream `{}` reported an error mid-stream: {msg}",
+                    self.upstream.name
+                );
+                self.fail(StatusCode::BAD_GATEWAY, m);
             }
-            self.done = true;
             return;
         }
-        let name = self.upstream.name.clone();
-        let malformed = |e: &dyn std::fmt::Display| {
-            format!("upstream `{name}` sent a malformed stream event ({e}); the stream is cut here")
-        };
-        match &mut self.mode {
-            Mode::Pass => {
-                let end = self.upstream_api.is_terminator(&ev);
+        let end = self.upstream_api.is_terminator(&ev);
+        let read = match &mut self.mode {
+            Mode::Pass(pos) => {
+                pos.observe(&ev);
                 self.out.push_back(encode(ev.event(), ev.data()));
-                if end {
-                    self.terminated = true;
-                }
+                Ok(())
             }
-            Mode::ToAnthropic(t) => match decode_openai(&ev) {
-                Ok(item) => {
-                    let end = item == OpenAiItem::Done;
-                    for e in t.push(item) {
-                        self.out.push_back(anthropic_sse(&e));
-                    }
-                    if end {
-                        self.terminated = true;
-                    }
+            Mode::Translate { read, write } => read.read(&ev).map(|deltas| {
+                let mut out = Vec::new();
+                for d in deltas {
+                    write.write(d, &mut out);
                 }
-                Err(e) => {
-                    let m = malformed(&e);
-                    self.fail(StatusCode::BAD_GATEWAY, m);
-                }
-            },
-            Mode::ToOpenAi(t) => match decode_anthropic(&ev) {
-                Ok(e) => {
-                    let end = Api::Messages.is_terminator(&ev);
-                    for item in t.push(e) {
-                        self.out.push_back(openai_sse(&item));
-                    }
-                    if end {
-                        self.terminated = true;
-                    }
-                }
-                Err(e) => {
-                    let m = malformed(&e);
-                    self.fail(StatusCode::BAD_GATEWAY, m);
-                }
-            },
+                self.out.extend(out);
+            }),
+        };
+        match read {
+            Ok(()) if end => self.terminated = true,
+            Ok(()) => {}
+            Err(e) => {
+                let m = format!(
+                    "upstream `{}` sent a malformed stream event ({e}); the stream is cut here",
+                    self.upstream.name
+                );
+                self.fail(StatusCode::BAD_GATEWAY, m);
+            }
         }
     }
 
@@ -253,7 +265,10 @@ impl Relay {
         if !self.reported {
             self.reported = true;
             let name = &self.upstream.name;
-            let s = self.observer.finish();
+            let s = match &mut self.seen {
+                Seen::Stack(o) => o.summary(),
+                Seen::Own(o) => o.finish(),
+            };
             self.metrics
                 .add_tokens(name, "input", s.input_tokens.unwrap_or(0));
             self.metrics
@@ -296,6 +311,17 @@ async fn pump(
             }
         }
     }
+}
+
+/// The message of an in-band error event, in any API's shape: `error.message`
+/// (chat completions, messages), `message` (a Responses `error` event),
+/// `response.error.message` (`response.failed`), else the data itself.
+fn inband_message(data: &Bytes) -> String {
+    let v: serde_json::Value = serde_json::from_slice(data).unwrap_or_default();
+    ["/error/message", "/message", "/response/error/message"]
+        .iter()
+        .find_map(|p| v.pointer(p).and_then(serde_json::Value::as_str))
+        .map_or_else(|| String::from_utf8_lossy(data).into_owned(), str::to_owned)
 }
 
 /// `event: …\ndata: …\n\n`, one `data:` line per line of `data`.

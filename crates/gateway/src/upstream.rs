@@ -39,8 +39,10 @@ pub(crate) type ResBody = palisade_core::BoxLlmBody;
 #[derive(Debug)]
 pub(crate) struct Upstream {
     pub(crate) name: Arc<str>,
-    /// The API it speaks; `None` for the mock, which speaks both.
-    pub(crate) api: Option<Api>,
+    /// The APIs it serves, its primary (the one a translated call goes
+    /// to) first: chat completions, Responses and embeddings for OpenAI
+    /// and Azure; messages for Anthropic; every API for the mock.
+    pub(crate) apis: &'static [Api],
     /// One stack per worker thread (one in all but `thread_per_core`),
     /// each over its own connection pool, all sharing one set of layers
     /// (breaker, limits, retry budget): see [`set_worker`].
@@ -104,12 +106,8 @@ impl Upstream {
             upstream: cfg.name.clone(),
             source,
         };
-        let api = match cfg.kind {
-            Kind::Mock => None,
-            Kind::Anthropic => Some(Api::Messages),
-            Kind::Openai | Kind::Azure => Some(Api::ChatCompletions),
-        };
-        let mut preset = preset(cfg, api, metrics);
+        let apis = cfg.kind.apis();
+        let mut preset = preset(cfg, apis[0], metrics);
         if let Some(url) = redis {
             preset = preset.redis(url);
         }
@@ -129,7 +127,7 @@ impl Upstream {
                 // A pool per worker: a connection is used by the thread
                 // whose runtime drives it.
                 let clients = (0..workers)
-                    .map(|_| client(cfg, api))
+                    .map(|_| client(cfg, apis[0]))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(err)?;
                 let client = clients[0].clone();
@@ -146,7 +144,7 @@ impl Upstream {
         };
         Ok(Self {
             name: Arc::from(cfg.name.as_str()),
-            api,
+            apis,
             services,
             scrub: Scrub(client.map(Arc::new)),
             mock,
@@ -176,6 +174,18 @@ impl Upstream {
 }
 
 impl Upstream {
+    /// The API a call from a `caller` of that API is made in: the caller's
+    /// own when this upstream serves it, else this upstream's primary API
+    /// when both can be translated, else none (embeddings are never
+    /// translated).
+    pub(crate) fn target_api(&self, caller: Api) -> Option<Api> {
+        if self.apis.contains(&caller) {
+            return Some(caller);
+        }
+        caller.dialect()?;
+        self.apis.iter().copied().find(|a| a.dialect().is_some())
+    }
+
     /// The path (and query) of `api`'s endpoint at this upstream, relative
     /// to its base URL: `/chat/completions`, with `?api-version=…` for an
     /// Azure deployment.
@@ -208,16 +218,16 @@ pub(crate) fn set_worker(i: usize) {
 
 /// The preset stack's settings from `cfg`, the gateway's metrics hooked
 /// into its retries and breaker transitions.
-fn preset(cfg: &UpstreamConfig, api: Option<Api>, metrics: &Arc<Metrics>) -> StackConfig {
+fn preset(cfg: &UpstreamConfig, api: Api, metrics: &Arc<Metrics>) -> StackConfig {
     let (t, bc) = (&cfg.timeout, &cfg.breaker);
     metrics.set_breaker_state(&cfg.name, State::Closed);
     let (hook_metrics, hook_name) = (metrics.clone(), cfg.name.clone());
     let (retry_metrics, retry_name) = (metrics.clone(), cfg.name.clone());
-    // The mock speaks both APIs; its stack is built as chat completions
-    // (the gateway calls it in the caller's API).
-    let mut preset = match api {
-        Some(Api::ChatCompletions) | None => StackConfig::openai(),
-        Some(Api::Messages) => StackConfig::anthropic(),
+    // Built for the upstream's primary API; each call names the API it is
+    // made in (an `Api` in its extensions), which the layers read instead.
+    let mut preset = match api.key_style() {
+        KeyStyle::Bearer => StackConfig::openai(),
+        KeyStyle::XApiKey => StackConfig::anthropic(),
     }
     // The gateway validates against the caller's API before routing.
     .validate(false)
@@ -249,7 +259,7 @@ fn preset(cfg: &UpstreamConfig, api: Option<Api>, metrics: &Arc<Metrics>) -> Sta
 
 /// The pooled HTTP client of a provider upstream, its key presented the
 /// way `api` wants it.
-fn client(cfg: &UpstreamConfig, api: Option<Api>) -> Result<HttpClient, BoxError> {
+fn client(cfg: &UpstreamConfig, api: Api) -> Result<HttpClient, BoxError> {
     let mut b = HttpClient::builder()
         .base_url(cfg.api_base_url().unwrap_or_default())
         .connect_timeout(Some(ms(cfg.timeout.connect)))
@@ -270,13 +280,10 @@ fn client(cfg: &UpstreamConfig, api: Option<Api>) -> Result<HttpClient, BoxError
                 source,
                 AuthStyle::Header(http::HeaderName::from_static("api-key")),
             ),
-            // The mock, of no API of its own, takes OpenAI's.
-            Kind::Openai | Kind::Anthropic | Kind::Mock => {
-                match api.map_or(KeyStyle::Bearer, Api::key_style) {
-                    KeyStyle::Bearer => Auth::openai(source),
-                    KeyStyle::XApiKey => Auth::anthropic(source),
-                }
-            }
+            Kind::Openai | Kind::Anthropic | Kind::Mock => match api.key_style() {
+                KeyStyle::Bearer => Auth::openai(source),
+                KeyStyle::XApiKey => Auth::anthropic(source),
+            },
         });
     }
     Ok(b.build()?)

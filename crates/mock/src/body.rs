@@ -138,7 +138,7 @@ impl MockBody {
         Self {
             kind: Kind::Stream(Box::new(StreamGen {
                 dialect: meta.dialect,
-                words,
+                words: words.clone(),
                 total: meta.completion_tokens,
                 next: 0,
                 phase: Phase::Preamble,
@@ -150,7 +150,7 @@ impl MockBody {
                 preamble: wire::stream_preamble(meta),
                 head,
                 tail,
-                closing: wire::stream_closing(meta),
+                closing: wire::stream_closing(meta, &words.text(meta.completion_tokens)),
             })),
         }
     }
@@ -236,7 +236,8 @@ impl StreamGen {
                             }
                             Fault::InbandError => {
                                 self.phase = Phase::Done;
-                                return data(wire::inband_error(self.dialect));
+                                let seq = wire::RESPONSES_PREAMBLE_EVENTS + self.next;
+                                return data(wire::inband_error(self.dialect, seq));
                             }
                             Fault::Heartbeats(every) => {
                                 self.phase = Phase::Heartbeats(every);
@@ -262,9 +263,15 @@ impl StreamGen {
                         serde_json::Value::from(format!(" {word}"))
                     };
                     let word = word.to_string();
-                    let mut b =
-                        BytesMut::with_capacity(self.head.len() + word.len() + self.tail.len());
+                    let mut b = BytesMut::with_capacity(
+                        self.head.len() + word.len() + self.tail.len() + 32,
+                    );
                     b.put_slice(&self.head);
+                    if self.dialect == Dialect::Responses {
+                        let seq = wire::RESPONSES_PREAMBLE_EVENTS + self.next;
+                        b.put_slice(seq.to_string().as_bytes());
+                        b.put_slice(b",\"delta\":");
+                    }
                     b.put_slice(word.as_bytes());
                     b.put_slice(&self.tail);
                     self.next += 1;

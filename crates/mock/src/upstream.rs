@@ -211,15 +211,21 @@ impl MockUpstream {
             connection: parts.extensions.get::<ConnectionId>().map(|c| c.0),
         });
         let path = parts.uri.path().trim_end_matches('/');
+        let mut embeddings = false;
         let dialect = if path.ends_with("/chat/completions") {
             Dialect::OpenAi
         } else if path.ends_with("/messages") {
             Dialect::Anthropic
+        } else if path.ends_with("/responses") {
+            Dialect::Responses
+        } else if path.ends_with("/embeddings") {
+            embeddings = true;
+            Dialect::OpenAi
         } else if path.ends_with("/models") && parts.method == Method::GET {
             return Ok(json_response(StatusCode::OK, wire::models_body()));
         } else {
             let msg = format!(
-                "palisade-mock: no route for {} {}; use POST /v1/chat/completions or POST /v1/messages",
+                "palisade-mock: no route for {} {}; use POST /v1/chat/completions, /v1/messages, /v1/responses or /v1/embeddings",
                 parts.method, path
             );
             return Ok(json_response(
@@ -250,6 +256,18 @@ impl MockUpstream {
             json_response(status, body)
         } else if let Some(raw) = reply.body.clone() {
             json_response(reply.status.unwrap_or(StatusCode::OK), raw)
+        } else if embeddings {
+            match wire::parse_embeddings(&body) {
+                Err(msg) => json_response(
+                    StatusCode::BAD_REQUEST,
+                    wire::error_body(dialect, StatusCode::BAD_REQUEST, &msg),
+                ),
+                Ok(req) => {
+                    let mut res = json_response(StatusCode::OK, wire::embeddings_reply(&req));
+                    *res.status_mut() = reply.status.unwrap_or(StatusCode::OK);
+                    res
+                }
+            }
         } else {
             match wire::parse_request(&body) {
                 Err(msg) => json_response(
@@ -260,7 +278,7 @@ impl MockUpstream {
             }
         };
         let request_id_header = match dialect {
-            Dialect::OpenAi => "x-request-id",
+            Dialect::OpenAi | Dialect::Responses => "x-request-id",
             Dialect::Anthropic => "request-id",
         };
         if let Ok(v) = HeaderValue::from_str(&format!("req_mock_{n}")) {
@@ -300,6 +318,7 @@ fn chat_response(
         id: match dialect {
             Dialect::OpenAi => format!("chatcmpl-mock-{n}"),
             Dialect::Anthropic => format!("msg_mock_{n}"),
+            Dialect::Responses => format!("resp_mock_{n}"),
         },
         model: chat.model,
         created: SystemTime::now()

@@ -1,4 +1,4 @@
-//! The two dialects the mock speaks: reading a request, writing replies.
+//! The dialects the mock speaks: reading a request, writing replies.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::StatusCode;
@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 pub(crate) enum Dialect {
     OpenAi,
     Anthropic,
+    /// OpenAI's Responses API.
+    Responses,
 }
 
 /// What the mock needs from a chat request.
@@ -26,10 +28,6 @@ pub(crate) struct ChatRequest {
 pub(crate) fn parse_request(body: &[u8]) -> Result<ChatRequest, String> {
     let v: Value =
         serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
-    let messages = v
-        .get("messages")
-        .and_then(Value::as_array)
-        .ok_or("`messages` is required and must be an array")?;
     let model = v
         .get("model")
         .and_then(Value::as_str)
@@ -37,17 +35,33 @@ pub(crate) fn parse_request(body: &[u8]) -> Result<ChatRequest, String> {
         .to_owned();
     let mut prompt_tokens = system_text(&v).split_whitespace().count();
     let mut last_user = String::new();
-    for m in messages {
+    let mut read = |m: &Value| {
         let text = content_text(m.get("content"));
         prompt_tokens += text.split_whitespace().count();
         if m.get("role").and_then(Value::as_str) == Some("user") {
             last_user = text;
         }
+    };
+    match (v.get("messages"), v.get("input")) {
+        (Some(Value::Array(messages)), _) => messages.iter().for_each(&mut read),
+        // The Responses API: `input` is a string or a list of items.
+        (None, Some(Value::String(s))) => read(&json!({"role": "user", "content": s})),
+        (None, Some(Value::Array(items))) => items.iter().for_each(&mut read),
+        _ => {
+            return Err(
+                "`messages` (or the Responses API's `input`) is required and must be an array"
+                    .into(),
+            );
+        }
+    }
+    if let Some(i) = v.get("instructions").and_then(Value::as_str) {
+        prompt_tokens += i.split_whitespace().count();
     }
     let words = last_user.split_whitespace().map(str::to_owned).collect();
     let max_tokens = v
         .get("max_completion_tokens")
         .or_else(|| v.get("max_tokens"))
+        .or_else(|| v.get("max_output_tokens"))
         .and_then(Value::as_u64)
         .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
     Ok(ChatRequest {
@@ -61,6 +75,122 @@ pub(crate) fn parse_request(body: &[u8]) -> Result<ChatRequest, String> {
         words,
         prompt_tokens: prompt_tokens.max(1),
     })
+}
+
+/// What the mock needs from an embeddings request.
+#[derive(Debug)]
+pub(crate) struct EmbeddingsRequest {
+    pub(crate) model: String,
+    /// Each input, as text (a token array as its numbers).
+    pub(crate) inputs: Vec<String>,
+    /// Tokens in all inputs (words, or a token array's length).
+    pub(crate) prompt_tokens: usize,
+    pub(crate) dimensions: usize,
+    pub(crate) base64: bool,
+}
+
+/// Parses an embeddings request: `input` a string, a list of strings, a
+/// token array or a list of token arrays.
+pub(crate) fn parse_embeddings(body: &[u8]) -> Result<EmbeddingsRequest, String> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
+    let model = v
+        .get("model")
+        .and_then(Value::as_str)
+        .ok_or("`model` is required and must be a string")?
+        .to_owned();
+    let one = |x: &Value| -> Option<(String, usize)> {
+        match x {
+            Value::String(s) => Some((s.clone(), s.split_whitespace().count().max(1))),
+            Value::Array(t) if t.iter().all(Value::is_u64) => Some((
+                t.iter().map(Value::to_string).collect::<Vec<_>>().join(" "),
+                t.len(),
+            )),
+            _ => None,
+        }
+    };
+    let list: Vec<(String, usize)> = match v.get("input") {
+        Some(x @ Value::String(_)) => vec![one(x).unwrap_or_default()],
+        Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_u64) => {
+            vec![one(&Value::Array(a.clone())).unwrap_or_default()]
+        }
+        Some(Value::Array(a)) if !a.is_empty() => a
+            .iter()
+            .map(one)
+            .collect::<Option<_>>()
+            .ok_or("each `input` must be a string or an array of token ids")?,
+        _ => {
+            return Err(
+                "`input` is required: a string, an array of strings, or token arrays".into(),
+            );
+        }
+    };
+    let dimensions = v
+        .get("dimensions")
+        .and_then(Value::as_u64)
+        .map_or(8, |d| usize::try_from(d).unwrap_or(8).clamp(1, 4096));
+    Ok(EmbeddingsRequest {
+        model,
+        prompt_tokens: list.iter().map(|(_, n)| n).sum(),
+        inputs: list.into_iter().map(|(s, _)| s).collect(),
+        dimensions,
+        base64: v.get("encoding_format").and_then(Value::as_str) == Some("base64"),
+    })
+}
+
+/// A unit vector of `dims` floats, the same for the same text.
+fn vector(text: &str, dims: usize) -> Vec<f32> {
+    // FNV-1a, then a xorshift walk: deterministic, dependency-free.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut v: Vec<f32> = (0..dims)
+        .map(|_| {
+            h ^= h << 13;
+            h ^= h >> 7;
+            h ^= h << 17;
+            ((h >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        })
+        .collect();
+    let norm = v
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::MIN_POSITIVE);
+    v.iter_mut().for_each(|x| *x /= norm);
+    v
+}
+
+/// An embeddings answer: one vector per input, floats or base64 of
+/// little-endian `f32`s, as OpenAI sends them.
+pub(crate) fn embeddings_reply(req: &EmbeddingsRequest) -> Bytes {
+    use base64::Engine as _;
+    let data: Vec<Value> = req
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let v = vector(text, req.dimensions);
+            let embedding = if req.base64 {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                Value::from(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                Value::from(v)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    Bytes::from(
+        json!({
+            "object": "list",
+            "data": data,
+            "model": req.model,
+            "usage": {"prompt_tokens": req.prompt_tokens, "total_tokens": req.prompt_tokens},
+        })
+        .to_string(),
+    )
 }
 
 fn system_text(v: &Value) -> String {
@@ -83,7 +213,7 @@ fn content_text(content: Option<&Value>) -> String {
 /// The provider's error body for `status`.
 pub(crate) fn error_body(dialect: Dialect, status: StatusCode, message: &str) -> Bytes {
     let v = match dialect {
-        Dialect::OpenAi => {
+        Dialect::OpenAi | Dialect::Responses => {
             let (kind, code) = match status.as_u16() {
                 401 => ("invalid_request_error", Value::from("invalid_api_key")),
                 404 => ("invalid_request_error", Value::from("model_not_found")),
@@ -129,6 +259,8 @@ pub(crate) fn finish_reason(dialect: Dialect, truncated: bool) -> &'static str {
         (Dialect::OpenAi, true) => "length",
         (Dialect::Anthropic, false) => "end_turn",
         (Dialect::Anthropic, true) => "max_tokens",
+        (Dialect::Responses, false) => "completed",
+        (Dialect::Responses, true) => "incomplete",
     }
 }
 
@@ -171,9 +303,59 @@ pub(crate) fn json_reply(meta: &ReplyMeta, text: &str) -> Bytes {
             "stop_sequence": null,
             "usage": {"input_tokens": m.prompt_tokens, "output_tokens": m.completion_tokens},
         }),
+        Dialect::Responses => responses_object(m, "", Some(text)),
     };
     Bytes::from(v.to_string())
 }
+
+/// The id of the mock's one output message in a Responses answer.
+fn message_id(m: &ReplyMeta) -> String {
+    format!("msg_{}", m.id.trim_start_matches("resp_"))
+}
+
+/// A Responses API response object: `status` from the reply unless given,
+/// the output message when its `text` is.
+fn responses_object(m: &ReplyMeta, status: &str, text: Option<&str>) -> Value {
+    let status = if status.is_empty() {
+        finish_reason(m.dialect, m.truncated)
+    } else {
+        status
+    };
+    let output: Vec<Value> = text
+        .map(|t| {
+            json!({"id": message_id(m), "type": "message", "status": "completed", "role": "assistant",
+                   "content": [{"type": "output_text", "text": t, "annotations": []}]})
+        })
+        .into_iter()
+        .collect();
+    let done = text.is_some();
+    json!({
+        "id": m.id, "object": "response", "created_at": m.created, "status": status,
+        "error": null,
+        "incomplete_details": if done && m.truncated { json!({"reason": "max_output_tokens"}) } else { Value::Null },
+        "instructions": null, "max_output_tokens": null, "model": m.model,
+        "output": output, "parallel_tool_calls": true, "previous_response_id": null,
+        "reasoning": {"effort": null, "summary": null}, "store": false, "temperature": 1.0,
+        "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [], "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": if done { json!({
+            "input_tokens": m.prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": m.completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": m.prompt_tokens + m.completion_tokens,
+        }) } else { Value::Null },
+        "metadata": {},
+    })
+}
+
+/// A Responses stream event: `event: {kind}`, `type` and `sequence_number` set.
+fn responses_event(kind: &str, seq: usize, mut data: Value) -> Bytes {
+    data["type"] = json!(kind);
+    data["sequence_number"] = json!(seq);
+    sse(Some(kind), &data)
+}
+
+/// Events of a Responses stream before its first token.
+pub(crate) const RESPONSES_PREAMBLE_EVENTS: usize = 4;
 
 fn sse(event: Option<&str>, data: &Value) -> Bytes {
     let mut b = BytesMut::new();
@@ -219,13 +401,49 @@ pub(crate) fn stream_preamble(m: &ReplyMeta) -> Bytes {
             b.put(ping());
             b.freeze()
         }
+        Dialect::Responses => {
+            let r = responses_object(m, "in_progress", None);
+            let id = message_id(m);
+            let mut b = BytesMut::new();
+            b.put(responses_event(
+                "response.created",
+                0,
+                json!({"response": r}),
+            ));
+            b.put(responses_event(
+                "response.in_progress",
+                1,
+                json!({"response": r}),
+            ));
+            b.put(responses_event(
+                "response.output_item.added",
+                2,
+                json!({"output_index": 0, "item": {"id": id, "type": "message", "status": "in_progress", "role": "assistant", "content": []}}),
+            ));
+            b.put(responses_event(
+                "response.content_part.added",
+                3,
+                json!({"item_id": id, "output_index": 0, "content_index": 0,
+                       "part": {"type": "output_text", "text": "", "annotations": []}}),
+            ));
+            b.freeze()
+        }
     }
 }
 
 /// The fixed text before and after a token's JSON string, so that a token
-/// event is three copies and no JSON serialization of a whole object.
+/// event is three copies and no JSON serialization of a whole object. A
+/// Responses event also numbers itself: its head ends before the
+/// `sequence_number`, which the body writes, then `"delta":`.
 pub(crate) fn token_frame(m: &ReplyMeta) -> (Bytes, Bytes) {
     match m.dialect {
+        Dialect::Responses => (
+            Bytes::from(format!(
+                "event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"item_id\":{},\"output_index\":0,\"content_index\":0,\"logprobs\":[],\"sequence_number\":",
+                Value::from(message_id(m))
+            )),
+            Bytes::from_static(b"}\n\n"),
+        ),
         Dialect::OpenAi => {
             let head = format!(
                 "data: {{\"id\":{},\"object\":\"chat.completion.chunk\",\"created\":{},\"model\":{},\"system_fingerprint\":null,\"choices\":[{{\"index\":0,\"delta\":{{\"content\":",
@@ -250,10 +468,34 @@ pub(crate) fn token_frame(m: &ReplyMeta) -> (Bytes, Bytes) {
 }
 
 /// The events after the last token, terminator included.
-pub(crate) fn stream_closing(m: &ReplyMeta) -> Bytes {
+pub(crate) fn stream_closing(m: &ReplyMeta, text: &str) -> Bytes {
     let reason = finish_reason(m.dialect, m.truncated);
     let mut b = BytesMut::new();
     match m.dialect {
+        Dialect::Responses => {
+            let seq = RESPONSES_PREAMBLE_EVENTS + m.completion_tokens;
+            let id = message_id(m);
+            let at = json!({"item_id": id, "output_index": 0, "content_index": 0});
+            let mut done = at.clone();
+            done["text"] = json!(text);
+            done["logprobs"] = json!([]);
+            b.put(responses_event("response.output_text.done", seq, done));
+            let mut part = at;
+            part["part"] = json!({"type": "output_text", "text": text, "annotations": []});
+            b.put(responses_event("response.content_part.done", seq + 1, part));
+            let r = responses_object(m, "", Some(text));
+            b.put(responses_event(
+                "response.output_item.done",
+                seq + 2,
+                json!({"output_index": 0, "item": r["output"][0].clone()}),
+            ));
+            let end = if m.truncated {
+                "response.incomplete"
+            } else {
+                "response.completed"
+            };
+            b.put(responses_event(end, seq + 3, json!({"response": r})));
+        }
         Dialect::OpenAi => {
             let mut last = json!({
                 "id": m.id, "object": "chat.completion.chunk", "created": m.created, "model": m.model,
@@ -303,9 +545,14 @@ pub(crate) fn stream_closing(m: &ReplyMeta) -> Bytes {
     b.freeze()
 }
 
-/// An in-band error event.
-pub(crate) fn inband_error(dialect: Dialect) -> Bytes {
+/// An in-band error event (`seq`: a Responses event's number).
+pub(crate) fn inband_error(dialect: Dialect, seq: usize) -> Bytes {
     match dialect {
+        Dialect::Responses => responses_event(
+            "error",
+            seq,
+            json!({"code": "server_error", "message": "The server had an error while processing your request.", "param": null}),
+        ),
         Dialect::OpenAi => sse(
             None,
             &json!({"error": {"message": "The server had an error while processing your request.",
@@ -321,7 +568,7 @@ pub(crate) fn inband_error(dialect: Dialect) -> Bytes {
 /// A keep-alive: an SSE comment for OpenAI, a `ping` event for Anthropic.
 pub(crate) fn heartbeat(dialect: Dialect) -> Bytes {
     match dialect {
-        Dialect::OpenAi => Bytes::from_static(b": keep-alive\n\n"),
+        Dialect::OpenAi | Dialect::Responses => Bytes::from_static(b": keep-alive\n\n"),
         Dialect::Anthropic => ping(),
     }
 }
@@ -343,6 +590,9 @@ pub(crate) fn malformed_json_event(dialect: Dialect) -> Bytes {
         }
         Dialect::Anthropic => Bytes::from_static(
             b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\n\n",
+        ),
+        Dialect::Responses => Bytes::from_static(
+            b"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\n\n",
         ),
     }
 }

@@ -553,3 +553,96 @@ mod socket {
         assert_ne!(rest, Some(false));
     }
 }
+
+#[tokio::test]
+async fn responses_answers_json_and_numbered_streams() {
+    let mock = MockUpstream::new();
+    let req = |stream: bool| {
+        chat(
+            "/v1/responses",
+            json!({"model": "mock", "stream": stream, "instructions": "be brief",
+                   "input": [{"role": "user", "content": [{"type": "input_text", "text": "hello big world"}]}]}),
+        )
+    };
+    let res = mock.clone().oneshot(req(false)).await.unwrap();
+    assert!(res.headers().contains_key("x-request-id"));
+    let (body, _) = drain(res.into_body()).await;
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["object"], "response");
+    assert_eq!(v["status"], "completed");
+    assert_eq!(v["output"][0]["content"][0]["text"], "hello big world");
+    assert_eq!(v["usage"]["input_tokens"], 5);
+    assert_eq!(v["usage"]["output_tokens"], 3);
+
+    let res = mock.clone().oneshot(req(true)).await.unwrap();
+    let (body, err) = drain(res.into_body()).await;
+    assert!(err.is_none());
+    let evs = events(&body);
+    let mut text = String::new();
+    for (i, (event, data)) in evs.iter().enumerate() {
+        let v: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(v["sequence_number"], i, "{data}");
+        assert_eq!(v["type"].as_str(), event.as_deref());
+        if event.as_deref() == Some("response.output_text.delta") {
+            text.push_str(v["delta"].as_str().unwrap());
+        }
+    }
+    assert_eq!(text, "hello big world");
+    assert_eq!(evs[0].0.as_deref(), Some("response.created"));
+    let (last, data) = evs.last().unwrap();
+    assert_eq!(last.as_deref(), Some("response.completed"));
+    let done: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(
+        done["response"]["output"][0]["content"][0]["text"],
+        "hello big world"
+    );
+    assert_eq!(done["response"]["usage"]["output_tokens"], 3);
+}
+
+#[tokio::test]
+async fn embeddings_in_floats_base64_and_from_token_arrays() {
+    use base64::Engine as _;
+    let mock = MockUpstream::new();
+    let ask = |body: Value| mock.clone().oneshot(chat("/v1/embeddings", body));
+    let res = ask(json!({"model": "mock", "input": ["one two", "three"], "dimensions": 4}))
+        .await
+        .unwrap();
+    let (body, _) = drain(res.into_body()).await;
+    let floats: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(floats["data"].as_array().unwrap().len(), 2);
+    assert_eq!(floats["data"][1]["index"], 1);
+    assert_eq!(floats["data"][0]["embedding"].as_array().unwrap().len(), 4);
+    assert_eq!(floats["usage"]["prompt_tokens"], 3);
+    let res = ask(
+        json!({"model": "mock", "input": "one two", "dimensions": 4, "encoding_format": "base64"}),
+    )
+    .await
+    .unwrap();
+    let (body, _) = drain(res.into_body()).await;
+    let b64: Value = serde_json::from_slice(&body).unwrap();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64["data"][0]["embedding"].as_str().unwrap())
+        .unwrap();
+    let decoded: Vec<f64> = bytes
+        .chunks_exact(4)
+        .map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap())))
+        .collect();
+    let same: Vec<f64> = floats["data"][0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(
+        decoded, same,
+        "the same text, the same vector, in either encoding"
+    );
+    let res = ask(json!({"model": "mock", "input": [[1, 2, 3], [4]]}))
+        .await
+        .unwrap();
+    let (body, _) = drain(res.into_body()).await;
+    let tokens: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(tokens["usage"]["prompt_tokens"], 4);
+    let res = ask(json!({"model": "mock"})).await.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+}

@@ -32,6 +32,10 @@ pub enum Api {
     ChatCompletions,
     /// Anthropic messages, `POST /messages`.
     Messages,
+    /// OpenAI's Responses API, `POST /responses`.
+    Responses,
+    /// OpenAI embeddings, `POST /embeddings` (JSON only: no stream).
+    Embeddings,
 }
 
 /// How an API takes a key. Exhaustive, as [`Api`] is.
@@ -54,6 +58,11 @@ impl KeyStyle {
     }
 }
 
+/// A Responses status that ends an answer (not `in_progress`, `queued`).
+fn finished(status: &str) -> bool {
+    !matches!(status, "in_progress" | "queued")
+}
+
 /// `null`, `""`, `[]` or `{}`.
 fn is_empty(v: &Value) -> bool {
     match v {
@@ -68,22 +77,31 @@ fn is_empty(v: &Value) -> bool {
 impl fmt::Display for Api {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Self::ChatCompletions => "OpenAI",
-            Self::Messages => "Anthropic",
+            Self::ChatCompletions => "OpenAI chat completions",
+            Self::Messages => "Anthropic messages",
+            Self::Responses => "OpenAI Responses",
+            Self::Embeddings => "OpenAI embeddings",
         })
     }
 }
 
 impl Api {
     /// Every API, for tests and tables.
-    pub const ALL: [Api; 2] = [Api::ChatCompletions, Api::Messages];
+    pub const ALL: [Api; 4] = [
+        Api::ChatCompletions,
+        Api::Messages,
+        Api::Responses,
+        Api::Embeddings,
+    ];
 
     /// The request path under the base URL (`/chat/completions`,
-    /// `/messages`).
+    /// `/messages`, `/responses`, `/embeddings`).
     pub fn path(self) -> &'static str {
         match self {
             Self::ChatCompletions => "/chat/completions",
             Self::Messages => "/messages",
+            Self::Responses => "/responses",
+            Self::Embeddings => "/embeddings",
         }
     }
 
@@ -94,7 +112,8 @@ impl Api {
     /// use palisade_providers::Api;
     /// assert_eq!(Api::from_path("/v1/messages"), Some(Api::Messages));
     /// assert_eq!(Api::from_path("/chat/completions"), Some(Api::ChatCompletions));
-    /// assert_eq!(Api::from_path("/v1/embeddings"), None);
+    /// assert_eq!(Api::from_path("/v1/embeddings"), Some(Api::Embeddings));
+    /// assert_eq!(Api::from_path("/v1/completions"), None);
     /// ```
     pub fn from_path(path: &str) -> Option<Api> {
         Self::ALL.into_iter().find(|a| path.ends_with(a.path()))
@@ -104,23 +123,70 @@ impl Api {
     /// (`gen_ai.provider.name`): `openai`, `anthropic`.
     pub fn vendor(self) -> &'static str {
         match self {
-            Self::ChatCompletions => "openai",
+            Self::ChatCompletions | Self::Responses | Self::Embeddings => "openai",
             Self::Messages => "anthropic",
         }
     }
 
-    /// The GenAI operation name (`gen_ai.operation.name`) of a call.
+    /// The GenAI operation name (`gen_ai.operation.name`) of a call:
+    /// `chat` (the Responses API included, as the GenAI conventions name
+    /// it), `embeddings`.
     pub fn operation(self) -> &'static str {
         match self {
-            Self::ChatCompletions | Self::Messages => "chat",
+            Self::ChatCompletions | Self::Messages | Self::Responses => "chat",
+            Self::Embeddings => "embeddings",
         }
     }
 
     /// How a key is presented to this API.
     pub fn key_style(self) -> KeyStyle {
         match self {
-            Self::ChatCompletions => KeyStyle::Bearer,
+            Self::ChatCompletions | Self::Responses | Self::Embeddings => KeyStyle::Bearer,
             Self::Messages => KeyStyle::XApiKey,
+        }
+    }
+
+    /// Whether answers of this API can stream (`"stream": true`).
+    pub fn streams(self) -> bool {
+        match self {
+            Self::ChatCompletions | Self::Messages | Self::Responses => true,
+            Self::Embeddings => false,
+        }
+    }
+
+    /// How this API's requests, answers and streams are read into and
+    /// written out of the neutral model
+    /// ([`Dialect`](crate::dialect::Dialect)); `None` for an API that is
+    /// not translated (embeddings: vectors are only ever asked of the model
+    /// that makes them).
+    pub fn dialect(self) -> Option<&'static dyn crate::dialect::Dialect> {
+        match self {
+            Self::ChatCompletions => Some(&crate::dialect::chat::Chat),
+            Self::Messages => Some(&crate::dialect::messages::Messages),
+            Self::Responses => Some(&crate::dialect::responses::Responses),
+            Self::Embeddings => None,
+        }
+    }
+
+    /// Whether `ev` is this API's in-band error: chat completions'
+    /// `data: {"error":…}` (or an `event: error`, which compatible servers
+    /// borrow), Anthropic's `event: error`, the Responses API's
+    /// `event: error` and `response.failed`. Embeddings do not stream.
+    pub fn is_inband_error(self, ev: &Event) -> bool {
+        match self {
+            Self::ChatCompletions | Self::Messages => ev.is_inband_error(),
+            Self::Responses => ev.is_inband_error() || ev.is("response.failed"),
+            Self::Embeddings => false,
+        }
+    }
+
+    /// Whether `ev` is a keep-alive of this API, neither content nor
+    /// progress: Anthropic's `event: ping` (SSE comments, which every API
+    /// may send, never become events).
+    pub fn is_ping(self, ev: &Event) -> bool {
+        match self {
+            Self::Messages => ev.is("ping"),
+            Self::ChatCompletions | Self::Responses | Self::Embeddings => false,
         }
     }
 
@@ -161,23 +227,34 @@ impl Api {
                     })
             }
             Self::Messages => ev.is("content_block_delta"),
+            Self::Responses => ev.event().is_some_and(|name| {
+                name.starts_with("response.") && name.ends_with(".delta") && !ev.data().is_empty()
+            }),
+            Self::Embeddings => false,
         }
     }
 
     /// The event that ends a complete stream, as it reads on the wire
-    /// (`data: [DONE]`, `event: message_stop`), for messages.
+    /// (`data: [DONE]`, `event: message_stop`, `event: response.completed`),
+    /// for messages; embeddings do not stream.
     pub fn terminator(self) -> &'static str {
         match self {
             Self::ChatCompletions => "data: [DONE]",
             Self::Messages => "event: message_stop",
+            Self::Responses => "event: response.completed (or response.incomplete)",
+            Self::Embeddings => "none: embeddings do not stream",
         }
     }
 
-    /// True when `ev` is the stream's terminator.
+    /// True when `ev` is the stream's terminator. A Responses stream ends
+    /// with `response.completed`, or `response.incomplete` when the output
+    /// budget or a filter cut the answer short: both are complete streams.
     pub fn is_terminator(self, ev: &Event) -> bool {
         match self {
             Self::ChatCompletions => ev.data().as_ref() == b"[DONE]",
             Self::Messages => ev.is("message_stop"),
+            Self::Responses => ev.is("response.completed") || ev.is("response.incomplete"),
+            Self::Embeddings => false,
         }
     }
 
@@ -192,6 +269,13 @@ impl Api {
         match self {
             Self::ChatCompletions => first || crate::observe::worth_parsing(ev.data()),
             Self::Messages => ev.is("message_start") || ev.is("message_delta"),
+            Self::Responses => {
+                ev.is("response.created")
+                    || ev.is("response.completed")
+                    || ev.is("response.incomplete")
+                    || ev.is("response.failed")
+            }
+            Self::Embeddings => false,
         }
     }
 
@@ -218,8 +302,9 @@ impl Api {
             grow(&mut s.output_tokens, output);
         };
         let msg = match self {
-            Self::ChatCompletions => v,
+            Self::ChatCompletions | Self::Embeddings => v,
             Self::Messages => v.get("message").filter(|m| m.is_object()).unwrap_or(v),
+            Self::Responses => v.get("response").filter(|m| m.is_object()).unwrap_or(v),
         };
         if s.model.is_none() {
             s.model = text(msg, "model");
@@ -247,6 +332,15 @@ impl Api {
                 }
                 usage(msg.get("usage"), "input_tokens", "output_tokens", s);
             }
+            Self::Responses => {
+                if let Some(r) = msg.get("status").and_then(Value::as_str)
+                    && finished(r)
+                {
+                    s.finish_reasons.push(r.to_owned());
+                }
+                usage(msg.get("usage"), "input_tokens", "output_tokens", s);
+            }
+            Self::Embeddings => usage(v.get("usage"), "prompt_tokens", "completion_tokens", s),
         }
     }
 
@@ -261,8 +355,9 @@ impl Api {
             }
         };
         let msg = match self {
-            Self::ChatCompletions => a,
+            Self::ChatCompletions | Self::Embeddings => a,
             Self::Messages => a.message.0.as_deref().unwrap_or(a),
+            Self::Responses => a.response.0.as_deref().unwrap_or(a),
         };
         if s.model.is_none() {
             s.model.clone_from(&msg.model.value);
@@ -301,6 +396,21 @@ impl Api {
                     grow(&mut s.output_tokens, u.output_tokens.0);
                 }
             }
+            Self::Responses => {
+                if let Some(r) = msg.status.value.as_ref().filter(|r| finished(r)) {
+                    s.finish_reasons.push(r.clone());
+                }
+                if let Some(u) = &msg.usage.0 {
+                    grow(&mut s.input_tokens, u.input_tokens.0);
+                    grow(&mut s.output_tokens, u.output_tokens.0);
+                }
+            }
+            Self::Embeddings => {
+                if let Some(u) = &a.usage.0 {
+                    grow(&mut s.input_tokens, u.prompt_tokens.0);
+                    grow(&mut s.output_tokens, u.completion_tokens.0);
+                }
+            }
         }
     }
 
@@ -327,7 +437,7 @@ impl Api {
     pub fn error_type(self, status: StatusCode) -> &'static str {
         let code = status.as_u16();
         match self {
-            Self::ChatCompletions => match code {
+            Self::ChatCompletions | Self::Responses | Self::Embeddings => match code {
                 400 | 408 | 413 | 415 | 422 => "invalid_request_error",
                 401 => "authentication_error",
                 403 => "permission_error",
@@ -367,7 +477,7 @@ impl Api {
     pub fn error_json(self, status: StatusCode, message: &str, param: Option<&str>) -> Value {
         let kind = self.error_type(status);
         match self {
-            Self::ChatCompletions => json!({
+            Self::ChatCompletions | Self::Responses | Self::Embeddings => json!({
                 "error": { "message": message, "type": kind, "param": param, "code": Value::Null },
             }),
             Self::Messages => json!({
@@ -379,13 +489,12 @@ impl Api {
 
     /// A stream error event in this API's format, to end a stream after its
     /// first byte (chat completions `data: {"error":…}`, messages
-    /// `event: error`).
+    /// `event: error`), for a stream of which nothing is known; the
+    /// Responses API's numbered events need
+    /// [`StreamPosition::failure`](crate::dialect::StreamPosition::failure),
+    /// which this calls with a fresh position.
     pub fn stream_error_event(self, status: StatusCode, message: &str) -> Bytes {
-        let data = self.error_json(status, message, None).to_string();
-        match self {
-            Self::ChatCompletions => Bytes::from(format!("data: {data}\n\n")),
-            Self::Messages => Bytes::from(format!("event: error\ndata: {data}\n\n")),
-        }
+        crate::dialect::StreamPosition::new(self).failure(status, message)
     }
 
     /// The HTTP status an in-band error type stands for

@@ -20,12 +20,17 @@
 //!
 //! - [`errors`]: error bodies and stream error events in each provider's format.
 //! - [`observe`]: usage, finish reasons, model and in-band errors of a response as it goes by.
+//! - [`dialect`]: the translation core — one [`dialect::Dialect`] per API
+//!   (chat completions, messages, the Responses API) reading into and
+//!   writing out of the [`neutral`] model, so any API's caller can be
+//!   served by any translated API's target with no code per pair.
 //! - [`translate`]: requests, answers and streams from one API to the other,
 //!   so a route can fall back across providers.
 
 pub mod anthropic;
 mod api;
 mod chunks;
+pub mod dialect;
 pub mod errors;
 mod maybe;
 pub mod neutral;

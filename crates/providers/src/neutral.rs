@@ -156,7 +156,7 @@ const OPENAI_CARRIED: [&str; 1] = ["parallel_tool_calls"];
 const ANTHROPIC_CARRIED: [&str; 1] = ["top_p"];
 
 /// A `data:` URL's media type and base64 data.
-fn parse_data_url(url: &str) -> Option<(&str, &str)> {
+pub(crate) fn parse_data_url(url: &str) -> Option<(&str, &str)> {
     let rest = url.strip_prefix("data:")?;
     let (meta, data) = rest.split_once(',')?;
     let media = meta.strip_suffix(";base64")?;
@@ -347,7 +347,7 @@ impl Request {
         out
     }
 
-    fn push(&mut self, role: Role, part: Part) {
+    pub(crate) fn push(&mut self, role: Role, part: Part) {
         match self.turns.last_mut() {
             Some(t) if t.role == role => t.parts.push(part),
             _ => self.turns.push(Turn::new(role, part)),
@@ -442,6 +442,19 @@ impl Request {
             tool_choice: tool_choice.into(),
             extra,
         }
+    }
+
+    /// [`to_anthropic`](Self::to_anthropic), with what it left out by
+    /// name: nothing today, as the neutral model carries nothing Anthropic
+    /// has no place for (the hook a richer neutral model reports through).
+    pub fn to_anthropic_reporting(&self) -> (anthropic::MessagesRequest, Vec<String>) {
+        (self.to_anthropic(), Vec::new())
+    }
+
+    /// [`to_openai`](Self::to_openai), with what it left out by name
+    /// (nothing today, as for [`to_anthropic_reporting`](Self::to_anthropic_reporting)).
+    pub fn to_openai_reporting(&self) -> (openai::ChatRequest, Vec<String>) {
+        (self.to_openai(), Vec::new())
     }
 
     /// Writes an OpenAI chat request. The budget is sent as `max_tokens`,

@@ -20,9 +20,11 @@ pub(crate) struct Answer {
     pub(crate) id: Text,
     pub(crate) model: Text,
     pub(crate) stop_reason: Text,
+    pub(crate) status: Text,
     pub(crate) usage: Object<Usage>,
     pub(crate) choices: List<Object<Choice>>,
     pub(crate) message: Object<Box<Answer>>,
+    pub(crate) response: Object<Box<Answer>>,
     pub(crate) delta: Object<Delta>,
     pub(crate) error: Object<ErrorBody>,
 }

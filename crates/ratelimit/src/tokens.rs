@@ -123,11 +123,12 @@ impl TokenLimitLayer {
         self
     }
 
-    /// Reads every answer's usage as `api`'s. By default the API is the one
-    /// the request's path names ([`Api::from_path`]), chat completions when
-    /// it names none (an OpenAI-compatible server's own route), as
-    /// `palisade_trace::TraceLayer` does; set it for a route of another
-    /// API under a path of its own.
+    /// Reads every answer's usage as `api`'s. A request carrying an [`Api`]
+    /// in its extensions is read as that one (a service serving several
+    /// APIs says so per call); else this one; else the one the request's
+    /// path names ([`Api::from_path`]), chat completions when it names none
+    /// (an OpenAI-compatible server's own route), as
+    /// `palisade_trace::TraceLayer` does.
     #[must_use]
     pub fn api(mut self, api: Api) -> Self {
         self.api = Some(api);
@@ -201,8 +202,11 @@ where
             },
         };
         let cost = estimate.total().max(1);
-        let api = self
-            .api
+        let api = req
+            .extensions()
+            .get::<Api>()
+            .copied()
+            .or(self.api)
             .or_else(|| Api::from_path(req.uri().path()))
             .unwrap_or(Api::ChatCompletions);
         match self.bucket.acquire(cost, self.max_wait) {

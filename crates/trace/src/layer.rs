@@ -88,7 +88,8 @@ impl TraceLayer {
         self.with(|c| c.header = name)
     }
 
-    /// Names the API instead of inferring it from the path.
+    /// Names the API instead of inferring it from the path. A request that
+    /// carries an [`Api`] in its extensions is traced as that one.
     #[must_use]
     pub fn api(self, api: Api) -> Self {
         self.with(|c| c.api = Some(api))

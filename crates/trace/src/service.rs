@@ -81,11 +81,15 @@ where
         if !cfg.enabled {
             return ResponseFuture::new(self.inner.call(req), Span::none(), None, None);
         }
-        // A path that names no API (an OpenAI-compatible server's own
-        // route) is traced as chat completions; `TraceLayer::api` says
-        // otherwise.
-        let api = cfg
-            .api
+        // The API the request names in its extensions (a service serving
+        // several says so per call), else `TraceLayer::api`, else the
+        // path's; a path that names none (an OpenAI-compatible server's own
+        // route) is traced as chat completions.
+        let api = req
+            .extensions()
+            .get::<Api>()
+            .copied()
+            .or(cfg.api)
             .or_else(|| Api::from_path(req.uri().path()))
             .unwrap_or(Api::ChatCompletions);
         let span = tracing::info_span!(
