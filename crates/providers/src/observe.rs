@@ -275,7 +275,7 @@ impl ResponseObserver {
     pub fn on_event(&mut self, ev: &Event) {
         self.summary.events += 1;
         let data = ev.data();
-        if ev.is_inband_error() {
+        if self.api.is_inband_error(ev) {
             let kind = serde_json::from_slice::<Value>(data)
                 .ok()
                 .and_then(|v| {
@@ -289,7 +289,11 @@ impl ResponseObserver {
         }
         if self.api.is_terminator(ev) {
             self.summary.terminated = true;
-            return;
+            // A Responses stream's terminator is its whole answer, usage
+            // included; the others' carry nothing to read.
+            if !self.api.may_summarize(ev, false) {
+                return;
+            }
         }
         let first = self.summary.events == 1;
         if !self.api.may_summarize(ev, first) {

@@ -1,0 +1,364 @@
+//! The Responses API and embeddings through the gateway, over loopback:
+//! passthrough, translation to an Anthropic target and back (JSON and
+//! streams), fallback, what needs stored state, faults after the first
+//! byte, and embeddings' same-model rule.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use palisade_mock::{Fault, MockUpstream, Reply};
+use serde_json::{Value, json};
+
+const RESPONSES: &str = "/v1/responses";
+const EMBEDDINGS: &str = "/v1/embeddings";
+const ONE_SHOT: &str =
+    "[upstreams.retry]\nmax_attempts = 1\n[upstreams.timeout]\nfirst_byte = 2000\nidle = 300\n";
+
+fn ask(model: &str, text: &str, stream: bool) -> String {
+    json!({
+        "model": model,
+        "stream": stream,
+        "instructions": "Answer briefly.",
+        "input": [{"role": "user", "content": [{"type": "input_text", "text": text}]}],
+        "max_output_tokens": 64,
+    })
+    .to_string()
+}
+
+/// The `(event, data)` pairs of an SSE text.
+fn events(sse: &str) -> Vec<(String, Value)> {
+    sse.split("\n\n")
+        .filter(|b| !b.trim().is_empty())
+        .map(|block| {
+            let mut event = String::new();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(e) = line.strip_prefix("event: ") {
+                    event = e.to_owned();
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data.push_str(d);
+                }
+            }
+            (event, serde_json::from_str(&data).unwrap_or(Value::Null))
+        })
+        .collect()
+}
+
+/// A Responses stream's events are numbered from 0 without a gap, each
+/// one's `type` its `event:`; returns the text of its deltas.
+fn numbered_text(evs: &[(String, Value)]) -> String {
+    let mut text = String::new();
+    for (i, (event, data)) in evs.iter().enumerate() {
+        assert_eq!(data["sequence_number"], i, "{event}: {data}");
+        assert_eq!(data["type"].as_str(), Some(event.as_str()), "{data}");
+        if event == "response.output_text.delta" {
+            text.push_str(data["delta"].as_str().unwrap());
+        }
+    }
+    text
+}
+
+fn mock_route() -> String {
+    "[[upstreams]]\nname = \"m\"\nkind = \"mock\"\n".to_owned() + &route("mock", &["m"])
+}
+
+#[tokio::test]
+async fn responses_and_embeddings_are_served_by_the_built_in_mock() {
+    let mock = MockUpstream::new();
+    let gw = start(&mock_route(), &[("m", &mock)]).await;
+    let (res, body) = gw.call(RESPONSES, &ask("mock", "hello there", false)).await;
+    assert_eq!(res.status(), 200, "{body}");
+    let v = json(&body);
+    assert_eq!(v["object"], "response");
+    assert_eq!(v["output"][0]["content"][0]["text"], "hello there");
+    assert!(
+        mock.last_request()
+            .unwrap()
+            .uri
+            .path()
+            .ends_with("/responses")
+    );
+
+    let (res, body) = gw
+        .call(RESPONSES, &ask("mock", "streamed words", true))
+        .await;
+    assert_eq!(res.status(), 200, "{body}");
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let evs = events(&body);
+    assert_eq!(numbered_text(&evs), "streamed words");
+    assert_eq!(evs.last().unwrap().0, "response.completed");
+
+    let (res, body) = gw
+        .call(
+            EMBEDDINGS,
+            &json!({"model": "mock", "input": ["a b", "c"], "dimensions": 3}).to_string(),
+        )
+        .await;
+    assert_eq!(res.status(), 200, "{body}");
+    let v = json(&body);
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    assert_eq!(v["data"][0]["embedding"].as_array().unwrap().len(), 3);
+    assert!(
+        mock.last_request()
+            .unwrap()
+            .uri
+            .path()
+            .ends_with("/embeddings")
+    );
+
+    // Each API's usage is read as that API's (the stack is told per call):
+    // 3 Responses calls' and the embeddings' input tokens all counted.
+    let (_, metrics) = gw.get("/metrics").await;
+    let input = metrics
+        .lines()
+        .find(|l| l.starts_with("palisade_tokens_total{upstream=\"m\",kind=\"input\"}"))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    // ask(): "Answer briefly." (2) + the text (2), twice; embeddings 3.
+    assert!(input.ends_with(" 11"), "{input}");
+
+    // The schemas: certain failures refused before any call.
+    let before = mock.request_count();
+    let (res, body) = gw.call(RESPONSES, r#"{"model":"mock","input":7}"#).await;
+    assert_eq!(res.status(), 400, "{body}");
+    let (res, body) = gw.call(EMBEDDINGS, r#"{"model":"mock"}"#).await;
+    assert_eq!(res.status(), 400, "{body}");
+    assert!(body.contains("input"), "{body}");
+    assert_eq!(mock.request_count(), before);
+}
+
+/// An OpenAI target failing (503), an Anthropic one behind it.
+async fn openai_then_anthropic() -> (TestGateway, MockUpstream, MockUpstream, impl Drop) {
+    let (o, c) = (MockUpstream::new(), MockUpstream::new());
+    o.set_default(Reply::status(503));
+    let (so, sc) = (o.serve().await.unwrap(), c.serve().await.unwrap());
+    let toml = upstream("o", "openai", &so.base_url(), ONE_SHOT)
+        + &upstream("c", "anthropic", &sc.base_url(), ONE_SHOT)
+        + &route("gpt", &["o", "c:claude-x"])
+        + &route("claude", &["c"]);
+    struct Served(palisade_mock::MockServer, palisade_mock::MockServer);
+    impl Drop for Served {
+        fn drop(&mut self) {}
+    }
+    (start(&toml, &[]).await, o, c, Served(so, sc))
+}
+
+#[tokio::test]
+async fn a_stateless_responses_call_falls_back_to_anthropic_json_and_stream() {
+    let (gw, o, c, _served) = openai_then_anthropic().await;
+    let (res, body) = gw
+        .call(RESPONSES, &ask("gpt", "across providers", false))
+        .await;
+    assert_eq!(res.status(), 200, "{body}");
+    let v = json(&body);
+    assert_eq!(v["object"], "response");
+    assert_eq!(v["status"], "completed");
+    assert_eq!(v["output"][0]["type"], "message");
+    assert_eq!(v["output"][0]["content"][0]["text"], "across providers");
+    assert!(v["usage"]["input_tokens"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(o.request_count(), 1);
+    let sent = c.last_request().unwrap();
+    assert!(sent.uri.path().ends_with("/messages"), "{}", sent.uri);
+    let sent = sent.json().unwrap();
+    assert_eq!(sent["model"], "claude-x");
+    assert_eq!(sent["system"], "Answer briefly.");
+    assert_eq!(sent["max_tokens"], 64);
+    assert_eq!(
+        sent["messages"][0]["content"][0]["text"],
+        "across providers"
+    );
+
+    let (res, body) = gw
+        .call(RESPONSES, &ask("gpt", "streamed across", true))
+        .await;
+    assert_eq!(res.status(), 200, "{body}");
+    let evs = events(&body);
+    assert_eq!(numbered_text(&evs), "streamed across");
+    let (last, done) = evs.last().unwrap();
+    assert_eq!(last, "response.completed");
+    assert_eq!(
+        done["response"]["output"][0]["content"][0]["text"],
+        "streamed across"
+    );
+    assert!(done["response"]["usage"]["output_tokens"].as_u64().unwrap() > 0);
+
+    // Fields with no counterpart are named.
+    let mut with_text = json(&ask("claude", "x", false));
+    with_text["text"] = json!({"format": {"type": "text"}});
+    let (res, body) = gw.call(RESPONSES, &with_text.to_string()).await;
+    assert_eq!(res.status(), 200, "{body}");
+    assert_eq!(res.headers()["x-palisade-untranslated"], "text");
+}
+
+#[tokio::test]
+async fn a_function_call_round_trip_is_translated_for_an_anthropic_target() {
+    let (gw, _o, c, _served) = openai_then_anthropic().await;
+    c.push(Reply::status(200).body(
+        json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
+               "content": [{"type": "text", "text": "Looking."},
+                           {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Oslo"}}],
+               "stop_reason": "tool_use", "stop_sequence": null,
+               "usage": {"input_tokens": 20, "output_tokens": 9}})
+        .to_string(),
+    ));
+    let first = json!({
+        "model": "claude",
+        "input": "Weather in Oslo?",
+        "tools": [{"type": "function", "name": "weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}],
+    });
+    let (res, body) = gw.call(RESPONSES, &first.to_string()).await;
+    assert_eq!(res.status(), 200, "{body}");
+    let v = json(&body);
+    let call = v["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "function_call")
+        .unwrap();
+    assert_eq!(call["call_id"], "toolu_1");
+    assert_eq!(call["name"], "weather");
+    assert_eq!(
+        json(call["arguments"].as_str().unwrap()),
+        json!({"city": "Oslo"})
+    );
+    let sent = c.last_request().unwrap().json().unwrap();
+    assert_eq!(sent["tools"][0]["name"], "weather");
+    assert_eq!(
+        sent["tools"][0]["input_schema"]["properties"]["city"]["type"],
+        "string"
+    );
+
+    // The caller sends the call and its output back, as the SDK does.
+    let mut second = first.clone();
+    second["input"] = json!([
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"type": "function_call", "call_id": "toolu_1", "name": "weather", "arguments": "{\"city\":\"Oslo\"}"},
+        {"type": "function_call_output", "call_id": "toolu_1", "output": "Sunny, 21 °C"},
+    ]);
+    let (res, body) = gw.call(RESPONSES, &second.to_string()).await;
+    assert_eq!(res.status(), 200, "{body}");
+    let sent = c.last_request().unwrap().json().unwrap();
+    let msgs = sent["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 3, "{sent}");
+    assert_eq!(msgs[1]["role"], "assistant");
+    assert_eq!(msgs[1]["content"][0]["type"], "tool_use");
+    assert_eq!(msgs[1]["content"][0]["id"], "toolu_1");
+    assert_eq!(msgs[1]["content"][0]["input"], json!({"city": "Oslo"}));
+    assert_eq!(msgs[2]["content"][0]["type"], "tool_result");
+    assert_eq!(msgs[2]["content"][0]["tool_use_id"], "toolu_1");
+}
+
+#[tokio::test]
+async fn requests_needing_stored_state_go_only_to_responses_targets() {
+    let (gw, o, c, _served) = openai_then_anthropic().await;
+    o.set_default(Reply::echo());
+    let chained =
+        json!({"model": "claude", "input": "and then?", "previous_response_id": "resp_1"});
+    let (res, body) = gw.call(RESPONSES, &chained.to_string()).await;
+    assert_eq!(res.status(), 400, "{body}");
+    assert!(body.contains("previous_response_id"), "{body}");
+    assert_eq!(c.request_count(), 0);
+    // With an OpenAI target on the route, it goes there (and only there).
+    let mut to_gpt = chained.clone();
+    to_gpt["model"] = json!("gpt");
+    let (res, body) = gw.call(RESPONSES, &to_gpt.to_string()).await;
+    assert_eq!(res.status(), 200, "{body}");
+    let sent = o.last_request().unwrap().json().unwrap();
+    assert_eq!(sent["previous_response_id"], "resp_1");
+    assert_eq!(c.request_count(), 0);
+}
+
+#[tokio::test]
+async fn a_responses_stream_failing_after_its_first_byte_ends_with_response_failed_and_error() {
+    let mock = MockUpstream::new();
+    let gw = start(&(mock_route()), &[("m", &mock)]).await;
+    // Passed through as it came, then cut.
+    mock.push(Reply::echo().fault_after(2, Fault::Reset));
+    let (res, body) = gw
+        .call(RESPONSES, &ask("mock", "one two three four", true))
+        .await;
+    assert_eq!(res.status(), 200, "{body}");
+    let evs = events(&body);
+    numbered_text(&evs);
+    let n = evs.len();
+    assert_eq!(evs[n - 2].0, "response.failed", "{body}");
+    assert_eq!(evs[n - 2].1["response"]["status"], "failed");
+    assert_eq!(evs[n - 2].1["response"]["id"], evs[0].1["response"]["id"]);
+    assert_eq!(evs[n - 1].0, "error");
+    assert!(
+        evs[n - 1].1["message"]
+            .as_str()
+            .unwrap()
+            .contains("after the first byte"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_translated_responses_stream_failing_continues_its_numbering() {
+    let (gw, _o, c, _served) = openai_then_anthropic().await;
+    c.push(Reply::echo().fault_after(1, Fault::Truncate));
+    let (res, body) = gw
+        .call(RESPONSES, &ask("claude", "one two three", true))
+        .await;
+    assert_eq!(res.status(), 200, "{body}");
+    let evs = events(&body);
+    assert_eq!(numbered_text(&evs), "one");
+    let n = evs.len();
+    assert_eq!(evs[n - 2].0, "response.failed", "{body}");
+    assert_eq!(evs[n - 1].0, "error");
+    assert!(
+        evs[n - 1].1["message"]
+            .as_str()
+            .unwrap()
+            .contains("truncated"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn embeddings_fall_back_only_to_the_same_model_and_never_to_anthropic() {
+    let (a, b, c) = (
+        MockUpstream::new(),
+        MockUpstream::new(),
+        MockUpstream::new(),
+    );
+    a.set_default(Reply::status(503));
+    let (sa, sb, sc) = (
+        a.serve().await.unwrap(),
+        b.serve().await.unwrap(),
+        c.serve().await.unwrap(),
+    );
+    let toml = upstream("a", "openai", &sa.base_url(), ONE_SHOT)
+        + &upstream("b", "openai", &sb.base_url(), ONE_SHOT)
+        + &upstream("c", "anthropic", &sc.base_url(), ONE_SHOT)
+        + &route(
+            "embed",
+            &[
+                "a:text-embedding-3-small",
+                "b:text-embedding-3-large",
+                "b:text-embedding-3-small",
+            ],
+        )
+        + &route("claude", &["c"]);
+    let gw = start(&toml, &[]).await;
+    let body =
+        json!({"model": "embed", "input": [[1, 2, 3]], "encoding_format": "base64"}).to_string();
+    let (res, text) = gw.call(EMBEDDINGS, &body).await;
+    assert_eq!(res.status(), 200, "{text}");
+    assert!(json(&text)["data"][0]["embedding"].is_string());
+    // The large model was skipped: its vectors are not comparable.
+    let sent = b.last_request().unwrap().json().unwrap();
+    assert_eq!(sent["model"], "text-embedding-3-small");
+    assert_eq!(b.request_count(), 1);
+    assert_eq!(sent["input"], json!([[1, 2, 3]]));
+    let (res, text) = gw
+        .call(
+            EMBEDDINGS,
+            &json!({"model": "claude", "input": "x"}).to_string(),
+        )
+        .await;
+    assert_eq!(res.status(), 400, "{text}");
+    assert!(text.contains("embeddings"), "{text}");
+    assert_eq!(c.request_count(), 0);
+}
