@@ -127,8 +127,11 @@ async fn responses_and_embeddings_are_served_by_the_built_in_mock() {
     assert_eq!(mock.request_count(), before);
 }
 
+/// The mock servers behind a gateway: they serve while this lives.
+type Served = (palisade_mock::MockServer, palisade_mock::MockServer);
+
 /// An OpenAI target failing (503), an Anthropic one behind it.
-async fn openai_then_anthropic() -> (TestGateway, MockUpstream, MockUpstream, impl Drop) {
+async fn openai_then_anthropic() -> (TestGateway, MockUpstream, MockUpstream, Served) {
     let (o, c) = (MockUpstream::new(), MockUpstream::new());
     o.set_default(Reply::status(503));
     let (so, sc) = (o.serve().await.unwrap(), c.serve().await.unwrap());
@@ -136,11 +139,7 @@ async fn openai_then_anthropic() -> (TestGateway, MockUpstream, MockUpstream, im
         + &upstream("c", "anthropic", &sc.base_url(), ONE_SHOT)
         + &route("gpt", &["o", "c:claude-x"])
         + &route("claude", &["c"]);
-    struct Served(palisade_mock::MockServer, palisade_mock::MockServer);
-    impl Drop for Served {
-        fn drop(&mut self) {}
-    }
-    (start(&toml, &[]).await, o, c, Served(so, sc))
+    (start(&toml, &[]).await, o, c, (so, sc))
 }
 
 #[tokio::test]
