@@ -1,12 +1,19 @@
-//! A scriptable mock LLM upstream: OpenAI chat completions and Anthropic
-//! messages, JSON and SSE, with faults on demand.
+//! A scriptable mock LLM upstream: OpenAI chat completions, Anthropic
+//! messages, OpenAI's Responses API and embeddings, JSON and SSE, with
+//! faults on demand.
 //!
 //! Every palisade crate tests against it, the gateway runs on it by default,
 //! and users can test their own code with it. It answers by echoing the last
 //! user message word by word (or with `n` generated words), as a JSON reply or
 //! a stream, exactly in each provider's wire format: OpenAI `data:` chunks,
 //! the usage chunk when `stream_options.include_usage` is set, `data: [DONE]`;
-//! Anthropic `message_start` … `ping` … `message_stop`.
+//! Anthropic `message_start` … `ping` … `message_stop`; the Responses API's
+//! numbered events `response.created` … `response.completed`. A request
+//! that requires a tool call (`tool_choice` `"required"`, naming a
+//! function, or Anthropic's `any`/`tool`) is answered with a call to that
+//! tool (else the first), each string parameter set to the last user
+//! message. Embeddings are unit vectors of `dimensions` floats (default 8),
+//! the same for the same input, as floats or base64.
 //!
 //! Per request, a [`Reply`] script can instead answer with any status and
 //! headers (a 429 with `Retry-After`), wait before the headers or between

@@ -71,11 +71,12 @@ pub(crate) struct Shared {
     pub(crate) connections: AtomicUsize,
 }
 
-/// A scriptable mock LLM upstream speaking OpenAI chat completions and
-/// Anthropic messages.
+/// A scriptable mock LLM upstream speaking OpenAI chat completions,
+/// Anthropic messages, OpenAI's Responses API and embeddings.
 ///
 /// Routes by path suffix: `…/chat/completions` (OpenAI), `…/messages`
-/// (Anthropic), `GET …/models`; anything else is a 404. Each request takes the
+/// (Anthropic), `…/responses`, `…/embeddings`, `GET …/models`; anything
+/// else is a 404. Each request takes the
 /// next [`Reply`] pushed with [`push`](Self::push), or the default reply
 /// (echo, unless changed with [`set_default`](Self::set_default)). Every
 /// request is recorded.
@@ -329,6 +330,18 @@ fn chat_response(
         truncated: completion < available,
         include_usage: chat.include_usage,
     };
+    if let Some(call) = &chat.call
+        && reply.fault.is_none()
+    {
+        let body = wire::tool_call_reply(&meta, call, chat.stream);
+        let mut res = json_response(reply.status.unwrap_or(StatusCode::OK), body);
+        if chat.stream {
+            let h = res.headers_mut();
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        }
+        return res;
+    }
     if chat.stream {
         let mut res = Response::new(MockBody::stream(
             &meta,

@@ -22,6 +22,69 @@ pub(crate) struct ChatRequest {
     pub(crate) max_tokens: Option<usize>,
     pub(crate) words: Vec<String>,
     pub(crate) prompt_tokens: usize,
+    /// The tool to call, when the request requires a tool call.
+    pub(crate) call: Option<ToolCall>,
+}
+
+/// A tool call the mock makes: the tool's name and its arguments (JSON
+/// text).
+#[derive(Clone, Debug)]
+pub(crate) struct ToolCall {
+    pub(crate) name: String,
+    pub(crate) arguments: String,
+}
+
+/// The tool call a request requires, if it requires one: `tool_choice`
+/// `"required"` or naming a function (chat completions, the Responses API),
+/// `{"type": "any"}` or `{"type": "tool"}` (Anthropic). The named tool, else
+/// the first; its arguments fill each string parameter with `text` (the
+/// last user message), each number with 1, each boolean with true.
+fn required_call(v: &Value, text: &str) -> Option<ToolCall> {
+    let choice = v.get("tool_choice")?;
+    let named = match choice {
+        Value::String(s) if s == "required" => None,
+        Value::Object(c) => match c.get("type").and_then(Value::as_str) {
+            Some("any") => None,
+            Some("tool" | "function") => c
+                .get("name")
+                .or_else(|| c.get("function").and_then(|f| f.get("name")))
+                .and_then(Value::as_str),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let tools = v.get("tools")?.as_array()?;
+    let name_of = |t: &Value| {
+        t.get("name")
+            .or_else(|| t.pointer("/function/name"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let tool = match named {
+        Some(n) => tools.iter().find(|t| name_of(t).as_deref() == Some(n))?,
+        None => tools.first()?,
+    };
+    let schema = tool
+        .get("parameters")
+        .or_else(|| tool.get("input_schema"))
+        .or_else(|| tool.pointer("/function/parameters"));
+    let mut args = serde_json::Map::new();
+    let props = schema
+        .and_then(|s| s.get("properties"))
+        .and_then(Value::as_object);
+    for (k, p) in props.into_iter().flatten() {
+        let value = match p.get("type").and_then(Value::as_str) {
+            Some("string") => Value::from(text),
+            Some("number" | "integer") => Value::from(1),
+            Some("boolean") => Value::Bool(true),
+            _ => Value::Null,
+        };
+        args.insert(k.clone(), value);
+    }
+    Some(ToolCall {
+        name: name_of(tool)?,
+        arguments: Value::Object(args).to_string(),
+    })
 }
 
 /// Parses a chat request, or says (in the provider's words) why it is invalid.
@@ -57,6 +120,7 @@ pub(crate) fn parse_request(body: &[u8]) -> Result<ChatRequest, String> {
     if let Some(i) = v.get("instructions").and_then(Value::as_str) {
         prompt_tokens += i.split_whitespace().count();
     }
+    let call = required_call(&v, &last_user);
     let words = last_user.split_whitespace().map(str::to_owned).collect();
     let max_tokens = v
         .get("max_completion_tokens")
@@ -74,7 +138,111 @@ pub(crate) fn parse_request(body: &[u8]) -> Result<ChatRequest, String> {
         max_tokens,
         words,
         prompt_tokens: prompt_tokens.max(1),
+        call,
     })
+}
+
+/// A reply that calls `call`, whole (JSON) or as a stream's events.
+pub(crate) fn tool_call_reply(m: &ReplyMeta, call: &ToolCall, stream: bool) -> Bytes {
+    let call_id = format!("call_mock_{}", m.id);
+    let args: Value = serde_json::from_str(&call.arguments).unwrap_or_default();
+    let usage_tokens = 1;
+    match (m.dialect, stream) {
+        (Dialect::OpenAi, false) => Bytes::from(
+            json!({
+                "id": m.id, "object": "chat.completion", "created": m.created, "model": m.model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "refusal": null,
+                    "tool_calls": [{"id": call_id, "type": "function",
+                                    "function": {"name": call.name, "arguments": call.arguments}}]},
+                    "logprobs": null, "finish_reason": "tool_calls"}],
+                "usage": {"prompt_tokens": m.prompt_tokens, "completion_tokens": usage_tokens,
+                          "total_tokens": m.prompt_tokens + usage_tokens},
+            })
+            .to_string(),
+        ),
+        (Dialect::OpenAi, true) => {
+            let chunk = |delta: Value, finish: Value| {
+                sse(None, &json!({"id": m.id, "object": "chat.completion.chunk", "created": m.created,
+                    "model": m.model, "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]}))
+            };
+            let mut b = BytesMut::new();
+            b.put(chunk(json!({"role": "assistant", "content": null}), Value::Null));
+            b.put(chunk(
+                json!({"tool_calls": [{"index": 0, "id": call_id, "type": "function",
+                                       "function": {"name": call.name, "arguments": ""}}]}),
+                Value::Null,
+            ));
+            b.put(chunk(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": call.arguments}}]}),
+                Value::Null,
+            ));
+            b.put(chunk(json!({}), json!("tool_calls")));
+            if m.include_usage {
+                b.put(sse(None, &json!({"id": m.id, "object": "chat.completion.chunk", "created": m.created,
+                    "model": m.model, "choices": [],
+                    "usage": {"prompt_tokens": m.prompt_tokens, "completion_tokens": usage_tokens,
+                              "total_tokens": m.prompt_tokens + usage_tokens}})));
+            }
+            b.put_slice(b"data: [DONE]\n\n");
+            b.freeze()
+        }
+        (Dialect::Anthropic, false) => Bytes::from(
+            json!({
+                "id": m.id, "type": "message", "role": "assistant", "model": m.model,
+                "content": [{"type": "tool_use", "id": call_id, "name": call.name, "input": args}],
+                "stop_reason": "tool_use", "stop_sequence": null,
+                "usage": {"input_tokens": m.prompt_tokens, "output_tokens": usage_tokens},
+            })
+            .to_string(),
+        ),
+        (Dialect::Anthropic, true) => {
+            let mut b = BytesMut::new();
+            b.put(sse(Some("message_start"), &json!({"type": "message_start", "message": {
+                "id": m.id, "type": "message", "role": "assistant", "content": [], "model": m.model,
+                "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": m.prompt_tokens, "output_tokens": 1}}})));
+            b.put(sse(Some("content_block_start"), &json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "tool_use", "id": call_id, "name": call.name, "input": {}}})));
+            b.put(sse(Some("content_block_delta"), &json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": call.arguments}})));
+            b.put(sse(Some("content_block_stop"), &json!({"type": "content_block_stop", "index": 0})));
+            b.put(sse(Some("message_delta"), &json!({"type": "message_delta",
+                "delta": {"stop_reason": "tool_use", "stop_sequence": null},
+                "usage": {"input_tokens": m.prompt_tokens, "output_tokens": usage_tokens}})));
+            b.put(sse(Some("message_stop"), &json!({"type": "message_stop"})));
+            b.freeze()
+        }
+        (Dialect::Responses, stream) => {
+            let item = |status: &str, arguments: &str| {
+                json!({"id": format!("fc_{}", m.id.trim_start_matches("resp_")), "type": "function_call",
+                       "status": status, "call_id": call_id, "name": call.name, "arguments": arguments})
+            };
+            let mut r = responses_object(m, "completed", None);
+            r["output"] = json!([item("completed", &call.arguments)]);
+            r["usage"] = json!({"input_tokens": m.prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": usage_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": m.prompt_tokens + usage_tokens});
+            if !stream {
+                return Bytes::from(r.to_string());
+            }
+            let mut started = responses_object(m, "in_progress", None);
+            started["usage"] = Value::Null;
+            let item_id = item("", "")["id"].clone();
+            let mut b = BytesMut::new();
+            b.put(responses_event("response.created", 0, json!({"response": started})));
+            b.put(responses_event("response.in_progress", 1, json!({"response": started})));
+            b.put(responses_event("response.output_item.added", 2,
+                json!({"output_index": 0, "item": item("in_progress", "")})));
+            b.put(responses_event("response.function_call_arguments.delta", 3,
+                json!({"item_id": item_id, "output_index": 0, "delta": call.arguments})));
+            b.put(responses_event("response.function_call_arguments.done", 4,
+                json!({"item_id": item_id, "output_index": 0, "name": call.name, "arguments": call.arguments})));
+            b.put(responses_event("response.output_item.done", 5,
+                json!({"output_index": 0, "item": item("completed", &call.arguments)})));
+            b.put(responses_event("response.completed", 6, json!({"response": r})));
+            b.freeze()
+        }
+    }
 }
 
 /// What the mock needs from an embeddings request.

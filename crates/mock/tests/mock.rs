@@ -646,3 +646,67 @@ async fn embeddings_in_floats_base64_and_from_token_arrays() {
     let res = ask(json!({"model": "mock"})).await.unwrap();
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn a_required_tool_choice_is_answered_with_a_call_in_every_api() {
+    let mock = MockUpstream::new();
+    let params = json!({"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}});
+    let cases = [
+        (
+            "/v1/chat/completions",
+            json!({"model": "mock", "messages": [{"role": "user", "content": "Oslo"}],
+                   "tools": [{"type": "function", "function": {"name": "weather", "parameters": params}}],
+                   "tool_choice": "required"}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "mock", "max_tokens": 9, "messages": [{"role": "user", "content": "Oslo"}],
+                   "tools": [{"name": "weather", "input_schema": params}], "tool_choice": {"type": "any"}}),
+        ),
+        (
+            "/v1/responses",
+            json!({"model": "mock", "input": "Oslo",
+                   "tools": [{"type": "function", "name": "weather", "parameters": params}],
+                   "tool_choice": {"type": "function", "name": "weather"}}),
+        ),
+    ];
+    for (path, body) in cases {
+        let res = mock
+            .clone()
+            .oneshot(chat(path, body.clone()))
+            .await
+            .unwrap();
+        let (bytes, _) = drain(res.into_body()).await;
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        let (name, args) = match path {
+            "/v1/chat/completions" => {
+                let c = &v["choices"][0]["message"]["tool_calls"][0]["function"];
+                (
+                    c["name"].clone(),
+                    serde_json::from_str(c["arguments"].as_str().unwrap()).unwrap(),
+                )
+            }
+            "/v1/messages" => (
+                v["content"][0]["name"].clone(),
+                v["content"][0]["input"].clone(),
+            ),
+            _ => (
+                v["output"][0]["name"].clone(),
+                serde_json::from_str(v["output"][0]["arguments"].as_str().unwrap()).unwrap(),
+            ),
+        };
+        assert_eq!(name, "weather", "{path}: {v}");
+        assert_eq!(args, json!({"city": "Oslo", "days": 1}), "{path}");
+        // Streamed: the arguments arrive whole in one delta.
+        let mut streamed = body;
+        streamed["stream"] = json!(true);
+        let res = mock.clone().oneshot(chat(path, streamed)).await.unwrap();
+        assert_eq!(res.headers()["content-type"], "text/event-stream");
+        let (bytes, _) = drain(res.into_body()).await;
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(
+            text.contains(r#"{\"city\":\"Oslo\",\"days\":1}"#),
+            "{path}: {text}"
+        );
+    }
+}
