@@ -201,12 +201,6 @@ impl Call<'_> {
             upstream_body(caller, up_api, &self.bytes, &self.parsed, model)
         };
         let (body, parsed, untranslated) = translated.map_err(Skip::Next)?;
-        if !untranslated.is_empty() {
-            tracing::info!(
-                fields = %untranslated.join(", "),
-                "left out of the translated request: no counterpart in the target's API"
-            );
-        }
         self.untranslated = untranslated;
         let trace = self.trace;
         let mut req = Request::post(up.path(up_api).as_ref())
@@ -270,6 +264,7 @@ impl Call<'_> {
                 upstream_api: up_api,
                 caller_request: self.parsed.value(),
                 observation,
+                request_lost: self.untranslated.clone(),
             },
             up.clone(),
             state.metrics.clone(),
@@ -311,7 +306,16 @@ impl Call<'_> {
         self.waited += t0.elapsed();
         match read {
             Ok(b) => match json_answer(self.caller, up, up_api, &parts, b, &self.state.metrics) {
-                Ok(res) => Attempt::Answer(res),
+                Ok((res, lost)) => {
+                    let lost = Lost {
+                        caller: self.caller,
+                        request: self.untranslated.clone(),
+                        upstream_api: up_api,
+                        answer: lost,
+                    };
+                    lost.report(&self.state.metrics, &tracing::Span::current());
+                    Attempt::Answer(res)
+                }
                 Err(msg) => Attempt::Failed(Failure::BadAnswer(msg)),
             },
             Err(e) if find::<BodyTooLarge>(&*e).is_some() => {
@@ -493,7 +497,51 @@ fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
     }
 }
 
-/// A JSON answer, translated when the target speaks the other API.
+/// What one call's translations left out: fields of the caller's request
+/// and of the upstream's answer with no counterpart on the other side.
+pub(crate) struct Lost {
+    pub(crate) caller: Api,
+    pub(crate) request: Vec<String>,
+    pub(crate) upstream_api: Api,
+    pub(crate) answer: Vec<String>,
+}
+
+impl Lost {
+    /// Counts each field (`palisade_untranslated_total{api,field}`, `api`
+    /// the API whose request or answer had it), logs one line, and records
+    /// the list on the request's span (`palisade.untranslated`).
+    pub(crate) fn report(&self, metrics: &Metrics, span: &tracing::Span) {
+        if self.request.is_empty() && self.answer.is_empty() {
+            return;
+        }
+        for f in &self.request {
+            metrics.untranslated(self.caller.id(), f);
+        }
+        for f in &self.answer {
+            metrics.untranslated(self.upstream_api.id(), f);
+        }
+        let list = format!(
+            "request ({}): {}; answer ({}): {}",
+            self.caller.id(),
+            or_none(&self.request),
+            self.upstream_api.id(),
+            or_none(&self.answer)
+        );
+        span.record("palisade.untranslated", list.as_str());
+        tracing::info!(parent: span, untranslated = %list, "left out by translation: no counterpart in the other API");
+    }
+}
+
+fn or_none(fields: &[String]) -> String {
+    if fields.is_empty() {
+        "none".to_owned()
+    } else {
+        fields.join(", ")
+    }
+}
+
+/// A JSON answer, translated when the target speaks another API, with the
+/// answer's fields the translation left out.
 fn json_answer(
     caller: Api,
     up: &Upstream,
@@ -501,7 +549,7 @@ fn json_answer(
     parts: &http::response::Parts,
     body: Bytes,
     metrics: &Metrics,
-) -> Result<Response<Body>, String> {
+) -> Result<(Response<Body>, Vec<String>), String> {
     let headers = &parts.headers;
     // A body cut short by an upstream that closed early (no length to hold
     // it to) is not an answer.
@@ -518,8 +566,8 @@ fn json_answer(
         .extensions
         .get::<Observation>()
         .map(Observation::summary);
-    let (body, read_as) = if up_api == caller {
-        (body, up_api)
+    let (body, read_as, lost) = if up_api == caller {
+        (body, up_api, Vec::new())
     } else {
         let (Some(read), Some(write)) = (up_api.dialect(), caller.dialect()) else {
             return Err(format!("{up_api} answers are not translated to {caller}"));
@@ -531,7 +579,9 @@ fn json_answer(
             )
         })?;
         let out = write.write_answer(&answer).map_err(|e| e.to_string())?;
-        (Bytes::from(out), caller)
+        let mut lost = answer.untranslated;
+        lost.extend(out.left_out);
+        (Bytes::from(out.body), caller, lost)
     };
     // Without a stack's observation (its trace layer off), read here.
     let summary = seen.unwrap_or_else(|| {
@@ -545,7 +595,7 @@ fn json_answer(
     res.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     copy_headers(headers, res.headers_mut());
-    Ok(res)
+    Ok((res, lost))
 }
 
 /// The caller's answer for a failed target: a same-API error body relayed
@@ -584,7 +634,15 @@ pub(crate) fn failure_answer(
             copy_headers(&headers, res.headers_mut());
             res
         }
-        Failure::Untranslatable(msg) | Failure::BadAnswer(msg) => GatewayError::new(
+        // The request cannot be carried to this target's API: the request,
+        // as written, is what no target could serve (400).
+        Failure::Untranslatable(msg) => GatewayError::new(
+            caller,
+            StatusCode::BAD_REQUEST,
+            format!("upstream `{name}` cannot take this request: {msg}"),
+        )
+        .into_response(),
+        Failure::BadAnswer(msg) => GatewayError::new(
             caller,
             StatusCode::BAD_GATEWAY,
             format!("upstream `{name}`: {msg}"),

@@ -54,6 +54,12 @@ struct TokenLabels {
 }
 
 /// Every metric, plus the registry that encodes them.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UntranslatedLabels {
+    api: String,
+    field: String,
+}
+
 #[derive(Debug)]
 pub(crate) struct Metrics {
     registry: Registry,
@@ -62,6 +68,7 @@ pub(crate) struct Metrics {
     breaker_state: Family<UpstreamLabel, Gauge>,
     ratelimit_rejected: Family<UpstreamLabel, Counter>,
     tokens: Family<TokenLabels, Counter>,
+    untranslated: Family<UntranslatedLabels, Counter>,
     duration: Histogram,
     ttft: Histogram,
     overhead: Histogram,
@@ -76,6 +83,7 @@ struct Otel {
     breaker_state: OtelGauge<i64>,
     ratelimit_rejected: OtelCounter<u64>,
     tokens: OtelCounter<u64>,
+    untranslated: OtelCounter<u64>,
     duration: OtelHistogram<f64>,
     ttft: OtelHistogram<f64>,
     overhead: OtelHistogram<f64>,
@@ -122,6 +130,11 @@ impl Otel {
                 .with_unit("{token}")
                 .with_description(TOKENS)
                 .build(),
+            untranslated: meter
+                .u64_counter("palisade.untranslated")
+                .with_unit("{field}")
+                .with_description(UNTRANSLATED)
+                .build(),
             duration: seconds("palisade.request.duration", DURATION, doublings(0.001, 20)),
             ttft: seconds("palisade.time_to_first_token", TTFT, doublings(0.001, 17)),
             overhead: seconds("palisade.overhead", OVERHEAD, doublings(0.000_01, 16)),
@@ -134,6 +147,7 @@ const RETRIES: &str = "Retries, by upstream and reason";
 const BREAKER: &str = "Circuit state per upstream: 0 closed, 1 open, 2 half-open";
 const REJECTED: &str = "Requests refused by the gateway's own rate limit, by upstream";
 const TOKENS: &str = "Tokens reported by upstreams, by upstream and kind (input, output)";
+const UNTRANSLATED: &str = "Fields of a request or answer with no counterpart in the API it was translated to, left out; by the API that had them and the field";
 const DURATION: &str = "Time from request to the end of the response headers";
 const TTFT: &str =
     "Time from request to the first stream event carrying content (text, a tool call, reasoning)";
@@ -148,6 +162,7 @@ impl Metrics {
         let breaker_state = Family::<UpstreamLabel, Gauge>::default();
         let ratelimit_rejected = Family::<UpstreamLabel, Counter>::default();
         let tokens = Family::<TokenLabels, Counter>::default();
+        let untranslated = Family::<UntranslatedLabels, Counter>::default();
         // 1 ms … ~9 min.
         let duration = Histogram::new(doublings(0.001, 20));
         let ttft = Histogram::new(doublings(0.001, 17));
@@ -162,6 +177,7 @@ impl Metrics {
             ratelimit_rejected.clone(),
         );
         registry.register("palisade_tokens", TOKENS, tokens.clone());
+        registry.register("palisade_untranslated", UNTRANSLATED, untranslated.clone());
         registry.register(
             "palisade_request_duration_seconds",
             DURATION,
@@ -176,6 +192,7 @@ impl Metrics {
             breaker_state,
             ratelimit_rejected,
             tokens,
+            untranslated,
             duration,
             ttft,
             overhead,
@@ -274,6 +291,37 @@ impl Metrics {
                 })
                 .inc_by(n);
         }
+    }
+
+    /// Counts a field of an `api` request or answer left out by a
+    /// translation. Indices are dropped from the label (`input[3] …` →
+    /// `input[] …`), so its values stay few.
+    pub(crate) fn untranslated(&self, api: &str, field: &str) {
+        let mut label = String::with_capacity(field.len());
+        let mut chars = field.chars().peekable();
+        while let Some(c) = chars.next() {
+            label.push(c);
+            if c == '[' {
+                while chars.peek().is_some_and(char::is_ascii_digit) {
+                    chars.next();
+                }
+            }
+        }
+        if let Some(o) = &self.otel {
+            o.untranslated.add(
+                1,
+                &[
+                    KeyValue::new("api", api.to_owned()),
+                    KeyValue::new("field", label.clone()),
+                ],
+            );
+        }
+        self.untranslated
+            .get_or_create(&UntranslatedLabels {
+                api: api.to_owned(),
+                field: label,
+            })
+            .inc();
     }
 
     /// Sets an upstream's breaker gauge.

@@ -76,7 +76,11 @@ pub(crate) async fn handle(
         .get::<TraceContext>()
         .cloned()
         .unwrap_or_else(|| TraceContext::from_headers(req.headers()));
-    let span = tracing::info_span!("request", trace_id = %trace.id());
+    let span = tracing::info_span!(
+        "request",
+        trace_id = %trace.id(),
+        palisade.untranslated = tracing::field::Empty,
+    );
     let answer = pipeline(&state, caller, req, &trace, started)
         .instrument(span)
         .await

@@ -47,6 +47,7 @@ use palisade_providers::observe::{Observation, ResponseObserver};
 use palisade_sse::{Event, SseError};
 use tokio::sync::mpsc;
 
+use crate::attempt::Lost;
 use crate::metrics::Metrics;
 use crate::upstream::{Events, Upstream};
 
@@ -80,6 +81,8 @@ pub(crate) struct Sides<'a> {
     pub(crate) caller_request: &'a serde_json::Value,
     /// The upstream stack's observation of the answer, if it has one.
     pub(crate) observation: Option<Observation>,
+    /// The caller's request fields the translation left out.
+    pub(crate) request_lost: Vec<String>,
 }
 
 /// When a stream must end whatever the upstream does.
@@ -104,6 +107,10 @@ pub(crate) struct Relay {
     out: VecDeque<Bytes>,
     /// Usage and finish reasons, as the stream goes by.
     seen: Seen,
+    /// What the translations left out (the answer's part filled in at the
+    /// end), reported on the request's span.
+    lost: Lost,
+    span: tracing::Span,
     /// When the request came in, until the first event carrying content
     /// (`Api::carries_content`) records the time to first token.
     waiting_for_content: Option<std::time::Instant>,
@@ -138,6 +145,7 @@ impl Relay {
             upstream_api,
             caller_request,
             observation,
+            request_lost,
         } = sides;
         let Bounds {
             mut cut,
@@ -168,6 +176,13 @@ impl Relay {
             metrics,
             out: VecDeque::new(),
             seen,
+            lost: Lost {
+                caller,
+                request: request_lost,
+                upstream_api,
+                answer: Vec::new(),
+            },
+            span: tracing::Span::current(),
             waiting_for_content: Some(started),
             terminated: false,
             done: false,
@@ -269,6 +284,11 @@ impl Relay {
                 Seen::Stack(o) => o.summary(),
                 Seen::Own(o) => o.finish(),
             };
+            if let Mode::Translate { read, write } = &mut self.mode {
+                self.lost.answer.extend(read.untranslated());
+                self.lost.answer.extend(write.untranslated());
+            }
+            self.lost.report(&self.metrics, &self.span);
             self.metrics
                 .add_tokens(name, "input", s.input_tokens.unwrap_or(0));
             self.metrics

@@ -361,3 +361,42 @@ async fn embeddings_fall_back_only_to_the_same_model_and_never_to_anthropic() {
     assert!(text.contains("embeddings"), "{text}");
     assert_eq!(c.request_count(), 0);
 }
+
+#[tokio::test]
+async fn what_translation_leaves_out_is_counted_and_several_choices_are_refused() {
+    let (gw, _o, c, _served) = openai_then_anthropic().await;
+    c.push(
+        Reply::status(200).body(
+            json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
+               "content": [{"type": "thinking", "thinking": "Hmm.", "signature": "sig"},
+                           {"type": "redacted_thinking", "data": "opaque"},
+                           {"type": "text", "text": "Yes."}],
+               "stop_reason": "end_turn", "stop_sequence": null,
+               "usage": {"input_tokens": 4, "output_tokens": 2}})
+            .to_string(),
+        ),
+    );
+    let body =
+        json!({"model": "claude", "seed": 7, "messages": [{"role": "user", "content": "q"}]});
+    let (res, text) = gw.call("/v1/chat/completions", &body.to_string()).await;
+    assert_eq!(res.status(), 200, "{text}");
+    assert_eq!(res.headers()["x-palisade-untranslated"], "seed");
+    let v = json(&text);
+    assert_eq!(v["choices"][0]["message"]["reasoning_content"], "Hmm.");
+    assert_eq!(v["choices"][0]["message"]["content"], "Yes.");
+    let (_, metrics) = gw.get("/metrics").await;
+    for line in [
+        r#"palisade_untranslated_total{api="chat_completions",field="seed"} 1"#,
+        r#"palisade_untranslated_total{api="messages",field="content block `redacted_thinking`"} 1"#,
+        r#"palisade_untranslated_total{api="messages",field="reasoning signature"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    // Several choices cannot come from Anthropic: refused, naming `n`.
+    let n2 = json!({"model": "claude", "n": 2, "messages": [{"role": "user", "content": "q"}]});
+    let before = c.request_count();
+    let (res, text) = gw.call("/v1/chat/completions", &n2.to_string()).await;
+    assert_eq!(res.status(), 400, "{text}");
+    assert!(text.contains("`n` is 2"), "{text}");
+    assert_eq!(c.request_count(), before);
+}

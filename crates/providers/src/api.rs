@@ -94,6 +94,17 @@ impl Api {
         Api::Embeddings,
     ];
 
+    /// A short, stable name for labels and logs: `chat_completions`,
+    /// `messages`, `responses`, `embeddings`.
+    pub fn id(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "chat_completions",
+            Self::Messages => "messages",
+            Self::Responses => "responses",
+            Self::Embeddings => "embeddings",
+        }
+    }
+
     /// The request path under the base URL (`/chat/completions`,
     /// `/messages`, `/responses`, `/embeddings`).
     pub fn path(self) -> &'static str {

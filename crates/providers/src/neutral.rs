@@ -100,6 +100,29 @@ pub enum Part {
         /// The result.
         content: String,
     },
+    /// The model's reasoning: Anthropic's thinking, OpenAI's reasoning
+    /// summaries (the Responses API) or `reasoning_content` (chat
+    /// completions of compatible servers).
+    Reasoning {
+        /// What it thought (may be empty: an encrypted reasoning item).
+        text: String,
+        /// The provider's proof of it, which only that provider accepts
+        /// back.
+        signature: Option<Signature>,
+    },
+    /// A refusal by the model, as text.
+    Refusal(String),
+}
+
+/// A provider's proof of a piece of reasoning, which only that provider
+/// accepts back in a later request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Signature {
+    /// Anthropic's `signature` of a thinking block.
+    Anthropic(String),
+    /// OpenAI's `encrypted_content` of a reasoning item.
+    OpenAi(String),
 }
 
 /// Where an image is.
@@ -151,7 +174,7 @@ impl Turn {
 
 /// OpenAI request fields the neutral model carries (the rest is reported
 /// as untranslated).
-const OPENAI_CARRIED: [&str; 1] = ["parallel_tool_calls"];
+const OPENAI_CARRIED: [&str; 2] = ["parallel_tool_calls", "n"];
 /// Anthropic request fields the neutral model carries.
 const ANTHROPIC_CARRIED: [&str; 1] = ["top_p"];
 
@@ -174,6 +197,16 @@ impl Request {
     ///
     /// A tool call whose `arguments` is not JSON.
     pub fn from_openai(req: &openai::ChatRequest) -> Result<Self, TranslateError> {
+        if let Some(n) = req
+            .extra
+            .get("n")
+            .and_then(Value::as_u64)
+            .filter(|n| *n > 1)
+        {
+            return Err(TranslateError::new(format!(
+                "`n` is {n}: the target's API gives one answer per request; ask an OpenAI target for several, or send `n: 1`"
+            )));
+        }
         let mut out = Request {
             model: req.model.clone(),
             max_output_tokens: req
@@ -359,6 +392,13 @@ impl Request {
     /// temperature over 1 is clamped to Anthropic's 0–1; consecutive turns
     /// of one role are merged (Anthropic wants them to alternate).
     pub fn to_anthropic(&self) -> anthropic::MessagesRequest {
+        self.to_anthropic_reporting().0
+    }
+
+    /// [`to_anthropic`](Self::to_anthropic), with what it left out by name
+    /// (reasoning without Anthropic's signature, which Anthropic refuses).
+    pub fn to_anthropic_reporting(&self) -> (anthropic::MessagesRequest, Vec<String>) {
+        let mut left_out = Vec::new();
         let mut messages: Vec<anthropic::Message> = Vec::new();
         for turn in &self.turns {
             let role = match turn.role {
@@ -372,7 +412,9 @@ impl Request {
                     Part::ToolResult { .. } => "user",
                     _ => role,
                 };
-                push_block(&mut messages, role, anthropic_block_of(part));
+                if let Some(block) = anthropic_block_of(part, true, &mut left_out) {
+                    push_block(&mut messages, role, block);
+                }
             }
         }
         let temperature = match self.temperature.as_ref().and_then(Number::as_f64) {
@@ -420,7 +462,7 @@ impl Request {
         if let Some(p) = &self.top_p {
             extra.insert("top_p".to_owned(), Value::Number(p.clone()));
         }
-        anthropic::MessagesRequest {
+        let req = anthropic::MessagesRequest {
             model: self.model.clone(),
             messages,
             max_tokens: self
@@ -441,20 +483,8 @@ impl Request {
             tools: tools.into(),
             tool_choice: tool_choice.into(),
             extra,
-        }
-    }
-
-    /// [`to_anthropic`](Self::to_anthropic), with what it left out by
-    /// name: nothing today, as the neutral model carries nothing Anthropic
-    /// has no place for (the hook a richer neutral model reports through).
-    pub fn to_anthropic_reporting(&self) -> (anthropic::MessagesRequest, Vec<String>) {
-        (self.to_anthropic(), Vec::new())
-    }
-
-    /// [`to_openai`](Self::to_openai), with what it left out by name
-    /// (nothing today, as for [`to_anthropic_reporting`](Self::to_anthropic_reporting)).
-    pub fn to_openai_reporting(&self) -> (openai::ChatRequest, Vec<String>) {
-        (self.to_openai(), Vec::new())
+        };
+        (req, left_out)
     }
 
     /// Writes an OpenAI chat request. The budget is sent as `max_tokens`,
@@ -462,12 +492,19 @@ impl Request {
     /// `stream_options.include_usage`, so usage can be reported; tool
     /// results become `tool` messages.
     pub fn to_openai(&self) -> openai::ChatRequest {
+        self.to_openai_reporting().0
+    }
+
+    /// [`to_openai`](Self::to_openai), with what it left out by name
+    /// (reasoning, which chat completions take no part of in a request).
+    pub fn to_openai_reporting(&self) -> (openai::ChatRequest, Vec<String>) {
+        let mut left_out = Vec::new();
         let mut messages = Vec::new();
         for s in &self.system {
             messages.push(openai_text_message("system", s.clone()));
         }
         for turn in &self.turns {
-            push_openai_turn(&mut messages, turn);
+            push_openai_turn(&mut messages, turn, &mut left_out);
         }
         let tools: Option<Vec<openai::Tool>> = self.tools.as_ref().map(|tools| {
             tools
@@ -502,7 +539,7 @@ impl Request {
             extra.insert("parallel_tool_calls".to_owned(), Value::Bool(false));
         }
         let streaming = self.stream.get().copied().unwrap_or(false);
-        openai::ChatRequest {
+        let req = openai::ChatRequest {
             model: self.model.clone(),
             messages,
             stream: self.stream.clone(),
@@ -524,7 +561,8 @@ impl Request {
             tool_choice,
             response_format: Maybe::Absent,
             extra,
-        }
+        };
+        (req, left_out)
     }
 }
 
@@ -595,14 +633,47 @@ fn anthropic_block(b: &anthropic::ContentBlock) -> Option<Part> {
                 _ => String::new(),
             },
         }),
-        // thinking, redacted_thinking, documents …: no counterpart.
+        "thinking" => Some(Part::Reasoning {
+            text: b.thinking.get().cloned().unwrap_or_default(),
+            signature: b.signature.get().cloned().map(Signature::Anthropic),
+        }),
+        // redacted_thinking, documents …: no counterpart.
         _ => None,
     }
 }
 
-fn anthropic_block_of(part: &Part) -> anthropic::ContentBlock {
-    match part {
-        Part::Text(t) => crate::translate::text_block(t.clone()),
+/// `part` as an Anthropic content block; what it cannot be is noted in
+/// `left_out`. Reasoning is a `thinking` block with Anthropic's signature;
+/// reasoning another provider made has none, so in an answer its block's
+/// `signature` is empty, and in a request it is left out (Anthropic
+/// refuses a thinking block it did not sign).
+fn anthropic_block_of(
+    part: &Part,
+    in_request: bool,
+    left_out: &mut Vec<String>,
+) -> Option<anthropic::ContentBlock> {
+    Some(match part {
+        Part::Text(t) | Part::Refusal(t) => crate::translate::text_block(t.clone()),
+        Part::Reasoning { text, signature } => {
+            let signature = match signature {
+                Some(Signature::Anthropic(sig)) => sig.clone(),
+                _ if in_request => {
+                    note(left_out, "reasoning without an Anthropic signature");
+                    return None;
+                }
+                Some(Signature::OpenAi(_)) => {
+                    note(left_out, "reasoning signature");
+                    String::new()
+                }
+                None => String::new(),
+            };
+            anthropic::ContentBlock {
+                kind: "thinking".to_owned(),
+                thinking: Maybe::Present(text.clone()),
+                signature: Maybe::Present(signature),
+                ..Default::default()
+            }
+        }
         Part::Image(img) => {
             let source = match img {
                 Image::Base64 { media_type, data } => {
@@ -639,7 +710,7 @@ fn anthropic_block_of(part: &Part) -> anthropic::ContentBlock {
                 .insert("content".to_owned(), Value::String(content.clone()));
             block
         }
-    }
+    })
 }
 
 /// Appends `block` to the conversation, merging consecutive turns of one
@@ -692,7 +763,11 @@ fn openai_tool_call(
 /// One neutral turn as OpenAI messages: its text and images as one message
 /// (text alone as a string), its tool calls on it, each tool result as a
 /// `tool` message.
-fn push_openai_turn(messages: &mut Vec<openai::ChatMessage>, turn: &Turn) {
+fn push_openai_turn(
+    messages: &mut Vec<openai::ChatMessage>,
+    turn: &Turn,
+    left_out: &mut Vec<String>,
+) {
     let role = match turn.role {
         Role::User => "user",
         Role::Assistant => "assistant",
@@ -701,7 +776,8 @@ fn push_openai_turn(messages: &mut Vec<openai::ChatMessage>, turn: &Turn) {
     let mut calls = Vec::new();
     for p in &turn.parts {
         match p {
-            Part::Text(t) => parts.push(json!({"type": "text", "text": t})),
+            Part::Text(t) | Part::Refusal(t) => parts.push(json!({"type": "text", "text": t})),
+            Part::Reasoning { .. } => note(left_out, "reasoning"),
             Part::Image(img) => {
                 let url = match img {
                     Image::Base64 { media_type, data } => {
@@ -768,6 +844,10 @@ pub struct Answer {
     pub finish: Finish,
     /// Token counts.
     pub usage: Usage,
+    /// What the answer read had, or the answer written could not carry,
+    /// with no counterpart (e.g. `choices[1..]`, a `redacted_thinking`
+    /// block, a reasoning signature), by name.
+    pub untranslated: Vec<String>,
 }
 
 /// Why a model stopped.
@@ -839,6 +919,10 @@ pub struct Usage {
     /// `prompt_tokens_details.cached_tokens`, Anthropic's
     /// `cache_read_input_tokens`).
     pub cached_input: u64,
+    /// Prompt tokens written to a cache (Anthropic's
+    /// `cache_creation_input_tokens`; OpenAI reports none, its caching
+    /// being automatic).
+    pub cache_write_input: u64,
 }
 
 fn count(v: Option<&Value>) -> u64 {
@@ -856,6 +940,7 @@ impl Usage {
                     .get("prompt_tokens_details")
                     .and_then(|d| d.get("cached_tokens")),
             ),
+            cache_write_input: 0,
         }
     }
 
@@ -867,6 +952,7 @@ impl Usage {
             input: u.input_tokens.get().copied().unwrap_or(0) + read + written,
             output: u.output_tokens.get().copied().unwrap_or(0),
             cached_input: read,
+            cache_write_input: written,
         }
     }
 
@@ -882,7 +968,8 @@ impl Usage {
         u
     }
 
-    /// As Anthropic's usage object (cache reads apart from `input_tokens`).
+    /// As Anthropic's usage object (cache reads and writes apart from
+    /// `input_tokens`).
     pub fn to_anthropic(self) -> anthropic::Usage {
         let mut extra = Map::new();
         if self.cached_input > 0 {
@@ -891,16 +978,47 @@ impl Usage {
                 Value::from(self.cached_input),
             );
         }
+        if self.cache_write_input > 0 {
+            extra.insert(
+                "cache_creation_input_tokens".to_owned(),
+                Value::from(self.cache_write_input),
+            );
+        }
         anthropic::Usage {
-            input_tokens: Maybe::Present(self.input.saturating_sub(self.cached_input)),
+            input_tokens: Maybe::Present(
+                self.input
+                    .saturating_sub(self.cached_input)
+                    .saturating_sub(self.cache_write_input),
+            ),
             output_tokens: Maybe::Present(self.output),
             extra,
         }
     }
 }
 
+/// The reasoning text of an OpenAI-compatible message or delta:
+/// `reasoning_content` (DeepSeek, vLLM) or `reasoning` (OpenRouter, newer
+/// vLLM).
+fn openai_reasoning(extra: &Map<String, Value>) -> Option<&str> {
+    extra
+        .get("reasoning_content")
+        .or_else(|| extra.get("reasoning"))
+        .and_then(Value::as_str)
+}
+
+/// Notes `name` once.
+pub(crate) fn note(list: &mut Vec<String>, name: impl Into<String>) {
+    let name = name.into();
+    if !list.contains(&name) {
+        list.push(name);
+    }
+}
+
 impl Answer {
-    /// Reads an OpenAI chat completion (its first choice).
+    /// Reads an OpenAI chat completion: its first choice (the others are
+    /// named in [`untranslated`](Self::untranslated)), text, refusal,
+    /// reasoning (`reasoning_content` or `reasoning`, as compatible servers
+    /// send it) and tool calls.
     ///
     /// # Errors
     ///
@@ -910,65 +1028,103 @@ impl Answer {
             .choices
             .first()
             .ok_or_else(|| TranslateError::new("the completion has no choice"))?;
+        let mut untranslated = Vec::new();
+        if res.choices.len() > 1 {
+            note(&mut untranslated, "choices[1..]");
+        }
         let mut parts = Vec::new();
+        if let Some(r) = openai_reasoning(&choice.message.extra).filter(|r| !r.is_empty()) {
+            parts.push(Part::Reasoning {
+                text: r.to_owned(),
+                signature: None,
+            });
+        }
         let text = openai_text(&choice.message.content);
         if !text.is_empty() {
             parts.push(Part::Text(text));
         }
+        if let Some(r) = choice.message.refusal.get().filter(|r| !r.is_empty()) {
+            parts.push(Part::Refusal(r.clone()));
+        }
         for tc in choice.message.tool_calls.get().into_iter().flatten() {
             parts.push(openai_call(tc)?);
+        }
+        let mut finish =
+            Finish::from_openai(choice.finish_reason.get().map_or("stop", String::as_str));
+        if finish == Finish::Stop && parts.iter().any(|p| matches!(p, Part::Refusal(_))) {
+            finish = Finish::ContentFilter;
         }
         Ok(Self {
             id: res.id.clone(),
             model: res.model.clone(),
             parts,
-            finish: Finish::from_openai(choice.finish_reason.get().map_or("stop", String::as_str)),
+            finish,
             usage: res.usage.get().map(Usage::from_openai).unwrap_or_default(),
+            untranslated,
         })
     }
 
-    /// Reads an Anthropic answer (its text and tool calls; thinking blocks
-    /// have no counterpart in a chat completion).
+    /// Reads an Anthropic answer: text, tool calls and thinking blocks
+    /// (with their signatures); other blocks (`redacted_thinking`, server
+    /// tool results …) are named in [`untranslated`](Self::untranslated).
     pub fn from_anthropic(res: &anthropic::MessagesResponse) -> Self {
+        let mut untranslated = Vec::new();
+        let mut parts = Vec::new();
+        for b in &res.content {
+            match b.kind.as_str() {
+                "text" | "tool_use" | "thinking" => parts.extend(anthropic_block(b)),
+                other => note(&mut untranslated, format!("content block `{other}`")),
+            }
+        }
         Self {
             id: res.id.clone(),
             model: res.model.clone(),
-            parts: res
-                .content
-                .iter()
-                .filter(|b| b.kind == "text" || b.kind == "tool_use")
-                .filter_map(anthropic_block)
-                .collect(),
+            parts,
             finish: Finish::from_anthropic(
                 res.stop_reason.get().map_or("end_turn", String::as_str),
             ),
             usage: Usage::from_anthropic(&res.usage),
+            untranslated,
         }
     }
 
-    /// Writes an OpenAI chat completion of one choice (`created`: now).
+    /// Writes an OpenAI chat completion of one choice (`created`: now):
+    /// reasoning as `reasoning_content` (its signature has no place and is
+    /// named in `untranslated`), a refusal as `refusal`.
     pub fn to_openai(&self) -> openai::ChatCompletion {
-        let text: String = self
-            .parts
-            .iter()
-            .filter_map(|p| match p {
-                Part::Text(t) => Some(t.as_str()),
-                _ => None,
-            })
-            .collect();
-        let calls: Vec<openai::ToolCall> = self
-            .parts
-            .iter()
-            .filter_map(|p| match p {
+        self.to_openai_reporting().0
+    }
+
+    /// [`to_openai`](Self::to_openai), with what it could not carry, by
+    /// name.
+    pub fn to_openai_reporting(&self) -> (openai::ChatCompletion, Vec<String>) {
+        let mut left_out = Vec::new();
+        let (mut text, mut reasoning, mut refusal) = (String::new(), String::new(), String::new());
+        let mut calls: Vec<openai::ToolCall> = Vec::new();
+        for p in &self.parts {
+            match p {
+                Part::Text(t) => text.push_str(t),
+                Part::Refusal(r) => refusal.push_str(r),
+                Part::Reasoning { text: r, signature } => {
+                    reasoning.push_str(r);
+                    if signature.is_some() {
+                        note(&mut left_out, "reasoning signature");
+                    }
+                }
                 Part::ToolCall {
                     id,
                     name,
                     arguments,
-                } => Some(openai_tool_call(id, name, arguments)),
-                _ => None,
-            })
-            .collect();
-        openai::ChatCompletion {
+                } => calls.push(openai_tool_call(id, name, arguments)),
+                Part::Image(_) => note(&mut left_out, "image in an answer"),
+                Part::ToolResult { .. } => note(&mut left_out, "tool result in an answer"),
+            }
+        }
+        let mut extra = Map::new();
+        if !reasoning.is_empty() {
+            extra.insert("reasoning_content".to_owned(), Value::String(reasoning));
+        }
+        let completion = openai::ChatCompletion {
             id: self.id.clone(),
             object: "chat.completion".to_owned(),
             created: crate::translate::now_secs(),
@@ -977,7 +1133,7 @@ impl Answer {
                 index: 0,
                 message: openai::ChatMessage {
                     role: "assistant".to_owned(),
-                    content: if text.is_empty() && !calls.is_empty() {
+                    content: if text.is_empty() && (!calls.is_empty() || !refusal.is_empty()) {
                         Maybe::Null
                     } else {
                         Maybe::Present(openai::Content::Text(text))
@@ -987,6 +1143,12 @@ impl Answer {
                     } else {
                         Maybe::Present(calls)
                     },
+                    refusal: if refusal.is_empty() {
+                        Maybe::Absent
+                    } else {
+                        Maybe::Present(refusal)
+                    },
+                    extra,
                     ..Default::default()
                 },
                 finish_reason: Maybe::Present(self.finish.to_openai().to_owned()),
@@ -994,22 +1156,38 @@ impl Answer {
             }],
             usage: Maybe::Present(self.usage.to_openai()),
             extra: Map::new(),
-        }
+        };
+        (completion, left_out)
     }
 
-    /// Writes an Anthropic answer.
+    /// Writes an Anthropic answer: reasoning as thinking blocks (with
+    /// Anthropic's signature when it made them, else an empty one), a
+    /// refusal as text (the stop reason says `refusal`).
     pub fn to_anthropic(&self) -> anthropic::MessagesResponse {
-        anthropic::MessagesResponse {
+        self.to_anthropic_reporting().0
+    }
+
+    /// [`to_anthropic`](Self::to_anthropic), with what it could not carry,
+    /// by name.
+    pub fn to_anthropic_reporting(&self) -> (anthropic::MessagesResponse, Vec<String>) {
+        let mut left_out = Vec::new();
+        let content = self
+            .parts
+            .iter()
+            .filter_map(|p| anthropic_block_of(p, false, &mut left_out))
+            .collect();
+        let answer = anthropic::MessagesResponse {
             id: self.id.clone(),
             kind: "message".to_owned(),
             role: "assistant".to_owned(),
             model: self.model.clone(),
-            content: self.parts.iter().map(anthropic_block_of).collect(),
+            content,
             stop_reason: Maybe::Present(self.finish.to_anthropic().to_owned()),
             stop_sequence: Maybe::Null,
             usage: self.usage.to_anthropic(),
             extra: Map::new(),
-        }
+        };
+        (answer, left_out)
     }
 }
 
@@ -1031,6 +1209,12 @@ pub enum Delta {
     },
     /// More text.
     Text(String),
+    /// More reasoning.
+    Reasoning(String),
+    /// The signature of the reasoning just streamed.
+    Signature(Signature),
+    /// More refusal text.
+    Refusal(String),
     /// A tool call begins: the `call`-th of the answer.
     ToolCall {
         /// Its place among the answer's tool calls, from 0.
@@ -1063,9 +1247,17 @@ pub struct FromAnthropicStream {
     start: Option<Usage>,
     /// Anthropic block index → tool call number.
     calls: std::collections::BTreeMap<u32, u32>,
+    /// What had no counterpart, by name.
+    untranslated: Vec<String>,
 }
 
 impl FromAnthropicStream {
+    /// What the stream had with no counterpart in the neutral model so far
+    /// (e.g. a `server_tool_use` block), by name; taken.
+    pub fn take_untranslated(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.untranslated)
+    }
+
     /// The deltas of one event (often none or one).
     pub fn push(&mut self, ev: anthropic::StreamEvent) -> Vec<Delta> {
         use anthropic::StreamEvent as E;
@@ -1091,9 +1283,24 @@ impl FromAnthropicStream {
                     name: block.name,
                 }]
             }
+            E::ContentBlockStart { block, .. } => {
+                if !matches!(block.kind.as_str(), "text" | "thinking") {
+                    note(
+                        &mut self.untranslated,
+                        format!("content block `{}`", block.kind),
+                    );
+                }
+                Vec::new()
+            }
             E::ContentBlockDelta { index, delta, .. } => {
                 if let Maybe::Present(text) = delta.text {
                     return vec![Delta::Text(text)];
+                }
+                if let Maybe::Present(thinking) = delta.thinking {
+                    return vec![Delta::Reasoning(thinking)];
+                }
+                if let Maybe::Present(sig) = delta.signature {
+                    return vec![Delta::Signature(Signature::Anthropic(sig))];
                 }
                 match (delta.partial_json, self.calls.get(&index)) {
                     (Maybe::Present(json), Some(&call)) => vec![Delta::ToolArgs { call, json }],
@@ -1112,6 +1319,7 @@ impl FromAnthropicStream {
                 {
                     u.input = start.input;
                     u.cached_input = start.cached_input;
+                    u.cache_write_input = start.cache_write_input;
                 }
                 vec![Delta::Finish(finish), Delta::Usage(u)]
             }
@@ -1121,16 +1329,26 @@ impl FromAnthropicStream {
     }
 }
 
-/// Reads an OpenAI stream (its first choice) as [`Delta`]s, item by item.
+/// Reads an OpenAI stream (its first choice: the others are named as
+/// untranslated) as [`Delta`]s, item by item.
 #[derive(Debug, Default)]
 pub struct FromOpenAiStream {
     started: bool,
     /// Tool calls begun so far.
     calls: u32,
+    /// What had no counterpart, by name.
+    untranslated: Vec<String>,
 }
 
 impl FromOpenAiStream {
-    /// The deltas of one item.
+    /// What the stream had with no counterpart so far (`choices[1..]`), by
+    /// name; taken.
+    pub fn take_untranslated(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.untranslated)
+    }
+
+    /// The deltas of one item. A tool call opens at its first chunk
+    /// (the one that brings a new `index`), with or without an id.
     pub fn push(&mut self, item: crate::OpenAiItem) -> Vec<Delta> {
         let chunk = match item {
             crate::OpenAiItem::Done => return vec![Delta::End],
@@ -1148,22 +1366,34 @@ impl FromOpenAiStream {
         if let Maybe::Present(u) = &chunk.usage {
             out.push(Delta::Usage(Usage::from_openai(u)));
         }
+        if chunk.choices.iter().any(|c| c.index != 0) {
+            note(&mut self.untranslated, "choices[1..]");
+        }
         let Some(choice) = chunk.choices.into_iter().find(|c| c.index == 0) else {
             return out;
         };
+        if let Some(r) = openai_reasoning(&choice.delta.extra).filter(|r| !r.is_empty()) {
+            out.push(Delta::Reasoning(r.to_owned()));
+        }
         if let Maybe::Present(text) = choice.delta.content
             && !text.is_empty()
         {
             out.push(Delta::Text(text));
         }
+        if let Maybe::Present(r) = choice.delta.refusal
+            && !r.is_empty()
+        {
+            out.push(Delta::Refusal(r));
+        }
         for tc in choice.delta.tool_calls.into_option().unwrap_or_default() {
             let f = tc.function.into_option().unwrap_or_default();
             let call = match tc.index {
                 Maybe::Present(i) => i,
+                _ if matches!(tc.id, Maybe::Present(_)) => self.calls,
                 _ => self.calls.saturating_sub(1),
             };
-            if matches!(tc.id, Maybe::Present(_)) {
-                self.calls = self.calls.max(call + 1);
+            if call >= self.calls {
+                self.calls = call + 1;
                 out.push(Delta::ToolCall {
                     call,
                     id: tc.id,
@@ -1183,13 +1413,17 @@ impl FromOpenAiStream {
     }
 }
 
-/// Writes [`Delta`]s as an OpenAI stream.
+/// Writes [`Delta`]s as an OpenAI stream: reasoning as
+/// `reasoning_content` deltas (as compatible servers send it), refusals as
+/// `refusal` deltas; a reasoning signature has no place (named as
+/// untranslated).
 #[derive(Debug, Default)]
 pub struct ToOpenAiStream {
     id: String,
     model: String,
     created: u64,
     include_usage: bool,
+    untranslated: Vec<String>,
 }
 
 impl ToOpenAiStream {
@@ -1250,9 +1484,31 @@ impl ToOpenAiStream {
         )
     }
 
+    /// What it could not write so far, by name; taken.
+    pub fn take_untranslated(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.untranslated)
+    }
+
     /// The OpenAI items for one delta.
     pub fn push(&mut self, delta: Delta) -> Vec<crate::OpenAiItem> {
         match delta {
+            Delta::Reasoning(text) => {
+                let mut d = openai::Delta::default();
+                d.extra
+                    .insert("reasoning_content".to_owned(), Value::String(text));
+                vec![self.chunk(d, None)]
+            }
+            Delta::Refusal(text) => vec![self.chunk(
+                openai::Delta {
+                    refusal: Maybe::Present(text),
+                    ..Default::default()
+                },
+                None,
+            )],
+            Delta::Signature(_) => {
+                note(&mut self.untranslated, "reasoning signature");
+                Vec::new()
+            }
             Delta::Start { id, model, .. } => {
                 self.id = id;
                 self.model = model;
@@ -1293,15 +1549,28 @@ impl ToOpenAiStream {
     }
 }
 
-/// Writes [`Delta`]s as an Anthropic stream.
+/// The kind of the open content block of an Anthropic stream being
+/// written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Block {
+    Text,
+    Thinking,
+    /// A `tool_use` block, holding this tool call.
+    Call(u32),
+}
+
+/// Writes [`Delta`]s as an Anthropic stream: reasoning as `thinking`
+/// blocks (with `signature_delta` when Anthropic signed it), refusals as
+/// text, a tool call opened without an id under a made-up one
+/// (`toolu_palisade_N`: Anthropic requires one).
 #[derive(Debug, Default)]
 pub struct ToAnthropicStream {
-    /// The open content block: its index and the tool call it holds
-    /// (`None`: text).
-    open: Option<(u32, Option<u32>)>,
+    /// The open content block: its index and kind.
+    open: Option<(u32, Block)>,
     next_index: u32,
     finish: Option<Finish>,
     usage: Option<Usage>,
+    untranslated: Vec<String>,
 }
 
 impl ToAnthropicStream {
@@ -1317,19 +1586,24 @@ impl ToAnthropicStream {
     fn open(
         &mut self,
         block: anthropic::ContentBlock,
-        call: Option<u32>,
+        kind: Block,
         out: &mut Vec<anthropic::StreamEvent>,
     ) -> u32 {
         self.close(out);
         let index = self.next_index;
         self.next_index += 1;
-        self.open = Some((index, call));
+        self.open = Some((index, kind));
         out.push(anthropic::StreamEvent::ContentBlockStart {
             index,
             block,
             extra: Map::new(),
         });
         index
+    }
+
+    /// What it could not write so far, by name; taken.
+    pub fn take_untranslated(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.untranslated)
     }
 
     /// The Anthropic events for one delta.
@@ -1359,10 +1633,51 @@ impl ToAnthropicStream {
                 },
                 extra: Map::new(),
             }),
-            Delta::Text(text) => {
+            Delta::Reasoning(text) => {
                 let index = match self.open {
-                    Some((i, None)) => i,
-                    _ => self.open(crate::translate::text_block(String::new()), None, &mut out),
+                    Some((i, Block::Thinking)) => i,
+                    _ => {
+                        let block = anthropic::ContentBlock {
+                            kind: "thinking".to_owned(),
+                            thinking: Maybe::Present(String::new()),
+                            signature: Maybe::Present(String::new()),
+                            ..Default::default()
+                        };
+                        self.open(block, Block::Thinking, &mut out)
+                    }
+                };
+                out.push(E::ContentBlockDelta {
+                    index,
+                    delta: anthropic::BlockDelta {
+                        kind: "thinking_delta".to_owned(),
+                        thinking: Maybe::Present(text),
+                        ..Default::default()
+                    },
+                    extra: Map::new(),
+                });
+            }
+            Delta::Signature(sig) => match (self.open, sig) {
+                (Some((index, Block::Thinking)), Signature::Anthropic(sig)) => {
+                    out.push(E::ContentBlockDelta {
+                        index,
+                        delta: anthropic::BlockDelta {
+                            kind: "signature_delta".to_owned(),
+                            signature: Maybe::Present(sig),
+                            ..Default::default()
+                        },
+                        extra: Map::new(),
+                    });
+                }
+                _ => note(&mut self.untranslated, "reasoning signature"),
+            },
+            Delta::Text(text) | Delta::Refusal(text) => {
+                let index = match self.open {
+                    Some((i, Block::Text)) => i,
+                    _ => self.open(
+                        crate::translate::text_block(String::new()),
+                        Block::Text,
+                        &mut out,
+                    ),
                 };
                 out.push(E::ContentBlockDelta {
                     index,
@@ -1375,17 +1690,21 @@ impl ToAnthropicStream {
                 });
             }
             Delta::ToolCall { call, id, name } => {
+                let id = match id {
+                    Maybe::Present(id) => id,
+                    Maybe::Absent | Maybe::Null => format!("toolu_palisade_{call}"),
+                };
                 let block = anthropic::ContentBlock {
                     kind: "tool_use".to_owned(),
-                    id,
+                    id: Maybe::Present(id),
                     name,
                     input: Maybe::Present(json!({})),
                     ..Default::default()
                 };
-                self.open(block, Some(call), &mut out);
+                self.open(block, Block::Call(call), &mut out);
             }
             Delta::ToolArgs { call, json } => {
-                if let Some((index, Some(open))) = self.open
+                if let Some((index, Block::Call(open))) = self.open
                     && open == call
                 {
                     out.push(E::ContentBlockDelta {
@@ -1541,8 +1860,8 @@ mod tests {
         let o = Answer::from_anthropic(&a).to_openai();
         let u = o.usage.get().unwrap();
         assert_eq!(
-            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
-            (115, 3, 118)
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens.clone()),
+            (115, 3, Maybe::Present(118))
         );
         assert_eq!(u.extra["prompt_tokens_details"]["cached_tokens"], 100);
         assert_eq!(

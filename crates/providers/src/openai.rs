@@ -270,8 +270,9 @@ pub struct Usage {
     pub prompt_tokens: u64,
     /// Output tokens.
     pub completion_tokens: u64,
-    /// Their sum.
-    pub total_tokens: u64,
+    /// Their sum (some compatible servers leave it out).
+    #[serde(default, skip_serializing_if = "Maybe::is_absent")]
+    pub total_tokens: Maybe<u64>,
     /// Everything else (token details …), as received.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -283,7 +284,7 @@ impl Usage {
         Self {
             prompt_tokens,
             completion_tokens,
-            total_tokens: prompt_tokens + completion_tokens,
+            total_tokens: Maybe::Present(prompt_tokens + completion_tokens),
             extra: Map::new(),
         }
     }

@@ -135,7 +135,10 @@ fn responses_translate_both_ways() {
     assert_eq!(c.message.content.get().unwrap().text(), "Let me check.");
     let call = &c.message.tool_calls.get().unwrap()[0];
     assert_eq!(call.id.get().unwrap(), "toolu_1");
-    assert_eq!(o.usage.get().unwrap().total_tokens, 15);
+    assert_eq!(
+        o.usage.get().unwrap().total_tokens,
+        palisade_providers::Maybe::Present(15)
+    );
 
     let back = openai_response_to_anthropic(&o).unwrap();
     assert_eq!(back.stop_reason.get().unwrap(), "tool_use");

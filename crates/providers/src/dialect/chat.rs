@@ -5,7 +5,7 @@ use http::StatusCode;
 use palisade_sse::Event;
 use serde_json::Value;
 
-use super::{Dialect, StreamReader, StreamWriter, Written, bad};
+use super::{Dialect, StreamReader, StreamWriter, Written, WrittenAnswer, bad};
 use crate::neutral::{self, Delta, FromOpenAiStream, ToOpenAiStream};
 use crate::translate::{TranslateError, openai_sse};
 use crate::{Api, decode_openai, openai};
@@ -39,8 +39,12 @@ impl Dialect for Chat {
         neutral::Answer::from_openai(&res)
     }
 
-    fn write_answer(&self, answer: &neutral::Answer) -> Result<Vec<u8>, TranslateError> {
-        serde_json::to_vec(&answer.to_openai()).map_err(|e| bad(self.api(), e))
+    fn write_answer(&self, answer: &neutral::Answer) -> Result<WrittenAnswer, TranslateError> {
+        let (res, left_out) = answer.to_openai_reporting();
+        Ok(WrittenAnswer {
+            body: serde_json::to_vec(&res).map_err(|e| bad(self.api(), e))?,
+            left_out,
+        })
     }
 
     fn stream_reader(&self) -> Box<dyn StreamReader> {
@@ -63,6 +67,10 @@ impl StreamReader for Reader {
         let item = decode_openai(event).map_err(|e| bad(Api::ChatCompletions, e))?;
         Ok(self.0.push(item))
     }
+
+    fn untranslated(&mut self) -> Vec<String> {
+        self.0.take_untranslated()
+    }
 }
 
 struct Writer(ToOpenAiStream);
@@ -74,5 +82,9 @@ impl StreamWriter for Writer {
 
     fn fail(&mut self, status: StatusCode, message: &str, out: &mut Vec<Bytes>) {
         out.push(Api::ChatCompletions.stream_error_event(status, message));
+    }
+
+    fn untranslated(&mut self) -> Vec<String> {
+        self.0.take_untranslated()
     }
 }

@@ -5,7 +5,7 @@ use http::StatusCode;
 use palisade_sse::Event;
 use serde_json::Value;
 
-use super::{Dialect, StreamReader, StreamWriter, Written, bad};
+use super::{Dialect, StreamReader, StreamWriter, Written, WrittenAnswer, bad};
 use crate::neutral::{self, Delta, FromAnthropicStream, ToAnthropicStream};
 use crate::translate::{TranslateError, anthropic_sse};
 use crate::{Api, anthropic, decode_anthropic};
@@ -39,8 +39,12 @@ impl Dialect for Messages {
         Ok(neutral::Answer::from_anthropic(&res))
     }
 
-    fn write_answer(&self, answer: &neutral::Answer) -> Result<Vec<u8>, TranslateError> {
-        serde_json::to_vec(&answer.to_anthropic()).map_err(|e| bad(self.api(), e))
+    fn write_answer(&self, answer: &neutral::Answer) -> Result<WrittenAnswer, TranslateError> {
+        let (res, left_out) = answer.to_anthropic_reporting();
+        Ok(WrittenAnswer {
+            body: serde_json::to_vec(&res).map_err(|e| bad(self.api(), e))?,
+            left_out,
+        })
     }
 
     fn stream_reader(&self) -> Box<dyn StreamReader> {
@@ -59,6 +63,10 @@ impl StreamReader for Reader {
         let ev = decode_anthropic(event).map_err(|e| bad(Api::Messages, e))?;
         Ok(self.0.push(ev))
     }
+
+    fn untranslated(&mut self) -> Vec<String> {
+        self.0.take_untranslated()
+    }
 }
 
 struct Writer(ToAnthropicStream);
@@ -70,5 +78,9 @@ impl StreamWriter for Writer {
 
     fn fail(&mut self, status: StatusCode, message: &str, out: &mut Vec<Bytes>) {
         out.push(Api::Messages.stream_error_event(status, message));
+    }
+
+    fn untranslated(&mut self) -> Vec<String> {
+        self.0.take_untranslated()
     }
 }

@@ -36,6 +36,16 @@ pub struct Written {
     pub left_out: Vec<String>,
 }
 
+/// An answer written in the caller's API.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WrittenAnswer {
+    /// The answer's JSON body.
+    pub body: Vec<u8>,
+    /// What the neutral answer carried that this API has no place for
+    /// (e.g. a reasoning signature toward chat completions), by name.
+    pub left_out: Vec<String>,
+}
+
 /// One API's reader and writer of the neutral model. Every method must be
 /// written for a new API: there is no default.
 pub trait Dialect: Send + Sync {
@@ -71,7 +81,7 @@ pub trait Dialect: Send + Sync {
     /// # Errors
     ///
     /// On a serialization failure.
-    fn write_answer(&self, answer: &neutral::Answer) -> Result<Vec<u8>, TranslateError>;
+    fn write_answer(&self, answer: &neutral::Answer) -> Result<WrittenAnswer, TranslateError>;
 
     /// A reader of one stream of this API, event by event.
     fn stream_reader(&self) -> Box<dyn StreamReader>;
@@ -91,6 +101,10 @@ pub trait StreamReader: Send {
     ///
     /// The event is not one of this API's (malformed JSON, a wrong shape).
     fn read(&mut self, event: &Event) -> Result<Vec<Delta>, TranslateError>;
+
+    /// What the stream had so far with no counterpart in the neutral model
+    /// (e.g. `choices[1..]`), by name; taken.
+    fn untranslated(&mut self) -> Vec<String>;
 }
 
 /// Writes [`Delta`]s as one stream's SSE bytes.
@@ -102,6 +116,10 @@ pub trait StreamWriter: Send {
     /// (numbered on from the events written so far, where the API numbers
     /// them), appended to `out`.
     fn fail(&mut self, status: StatusCode, message: &str, out: &mut Vec<Bytes>);
+
+    /// What it could not write so far (e.g. a reasoning signature toward
+    /// chat completions), by name; taken.
+    fn untranslated(&mut self) -> Vec<String>;
 }
 
 /// Where a stream relayed as it came (not translated) has got to, so that a

@@ -32,11 +32,12 @@ use http::StatusCode;
 use palisade_sse::Event;
 use serde_json::{Map, Value, json};
 
-use super::{Dialect, StreamReader, StreamWriter, Written, bad, sse};
+use super::{Dialect, StreamReader, StreamWriter, Written, WrittenAnswer, bad, sse};
 use crate::Api;
 use crate::maybe::Maybe;
 use crate::neutral::{
-    self, Delta, Finish, Image, Part, Role, ToolChoice, ToolDef, Usage, parse_data_url,
+    self, Delta, Finish, Image, Part, Role, Signature, ToolChoice, ToolDef, Usage, note,
+    parse_data_url,
 };
 use crate::translate::{TranslateError, now_secs};
 
@@ -135,7 +136,7 @@ fn output_text(v: Option<&Value>) -> String {
 fn content_part(p: &Value) -> Option<Part> {
     match p.get("type").and_then(Value::as_str)? {
         "input_text" | "output_text" | "text" => Some(Part::Text(text_of(p, "text")?)),
-        "refusal" => Some(Part::Text(text_of(p, "refusal")?)),
+        "refusal" => Some(Part::Refusal(text_of(p, "refusal")?)),
         "input_image" => {
             let url = p.get("image_url").and_then(Value::as_str)?;
             Some(Part::Image(match parse_data_url(url) {
@@ -148,6 +149,43 @@ fn content_part(p: &Value) -> Option<Part> {
         }
         _ => None,
     }
+}
+
+/// A reasoning item as a neutral part: its summaries' (or its content's)
+/// text, its `encrypted_content` as OpenAI's signature; `None` for one
+/// with neither (only its id, which means something to OpenAI alone).
+fn reasoning_part(item: &Value) -> Option<Part> {
+    let texts = |k: &str| -> String {
+        item.get(k)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    };
+    let mut text = texts("summary");
+    if text.is_empty() {
+        text = texts("content");
+    }
+    let signature = text_of(item, "encrypted_content").map(Signature::OpenAi);
+    if text.is_empty() && signature.is_none() {
+        return None;
+    }
+    Some(Part::Reasoning { text, signature })
+}
+
+/// A reasoning output item.
+fn reasoning_item(id: &str, text: &str, signature: Option<&Signature>) -> Value {
+    let mut item = json!({
+        "id": id,
+        "type": "reasoning",
+        "summary": if text.is_empty() { json!([]) } else { json!([{"type": "summary_text", "text": text}]) },
+    });
+    if let Some(Signature::OpenAi(enc)) = signature {
+        item["encrypted_content"] = json!(enc);
+    }
+    item
 }
 
 fn read_item(out: &mut neutral::Request, i: usize, item: &Value) -> Result<(), TranslateError> {
@@ -212,6 +250,13 @@ fn read_item(out: &mut neutral::Request, i: usize, item: &Value) -> Result<(), T
                 content: output_text(item.get("output")),
             },
         ),
+        Some("reasoning") => match reasoning_part(item) {
+            Some(part) => out.push(Role::Assistant, part),
+            None => note(
+                &mut out.untranslated,
+                format!("input[{i}] of type `reasoning` (an id only)"),
+            ),
+        },
         Some("item_reference") => {
             return Err(TranslateError::new(format!(
                 "input[{i}] is an `item_reference`, which only the provider that stored the item can resolve"
@@ -235,6 +280,7 @@ fn usage_of(u: Option<&Value>) -> Usage {
         input: n("/input_tokens"),
         output: n("/output_tokens"),
         cached_input: n("/input_tokens_details/cached_tokens"),
+        cache_write_input: 0,
     }
 }
 
@@ -414,6 +460,7 @@ impl Dialect for Responses {
     }
 
     fn write_request(&self, request: &neutral::Request) -> Result<Written, TranslateError> {
+        let mut left_out = Vec::new();
         let mut input = Vec::new();
         for turn in &request.turns {
             let assistant = turn.role == Role::Assistant;
@@ -432,6 +479,12 @@ impl Dialect for Responses {
                         content.push(json!({"type": "output_text", "text": t}));
                     }
                     Part::Text(t) => content.push(json!({"type": "input_text", "text": t})),
+                    Part::Refusal(t) if assistant => {
+                        content.push(json!({"type": "refusal", "refusal": t}));
+                    }
+                    Part::Refusal(t) => content.push(json!({"type": "input_text", "text": t})),
+                    // A reasoning input item needs the id OpenAI gave it.
+                    Part::Reasoning { .. } => note(&mut left_out, "reasoning"),
                     Part::Image(img) => {
                         let url = match img {
                             Image::Url(u) => u.clone(),
@@ -528,9 +581,8 @@ impl Dialect for Responses {
             request.parallel_tool_calls.map(Value::Bool),
         );
         set("store", Some(Value::Bool(false)));
-        let mut left_out = Vec::new();
         if !request.stop.is_empty() {
-            left_out.push("stop".to_owned());
+            note(&mut left_out, "stop");
         }
         Ok(Written {
             body: Value::Object(body),
@@ -545,6 +597,7 @@ impl Dialect for Responses {
             .and_then(Value::as_array)
             .ok_or_else(|| bad(self.api(), "the answer has no `output` list"))?;
         let (mut parts, mut called, mut refused) = (Vec::new(), false, false);
+        let mut untranslated = Vec::new();
         for item in output {
             match item.get("type").and_then(Value::as_str) {
                 Some("message") => {
@@ -560,12 +613,20 @@ impl Dialect for Responses {
                             }
                             Some("refusal") => {
                                 refused = true;
-                                parts.push(Part::Text(text_of(c, "refusal").unwrap_or_default()));
+                                parts
+                                    .push(Part::Refusal(text_of(c, "refusal").unwrap_or_default()));
                             }
-                            _ => {}
+                            other => note(
+                                &mut untranslated,
+                                format!("output content `{}`", other.unwrap_or("?")),
+                            ),
                         }
                     }
                 }
+                Some("reasoning") => match reasoning_part(item) {
+                    Some(part) => parts.push(part),
+                    None => note(&mut untranslated, "output item `reasoning` (an id only)"),
+                },
                 Some("function_call") => {
                     called = true;
                     let args = item.get("arguments").and_then(Value::as_str).unwrap_or("");
@@ -575,7 +636,10 @@ impl Dialect for Responses {
                         arguments: arguments(args)?,
                     });
                 }
-                _ => {}
+                other => note(
+                    &mut untranslated,
+                    format!("output item `{}`", other.unwrap_or("?")),
+                ),
             }
         }
         Ok(neutral::Answer {
@@ -584,10 +648,12 @@ impl Dialect for Responses {
             parts,
             finish: finish_of(&v, called, refused),
             usage: usage_of(v.get("usage")),
+            untranslated,
         })
     }
 
-    fn write_answer(&self, answer: &neutral::Answer) -> Result<Vec<u8>, TranslateError> {
+    fn write_answer(&self, answer: &neutral::Answer) -> Result<WrittenAnswer, TranslateError> {
+        let mut left_out = Vec::new();
         let mut output = Vec::new();
         let mut text = String::new();
         let flush = |text: &mut String, output: &mut Vec<Value>| {
@@ -599,6 +665,21 @@ impl Dialect for Responses {
         for part in &answer.parts {
             match part {
                 Part::Text(t) => text.push_str(t),
+                Part::Refusal(r) => {
+                    flush(&mut text, &mut output);
+                    let id = format!("msg_{}", output.len());
+                    let mut item = message_item(&id, "completed", "");
+                    item["content"] = json!([{"type": "refusal", "refusal": r}]);
+                    output.push(item);
+                }
+                Part::Reasoning { text: r, signature } => {
+                    flush(&mut text, &mut output);
+                    if matches!(signature, Some(Signature::Anthropic(_))) {
+                        note(&mut left_out, "reasoning signature");
+                    }
+                    let id = format!("rs_{}", output.len());
+                    output.push(reasoning_item(&id, r, signature.as_ref()));
+                }
                 Part::ToolCall {
                     id,
                     name,
@@ -627,7 +708,10 @@ impl Dialect for Responses {
             Some(answer.usage),
         );
         finish_response(&mut r, answer.finish);
-        serde_json::to_vec(&r).map_err(|e| bad(self.api(), e))
+        Ok(WrittenAnswer {
+            body: serde_json::to_vec(&r).map_err(|e| bad(self.api(), e))?,
+            left_out,
+        })
     }
 
     fn stream_reader(&self) -> Box<dyn StreamReader> {
@@ -646,6 +730,7 @@ struct Reader {
     /// `output_index` of a function call item → its call number.
     calls: HashMap<u64, u32>,
     refused: bool,
+    untranslated: Vec<String>,
 }
 
 impl Reader {
@@ -672,31 +757,53 @@ impl StreamReader for Reader {
             .unwrap_or_default();
         let mut out = Vec::new();
         let index = v.get("output_index").and_then(Value::as_u64);
+        let item = v.get("item").unwrap_or(&Value::Null);
+        let item_type = item.get("type").and_then(Value::as_str);
         match kind.as_str() {
             "response.created" | "response.in_progress" | "response.queued" => {
                 self.start(v.get("response"), &mut out);
             }
             "response.output_item.added" => {
                 self.start(None, &mut out);
-                let item = v.get("item").unwrap_or(&Value::Null);
-                if item.get("type").and_then(Value::as_str) == Some("function_call") {
-                    let call = u32::try_from(self.calls.len()).unwrap_or(u32::MAX);
-                    self.calls.insert(index.unwrap_or(u64::MAX), call);
-                    out.push(Delta::ToolCall {
-                        call,
-                        id: maybe_text(item, "call_id"),
-                        name: maybe_text(item, "name"),
-                    });
-                    if let Some(args) = text_of(item, "arguments").filter(|a| !a.is_empty()) {
-                        out.push(Delta::ToolArgs { call, json: args });
+                match item_type {
+                    Some("function_call") => {
+                        let call = u32::try_from(self.calls.len()).unwrap_or(u32::MAX);
+                        self.calls.insert(index.unwrap_or(u64::MAX), call);
+                        out.push(Delta::ToolCall {
+                            call,
+                            id: maybe_text(item, "call_id"),
+                            name: maybe_text(item, "name"),
+                        });
+                        if let Some(args) = text_of(item, "arguments").filter(|a| !a.is_empty()) {
+                            out.push(Delta::ToolArgs { call, json: args });
+                        }
                     }
+                    Some("message" | "reasoning") => {}
+                    other => note(
+                        &mut self.untranslated,
+                        format!("output item `{}`", other.unwrap_or("?")),
+                    ),
                 }
             }
-            "response.output_text.delta" | "response.refusal.delta" => {
+            "response.output_item.done" if item_type == Some("reasoning") => {
+                if let Some(enc) = text_of(item, "encrypted_content") {
+                    out.push(Delta::Signature(Signature::OpenAi(enc)));
+                }
+            }
+            "response.output_text.delta"
+            | "response.refusal.delta"
+            | "response.reasoning_summary_text.delta"
+            | "response.reasoning_text.delta" => {
                 self.start(None, &mut out);
-                self.refused |= kind == "response.refusal.delta";
                 if let Some(d) = text_of(&v, "delta").filter(|d| !d.is_empty()) {
-                    out.push(Delta::Text(d));
+                    out.push(match kind.as_str() {
+                        "response.output_text.delta" => Delta::Text(d),
+                        "response.refusal.delta" => {
+                            self.refused = true;
+                            Delta::Refusal(d)
+                        }
+                        _ => Delta::Reasoning(d),
+                    });
                 }
             }
             "response.function_call_arguments.delta" => {
@@ -717,6 +824,10 @@ impl StreamReader for Reader {
         }
         Ok(out)
     }
+
+    fn untranslated(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.untranslated)
+    }
 }
 
 /// The output item being written.
@@ -725,6 +836,17 @@ enum Open {
         index: usize,
         id: String,
         text: String,
+    },
+    Refusal {
+        index: usize,
+        id: String,
+        text: String,
+    },
+    Reasoning {
+        index: usize,
+        id: String,
+        text: String,
+        signature: Option<Signature>,
     },
     Call {
         index: usize,
@@ -748,6 +870,7 @@ struct Writer {
     open: Option<Open>,
     finish: Option<Finish>,
     usage: Option<Usage>,
+    untranslated: Vec<String>,
 }
 
 impl Writer {
@@ -769,6 +892,15 @@ impl Writer {
         )
     }
 
+    fn item_done(&mut self, index: usize, item: Value, out: &mut Vec<Bytes>) {
+        self.emit(
+            "response.output_item.done",
+            json!({"output_index": index, "item": item}),
+            out,
+        );
+        self.items.push(item);
+    }
+
     fn close(&mut self, out: &mut Vec<Bytes>) {
         match self.open.take() {
             None => {}
@@ -782,13 +914,36 @@ impl Writer {
                 let mut part_done = at;
                 part_done["part"] = part;
                 self.emit("response.content_part.done", part_done, out);
-                let item = message_item(&id, "completed", &text);
-                self.emit(
-                    "response.output_item.done",
-                    json!({"output_index": index, "item": item}),
-                    out,
-                );
-                self.items.push(item);
+                self.item_done(index, message_item(&id, "completed", &text), out);
+            }
+            Some(Open::Refusal { index, id, text }) => {
+                let part = json!({"type": "refusal", "refusal": text});
+                let at = json!({"item_id": id, "output_index": index, "content_index": 0});
+                let mut done = at.clone();
+                done["refusal"] = json!(text);
+                self.emit("response.refusal.done", done, out);
+                let mut part_done = at;
+                part_done["part"] = part.clone();
+                self.emit("response.content_part.done", part_done, out);
+                let mut item = message_item(&id, "completed", "");
+                item["content"] = json!([part]);
+                self.item_done(index, item, out);
+            }
+            Some(Open::Reasoning {
+                index,
+                id,
+                text,
+                signature,
+            }) => {
+                let at = json!({"item_id": id, "output_index": index, "summary_index": 0});
+                let mut done = at.clone();
+                done["text"] = json!(text);
+                self.emit("response.reasoning_summary_text.done", done, out);
+                let mut part_done = at;
+                part_done["part"] = json!({"type": "summary_text", "text": text});
+                self.emit("response.reasoning_summary_part.done", part_done, out);
+                let item = reasoning_item(&id, &text, signature.as_ref());
+                self.item_done(index, item, out);
             }
             Some(Open::Call {
                 index,
@@ -804,14 +959,40 @@ impl Writer {
                     out,
                 );
                 let item = call_item(&id, "completed", &call_id, &name, &args);
-                self.emit(
-                    "response.output_item.done",
-                    json!({"output_index": index, "item": item}),
-                    out,
-                );
-                self.items.push(item);
+                self.item_done(index, item, out);
             }
         }
+    }
+
+    /// Opens a message item for text or a refusal, with its content part.
+    fn open_message(&mut self, refusal: bool, out: &mut Vec<Bytes>) {
+        self.close(out);
+        let index = self.items.len();
+        let id = format!("msg_{index}");
+        self.emit(
+            "response.output_item.added",
+            json!({"output_index": index, "item": {
+                "id": id, "type": "message", "status": "in_progress",
+                "role": "assistant", "content": [],
+            }}),
+            out,
+        );
+        let part = if refusal {
+            json!({"type": "refusal", "refusal": ""})
+        } else {
+            json!({"type": "output_text", "text": "", "annotations": []})
+        };
+        self.emit(
+            "response.content_part.added",
+            json!({"item_id": id, "output_index": index, "content_index": 0, "part": part}),
+            out,
+        );
+        let text = String::new();
+        self.open = Some(if refusal {
+            Open::Refusal { index, id, text }
+        } else {
+            Open::Message { index, id, text }
+        });
     }
 }
 
@@ -826,46 +1007,75 @@ impl StreamWriter for Writer {
                 self.emit("response.created", json!({"response": r}), out);
                 self.emit("response.in_progress", json!({"response": r}), out);
             }
-            Delta::Text(text) => {
+            Delta::Text(piece) => {
                 if !matches!(self.open, Some(Open::Message { .. })) {
-                    self.close(out);
-                    let index = self.items.len();
-                    let id = format!("msg_{index}");
-                    self.emit(
-                        "response.output_item.added",
-                        json!({"output_index": index, "item": {
-                            "id": id, "type": "message", "status": "in_progress",
-                            "role": "assistant", "content": [],
-                        }}),
-                        out,
-                    );
-                    self.emit(
-                        "response.content_part.added",
-                        json!({"item_id": id, "output_index": index, "content_index": 0,
-                               "part": {"type": "output_text", "text": "", "annotations": []}}),
-                        out,
-                    );
-                    self.open = Some(Open::Message {
-                        index,
-                        id,
-                        text: String::new(),
-                    });
+                    self.open_message(false, out);
                 }
-                if let Some(Open::Message {
-                    index, id, text: t, ..
-                }) = &mut self.open
-                {
-                    t.push_str(&text);
+                if let Some(Open::Message { index, id, text }) = &mut self.open {
+                    text.push_str(&piece);
                     let data = json!({"item_id": id, "output_index": *index, "content_index": 0,
-                                      "delta": text, "logprobs": []});
+                                      "delta": piece, "logprobs": []});
                     self.emit("response.output_text.delta", data, out);
                 }
             }
+            Delta::Refusal(piece) => {
+                if !matches!(self.open, Some(Open::Refusal { .. })) {
+                    self.open_message(true, out);
+                }
+                if let Some(Open::Refusal { index, id, text }) = &mut self.open {
+                    text.push_str(&piece);
+                    let data = json!({"item_id": id, "output_index": *index, "content_index": 0,
+                                      "delta": piece});
+                    self.emit("response.refusal.delta", data, out);
+                }
+            }
+            Delta::Reasoning(piece) => {
+                if !matches!(self.open, Some(Open::Reasoning { .. })) {
+                    self.close(out);
+                    let index = self.items.len();
+                    let id = format!("rs_{index}");
+                    self.emit(
+                        "response.output_item.added",
+                        json!({"output_index": index,
+                               "item": {"id": id, "type": "reasoning", "summary": []}}),
+                        out,
+                    );
+                    self.emit(
+                        "response.reasoning_summary_part.added",
+                        json!({"item_id": id, "output_index": index, "summary_index": 0,
+                               "part": {"type": "summary_text", "text": ""}}),
+                        out,
+                    );
+                    self.open = Some(Open::Reasoning {
+                        index,
+                        id,
+                        text: String::new(),
+                        signature: None,
+                    });
+                }
+                if let Some(Open::Reasoning {
+                    index, id, text, ..
+                }) = &mut self.open
+                {
+                    text.push_str(&piece);
+                    let data = json!({"item_id": id, "output_index": *index, "summary_index": 0,
+                                      "delta": piece});
+                    self.emit("response.reasoning_summary_text.delta", data, out);
+                }
+            }
+            Delta::Signature(sig) => match (&mut self.open, sig) {
+                (Some(Open::Reasoning { signature, .. }), sig @ Signature::OpenAi(_)) => {
+                    *signature = Some(sig);
+                }
+                _ => note(&mut self.untranslated, "reasoning signature"),
+            },
             Delta::ToolCall { call, id, name } => {
                 self.close(out);
                 let index = self.items.len();
                 let item_id = format!("fc_{index}");
-                let call_id = id.into_option().unwrap_or_default();
+                let call_id = id
+                    .into_option()
+                    .unwrap_or_else(|| format!("call_palisade_{call}"));
                 let name = name.into_option().unwrap_or_default();
                 let item = call_item(&item_id, "in_progress", &call_id, &name, "");
                 self.emit(
@@ -925,6 +1135,10 @@ impl StreamWriter for Writer {
             out,
         );
     }
+
+    fn untranslated(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.untranslated)
+    }
 }
 
 #[cfg(test)]
@@ -983,7 +1197,7 @@ mod tests {
         );
         for named in [
             "input[1].content part `input_file`",
-            "input[4] of type `reasoning`",
+            "input[4] of type `reasoning` (an id only)",
             "tools[1] of type `web_search`",
             "text",
             "store",
@@ -1060,10 +1274,12 @@ mod tests {
             Usage {
                 input: 30,
                 output: 5,
-                cached_input: 10
+                cached_input: 10,
+                cache_write_input: 0
             }
         );
-        let back: Value = serde_json::from_slice(&Responses.write_answer(&a).unwrap()).unwrap();
+        let back: Value =
+            serde_json::from_slice(&Responses.write_answer(&a).unwrap().body).unwrap();
         assert_eq!(back["output"][0]["content"][0]["text"], "Let me look.");
         assert_eq!(back["output"][1]["call_id"], "call_1");
         assert_eq!(back["output"][1]["arguments"], "{\"q\":\"cats\"}");
@@ -1073,7 +1289,8 @@ mod tests {
                          "incomplete_details": {"reason": "max_output_tokens"}, "output": []});
         let a = Responses.read_answer(cut.to_string().as_bytes()).unwrap();
         assert_eq!(a.finish, Finish::Length);
-        let back: Value = serde_json::from_slice(&Responses.write_answer(&a).unwrap()).unwrap();
+        let back: Value =
+            serde_json::from_slice(&Responses.write_answer(&a).unwrap().body).unwrap();
         assert_eq!(back["status"], "incomplete");
         assert_eq!(back["incomplete_details"]["reason"], "max_output_tokens");
     }
@@ -1108,6 +1325,7 @@ mod tests {
                 input: 3,
                 output: 4,
                 cached_input: 1,
+                cache_write_input: 0,
             }),
             Delta::End,
         ] {
@@ -1138,7 +1356,8 @@ mod tests {
         assert!(deltas.contains(&Delta::Usage(Usage {
             input: 3,
             output: 4,
-            cached_input: 1
+            cached_input: 1,
+            cache_write_input: 0
         })));
         assert_eq!(deltas.last(), Some(&Delta::End));
         // A failure continues the numbering.
