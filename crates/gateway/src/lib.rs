@@ -8,8 +8,27 @@
 //! [`router`](Gateway::router) into your own axum app, or [`serve`] it.
 //!
 //! Endpoints: `POST /v1/chat/completions` (OpenAI), `POST /v1/messages`
-//! (Anthropic) — JSON or streamed —, `GET /v1/models`, `GET /healthz`,
-//! `GET /metrics` (Prometheus text).
+//! (Anthropic), `POST /v1/responses` (OpenAI's Responses API) — JSON or
+//! streamed —, `POST /v1/embeddings`, `GET /v1/models` (each routed model
+//! with the endpoints its route serves), `GET /healthz`, `GET /metrics`
+//! (Prometheus text).
+//!
+//! Any caller's API can be served by any target whose API can be
+//! translated: a call goes to a target in the caller's own API when the
+//! target serves it (OpenAI and Azure upstreams serve chat completions,
+//! the Responses API and embeddings; Anthropic upstreams messages; the
+//! mock all four), else in the target's primary API through
+//! `palisade_providers::dialect` (caller's API → neutral model → target's
+//! API, answers and streams back the same way). Embeddings are never
+//! translated, and fall back only to targets sending the same model name
+//! (another model's vectors are not comparable). A Responses request that
+//! needs stored state (`previous_response_id`, `conversation`, an
+//! `item_reference`) goes only to targets speaking the Responses API;
+//! with none on its route it is refused with a 400 that says why. What a
+//! translation leaves out is named: request fields in
+//! `x-palisade-untranslated`, and every field (the answer's too) in
+//! `palisade_untranslated_total{api,field}`, one log line per call and the
+//! request span's `palisade.untranslated`.
 //!
 //! Per upstream the stack is total timeout → retry → rate limit → breaker →
 //! per-attempt timeout → decompression → client (see the `upstream` module
@@ -355,14 +374,31 @@ async fn embeddings(State(state): State<Arc<AppState>>, req: Request) -> Respons
     proxy::handle(state, Api::Embeddings, req).await
 }
 
+/// The endpoints a route serves: each API one of its targets serves
+/// itself or through translation (`/v1/embeddings` only with an OpenAI,
+/// Azure or mock target).
+fn endpoints(targets: &[RouteTarget]) -> Vec<String> {
+    Api::ALL
+        .into_iter()
+        .filter(|api| {
+            targets
+                .iter()
+                .any(|t| t.upstream.target_api(*api).is_some())
+        })
+        .map(|api| format!("/v1{}", api.path()))
+        .collect()
+}
+
 /// `GET /v1/models`: the routed models, in Anthropic's format when the
-/// caller sends `anthropic-version`, OpenAI's otherwise.
+/// caller sends `anthropic-version`, OpenAI's otherwise; each with the
+/// endpoints its route serves (`endpoints`, an extra field clients skip).
 async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> impl IntoResponse {
+    let served = |m: &String| endpoints(state.routes.get(m).map_or(&[], Vec::as_slice));
     let body = if headers.contains_key("anthropic-version") {
         let data: Vec<_> = state
             .models
             .iter()
-            .map(|m| json!({"type": "model", "id": m, "display_name": m, "created_at": "1970-01-01T00:00:00Z"}))
+            .map(|m| json!({"type": "model", "id": m, "display_name": m, "created_at": "1970-01-01T00:00:00Z", "endpoints": served(m)}))
             .collect();
         json!({
             "data": data,
@@ -374,7 +410,7 @@ async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> impl 
         let data: Vec<_> = state
             .models
             .iter()
-            .map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "palisade"}))
+            .map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "palisade", "endpoints": served(m)}))
             .collect();
         json!({"object": "list", "data": data})
     };

@@ -400,3 +400,76 @@ async fn what_translation_leaves_out_is_counted_and_several_choices_are_refused(
     assert!(text.contains("`n` is 2"), "{text}");
     assert_eq!(c.request_count(), before);
 }
+
+#[tokio::test]
+async fn models_list_the_endpoints_each_route_serves() {
+    let (gw, _o, _c, _served) = openai_then_anthropic().await;
+    let (status, body) = gw.get("/v1/models").await;
+    assert_eq!(status, 200, "{body}");
+    let v = json(&body);
+    let of = |id: &str| {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id)
+            .unwrap()["endpoints"]
+            .clone()
+    };
+    assert_eq!(
+        of("gpt"),
+        json!([
+            "/v1/chat/completions",
+            "/v1/messages",
+            "/v1/responses",
+            "/v1/embeddings"
+        ])
+    );
+    assert_eq!(
+        of("claude"),
+        json!(["/v1/chat/completions", "/v1/messages", "/v1/responses"])
+    );
+}
+
+#[tokio::test]
+async fn both_endpoints_are_retried_before_the_first_byte() {
+    let o = MockUpstream::new();
+    let so = o.serve().await.unwrap();
+    let retry = "[upstreams.retry]\nmax_attempts = 3\nbase_delay = 1\nmax_delay = 2\n\
+                 [upstreams.timeout]\nfirst_byte = 2000\nidle = 300\n";
+    let toml = upstream("o", "openai", &so.base_url(), retry) + &route("gpt", &["o"]);
+    let gw = start(&toml, &[]).await;
+    // A reset before the headers, then a 503: the third attempt answers.
+    o.push_all([Reply::echo().fault(Fault::Reset), Reply::status(503)]);
+    let (res, body) = gw.call(RESPONSES, &ask("gpt", "third time", true)).await;
+    assert_eq!(res.status(), 200, "{body}");
+    assert_eq!(numbered_text(&events(&body)), "third time");
+    assert_eq!(o.request_count(), 3);
+    o.push_all([
+        Reply::status(429).header("retry-after-ms", "1"),
+        Reply::status(500),
+    ]);
+    let (res, body) = gw
+        .call(
+            EMBEDDINGS,
+            &json!({"model": "gpt", "input": "x"}).to_string(),
+        )
+        .await;
+    assert_eq!(res.status(), 200, "{body}");
+    assert_eq!(o.request_count(), 6);
+    // A JSON Responses answer cut mid-body is asked for again.
+    o.push(Reply::echo().fault(Fault::Truncate));
+    let (res, body) = gw.call(RESPONSES, &ask("gpt", "whole again", false)).await;
+    assert_eq!(res.status(), 200, "{body}");
+    assert_eq!(
+        json(&body)["output"][0]["content"][0]["text"],
+        "whole again"
+    );
+    // A stream that stalls after its first byte ends in an error event.
+    o.push(Reply::echo().fault_after(1, Fault::Stall));
+    let (res, body) = gw.call(RESPONSES, &ask("gpt", "one two", true)).await;
+    assert_eq!(res.status(), 200, "{body}");
+    let evs = events(&body);
+    assert_eq!(evs.last().unwrap().0, "error", "{body}");
+    assert_eq!(evs[evs.len() - 2].0, "response.failed", "{body}");
+}

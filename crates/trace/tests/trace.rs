@@ -299,3 +299,36 @@ async fn a_failed_call_names_its_error_in_palisades_one_vocabulary() {
         "a local limiter's refusal, not an upstream 429 (`rate_limited`)"
     );
 }
+
+/// A service that serves several APIs names each call's in its extensions:
+/// an embeddings call is traced as one (`gen_ai.operation.name`), its usage
+/// read as embeddings', whatever the layer was configured with.
+#[tokio::test]
+async fn the_api_a_request_names_in_its_extensions_is_the_one_traced() {
+    let otel = otel();
+    let mock = MockUpstream::new();
+    let svc = TraceLayer::new()
+        .api(palisade_providers::Api::ChatCompletions)
+        .layer(mock.clone());
+    let mut req = Request::post("http://127.0.0.1:9/v1/embeddings")
+        .body(RequestBody::from(
+            r#"{"model":"mock","input":["one two","three"]}"#,
+        ))
+        .unwrap();
+    req.extensions_mut()
+        .insert(palisade_providers::Api::Embeddings);
+    let res = svc.oneshot(req).await.unwrap();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert!(!body.is_empty());
+    let spans = otel.finished();
+    let span = &spans[0];
+    assert_eq!(span.name, "embeddings mock");
+    assert_eq!(
+        attr(span, "gen_ai.operation.name"),
+        Some(&Value::from("embeddings"))
+    );
+    assert_eq!(
+        attr(span, "gen_ai.usage.input_tokens"),
+        Some(&Value::from(3i64))
+    );
+}
