@@ -3,8 +3,8 @@
 //! - [`Api`]: one description per wire API (path, terminator, error
 //!   formats, in-band error statuses, GenAI names); every layer and the
 //!   gateway ask it.
-//! - [`openai`] and [`anthropic`]: serde types for requests, responses and
-//!   stream events. Unknown fields are **kept** (in each type's `extra` map)
+//! - [`openai`], [`anthropic`] and [`responses`] (OpenAI's Responses API):
+//!   serde types for requests, responses and stream events. Unknown fields are **kept** (in each type's `extra` map)
 //!   and optional fields remember absent versus `null` ([`Maybe`]), so
 //!   deserializing and serializing gives back the same JSON value: a proxy
 //!   never drops what it does not model.
@@ -36,6 +36,7 @@ mod maybe;
 pub mod neutral;
 pub mod observe;
 pub mod openai;
+pub mod responses;
 mod skim;
 mod stream;
 pub mod translate;

@@ -39,6 +39,9 @@ use crate::neutral::{
     self, Delta, Finish, Image, Part, Role, Signature, ToolChoice, ToolDef, Usage, note,
     parse_data_url,
 };
+use crate::responses::{
+    Input, Item, Response, ResponsesRequest, StreamEvent, Usage as ResponsesUsage,
+};
 use crate::translate::{TranslateError, now_secs};
 
 /// OpenAI's Responses API.
@@ -154,21 +157,20 @@ fn content_part(p: &Value) -> Option<Part> {
 /// A reasoning item as a neutral part: its summaries' (or its content's)
 /// text, its `encrypted_content` as OpenAI's signature; `None` for one
 /// with neither (only its id, which means something to OpenAI alone).
-fn reasoning_part(item: &Value) -> Option<Part> {
-    let texts = |k: &str| -> String {
-        item.get(k)
-            .and_then(Value::as_array)
+fn reasoning_part(item: &Item) -> Option<Part> {
+    let texts = |parts: Option<&Vec<Value>>| -> String {
+        parts
             .into_iter()
             .flatten()
             .filter_map(|p| p.get("text").and_then(Value::as_str))
             .collect::<Vec<_>>()
             .join("\n\n")
     };
-    let mut text = texts("summary");
+    let mut text = texts(item.summary.get());
     if text.is_empty() {
-        text = texts("content");
+        text = texts(item.content.get().and_then(Value::as_array));
     }
-    let signature = text_of(item, "encrypted_content").map(Signature::OpenAi);
+    let signature = item.encrypted_content.get().cloned().map(Signature::OpenAi);
     if text.is_empty() && signature.is_none() {
         return None;
     }
@@ -188,38 +190,50 @@ fn reasoning_item(id: &str, text: &str, signature: Option<&Signature>) -> Value 
     item
 }
 
-fn read_item(out: &mut neutral::Request, i: usize, item: &Value) -> Result<(), TranslateError> {
-    let kind = item.get("type").and_then(Value::as_str);
-    match kind {
-        Some("message") | None if item.get("role").is_some() => {
-            let role = item.get("role").and_then(Value::as_str).unwrap_or("user");
-            let mut parts = Vec::new();
-            match item.get("content") {
-                Some(Value::String(s)) => parts.push(Part::Text(s.clone())),
-                Some(Value::Array(ps)) => {
-                    for p in ps {
-                        match content_part(p) {
-                            Some(part) => parts.push(part),
-                            None => out.untranslated.push(format!(
-                                "input[{i}].content part `{}`",
-                                p.get("type").and_then(Value::as_str).unwrap_or("?")
-                            )),
-                        }
-                    }
+/// The neutral parts of a message's content (text, or parts); the parts
+/// with no counterpart named in `untranslated` under `at`.
+fn message_parts(content: Option<&Value>, at: &str, untranslated: &mut Vec<String>) -> Vec<Part> {
+    let mut parts = Vec::new();
+    match content {
+        Some(Value::String(s)) => parts.push(Part::Text(s.clone())),
+        Some(Value::Array(ps)) => {
+            for p in ps {
+                match content_part(p) {
+                    Some(part) => parts.push(part),
+                    None => note(
+                        untranslated,
+                        format!(
+                            "{at}.content part `{}`",
+                            p.get("type").and_then(Value::as_str).unwrap_or("?")
+                        ),
+                    ),
                 }
-                _ => {}
             }
-            match role {
-                "system" | "developer" => {
-                    let text: Vec<String> = parts
-                        .into_iter()
-                        .filter_map(|p| match p {
-                            Part::Text(t) => Some(t),
-                            _ => None,
-                        })
-                        .collect();
-                    out.system.push(text.join("\n\n"));
-                }
+        }
+        _ => {}
+    }
+    parts
+}
+
+/// The text of a system or developer message's parts.
+fn system_text(parts: Vec<Part>) -> String {
+    parts
+        .into_iter()
+        .filter_map(|p| match p {
+            Part::Text(t) => Some(t),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+fn read_item(out: &mut neutral::Request, i: usize, item: &Item) -> Result<(), TranslateError> {
+    match item.kind() {
+        "message" => {
+            let at = format!("input[{i}]");
+            let parts = message_parts(item.content.get(), &at, &mut out.untranslated);
+            match item.role.get().map_or("user", String::as_str) {
+                "system" | "developer" => out.system.push(system_text(parts)),
                 role => {
                     let role = if role == "assistant" {
                         Role::Assistant
@@ -232,56 +246,51 @@ fn read_item(out: &mut neutral::Request, i: usize, item: &Value) -> Result<(), T
                 }
             }
         }
-        Some("function_call") => {
-            let args = item.get("arguments").and_then(Value::as_str).unwrap_or("");
+        "function_call" => {
+            let args = item.arguments.get().map_or("", String::as_str);
             out.push(
                 Role::Assistant,
                 Part::ToolCall {
-                    id: maybe_text(item, "call_id"),
-                    name: maybe_text(item, "name"),
+                    id: item.call_id.clone(),
+                    name: item.name.clone(),
                     arguments: arguments(args)?,
                 },
             );
         }
-        Some("function_call_output") => out.push(
+        "function_call_output" => out.push(
             Role::User,
             Part::ToolResult {
-                call_id: maybe_text(item, "call_id"),
-                content: output_text(item.get("output")),
+                call_id: item.call_id.clone(),
+                content: output_text(item.output.get()),
             },
         ),
-        Some("reasoning") => match reasoning_part(item) {
+        "reasoning" => match reasoning_part(item) {
             Some(part) => out.push(Role::Assistant, part),
             None => note(
                 &mut out.untranslated,
                 format!("input[{i}] of type `reasoning` (an id only)"),
             ),
         },
-        Some("item_reference") => {
+        "item_reference" => {
             return Err(TranslateError::new(format!(
                 "input[{i}] is an `item_reference`, which only the provider that stored the item can resolve"
             )));
         }
-        Some(other) => out
-            .untranslated
-            .push(format!("input[{i}] of type `{other}`")),
-        None => out.untranslated.push(format!("input[{i}] without a type")),
+        other => note(
+            &mut out.untranslated,
+            format!("input[{i}] of type `{other}`"),
+        ),
     }
     Ok(())
 }
 
-fn usage_of(u: Option<&Value>) -> Usage {
-    let n = |p: &str| {
-        u.and_then(|u| u.pointer(p))
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-    };
-    Usage {
-        input: n("/input_tokens"),
-        output: n("/output_tokens"),
-        cached_input: n("/input_tokens_details/cached_tokens"),
+fn usage_of(u: Option<&ResponsesUsage>) -> Usage {
+    u.map_or_else(Usage::default, |u| Usage {
+        input: u.input_tokens,
+        output: u.output_tokens,
+        cached_input: u.cached_tokens(),
         cache_write_input: 0,
-    }
+    })
 }
 
 fn usage_json(u: Usage) -> Value {
@@ -295,10 +304,12 @@ fn usage_json(u: Usage) -> Value {
 }
 
 /// Why a Responses answer ended, in the neutral model.
-fn finish_of(response: &Value, called: bool, refused: bool) -> Finish {
-    let status = response.get("status").and_then(Value::as_str);
+fn finish_of(response: &Response, called: bool, refused: bool) -> Finish {
+    let status = response.status.get().map(String::as_str);
     let reason = response
-        .pointer("/incomplete_details/reason")
+        .incomplete_details
+        .get()
+        .and_then(|d| d.get("reason"))
         .and_then(Value::as_str);
     match (status, reason) {
         (Some("incomplete"), Some("content_filter")) => Finish::ContentFilter,
@@ -395,30 +406,44 @@ impl Dialect for Responses {
         let obj = body
             .as_object()
             .ok_or_else(|| bad(self.api(), "a request is a JSON object"))?;
+        let req: ResponsesRequest =
+            serde_json::from_value(body.clone()).map_err(|e| bad(self.api(), e))?;
         let mut out = neutral::Request {
-            model: text_of(body, "model").unwrap_or_default(),
-            max_output_tokens: body.get("max_output_tokens").and_then(Value::as_u64),
-            temperature: body.get("temperature").and_then(Value::as_number).cloned(),
-            top_p: body.get("top_p").and_then(Value::as_number).cloned(),
-            stream: match body.get("stream") {
-                None => Maybe::Absent,
-                Some(Value::Bool(b)) => Maybe::Present(*b),
-                Some(_) => Maybe::Null,
-            },
-            parallel_tool_calls: body.get("parallel_tool_calls").and_then(Value::as_bool),
+            model: req.model.get().cloned().unwrap_or_default(),
+            max_output_tokens: req.max_output_tokens.get().copied(),
+            temperature: req
+                .extra
+                .get("temperature")
+                .and_then(Value::as_number)
+                .cloned(),
+            top_p: req.extra.get("top_p").and_then(Value::as_number).cloned(),
+            stream: req.stream.clone(),
+            parallel_tool_calls: req
+                .extra
+                .get("parallel_tool_calls")
+                .and_then(Value::as_bool),
             ..Default::default()
         };
-        if let Some(i) = text_of(body, "instructions") {
-            out.system.push(i);
-        }
-        match body.get("input") {
-            Some(Value::String(s)) => out.push(Role::User, Part::Text(s.clone())),
+        match req.instructions.get() {
+            Some(Value::String(i)) => out.system.push(i.clone()),
+            // A list of input items: their text, as system prompts.
             Some(Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    let at = format!("instructions[{i}]");
+                    let parts = message_parts(item.get("content"), &at, &mut out.untranslated);
+                    out.system.push(system_text(parts));
+                }
+            }
+            _ => {}
+        }
+        match req.input.get() {
+            Some(Input::Text(s)) => out.push(Role::User, Part::Text(s.clone())),
+            Some(Input::Items(items)) => {
                 for (i, item) in items.iter().enumerate() {
                     read_item(&mut out, i, item)?;
                 }
             }
-            _ => {}
+            None => {}
         }
         if let Some(tools) = body.get("tools").and_then(Value::as_array) {
             let mut defs = Vec::new();
@@ -591,22 +616,14 @@ impl Dialect for Responses {
     }
 
     fn read_answer(&self, body: &[u8]) -> Result<neutral::Answer, TranslateError> {
-        let v: Value = serde_json::from_slice(body).map_err(|e| bad(self.api(), e))?;
-        let output = v
-            .get("output")
-            .and_then(Value::as_array)
-            .ok_or_else(|| bad(self.api(), "the answer has no `output` list"))?;
+        let r: Response = serde_json::from_slice(body).map_err(|e| bad(self.api(), e))?;
         let (mut parts, mut called, mut refused) = (Vec::new(), false, false);
         let mut untranslated = Vec::new();
-        for item in output {
-            match item.get("type").and_then(Value::as_str) {
-                Some("message") => {
-                    for c in item
-                        .get("content")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                    {
+        for item in &r.output {
+            match item.kind() {
+                "message" => {
+                    let content = item.content.get().and_then(Value::as_array);
+                    for c in content.into_iter().flatten() {
                         match c.get("type").and_then(Value::as_str) {
                             Some("output_text") => {
                                 parts.push(Part::Text(text_of(c, "text").unwrap_or_default()));
@@ -623,31 +640,28 @@ impl Dialect for Responses {
                         }
                     }
                 }
-                Some("reasoning") => match reasoning_part(item) {
+                "reasoning" => match reasoning_part(item) {
                     Some(part) => parts.push(part),
                     None => note(&mut untranslated, "output item `reasoning` (an id only)"),
                 },
-                Some("function_call") => {
+                "function_call" => {
                     called = true;
-                    let args = item.get("arguments").and_then(Value::as_str).unwrap_or("");
+                    let args = item.arguments.get().map_or("", String::as_str);
                     parts.push(Part::ToolCall {
-                        id: maybe_text(item, "call_id"),
-                        name: maybe_text(item, "name"),
+                        id: item.call_id.clone(),
+                        name: item.name.clone(),
                         arguments: arguments(args)?,
                     });
                 }
-                other => note(
-                    &mut untranslated,
-                    format!("output item `{}`", other.unwrap_or("?")),
-                ),
+                other => note(&mut untranslated, format!("output item `{other}`")),
             }
         }
         Ok(neutral::Answer {
-            id: text_of(&v, "id").unwrap_or_default(),
-            model: text_of(&v, "model").unwrap_or_default(),
+            finish: finish_of(&r, called, refused),
+            usage: usage_of(r.usage.get()),
+            id: r.id,
+            model: r.model,
             parts,
-            finish: finish_of(&v, called, refused),
-            usage: usage_of(v.get("usage")),
             untranslated,
         })
     }
@@ -734,13 +748,12 @@ struct Reader {
 }
 
 impl Reader {
-    fn start(&mut self, response: Option<&Value>, out: &mut Vec<Delta>) {
+    fn start(&mut self, response: Option<&Response>, out: &mut Vec<Delta>) {
         if !self.started {
             self.started = true;
-            let r = response.unwrap_or(&Value::Null);
             out.push(Delta::Start {
-                id: text_of(r, "id").unwrap_or_default(),
-                model: text_of(r, "model").unwrap_or_default(),
+                id: response.map(|r| r.id.clone()).unwrap_or_default(),
+                model: response.map(|r| r.model.clone()).unwrap_or_default(),
                 input_tokens: None,
             });
         }
@@ -749,54 +762,56 @@ impl Reader {
 
 impl StreamReader for Reader {
     fn read(&mut self, event: &Event) -> Result<Vec<Delta>, TranslateError> {
-        let v: Value = serde_json::from_slice(event.data()).map_err(|e| bad(Api::Responses, e))?;
-        let kind = event
-            .event()
-            .map(str::to_owned)
-            .or_else(|| text_of(&v, "type"))
-            .unwrap_or_default();
+        let ev: StreamEvent =
+            serde_json::from_slice(event.data()).map_err(|e| bad(Api::Responses, e))?;
         let mut out = Vec::new();
-        let index = v.get("output_index").and_then(Value::as_u64);
-        let item = v.get("item").unwrap_or(&Value::Null);
-        let item_type = item.get("type").and_then(Value::as_str);
-        match kind.as_str() {
+        let index = ev.output_index.get().copied();
+        match ev.kind.as_str() {
             "response.created" | "response.in_progress" | "response.queued" => {
-                self.start(v.get("response"), &mut out);
+                self.start(ev.response.get(), &mut out);
             }
             "response.output_item.added" => {
                 self.start(None, &mut out);
-                match item_type {
-                    Some("function_call") => {
+                let Some(item) = ev.item.get() else {
+                    return Ok(out);
+                };
+                match item.kind() {
+                    "function_call" => {
                         let call = u32::try_from(self.calls.len()).unwrap_or(u32::MAX);
                         self.calls.insert(index.unwrap_or(u64::MAX), call);
                         out.push(Delta::ToolCall {
                             call,
-                            id: maybe_text(item, "call_id"),
-                            name: maybe_text(item, "name"),
+                            id: item.call_id.clone(),
+                            name: item.name.clone(),
                         });
-                        if let Some(args) = text_of(item, "arguments").filter(|a| !a.is_empty()) {
-                            out.push(Delta::ToolArgs { call, json: args });
+                        if let Some(args) = item.arguments.get().filter(|a| !a.is_empty()) {
+                            out.push(Delta::ToolArgs {
+                                call,
+                                json: args.clone(),
+                            });
                         }
                     }
-                    Some("message" | "reasoning") => {}
-                    other => note(
-                        &mut self.untranslated,
-                        format!("output item `{}`", other.unwrap_or("?")),
-                    ),
+                    "message" | "reasoning" => {}
+                    other => note(&mut self.untranslated, format!("output item `{other}`")),
                 }
             }
-            "response.output_item.done" if item_type == Some("reasoning") => {
-                if let Some(enc) = text_of(item, "encrypted_content") {
-                    out.push(Delta::Signature(Signature::OpenAi(enc)));
+            "response.output_item.done" => {
+                if let Some(enc) = ev
+                    .item
+                    .get()
+                    .filter(|i| i.kind() == "reasoning")
+                    .and_then(|i| i.encrypted_content.get())
+                {
+                    out.push(Delta::Signature(Signature::OpenAi(enc.clone())));
                 }
             }
-            "response.output_text.delta"
+            kind @ ("response.output_text.delta"
             | "response.refusal.delta"
             | "response.reasoning_summary_text.delta"
-            | "response.reasoning_text.delta" => {
+            | "response.reasoning_text.delta") => {
                 self.start(None, &mut out);
-                if let Some(d) = text_of(&v, "delta").filter(|d| !d.is_empty()) {
-                    out.push(match kind.as_str() {
+                if let Some(d) = ev.delta.into_option().filter(|d| !d.is_empty()) {
+                    out.push(match kind {
                         "response.output_text.delta" => Delta::Text(d),
                         "response.refusal.delta" => {
                             self.refused = true;
@@ -808,16 +823,16 @@ impl StreamReader for Reader {
             }
             "response.function_call_arguments.delta" => {
                 let call = index.and_then(|i| self.calls.get(&i).copied());
-                if let (Some(call), Some(json)) = (call, text_of(&v, "delta")) {
+                if let (Some(call), Maybe::Present(json)) = (call, ev.delta) {
                     out.push(Delta::ToolArgs { call, json });
                 }
             }
             "response.completed" | "response.incomplete" => {
-                let r = v.get("response").unwrap_or(&Value::Null);
-                self.start(Some(r), &mut out);
-                let finish = finish_of(r, !self.calls.is_empty(), self.refused);
+                let r = ev.response.into_option().unwrap_or_default();
+                self.start(Some(&r), &mut out);
+                let finish = finish_of(&r, !self.calls.is_empty(), self.refused);
                 out.push(Delta::Finish(finish));
-                out.push(Delta::Usage(usage_of(r.get("usage"))));
+                out.push(Delta::Usage(usage_of(r.usage.get())));
                 out.push(Delta::End);
             }
             _ => {}
