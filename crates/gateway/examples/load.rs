@@ -4,7 +4,13 @@
 //! ```sh
 //! cargo run --release -p palisade-gateway --example load            # 3 s per run
 //! cargo run --release -p palisade-gateway --example load -- 10      # 10 s per run
+//! cargo run --release -p palisade-gateway --example load -- apis    # per endpoint
 //! ```
+//!
+//! `apis [SECONDS]`: the gateway's cost per request on each endpoint —
+//! `/v1/chat/completions`, `/v1/responses`, `/v1/embeddings` — beside
+//! calling the mock directly, in one run (the mock, one `thread_per_core`
+//! gateway, this driver; same columns).
 //!
 //! Five processes: the mock upstream (palisade-mock on loopback), a bare
 //! hyper reverse proxy in front of it (the least any proxy does: accept,
@@ -39,6 +45,19 @@ use procs::{BoxError, child, cpu_time, serve_gateway, stop};
 
 const BODY: &str = r#"{"model":"m","messages":[{"role":"user","content":"the quick brown fox jumps over the lazy dog"}]}"#;
 
+/// The same question to each endpoint (`apis` mode).
+const ENDPOINTS: [(&str, &str); 3] = [
+    ("/chat/completions", BODY),
+    (
+        "/responses",
+        r#"{"model":"m","input":[{"role":"user","content":"the quick brown fox jumps over the lazy dog"}]}"#,
+    ),
+    (
+        "/embeddings",
+        r#"{"model":"m","input":"the quick brown fox jumps over the lazy dog"}"#,
+    ),
+];
+
 fn main() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rt = tokio::runtime::Runtime::new()?;
@@ -50,6 +69,10 @@ fn main() -> Result<(), BoxError> {
             "",
             args.get(2).map_or("thread_per_core", String::as_str),
         )),
+        Some("apis") => {
+            let secs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(3u64);
+            rt.block_on(drive_apis(Duration::from_secs(secs)))
+        }
         other => {
             let secs = other.and_then(|s| s.parse().ok()).unwrap_or(3u64);
             rt.block_on(drive(Duration::from_secs(secs)))
@@ -116,10 +139,20 @@ struct Run {
 }
 
 async fn run(url: &str, concurrency: usize, length: Duration) -> Result<Run, BoxError> {
+    run_on(url, ("/chat/completions", BODY), concurrency, length).await
+}
+
+/// [`run`] on one endpoint: `(path, body)`.
+async fn run_on(
+    url: &str,
+    (path, body): (&str, &'static str),
+    concurrency: usize,
+    length: Duration,
+) -> Result<Run, BoxError> {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(concurrency)
         .build_http();
-    let url: http::Uri = format!("{url}/chat/completions").parse()?;
+    let url: http::Uri = format!("{url}{path}").parse()?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
@@ -130,7 +163,7 @@ async fn run(url: &str, concurrency: usize, length: Duration) -> Result<Run, Box
             while !stop.load(Ordering::Relaxed) {
                 let req = http::Request::post(url.clone())
                     .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from_static(BODY.as_bytes())))?;
+                    .body(Full::new(Bytes::from_static(body.as_bytes())))?;
                 let t = Instant::now();
                 let res = client.request(req).await?;
                 if res.status() != 200 {
@@ -296,5 +329,64 @@ async fn drive(length: Duration) -> Result<(), BoxError> {
         }
     }
     stop(&mut [&mut proxy, &mut gw_mt, &mut gw_tpc, &mut mock]);
+    Ok(())
+}
+
+/// `apis` mode: each endpoint directly and through one `thread_per_core`
+/// gateway, three interleaved rounds, medians.
+async fn drive_apis(length: Duration) -> Result<(), BoxError> {
+    let (mut mock, mock_url) = child(&["serve-mock"])?;
+    let (mut gw, gw_url) = child(&["serve-gateway", &mock_url, "thread_per_core"])?;
+    let pid = gw.id();
+    println!(
+        "{} s per run, 3 interleaved rounds, medians; CPU: the gateway process's user + system time per request",
+        length.as_secs()
+    );
+    for conc in [1usize, 64] {
+        println!("\nconcurrency {conc}");
+        println!(
+            "{:<22} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10} {:>7}",
+            "",
+            "direct p50",
+            "gw p50",
+            "+p50 µs",
+            "gw p99",
+            "req/s",
+            "% direct",
+            "CPU µs/req",
+            "own µs"
+        );
+        for endpoint in ENDPOINTS {
+            run_on(&mock_url, endpoint, conc, Duration::from_millis(300)).await?;
+            run_on(&gw_url, endpoint, conc, Duration::from_millis(300)).await?;
+            let (mut direct, mut through, mut cpus) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..3 {
+                direct.push(run_on(&mock_url, endpoint, conc, length).await?);
+                let before = cpu_time(pid)?;
+                let got = run_on(&gw_url, endpoint, conc, length).await?;
+                let spent = cpu_time(pid)?.saturating_sub(before).as_secs_f64() * 1e6;
+                cpus.push(spent / (got.rps * got.took.as_secs_f64()).max(1.0));
+                through.push(got);
+            }
+            let us = |v: &[Run], f: fn(&Run) -> Duration| {
+                median(v.iter().map(|r| f(r).as_secs_f64() * 1e6).collect())
+            };
+            let rps = |v: &[Run]| median(v.iter().map(|r| r.rps).collect());
+            let (d50, g50) = (us(&direct, |r| r.p50), us(&through, |r| r.p50));
+            println!(
+                "{:<22} {:>9.0} {:>9.0} {:>+9.0} {:>9.0} {:>9.0} {:>7.1}% {:>10.0} {:>7.1}",
+                format!("/v1{}", endpoint.0),
+                d50,
+                g50,
+                g50 - d50,
+                us(&through, |r| r.p99),
+                rps(&through),
+                100.0 * rps(&through) / rps(&direct),
+                median(cpus),
+                median(through.iter().map(|r| r.own_p50).collect()),
+            );
+        }
+    }
+    stop(&mut [&mut gw, &mut mock]);
     Ok(())
 }
