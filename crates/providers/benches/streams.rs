@@ -90,24 +90,26 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode");
     g.throughput(Throughput::Elements(N as u64));
     g.bench_function("chat completions chunks (decode_openai)", |b| {
-        b.iter(|| chat.iter().map(|e| decode_openai(e).unwrap()).count());
+        b.iter(|| {
+            for e in &chat {
+                black_box(decode_openai(e).unwrap());
+            }
+        });
     });
     g.throughput(Throughput::Elements(messages.len() as u64));
     g.bench_function("Anthropic events (decode_anthropic)", |b| {
         b.iter(|| {
-            messages
-                .iter()
-                .map(|e| decode_anthropic(e).unwrap())
-                .count()
+            for e in &messages {
+                black_box(decode_anthropic(e).unwrap());
+            }
         });
     });
     g.throughput(Throughput::Elements(N as u64));
     g.bench_function("Responses API events (StreamEvent)", |b| {
         b.iter(|| {
-            responses
-                .iter()
-                .map(|e| serde_json::from_slice::<StreamEvent>(e.data()).unwrap())
-                .count()
+            for e in &responses {
+                black_box(serde_json::from_slice::<StreamEvent>(e.data()).unwrap());
+            }
         });
     });
     g.finish();
