@@ -1,18 +1,23 @@
 //! The neutral model requests, answers and streams are translated through:
 //! each API reads its own request into a [`Request`], its answer into an
-//! [`Answer`], its stream into [`Delta`]s ([`FromOpenAiStream`],
-//! [`FromAnthropicStream`]), and writes each out again ([`ToOpenAiStream`],
-//! [`ToAnthropicStream`]) — so N APIs need 2N translators of each kind, not
-//! N × (N − 1). The pairwise functions and stream types of
-//! [`crate::translate`] are these compositions.
+//! [`Answer`], its stream into [`Delta`]s, and writes each out again — so N
+//! APIs need 2N translators of each kind, not N × (N − 1). Each API's
+//! reader and writer is its [`crate::dialect::Dialect`]; the chat
+//! completions and Anthropic ones are built on the inherent methods and
+//! stream types here ([`FromOpenAiStream`], [`FromAnthropicStream`],
+//! [`ToOpenAiStream`], [`ToAnthropicStream`]), which the pairwise
+//! functions of [`crate::translate`] compose too.
 //!
-//! What a request carries that the neutral model has no place for is not
-//! dropped silently: it is named in [`Request::untranslated`], which the
-//! gateway logs and reports to the caller. What is carried:
-//! the model, system prompts, user and assistant turns of text, images
-//! (URL or base64), tool calls and tool results, tool definitions, tool
-//! choice, `parallel_tool_calls` / `disable_parallel_tool_use`, the output
-//! budget, temperature, `top_p`, stop sequences and streaming.
+//! What is carried: the model, system prompts, user and assistant turns of
+//! text, images (URL or base64), tool calls and tool results, reasoning
+//! (with the signature of the provider that made it), refusals, tool
+//! definitions, tool choice, `parallel_tool_calls` /
+//! `disable_parallel_tool_use`, the output budget, temperature, `top_p`,
+//! stop sequences, streaming, and usage with cache reads and writes. What
+//! an API has that the neutral model has no place for is not dropped
+//! silently: it is named in [`Request::untranslated`] or
+//! [`Answer::untranslated`] (see [`crate::translate`] for the list), which
+//! the gateway logs, counts and reports to the caller.
 //!
 //! Decision: OpenAI's `reasoning_effort` and Anthropic's `thinking` are
 //! reported as untranslated, not mapped onto each other. An effort level

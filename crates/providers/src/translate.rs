@@ -1,23 +1,38 @@
-//! Translation between the OpenAI and Anthropic APIs, streams included.
+//! Translation between the OpenAI chat completions and Anthropic messages
+//! APIs, streams included: the pairwise conveniences of the translation
+//! core.
 //!
-//! So that a route can fall back from one provider to the other, a request in
-//! either dialect can be sent to the other, and the answer — whole or
-//! streamed — brought back in the caller's dialect.
+//! The core is [`crate::dialect`]: each API (the Responses API too) reads
+//! into and writes out of the neutral model ([`crate::neutral`]), and any
+//! API is translated to any other as `from.read_* → neutral → to.write_*`
+//! (the gateway does only that). The functions and stream types here are
+//! those compositions for the two chat APIs, kept for library users.
 //!
 //! What is translated: text, images (URL and base64), system prompts, tool
 //! definitions, tool choice, tool calls and tool results,
 //! `parallel_tool_calls: false` ↔ `tool_choice.disable_parallel_tool_use`,
 //! stop sequences, temperature and `top_p`, the output budget, finish
-//! reasons and usage.
-//! Requests go through the neutral model ([`crate::neutral::Request`]): each
-//! API is read into it and written out of it. What has no counterpart is
-//! left out and named in [`crate::neutral::Request::untranslated`] (the
-//! gateway reports it in `x-palisade-untranslated`): e.g. OpenAI's
-//! `response_format`, `seed`, `logprobs`, `n`; Anthropic's `thinking`,
-//! `top_k`, `metadata`, document blocks. Whole answers go through
-//! [`crate::neutral::Answer`] and streams through [`crate::neutral::Delta`]
-//! (only choice 0 of an OpenAI answer is kept; Anthropic's thinking blocks
-//! have no place in a chat completion).
+//! reasons, usage with cache reads and writes, reasoning (Anthropic's
+//! thinking blocks and signatures ↔ chat completions' `reasoning_content`
+//! ↔ Responses reasoning items) and refusals.
+//!
+//! What has no counterpart is left out and named, never dropped silently:
+//! a request's fields in [`crate::neutral::Request::untranslated`] (e.g.
+//! OpenAI's `response_format`, `seed`, `logprobs`; Anthropic's `thinking`,
+//! `top_k`, `metadata`, document blocks; the Responses API's `text`,
+//! `reasoning`, `store`, built-in tools) and in
+//! [`crate::dialect::Written::left_out`] (reasoning toward chat
+//! completions; unsigned reasoning toward Anthropic; stop sequences toward
+//! the Responses API); an answer's in [`crate::neutral::Answer::untranslated`]
+//! and [`crate::dialect::WrittenAnswer::left_out`] (a chat completion's
+//! choices after the first, `redacted_thinking` and server-tool blocks,
+//! built-in tool items, a reasoning signature the caller's API cannot
+//! carry); a stream's through [`crate::dialect::StreamReader::untranslated`]
+//! and [`crate::dialect::StreamWriter::untranslated`]. A chat request with
+//! `n` > 1 cannot be translated at all (one answer per request elsewhere).
+//! The gateway reports all of it: `x-palisade-untranslated` (request
+//! fields), `palisade_untranslated_total{api,field}`, a log line and a span
+//! attribute per call.
 //!
 //! Decisions:
 //! - An OpenAI request without an output budget gets

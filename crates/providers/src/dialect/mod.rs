@@ -7,7 +7,7 @@
 //! `A` served by a target speaking `B` is always
 //! `A.read_* → neutral → B.write_*` (and back for the answer): no code is
 //! written per pair of APIs, so a new API is one module implementing this
-//! trait plus its arms in [`Api`](crate::Api)'s exhaustive methods.
+//! trait plus its arms in [`Api`]'s exhaustive methods.
 //!
 //! What has no counterpart is never dropped silently: reading a request
 //! names it in [`neutral::Request::untranslated`], writing one returns it
