@@ -532,6 +532,23 @@ impl Api {
 mod tests {
     use super::*;
 
+    /// `ALL` lists every variant: the match below does not compile when a
+    /// variant is added, and its position must then be added to `ALL`.
+    #[test]
+    fn all_lists_every_variant_once() {
+        let position = |api: Api| match api {
+            Api::ChatCompletions => 0,
+            Api::Messages => 1,
+            Api::Responses => 2,
+            Api::Embeddings => 3,
+        };
+        for (i, api) in Api::ALL.into_iter().enumerate() {
+            assert_eq!(position(api), i, "{api:?}");
+        }
+        let ids: std::collections::HashSet<_> = Api::ALL.iter().map(|a| a.id()).collect();
+        assert_eq!(ids.len(), Api::ALL.len());
+    }
+
     #[test]
     fn paths_round_trip() {
         for api in Api::ALL {
