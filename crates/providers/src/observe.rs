@@ -119,8 +119,10 @@ enum Mode {
 /// ```
 #[derive(Debug)]
 pub struct ResponseObserver {
-    /// Where the answer says what it amounted to ([`Api::summarize`]).
-    api: Api,
+    /// Where the answer says what it amounted to ([`Api::summarize`]);
+    /// `None`: an API nobody named, whose answer is not read (its events
+    /// are counted, its in-band errors seen by the SSE rule).
+    api: Option<Api>,
     mode: Mode,
     summary: Summary,
 }
@@ -203,6 +205,14 @@ impl ResponseObserver {
     /// An observer for an answer of `api`, with a body of this
     /// `content-type` (`text/event-stream`: a stream; anything else: JSON).
     pub fn new(api: Api, content_type: Option<&str>) -> Self {
+        Self::of(Some(api), content_type)
+    }
+
+    /// An observer for an answer of `api`, or of an API nobody named
+    /// (`None`): then usage, finish reasons, model and id are not read —
+    /// no API's shape is assumed — while events, in-band errors (by the
+    /// SSE rule: `event: error`, data `{"error":…}`) and the end are.
+    pub fn of(api: Option<Api>, content_type: Option<&str>) -> Self {
         let sse = content_type.is_some_and(palisade_sse::is_event_stream);
         Self {
             api,
@@ -219,7 +229,7 @@ impl ResponseObserver {
     /// ([`on_event`](Self::on_event)).
     pub fn for_events(api: Api) -> Self {
         Self {
-            api,
+            api: Some(api),
             mode: Mode::Off,
             summary: Summary::default(),
         }
@@ -275,7 +285,11 @@ impl ResponseObserver {
     pub fn on_event(&mut self, ev: &Event) {
         self.summary.events += 1;
         let data = ev.data();
-        if self.api.is_inband_error(ev) {
+        let inband = match self.api {
+            Some(api) => api.is_inband_error(ev),
+            None => ev.is_inband_error(),
+        };
+        if inband {
             let kind = serde_json::from_slice::<Value>(data)
                 .ok()
                 .and_then(|v| {
@@ -287,20 +301,23 @@ impl ResponseObserver {
             self.summary.inband_error = Some(kind);
             return;
         }
-        if self.api.is_terminator(ev) {
+        let Some(api) = self.api else {
+            return;
+        };
+        if api.is_terminator(ev) {
             self.summary.terminated = true;
             // A Responses stream's terminator is its whole answer, usage
             // included; the others' carry nothing to read.
-            if !self.api.may_summarize(ev, false) {
+            if !api.may_summarize(ev, false) {
                 return;
             }
         }
         let first = self.summary.events == 1;
-        if !self.api.may_summarize(ev, first) {
+        if !api.may_summarize(ev, first) {
             return;
         }
         if let Ok(v) = serde_json::from_slice::<Value>(data) {
-            self.api.summarize(&v, &mut self.summary);
+            api.summarize(&v, &mut self.summary);
         }
     }
 
@@ -315,7 +332,11 @@ impl ResponseObserver {
             match serde_json::from_slice::<crate::skim::Object<crate::skim::Answer>>(&buf) {
                 Ok(crate::skim::Object(Some(a))) => match &a.error.0 {
                     Some(e) => self.summary.inband_error.clone_from(&e.kind.value),
-                    None => self.api.summarize_answer(&a, &mut self.summary),
+                    None => {
+                        if let Some(api) = self.api {
+                            api.summarize_answer(&a, &mut self.summary);
+                        }
+                    }
                 },
                 // JSON, not an object: nothing to read.
                 Ok(crate::skim::Object(None)) => {}
@@ -336,8 +357,8 @@ impl ResponseObserver {
                 .pointer("/error/type")
                 .and_then(Value::as_str)
                 .map(str::to_owned);
-        } else {
-            self.api.summarize(&v, &mut self.summary);
+        } else if let Some(api) = self.api {
+            api.summarize(&v, &mut self.summary);
         }
     }
 }
@@ -390,12 +411,19 @@ impl Observation {
     }
 }
 
-/// Watches `res`'s body, an answer of `api`, reporting to `watch`: through
+/// Watches `res`'s body, an answer of `api` (`None`: an API nobody named,
+/// whose usage is not read; see [`ResponseObserver::of`]), reporting to
+/// `watch`: through
 /// the response's [`Observation`] when a layer inside already watches it
 /// (then that layer's `api` is the one the answer is read as), else through
 /// a new one (for a body of its `Content-Type`), left in the extensions for
 /// the layers outside.
-pub fn watch<B, W: Watch>(res: Response<B>, api: Api, watch: W) -> Response<WatchedBody<B, W>> {
+pub fn watch<B, W: Watch>(
+    res: Response<B>,
+    api: impl Into<Option<Api>>,
+    watch: W,
+) -> Response<WatchedBody<B, W>> {
+    let api = api.into();
     let (mut parts, inner) = res.into_parts();
     let (observation, feeds) = match parts.extensions.get::<Observation>() {
         Some(o) => (o.clone(), false),
@@ -416,7 +444,7 @@ pub fn watch<B, W: Watch>(res: Response<B>, api: Api, watch: W) -> Response<Watc
                     mode: Mode::Shared(sub),
                     summary: Summary::default(),
                 },
-                None => ResponseObserver::new(api, ct),
+                None => ResponseObserver::of(api, ct),
             };
             let o = Observation::new(observer);
             parts.extensions.insert(o.clone());

@@ -126,9 +126,11 @@ impl TokenLimitLayer {
     /// Reads every answer's usage as `api`'s. A request carrying an [`Api`]
     /// in its extensions is read as that one (a service serving several
     /// APIs says so per call); else this one; else the one the request's
-    /// path names ([`Api::from_path`]), chat completions when it names none
-    /// (an OpenAI-compatible server's own route), as
-    /// `palisade_trace::TraceLayer` does.
+    /// path names ([`Api::from_path`]). When none names an API (an
+    /// OpenAI-compatible server's own route), no API is assumed: the
+    /// answer's usage is not read, and the call is settled as an answer
+    /// without usage (the prompt's estimate plus what was seen of the
+    /// output), as `palisade_trace::TraceLayer` reads nothing either.
     #[must_use]
     pub fn api(mut self, api: Api) -> Self {
         self.api = Some(api);
@@ -207,8 +209,7 @@ where
             .get::<Api>()
             .copied()
             .or(self.api)
-            .or_else(|| Api::from_path(req.uri().path()))
-            .unwrap_or(Api::ChatCompletions);
+            .or_else(|| Api::from_path(req.uri().path()));
         match self.bucket.acquire(cost, self.max_wait) {
             Err(refused) => TokenFuture {
                 inner: ResponseFuture::refused(refused),
@@ -230,8 +231,9 @@ where
 /// A reservation to reconcile.
 #[derive(Debug)]
 struct Settlement {
-    /// The API called (by the request's path): where its answer's usage is.
-    api: Api,
+    /// The API called: where its answer's usage is (`None`: unnamed, its
+    /// usage not read; settled as an answer without usage).
+    api: Option<Api>,
     bucket: Arc<Bucket>,
     reserved: u64,
     /// The prompt part of the estimate (for answers without usage).

@@ -233,14 +233,18 @@ async fn an_output_budget_in_any_number_shape_is_reserved() {
 }
 
 /// An Anthropic-compatible server under a path of its own: the path names
-/// no API, so without `api` the answer is read as chat completions (no
-/// usage found there: the call settles at its estimate); with
-/// `api(Api::Messages)` its usage is found and settled exactly.
+/// no API, so without `api` no API is assumed (its usage is not read: the
+/// call settles as an answer without usage, at the prompt's estimate plus
+/// the answer's bytes / 4); with `api(Api::Messages)`, or the request
+/// naming `Api::Messages` in its extensions, its usage is found and settled
+/// exactly.
 #[tokio::test(start_paused = true)]
 async fn an_answer_is_read_as_the_api_set_for_the_layer() {
     use palisade_providers::Api;
     const ANSWER: &str = r#"{"id":"msg_1","type":"message","role":"assistant","model":"mock","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","usage":{"input_tokens":9,"output_tokens":4}}"#;
-    let call = |layer: TokenLimitLayer| async move {
+    const BODY: &str =
+        r#"{"model":"mock","max_tokens":100,"messages":[{"role":"user","content":"alpha"}]}"#;
+    let call = |layer: TokenLimitLayer, named: Option<Api>| async move {
         // An upstream that answers every path (the mock routes by path).
         let upstream = tower::service_fn(|_: Request<RequestBody>| async {
             http::Response::builder()
@@ -249,26 +253,21 @@ async fn an_answer_is_read_as_the_api_set_for_the_layer() {
                     ANSWER.as_bytes(),
                 )))
         });
-        let req = Request::post("/llm")
-            .body(RequestBody::from(
-                r#"{"model":"mock","max_tokens":100,"messages":[{"role":"user","content":"alpha"}]}"#,
-            ))
-            .unwrap();
+        let mut req = Request::post("/llm").body(RequestBody::from(BODY)).unwrap();
+        if let Some(api) = named {
+            req.extensions_mut().insert(api);
+        }
         let res = layer.layer(upstream).oneshot(req).await.unwrap();
         res.into_body().collect().await.unwrap();
         layer.bucket().available()
     };
-    let read = call(
-        TokenLimitLayer::per_minute(1_000)
-            .unwrap()
-            .api(Api::Messages),
-    )
-    .await;
-    assert_eq!(read, 1_000 - 13);
-    let unread = call(TokenLimitLayer::per_minute(1_000).unwrap()).await;
-    assert_ne!(
-        unread,
-        1_000 - 13,
-        "chat completions' usage keys are not Anthropic's"
-    );
+    let layer = || TokenLimitLayer::per_minute(1_000).unwrap();
+    assert_eq!(call(layer().api(Api::Messages), None).await, 1_000 - 13);
+    // The request's own API wins over the layer's.
+    let named = call(layer().api(Api::ChatCompletions), Some(Api::Messages)).await;
+    assert_eq!(named, 1_000 - 13);
+    // Nobody names one: not read, settled as an answer without usage.
+    let prompt = tokens::estimate(&ParsedBody::parse(BODY.as_bytes()).unwrap()).prompt;
+    let output = (ANSWER.len() as u64).div_ceil(tokens::BYTES_PER_TOKEN);
+    assert_eq!(call(layer(), None).await, 1_000 - (prompt + output));
 }

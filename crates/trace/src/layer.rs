@@ -49,8 +49,11 @@ impl Default for TraceLayer {
 }
 
 impl TraceLayer {
-    /// `x-trace-id`, the API inferred from the path ([`Api::from_path`];
-    /// chat completions for a path that names none), no metrics.
+    /// `x-trace-id`, the API the request names in its extensions or else
+    /// its path's ([`Api::from_path`]; for a path that names none, no API
+    /// is assumed: the span has no operation or provider name and the
+    /// answer's usage is not read — name it with [`api`](Self::api)), no
+    /// metrics.
     pub fn new() -> Self {
         Self {
             cfg: Arc::new(Config {

@@ -53,8 +53,9 @@ impl<S> Trace<S> {
 
 /// What the span and the metrics need after the headers.
 pub(crate) struct Call {
-    /// The API called: where its answer says what it amounted to.
-    pub(crate) api: Api,
+    /// The API called: where its answer says what it amounted to (`None`:
+    /// unnamed, not read).
+    pub(crate) api: Option<Api>,
     pub(crate) span: Span,
     pub(crate) started: Instant,
     pub(crate) attrs: Vec<KeyValue>,
@@ -83,21 +84,21 @@ where
         }
         // The API the request names in its extensions (a service serving
         // several says so per call), else `TraceLayer::api`, else the
-        // path's; a path that names none (an OpenAI-compatible server's own
-        // route) is traced as chat completions.
+        // path's. A path that names none (an OpenAI-compatible server's own
+        // route) is traced with no API assumed: no operation or provider
+        // name, no usage read.
         let api = req
             .extensions()
             .get::<Api>()
             .copied()
             .or(cfg.api)
-            .or_else(|| Api::from_path(req.uri().path()))
-            .unwrap_or(Api::ChatCompletions);
+            .or_else(|| Api::from_path(req.uri().path()));
         let span = tracing::info_span!(
             "gen_ai",
             otel.name = Empty,
             otel.kind = "client",
-            gen_ai.operation.name = api.operation(),
-            gen_ai.provider.name = api.vendor(),
+            gen_ai.operation.name = api.map(Api::operation),
+            gen_ai.provider.name = api.map(Api::vendor),
             gen_ai.request.model = Empty,
             gen_ai.response.model = Empty,
             gen_ai.response.id = Empty,
@@ -132,7 +133,11 @@ where
                 .and_then(|p| p.model().map(str::to_owned))
                 .unwrap_or_default();
             let host = req.uri().host().map(str::to_owned);
-            span.record("otel.name", format!("{} {model}", api.operation()));
+            let name = match api {
+                Some(api) => format!("{} {model}", api.operation()),
+                None => model.clone(),
+            };
+            span.record("otel.name", name);
             span.record("gen_ai.request.model", model.as_str());
             if let Some(h) = &host {
                 span.record("server.address", h.as_str());
@@ -140,11 +145,12 @@ where
             #[cfg(feature = "otel")]
             otel::link(&span, &mut ctx);
             span.record("trace_id", ctx.id());
-            let mut attrs = vec![
-                KeyValue::new("gen_ai.operation.name", api.operation()),
-                KeyValue::new("gen_ai.provider.name", api.vendor()),
-                KeyValue::new("gen_ai.request.model", model),
-            ];
+            let mut attrs = Vec::with_capacity(4);
+            if let Some(api) = api {
+                attrs.push(KeyValue::new("gen_ai.operation.name", api.operation()));
+                attrs.push(KeyValue::new("gen_ai.provider.name", api.vendor()));
+            }
+            attrs.push(KeyValue::new("gen_ai.request.model", model));
             if let Some(h) = host {
                 attrs.push(KeyValue::new("server.address", h));
             }

@@ -332,3 +332,46 @@ async fn the_api_a_request_names_in_its_extensions_is_the_one_traced() {
         Some(&Value::from(3i64))
     );
 }
+
+/// A path that names no API and no API named anywhere: nothing is assumed
+/// (no operation or provider name, no usage read as some API's), while the
+/// trace id, model and status are recorded as always.
+#[tokio::test]
+async fn a_call_to_a_path_of_no_api_assumes_none() {
+    let otel = otel();
+    let upstream = tower::service_fn(|_: Request<RequestBody>| async {
+        http::Response::builder()
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                br#"{"model":"m","usage":{"prompt_tokens":5,"completion_tokens":2}}"#,
+            )))
+    });
+    let svc = TraceLayer::new().layer(upstream);
+    let req = Request::post("http://127.0.0.1:9/generate")
+        .header("traceparent", TRACEPARENT)
+        .body(RequestBody::from(r#"{"model":"m","prompt":"hi"}"#))
+        .unwrap();
+    let res = svc.oneshot(req).await.unwrap();
+    assert_eq!(res.headers()["x-trace-id"], TRACE_ID);
+    res.into_body().collect().await.unwrap();
+    let spans = otel.finished();
+    let span = &spans[0];
+    assert_eq!(span.name, "m");
+    assert_eq!(attr(span, "gen_ai.request.model"), Some(&Value::from("m")));
+    assert_eq!(
+        attr(span, "http.response.status_code"),
+        Some(&Value::from(200i64))
+    );
+    for absent in [
+        "gen_ai.operation.name",
+        "gen_ai.provider.name",
+        "gen_ai.usage.input_tokens",
+        "gen_ai.usage.output_tokens",
+    ] {
+        assert!(
+            attr(span, absent).is_none(),
+            "{absent} in {:#?}",
+            span.attributes
+        );
+    }
+}
