@@ -277,6 +277,18 @@ pub enum HttpVersion {
 }
 
 impl UpstreamConfig {
+    /// The APIs this upstream serves, the one translated calls go to first:
+    /// its kind's ([`Kind::apis`]), except an Azure deployment URL (one with
+    /// `api_version`), which serves chat completions and embeddings only —
+    /// Azure serves the Responses API at its v1 URL
+    /// (`…/openai/v1/responses`), not under a deployment.
+    pub fn apis(&self) -> &'static [Api] {
+        match self.kind {
+            Kind::Azure if self.api_version.is_some() => &[Api::ChatCompletions, Api::Embeddings],
+            Kind::Openai | Kind::Azure | Kind::Anthropic | Kind::Mock => self.kind.apis(),
+        }
+    }
+
     /// The base URL the API paths (`/chat/completions`, `/messages`) are
     /// joined to: `base_url` as written, except that an Anthropic one not
     /// ending in `/v1` gets it (the SDKs' `base_url` leaves it out).

@@ -15,9 +15,10 @@
 //!
 //! Any caller's API can be served by any target whose API can be
 //! translated: a call goes to a target in the caller's own API when the
-//! target serves it (OpenAI and Azure upstreams serve chat completions,
-//! the Responses API and embeddings; Anthropic upstreams messages; the
-//! mock all four), else in the target's primary API through
+//! target serves it (OpenAI upstreams and Azure's v1 URL serve chat
+//! completions, the Responses API and embeddings, an Azure deployment URL
+//! chat completions and embeddings; Anthropic upstreams messages; the mock
+//! all four), else in the target's primary API through
 //! `palisade_providers::dialect` (caller's API → neutral model → target's
 //! API, answers and streams back the same way). Embeddings are never
 //! translated, and fall back only to targets sending the same model name

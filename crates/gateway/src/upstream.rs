@@ -41,7 +41,9 @@ pub(crate) struct Upstream {
     pub(crate) name: Arc<str>,
     /// The APIs it serves, its primary (the one a translated call goes
     /// to) first: chat completions, Responses and embeddings for OpenAI
-    /// and Azure; messages for Anthropic; every API for the mock.
+    /// and Azure's v1 URL (chat completions and embeddings for an Azure
+    /// deployment URL); messages for Anthropic; every API for the mock
+    /// ([`UpstreamConfig::apis`]).
     pub(crate) apis: &'static [Api],
     /// One stack per worker thread (one in all but `thread_per_core`),
     /// each over its own connection pool, all sharing one set of layers
@@ -106,7 +108,7 @@ impl Upstream {
             upstream: cfg.name.clone(),
             source,
         };
-        let apis = cfg.kind.apis();
+        let apis = cfg.apis();
         let mut preset = preset(cfg, apis[0], metrics);
         if let Some(url) = redis {
             preset = preset.redis(url);

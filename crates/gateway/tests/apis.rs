@@ -457,6 +457,20 @@ async fn both_endpoints_are_retried_before_the_first_byte() {
         .await;
     assert_eq!(res.status(), 200, "{body}");
     assert_eq!(o.request_count(), 6);
+    // An embeddings answer cut mid-body, or stalled, is asked for again.
+    o.push_all([
+        Reply::echo().fault(Fault::Truncate),
+        Reply::echo().fault(Fault::Stall),
+    ]);
+    let (res, body) = gw
+        .call(
+            EMBEDDINGS,
+            &json!({"model": "gpt", "input": ["x", "y"]}).to_string(),
+        )
+        .await;
+    assert_eq!(res.status(), 200, "{body}");
+    assert_eq!(json(&body)["data"].as_array().unwrap().len(), 2);
+    assert_eq!(o.request_count(), 9);
     // A JSON Responses answer cut mid-body is asked for again.
     o.push(Reply::echo().fault(Fault::Truncate));
     let (res, body) = gw.call(RESPONSES, &ask("gpt", "whole again", false)).await;
@@ -472,4 +486,55 @@ async fn both_endpoints_are_retried_before_the_first_byte() {
     let evs = events(&body);
     assert_eq!(evs.last().unwrap().0, "error", "{body}");
     assert_eq!(evs[evs.len() - 2].0, "response.failed", "{body}");
+}
+
+/// An Azure deployment URL serves chat completions and embeddings (Azure
+/// serves the Responses API only at its v1 URL): a Responses call to it is
+/// translated to chat completions; at a v1 URL it goes as it came.
+#[tokio::test]
+async fn azure_deployments_take_responses_calls_as_chat_and_v1_urls_as_they_came() {
+    let (d, v1) = (MockUpstream::new(), MockUpstream::new());
+    let (sd, sv) = (d.serve().await.unwrap(), v1.serve().await.unwrap());
+    let deployment = format!("{}/openai/deployments/gpt-4o", sd.base_url());
+    let toml = upstream("dep", "azure", &deployment, "api_version = \"2024-10-21\"")
+        + &upstream("v1", "azure", &sv.base_url(), "")
+        + &route("dep", &["dep"])
+        + &route("v1", &["v1"]);
+    let gw = start(&toml, &[]).await;
+    let (res, body) = gw
+        .call(RESPONSES, &ask("dep", "to a deployment", false))
+        .await;
+    assert_eq!(res.status(), 200, "{body}");
+    assert_eq!(
+        json(&body)["output"][0]["content"][0]["text"],
+        "to a deployment"
+    );
+    let sent = d.last_request().unwrap();
+    assert_eq!(
+        sent.uri.path_and_query().unwrap().as_str(),
+        "/v1/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+    );
+    let (res, body) = gw
+        .call(
+            EMBEDDINGS,
+            &json!({"model": "dep", "input": "x"}).to_string(),
+        )
+        .await;
+    assert_eq!(res.status(), 200, "{body}");
+    assert!(
+        d.last_request()
+            .unwrap()
+            .uri
+            .path()
+            .ends_with("/embeddings")
+    );
+    let (res, body) = gw.call(RESPONSES, &ask("v1", "to v1", false)).await;
+    assert_eq!(res.status(), 200, "{body}");
+    assert!(
+        v1.last_request()
+            .unwrap()
+            .uri
+            .path()
+            .ends_with("/responses")
+    );
 }

@@ -263,11 +263,7 @@ impl MockUpstream {
                     StatusCode::BAD_REQUEST,
                     wire::error_body(dialect, StatusCode::BAD_REQUEST, &msg),
                 ),
-                Ok(req) => {
-                    let mut res = json_response(StatusCode::OK, wire::embeddings_reply(&req));
-                    *res.status_mut() = reply.status.unwrap_or(StatusCode::OK);
-                    res
-                }
+                Ok(req) => json_reply(dialect, wire::embeddings_reply(&req), &reply),
             }
         } else {
             match wire::parse_request(&body) {
@@ -354,7 +350,17 @@ fn chat_response(
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         return res;
     }
-    let full = wire::json_reply(&meta, &words.text(completion));
+    json_reply(
+        dialect,
+        wire::json_reply(&meta, &words.text(completion)),
+        reply,
+    )
+}
+
+/// A whole JSON reply, with the reply's fault if it has one that applies
+/// to a JSON body (a reset, stall or truncation halfway, malformed JSON, an
+/// error body with a 200).
+fn json_reply(dialect: Dialect, full: Bytes, reply: &Reply) -> Response<MockBody> {
     let len = full.len();
     let mut res = match &reply.fault {
         None => json_response(StatusCode::OK, full),

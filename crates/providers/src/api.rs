@@ -180,20 +180,22 @@ impl Api {
     }
 
     /// Whether `ev` is this API's in-band error: chat completions'
-    /// `data: {"error":…}` (or an `event: error`, which compatible servers
-    /// borrow), Anthropic's `event: error`, the Responses API's
-    /// `event: error` and `response.failed`. Embeddings do not stream.
+    /// `data: {"error":…}`, Anthropic's `event: error`, the Responses API's
+    /// `event: error` and `response.failed` — each API accepting the others'
+    /// too, as compatible servers borrow them; the same rule as the SSE
+    /// scanner's that the circuit breaker counts by
+    /// ([`Event::is_inband_error`]). Embeddings do not stream.
     pub fn is_inband_error(self, ev: &Event) -> bool {
         match self {
-            Self::ChatCompletions | Self::Messages => ev.is_inband_error(),
-            Self::Responses => ev.is_inband_error() || ev.is("response.failed"),
+            Self::ChatCompletions | Self::Messages | Self::Responses => ev.is_inband_error(),
             Self::Embeddings => false,
         }
     }
 
     /// Whether `ev` is a keep-alive of this API, neither content nor
     /// progress: Anthropic's `event: ping` (SSE comments, which every API
-    /// may send, never become events).
+    /// may send, never become events). An observer does not count it as an
+    /// event of the answer.
     pub fn is_ping(self, ev: &Event) -> bool {
         match self {
             Self::Messages => ev.is("ping"),
@@ -510,10 +512,12 @@ impl Api {
 
     /// The HTTP status an in-band error type stands for
     /// (`overloaded_error` → 529, `rate_limit_error` → 429, `server_error`
-    /// → 500 …): both APIs' types are understood, as OpenAI-compatible
+    /// → 500 …): every API's types are understood, as OpenAI-compatible
     /// servers borrow Anthropic's and the other way round.
     pub fn inband_status(self, kind: &str) -> StatusCode {
-        let code = match kind {
+        // One table for every API, listed: each reads the others' types
+        // (compatible servers borrow them), and a new API must say so here.
+        let shared = |kind: &str| match kind {
             "overloaded_error" => 529,
             "rate_limit_error" | "rate_limit_exceeded" | "requests" | "tokens" => 429,
             "invalid_request_error" => 400,
@@ -523,6 +527,11 @@ impl Api {
             "request_too_large" => 413,
             "timeout_error" => 504,
             _ => 500,
+        };
+        let code = match self {
+            Self::ChatCompletions | Self::Messages | Self::Responses | Self::Embeddings => {
+                shared(kind)
+            }
         };
         StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }

@@ -249,6 +249,10 @@ pub struct Usage {
     /// `cache_creation_input_tokens`; OpenAI reports none, its caching
     /// being automatic).
     pub cache_write_input: u64,
+    /// Output tokens spent reasoning, within `output` (OpenAI's
+    /// `completion_tokens_details` / `output_tokens_details`
+    /// `reasoning_tokens`; Anthropic gives no such breakdown).
+    pub reasoning_output: u64,
 }
 
 pub(crate) fn count(v: Option<&Value>) -> u64 {

@@ -83,7 +83,7 @@ pub struct Summary {
     pub id: Option<String>,
     /// The type of an in-band error event, if one came.
     pub inband_error: Option<String>,
-    /// Data events seen (streams).
+    /// Data events seen (streams), keep-alives ([`Api::is_ping`]) not counted.
     pub events: u64,
     /// The stream's terminator went by (OpenAI `data: [DONE]`, Anthropic
     /// `event: message_stop`): the answer is complete, whatever happens to
@@ -283,6 +283,9 @@ impl ResponseObserver {
 
     /// Watches one decoded stream event.
     pub fn on_event(&mut self, ev: &Event) {
+        if self.api.is_some_and(|api| api.is_ping(ev)) {
+            return;
+        }
         self.summary.events += 1;
         let data = ev.data();
         let inband = match self.api {

@@ -30,8 +30,18 @@
 //! carry); a stream's through [`crate::dialect::StreamReader::untranslated`]
 //! and [`crate::dialect::StreamWriter::untranslated`]. A chat request with
 //! `n` > 1 cannot be translated at all (one answer per request elsewhere).
-//! The gateway reports all of it: `x-palisade-untranslated` (request
-//! fields), `palisade_untranslated_total{api,field}`, a log line and a span
+//! Named too: a message's `name` and other message-level fields
+//! (`messages[].audio` …), non-function tools (chat completions' `custom`,
+//! Anthropic's server tools), `cache_control`, citations, a tool result's
+//! `is_error` and non-text content, an image's `detail`, Responses output
+//! annotations, the arguments of a streamed tool call interleaved with
+//! another's (toward APIs that stream one block at a time). Not named:
+//! keys nested inside what is carried (a content block's or a tool
+//! definition's own extra fields). Carried by making one up: the id of a
+//! tool call that came without one (`call_palisade_N`,
+//! `toolu_palisade_N`). The gateway reports all that is named:
+//! `x-palisade-untranslated` (request fields),
+//! `palisade_untranslated_total{api,field}`, a log line and a span
 //! attribute per call.
 //!
 //! Decisions:

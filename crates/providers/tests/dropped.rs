@@ -273,3 +273,98 @@ data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\"
     assert_eq!(done["response"]["output"][0]["call_id"], "call_palisade_0");
     assert_eq!(done["response"]["output"][0]["arguments"], "{\"a\":1}");
 }
+
+#[test]
+fn what_cannot_be_carried_is_named() {
+    let chat = json!({"model": "m", "messages": [
+        {"role": "user", "name": "ann", "content": [
+            {"type": "text", "text": "look"},
+            {"type": "image_url", "image_url": {"url": "https://x/a.png", "detail": "high"}}]},
+        {"role": "assistant", "content": null, "audio": {"id": "au_1"}, "refusal": "no"},
+    ], "tools": [{"type": "custom", "custom": {"name": "grammar"}}]});
+    let n = dialect(Api::ChatCompletions).read_request(&chat).unwrap();
+    for named in [
+        "messages[].name",
+        "messages[].audio",
+        "image_url.detail",
+        "tools[] of type `custom`",
+    ] {
+        assert!(
+            n.untranslated.iter().any(|u| u == named),
+            "{named}: {:?}",
+            n.untranslated
+        );
+    }
+    let claude = json!({"model": "m", "max_tokens": 9,
+    "system": [{"type": "text", "text": "s", "cache_control": {"type": "ephemeral"}}],
+    "tools": [{"type": "web_search_20250305", "name": "web_search"},
+              {"name": "f", "input_schema": {"type": "object"}}],
+    "messages": [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "is_error": true,
+            "content": [{"type": "text", "text": "bad"},
+                        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA"}}]}]},
+    ]});
+    let n = dialect(Api::Messages).read_request(&claude).unwrap();
+    assert_eq!(
+        n.tools.as_ref().unwrap().len(),
+        1,
+        "the server tool is not a function"
+    );
+    for named in [
+        "cache_control",
+        "tools[] of type `web_search_20250305`",
+        "tool_result is_error",
+        "non-text content of a tool_result",
+    ] {
+        assert!(
+            n.untranslated.iter().any(|u| u == named),
+            "{named}: {:?}",
+            n.untranslated
+        );
+    }
+    let annotated = json!({"id": "r", "model": "m", "status": "completed", "output": [
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "see [1]",
+            "annotations": [{"type": "url_citation", "url": "https://x"}]}]},
+        {"type": "web_search_call", "id": "ws_1", "status": "completed"},
+    ]});
+    let (_, lost) = answer(Api::Responses, Api::ChatCompletions, &annotated);
+    assert!(
+        lost.contains(&"output_text annotations".to_owned()),
+        "{lost:?}"
+    );
+    assert!(
+        lost.contains(&"output item `web_search_call`".to_owned()),
+        "{lost:?}"
+    );
+}
+
+#[test]
+fn tool_calls_without_ids_get_ids_and_reasoning_tokens_cross() {
+    let no_id = json!({
+        "id": "c", "object": "chat.completion", "created": 0, "model": "gpt",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": null,
+            "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            "finish_reason": "tool_calls"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 9,
+                  "completion_tokens_details": {"reasoning_tokens": 5}},
+    });
+    let (claude, _) = answer(Api::ChatCompletions, Api::Messages, &no_id);
+    assert_eq!(claude["content"][0]["id"], "toolu_palisade_0");
+    let (resp, _) = answer(Api::ChatCompletions, Api::Responses, &no_id);
+    assert_eq!(resp["output"][0]["call_id"], "call_palisade_0");
+    assert_eq!(
+        resp["usage"]["output_tokens_details"]["reasoning_tokens"],
+        5
+    );
+    let (chat, _) = answer(Api::Responses, Api::ChatCompletions, &resp);
+    assert_eq!(
+        chat["usage"]["completion_tokens_details"]["reasoning_tokens"],
+        5
+    );
+    assert_eq!(
+        chat["choices"][0]["message"]["tool_calls"][0]["id"],
+        "call_palisade_0"
+    );
+}

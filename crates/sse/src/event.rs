@@ -94,11 +94,13 @@ impl Event {
         self.id.as_ref()
     }
 
-    /// Whether this is a provider's in-band error: Anthropic's `event: error`,
-    /// or data that is a JSON object whose first key is `"error"` (OpenAI's
-    /// `data: {"error":…}`). The same rule as [`crate::EventScanner`]'s.
+    /// Whether this is a provider's in-band error: `event: error`
+    /// (Anthropic, OpenAI's Responses API), `event: response.failed` (the
+    /// Responses API), or data that is a JSON object whose first key is
+    /// `"error"` (chat completions' `data: {"error":…}`). The same rule as
+    /// [`crate::EventScanner`]'s.
     pub fn is_inband_error(&self) -> bool {
-        self.is("error") || is_error_json(&self.data)
+        self.is("error") || self.is("response.failed") || is_error_json(&self.data)
     }
 
     /// A reconnection time set by a `retry` field since the previous event.

@@ -14,8 +14,10 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// It tells apart what layers need to know:
 /// - events that carry data and are not `ping` (progress, for an SSE-aware
 ///   idle timeout: comment heartbeats and `event: ping` are not progress);
-/// - in-band errors after a 200: Anthropic's `event: error`, or a `data:`
-///   line starting with `{"error"` (OpenAI), for the circuit breaker.
+/// - in-band errors after a 200: `event: error` (Anthropic, OpenAI's
+///   Responses API), `event: response.failed` (the Responses API), or a
+///   `data:` line starting with `{"error"` (OpenAI chat completions), for
+///   the circuit breaker.
 ///
 /// Line ends are CR, LF or CRLF (a CRLF split across two chunks counts once),
 /// per the WHATWG event-stream grammar.
@@ -144,7 +146,7 @@ impl EventScanner {
             }
             b"event" => {
                 self.is_ping = whole && value == b"ping";
-                self.is_error |= whole && value == b"error";
+                self.is_error |= whole && (value == b"error" || value == b"response.failed");
             }
             _ => {}
         }
@@ -159,6 +161,16 @@ mod tests {
     fn count(chunks: &[&[u8]]) -> usize {
         let mut p = EventScanner::default();
         chunks.iter().map(|c| p.feed(c).data_events).sum()
+    }
+
+    #[test]
+    fn a_responses_failure_is_an_inband_error() {
+        let mut p = EventScanner::default();
+        let seen = p.feed(
+            b"event: response.output_text.delta\ndata: {\"delta\":\"x\"}\n\n\
+              event: response.failed\ndata: {\"type\":\"response.failed\"}\n\n",
+        );
+        assert_eq!((seen.data_events, seen.inband_errors), (2, 1));
     }
 
     #[test]

@@ -135,6 +135,13 @@ impl Request {
             ..Default::default()
         };
         for m in &req.messages {
+            if m.name.get().is_some() {
+                note(&mut out.untranslated, "messages[].name");
+            }
+            // `audio`, the legacy `function_call` …
+            for k in m.extra.keys() {
+                note(&mut out.untranslated, format!("messages[].{k}"));
+            }
             match m.role.as_str() {
                 "system" | "developer" => out.system.push(openai_text(&m.content)),
                 "tool" => out.push(
@@ -156,6 +163,10 @@ impl Request {
                         }
                         Some(openai::Content::Parts(parts)) => {
                             for p in parts {
+                                let detail = p.extra.get("image_url").and_then(|i| i.get("detail"));
+                                if detail.is_some_and(|d| d != "auto") {
+                                    note(&mut out.untranslated, "image_url.detail");
+                                }
                                 match openai_part(p) {
                                     Some(part) => out.push(role, part),
                                     None => {
@@ -165,6 +176,9 @@ impl Request {
                             }
                         }
                         _ => {}
+                    }
+                    if let Some(r) = m.refusal.get().filter(|r| !r.is_empty()) {
+                        out.push(Role::Assistant, Part::Refusal(r.clone()));
                     }
                     for tc in m.tool_calls.get().into_iter().flatten() {
                         out.push(Role::Assistant, openai_call(tc)?);
@@ -180,17 +194,23 @@ impl Request {
                 .collect(),
             _ => Vec::new(),
         };
-        out.tools = req.tools.get().map(|tools| {
-            tools
-                .iter()
-                .filter_map(|t| t.function.get())
-                .map(|f| ToolDef {
-                    name: f.name.clone(),
-                    description: f.description.clone(),
-                    parameters: f.parameters.clone(),
-                })
-                .collect()
-        });
+        if let Some(tools) = req.tools.get() {
+            let mut defs = Vec::new();
+            for t in tools {
+                match t.function.get() {
+                    Some(f) if t.kind == "function" => defs.push(ToolDef {
+                        name: f.name.clone(),
+                        description: f.description.clone(),
+                        parameters: f.parameters.clone(),
+                    }),
+                    _ => note(
+                        &mut out.untranslated,
+                        format!("tools[] of type `{}`", t.kind),
+                    ),
+                }
+            }
+            out.tools = Some(defs);
+        }
         out.tool_choice = match req.tool_choice.get() {
             Some(Value::String(s)) if s == "required" => Some(ToolChoice::Any),
             Some(Value::String(s)) if s == "none" => Some(ToolChoice::None),
@@ -461,16 +481,28 @@ impl Usage {
                     .and_then(|d| d.get("cached_tokens")),
             ),
             cache_write_input: 0,
+            reasoning_output: count(
+                u.extra
+                    .get("completion_tokens_details")
+                    .and_then(|d| d.get("reasoning_tokens")),
+            ),
         }
     }
 
-    /// As OpenAI's usage object (cached tokens in `prompt_tokens_details`).
+    /// As OpenAI's usage object (cached tokens in `prompt_tokens_details`,
+    /// reasoning tokens in `completion_tokens_details`).
     pub fn to_openai(self) -> openai::Usage {
         let mut u = openai::Usage::new(self.input, self.output);
         if self.cached_input > 0 {
             u.extra.insert(
                 "prompt_tokens_details".to_owned(),
                 json!({"cached_tokens": self.cached_input}),
+            );
+        }
+        if self.reasoning_output > 0 {
+            u.extra.insert(
+                "completion_tokens_details".to_owned(),
+                json!({"reasoning_tokens": self.reasoning_output}),
             );
         }
         u
@@ -567,6 +599,13 @@ impl Answer {
                 } => calls.push(openai_tool_call(id, name, arguments)),
                 Part::Image(_) => note(&mut left_out, "image in an answer"),
                 Part::ToolResult { .. } => note(&mut left_out, "tool result in an answer"),
+            }
+        }
+        // A tool call that came without an id gets one (the caller sends it
+        // back with the result).
+        for (n, c) in calls.iter_mut().enumerate() {
+            if !matches!(c.id, Maybe::Present(_)) {
+                c.id = Maybe::Present(format!("call_palisade_{n}"));
             }
         }
         let mut extra = Map::new();

@@ -115,11 +115,17 @@ impl Request {
                     .iter()
                     .filter_map(|b| b.get("text").and_then(Value::as_str))
                     .collect();
+                if blocks.iter().any(|b| b.get("cache_control").is_some()) {
+                    note(&mut out.untranslated, "cache_control");
+                }
                 out.system.push(text.join("\n\n"));
             }
             _ => {}
         }
         for m in &req.messages {
+            for k in m.extra.keys() {
+                note(&mut out.untranslated, format!("messages[].{k}"));
+            }
             let role = if m.role == "assistant" {
                 Role::Assistant
             } else {
@@ -133,6 +139,7 @@ impl Request {
                 anthropic::MessageContent::Text(t) => turn.parts.push(Part::Text(t.clone())),
                 anthropic::MessageContent::Blocks(blocks) => {
                     for b in blocks {
+                        block_losses(b, &mut out.untranslated);
                         match anthropic_block(b) {
                             Some(p) => turn.parts.push(p),
                             None => out.untranslated.push(format!("content block `{}`", b.kind)),
@@ -142,16 +149,25 @@ impl Request {
             }
             out.turns.push(turn);
         }
-        out.tools = req.tools.get().map(|tools| {
-            tools
-                .iter()
-                .map(|t| ToolDef {
-                    name: t.name.clone(),
-                    description: t.description.clone(),
-                    parameters: t.input_schema.clone(),
-                })
-                .collect()
-        });
+        if let Some(tools) = req.tools.get() {
+            let mut defs = Vec::new();
+            for t in tools {
+                // Anthropic's own tools (`web_search_20250305`, `bash_…`)
+                // carry a `type`; a client tool has none, or `custom`.
+                match t.extra.get("type").and_then(Value::as_str) {
+                    None | Some("custom") => defs.push(ToolDef {
+                        name: t.name.clone(),
+                        description: t.description.clone(),
+                        parameters: t.input_schema.clone(),
+                    }),
+                    Some(kind) => note(&mut out.untranslated, format!("tools[] of type `{kind}`")),
+                }
+                if t.extra.contains_key("cache_control") {
+                    note(&mut out.untranslated, "cache_control");
+                }
+            }
+            out.tools = Some(defs);
+        }
         let choice = req.tool_choice.get();
         out.tool_choice = match choice.and_then(|c| c.get("type")).and_then(Value::as_str) {
             Some("any") => Some(ToolChoice::Any),
@@ -273,6 +289,31 @@ impl Request {
             extra,
         };
         (req, left_out)
+    }
+}
+
+/// Notes what a content block carries that its neutral part does not: a
+/// `cache_control` breakpoint, a tool result's `is_error` and the
+/// non-text parts of its content (images), citations.
+fn block_losses(b: &anthropic::ContentBlock, untranslated: &mut Vec<String>) {
+    if b.extra.contains_key("cache_control") {
+        note(untranslated, "cache_control");
+    }
+    if b.extra.contains_key("citations") {
+        note(untranslated, "citations");
+    }
+    if b.kind == "tool_result" {
+        if b.extra.get("is_error") == Some(&Value::Bool(true)) {
+            note(untranslated, "tool_result is_error");
+        }
+        let parts = b.extra.get("content").and_then(Value::as_array);
+        if parts
+            .into_iter()
+            .flatten()
+            .any(|c| c.get("type").and_then(Value::as_str) != Some("text"))
+        {
+            note(untranslated, "non-text content of a tool_result");
+        }
     }
 }
 
@@ -441,6 +482,7 @@ impl Usage {
             output: u.output_tokens.get().copied().unwrap_or(0),
             cached_input: read,
             cache_write_input: written,
+            reasoning_output: 0,
         }
     }
 
@@ -508,11 +550,22 @@ impl Answer {
     /// by name.
     pub fn to_anthropic_reporting(&self) -> (anthropic::MessagesResponse, Vec<String>) {
         let mut left_out = Vec::new();
-        let content = self
+        let mut content: Vec<anthropic::ContentBlock> = self
             .parts
             .iter()
             .filter_map(|p| anthropic_block_of(p, false, &mut left_out))
             .collect();
+        // A tool call that came without an id gets one (Anthropic's
+        // `tool_use` needs it, and the caller sends it back with the result).
+        for (n, b) in content
+            .iter_mut()
+            .filter(|b| b.kind == "tool_use")
+            .enumerate()
+        {
+            if !matches!(b.id, Maybe::Present(_)) {
+                b.id = Maybe::Present(format!("toolu_palisade_{n}"));
+            }
+        }
         let answer = anthropic::MessagesResponse {
             id: self.id.clone(),
             kind: "message".to_owned(),
@@ -593,7 +646,13 @@ impl FromAnthropicStream {
                 }
                 match (delta.partial_json, self.calls.get(&index)) {
                     (Maybe::Present(json), Some(&call)) => vec![Delta::ToolArgs { call, json }],
-                    _ => Vec::new(),
+                    // The JSON of a block that is not a client tool call
+                    // (a server tool's input: its block was named already).
+                    (Maybe::Present(_), None) => Vec::new(),
+                    (Maybe::Absent | Maybe::Null, _) => {
+                        note(&mut self.untranslated, format!("delta `{}`", delta.kind));
+                        Vec::new()
+                    }
                 }
             }
             E::MessageDelta { delta, usage, .. } => {
@@ -785,6 +844,13 @@ impl ToAnthropicStream {
                         },
                         extra: Map::new(),
                     });
+                } else {
+                    // Anthropic streams one block at a time: the arguments of
+                    // a call after another one began have nowhere to go.
+                    note(
+                        &mut self.untranslated,
+                        "arguments of a tool call interleaved with another",
+                    );
                 }
             }
             Delta::Finish(f) => self.finish = Some(f),

@@ -198,6 +198,11 @@ fn message_parts(content: Option<&Value>, at: &str, untranslated: &mut Vec<Strin
         Some(Value::String(s)) => parts.push(Part::Text(s.clone())),
         Some(Value::Array(ps)) => {
             for p in ps {
+                if p.get("type").and_then(Value::as_str) == Some("input_image")
+                    && p.get("detail").is_some_and(|d| d != "auto")
+                {
+                    note(untranslated, "input_image detail");
+                }
                 match content_part(p) {
                     Some(part) => parts.push(part),
                     None => note(
@@ -290,6 +295,12 @@ fn usage_of(u: Option<&ResponsesUsage>) -> Usage {
         output: u.output_tokens,
         cached_input: u.cached_tokens(),
         cache_write_input: 0,
+        reasoning_output: u
+            .extra
+            .get("output_tokens_details")
+            .and_then(|d| d.get("reasoning_tokens"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
     })
 }
 
@@ -298,7 +309,7 @@ fn usage_json(u: Usage) -> Value {
         "input_tokens": u.input,
         "input_tokens_details": {"cached_tokens": u.cached_input},
         "output_tokens": u.output,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": u.reasoning_output},
         "total_tokens": u.input + u.output,
     })
 }
@@ -627,6 +638,12 @@ impl Dialect for Responses {
                         match c.get("type").and_then(Value::as_str) {
                             Some("output_text") => {
                                 parts.push(Part::Text(text_of(c, "text").unwrap_or_default()));
+                                if c.get("annotations")
+                                    .and_then(Value::as_array)
+                                    .is_some_and(|a| !a.is_empty())
+                                {
+                                    note(&mut untranslated, "output_text annotations");
+                                }
                             }
                             Some("refusal") => {
                                 refused = true;
@@ -701,15 +718,17 @@ impl Dialect for Responses {
                 } => {
                     flush(&mut text, &mut output);
                     let item_id = format!("fc_{}", output.len());
+                    let made_up = format!("call_palisade_{}", output.len());
                     output.push(call_item(
                         &item_id,
                         "completed",
-                        id.get().map_or("", String::as_str),
+                        id.get().map_or(made_up.as_str(), String::as_str),
                         name.get().map_or("", String::as_str),
                         &arguments.to_string(),
                     ));
                 }
-                Part::Image(_) | Part::ToolResult { .. } => {}
+                Part::Image(_) => note(&mut left_out, "image in an answer"),
+                Part::ToolResult { .. } => note(&mut left_out, "tool result in an answer"),
             }
         }
         flush(&mut text, &mut output);
@@ -820,6 +839,9 @@ impl StreamReader for Reader {
                         _ => Delta::Reasoning(d),
                     });
                 }
+            }
+            "response.output_text.annotation.added" => {
+                note(&mut self.untranslated, "output_text annotations");
             }
             "response.function_call_arguments.delta" => {
                 let call = index.and_then(|i| self.calls.get(&i).copied());
@@ -1120,6 +1142,11 @@ impl StreamWriter for Writer {
                     args.push_str(&json);
                     let data = json!({"item_id": id, "output_index": *index, "delta": json});
                     self.emit("response.function_call_arguments.delta", data, out);
+                } else {
+                    note(
+                        &mut self.untranslated,
+                        "arguments of a tool call interleaved with another",
+                    );
                 }
             }
             Delta::Finish(f) => self.finish = Some(f),
@@ -1290,7 +1317,8 @@ mod tests {
                 input: 30,
                 output: 5,
                 cached_input: 10,
-                cache_write_input: 0
+                cache_write_input: 0,
+                reasoning_output: 0
             }
         );
         let back: Value =
@@ -1341,6 +1369,7 @@ mod tests {
                 output: 4,
                 cached_input: 1,
                 cache_write_input: 0,
+                reasoning_output: 0,
             }),
             Delta::End,
         ] {
@@ -1372,7 +1401,8 @@ mod tests {
             input: 3,
             output: 4,
             cached_input: 1,
-            cache_write_input: 0
+            cache_write_input: 0,
+            reasoning_output: 0
         })));
         assert_eq!(deltas.last(), Some(&Delta::End));
         // A failure continues the numbering.
