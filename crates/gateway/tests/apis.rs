@@ -538,3 +538,70 @@ async fn azure_deployments_take_responses_calls_as_chat_and_v1_urls_as_they_came
             .ends_with("/responses")
     );
 }
+
+/// Embeddings go through the upstream's whole stack: its token limit
+/// counts their input (here 2,000 tokens of input against a limit of
+/// 1,000: refused before any call, 429), and its request limit their calls.
+#[tokio::test]
+async fn embeddings_are_held_to_the_upstreams_limits() {
+    let mock = MockUpstream::new();
+    let toml = "[[upstreams]]\nname = \"m\"\nkind = \"mock\"\n\
+                [upstreams.rate_limit]\nrequests_per_minute = 2\ntokens_per_minute = 1000\nmax_wait = 0\n"
+        .to_owned()
+        + &route("mock", &["m"]);
+    let gw = start(&toml, &[("m", &mock)]).await;
+    let big = json!({"model": "mock", "input": vec![7u32; 2000]});
+    let (res, body) = gw.call(EMBEDDINGS, &big.to_string()).await;
+    assert_eq!(res.status(), 429, "{body}");
+    assert_eq!(mock.request_count(), 0);
+    let small = json!({"model": "mock", "input": "a few words"}).to_string();
+    let (res, body) = gw.call(EMBEDDINGS, &small).await;
+    assert_eq!(res.status(), 200, "{body}");
+    let (res, body) = gw.call(EMBEDDINGS, &small).await;
+    assert_eq!(res.status(), 429, "{body}");
+    assert!(res.headers().contains_key("retry-after"), "{body}");
+}
+
+/// What a translation leaves out goes on the request's span
+/// (`palisade.untranslated`) and in one log line per call.
+#[tokio::test]
+async fn what_translation_leaves_out_is_logged_once_on_the_requests_span() {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    // This test's runtime is one thread: the gateway's tasks log here.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (gw, _o, _c, _served) = openai_then_anthropic().await;
+    let body =
+        json!({"model": "claude", "seed": 1, "messages": [{"role": "user", "content": "q"}]});
+    let (res, text) = gw.call("/v1/chat/completions", &body.to_string()).await;
+    assert_eq!(res.status(), 200, "{text}");
+    let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("left out by translation"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{logs}");
+    assert!(
+        lines[0].contains(
+            "palisade.untranslated=\"request (chat_completions): seed; answer (messages): none\""
+        ),
+        "{}",
+        lines[0]
+    );
+}
