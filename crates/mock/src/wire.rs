@@ -87,8 +87,8 @@ fn required_call(v: &Value, text: &str) -> Option<ToolCall> {
     })
 }
 
-/// Parses a chat request, or says (in the provider's words) why it is invalid.
-pub(crate) fn parse_request(body: &[u8]) -> Result<ChatRequest, String> {
+/// A request body's JSON and its `model`, or why it has none.
+fn json_and_model(body: &[u8]) -> Result<(Value, String), String> {
     let v: Value =
         serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
     let model = v
@@ -96,6 +96,12 @@ pub(crate) fn parse_request(body: &[u8]) -> Result<ChatRequest, String> {
         .and_then(Value::as_str)
         .ok_or("`model` is required and must be a string")?
         .to_owned();
+    Ok((v, model))
+}
+
+/// Parses a chat request, or says (in the provider's words) why it is invalid.
+pub(crate) fn parse_request(body: &[u8]) -> Result<ChatRequest, String> {
+    let (v, model) = json_and_model(body)?;
     let mut prompt_tokens = system_text(&v).split_whitespace().count();
     let mut last_user = String::new();
     let mut read = |m: &Value| {
@@ -260,13 +266,7 @@ pub(crate) struct EmbeddingsRequest {
 /// Parses an embeddings request: `input` a string, a list of strings, a
 /// token array or a list of token arrays.
 pub(crate) fn parse_embeddings(body: &[u8]) -> Result<EmbeddingsRequest, String> {
-    let v: Value =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
-    let model = v
-        .get("model")
-        .and_then(Value::as_str)
-        .ok_or("`model` is required and must be a string")?
-        .to_owned();
+    let (v, model) = json_and_model(body)?;
     let one = |x: &Value| -> Option<(String, usize)> {
         match x {
             Value::String(s) => Some((s.clone(), s.split_whitespace().count().max(1))),

@@ -180,6 +180,28 @@ impl Turn {
     }
 }
 
+impl Image {
+    /// The image at `url`: inline when it is a base64 `data:` URL.
+    pub fn from_url(url: &str) -> Self {
+        match parse_data_url(url) {
+            Some((media, data)) => Self::Base64 {
+                media_type: media.to_owned(),
+                data: data.to_owned(),
+            },
+            None => Self::Url(url.to_owned()),
+        }
+    }
+
+    /// The image as a URL: a base64 `data:` URL when inline (OpenAI's
+    /// APIs take both in one field).
+    pub fn to_url(&self) -> String {
+        match self {
+            Self::Url(u) => u.clone(),
+            Self::Base64 { media_type, data } => format!("data:{media_type};base64,{data}"),
+        }
+    }
+}
+
 /// A `data:` URL's media type and base64 data.
 pub(crate) fn parse_data_url(url: &str) -> Option<(&str, &str)> {
     let rest = url.strip_prefix("data:")?;

@@ -13,7 +13,7 @@ use super::{Dialect, StreamReader, StreamWriter, Written, WrittenAnswer, bad};
 use crate::maybe::Maybe;
 use crate::neutral::{
     self, Answer, Delta, Finish, Image, Part, Request, Role, ToolChoice, ToolDef, Turn, Usage,
-    count, note, parse_data_url,
+    count, note,
 };
 use crate::translate::{TranslateError, openai_sse};
 use crate::{Api, decode_openai, openai};
@@ -321,13 +321,7 @@ fn openai_part(part: &openai::ContentPart) -> Option<Part> {
         "text" => Some(Part::Text(part.text.get().cloned().unwrap_or_default())),
         "image_url" => {
             let url = part.extra.get("image_url")?.get("url")?.as_str()?;
-            Some(Part::Image(match parse_data_url(url) {
-                Some((media, data)) => Image::Base64 {
-                    media_type: media.to_owned(),
-                    data: data.to_owned(),
-                },
-                None => Image::Url(url.to_owned()),
-            }))
+            Some(Part::Image(Image::from_url(url)))
         }
         _ => None,
     }
@@ -396,12 +390,7 @@ fn push_openai_turn(
             Part::Text(t) | Part::Refusal(t) => parts.push(json!({"type": "text", "text": t})),
             Part::Reasoning { .. } => note(left_out, "reasoning"),
             Part::Image(img) => {
-                let url = match img {
-                    Image::Base64 { media_type, data } => {
-                        format!("data:{media_type};base64,{data}")
-                    }
-                    Image::Url(u) => u.clone(),
-                };
+                let url = img.to_url();
                 parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
             }
             Part::ToolCall {

@@ -37,7 +37,6 @@ use crate::Api;
 use crate::maybe::Maybe;
 use crate::neutral::{
     self, Delta, Finish, Image, Part, Role, Signature, ToolChoice, ToolDef, Usage, note,
-    parse_data_url,
 };
 use crate::responses::{
     Input, Item, Response, ResponsesRequest, StreamEvent, Usage as ResponsesUsage,
@@ -142,13 +141,7 @@ fn content_part(p: &Value) -> Option<Part> {
         "refusal" => Some(Part::Refusal(text_of(p, "refusal")?)),
         "input_image" => {
             let url = p.get("image_url").and_then(Value::as_str)?;
-            Some(Part::Image(match parse_data_url(url) {
-                Some((media, data)) => Image::Base64 {
-                    media_type: media.to_owned(),
-                    data: data.to_owned(),
-                },
-                None => Image::Url(url.to_owned()),
-            }))
+            Some(Part::Image(Image::from_url(url)))
         }
         _ => None,
     }
@@ -522,13 +515,7 @@ impl Dialect for Responses {
                     // A reasoning input item needs the id OpenAI gave it.
                     Part::Reasoning { .. } => note(&mut left_out, "reasoning"),
                     Part::Image(img) => {
-                        let url = match img {
-                            Image::Url(u) => u.clone(),
-                            Image::Base64 { media_type, data } => {
-                                format!("data:{media_type};base64,{data}")
-                            }
-                        };
-                        content.push(json!({"type": "input_image", "image_url": url}));
+                        content.push(json!({"type": "input_image", "image_url": img.to_url()}));
                     }
                     Part::ToolCall {
                         id,
