@@ -3,8 +3,8 @@
 //! - `decode`: 2,000 content events of each API, already split into SSE
 //!   events, decoded into the typed events a translation reads — chat
 //!   completions chunks (`decode_openai`), Anthropic events
-//!   (`decode_anthropic`) and Responses API events (`StreamEvent`), side by
-//!   side.
+//!   (`decode_anthropic`) and Responses API events, typed
+//!   (`decode_responses`), side by side.
 //! - `translate messages → chat`: the same Anthropic stream written as a
 //!   chat completions stream's SSE bytes, through the pairwise translator
 //!   (`AnthropicToOpenAiStream`, what the gateway used before the
@@ -19,9 +19,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use palisade_providers::responses::StreamEvent;
 use palisade_providers::translate::{AnthropicToOpenAiStream, openai_sse};
-use palisade_providers::{Api, decode_anthropic, decode_openai};
+use palisade_providers::{Api, decode_anthropic, decode_openai, decode_responses};
 use palisade_sse::{Decoder, Event};
 use serde_json::json;
 
@@ -105,10 +104,10 @@ fn bench(c: &mut Criterion) {
         });
     });
     g.throughput(Throughput::Elements(N as u64));
-    g.bench_function("Responses API events (StreamEvent)", |b| {
+    g.bench_function("Responses API events (decode_responses)", |b| {
         b.iter(|| {
             for e in &responses {
-                black_box(serde_json::from_slice::<StreamEvent>(e.data()).unwrap());
+                black_box(decode_responses(e).unwrap());
             }
         });
     });

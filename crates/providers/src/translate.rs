@@ -59,7 +59,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::anthropic::{self, StreamEvent};
 use crate::maybe::Maybe;
-use crate::stream::OpenAiItem;
+use crate::openai::OpenAiItem;
 use crate::{neutral, openai};
 
 /// The output budget given to an OpenAI request that sets none.

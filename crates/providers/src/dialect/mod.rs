@@ -22,9 +22,9 @@ use crate::Api;
 use crate::neutral::{self, Delta};
 use crate::translate::TranslateError;
 
-pub mod chat;
-pub mod messages;
-pub mod responses;
+pub use crate::anthropic::dialect as messages;
+pub use crate::openai::dialect as chat;
+pub use crate::responses::dialect as responses;
 
 /// A request written in a target's API.
 #[derive(Clone, Debug, PartialEq)]
@@ -228,7 +228,7 @@ pub(crate) fn sse(name: &str, data: &Value) -> Bytes {
     Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
 }
 
-fn bad(api: Api, e: impl std::fmt::Display) -> TranslateError {
+pub(crate) fn bad(api: Api, e: impl std::fmt::Display) -> TranslateError {
     TranslateError::new(format!("not a valid {api} value: {e}"))
 }
 

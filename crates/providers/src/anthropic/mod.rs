@@ -1,4 +1,8 @@
-//! Anthropic messages: request, response, stream events, errors.
+//! Anthropic messages, the whole API in one module: its wire types
+//! (request, response, stream events, errors) here, its stream decoding and
+//! aggregation ([`decode_anthropic`], [`AnthropicAggregator`]), and its
+//! reader and writer of the neutral model ([`dialect::Messages`]). Its
+//! description is its arms of [`Api`](crate::Api)'s exhaustive methods.
 //!
 //! Like the OpenAI types, every type keeps what it does not model in `extra`
 //! and optional fields remember absent versus `null` ([`Maybe`]).
@@ -7,6 +11,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 
 use crate::maybe::Maybe;
+
+pub mod dialect;
+mod stream;
+
+pub use stream::{AnthropicAggregator, decode_anthropic};
 
 /// `POST /v1/messages` request body.
 ///

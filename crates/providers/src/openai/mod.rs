@@ -1,4 +1,8 @@
-//! OpenAI chat completions: request, response, stream chunks, errors.
+//! OpenAI chat completions, the whole API in one module: its wire types
+//! (request, response, stream chunks, errors) here, its stream decoding and
+//! aggregation ([`decode_openai`], [`OpenAiAggregator`], [`OpenAiStream`]),
+//! and its reader and writer of the neutral model ([`dialect::Chat`]). Its
+//! description is its arms of [`Api`](crate::Api)'s exhaustive methods.
 //!
 //! Every type keeps the fields it does not model in `extra`, and optional
 //! fields remember absent versus `null` ([`Maybe`]), so a proxy that
@@ -8,6 +12,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 
 use crate::maybe::Maybe;
+
+mod chunks;
+pub mod dialect;
+mod stream;
+
+pub use chunks::OpenAiStream;
+pub use stream::{OpenAiAggregator, OpenAiItem, decode_openai};
 
 /// `POST /v1/chat/completions` request body.
 ///

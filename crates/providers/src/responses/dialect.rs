@@ -32,14 +32,15 @@ use http::StatusCode;
 use palisade_sse::Event;
 use serde_json::{Map, Value, json};
 
-use super::{Dialect, StreamReader, StreamWriter, Written, WrittenAnswer, bad, sse};
 use crate::Api;
+use crate::dialect::{Dialect, StreamReader, StreamWriter, Written, WrittenAnswer, bad, sse};
 use crate::maybe::Maybe;
 use crate::neutral::{
     self, Delta, Finish, Image, Part, Role, Signature, ToolChoice, ToolDef, Usage, note,
 };
 use crate::responses::{
-    Input, Item, Response, ResponsesRequest, StreamEvent, Usage as ResponsesUsage,
+    Event as Typed, Input, Item, Response, ResponseState, ResponsesRequest, TextOf,
+    Usage as ResponsesUsage,
 };
 use crate::translate::{TranslateError, now_secs};
 
@@ -768,23 +769,36 @@ impl Reader {
 
 impl StreamReader for Reader {
     fn read(&mut self, event: &Event) -> Result<Vec<Delta>, TranslateError> {
-        let ev: StreamEvent =
-            serde_json::from_slice(event.data()).map_err(|e| bad(Api::Responses, e))?;
+        let ev = Typed::from_data(event.data()).map_err(|e| bad(Api::Responses, e))?;
         let mut out = Vec::new();
-        let index = ev.output_index.get().copied();
-        match ev.kind.as_str() {
-            "response.created" | "response.in_progress" | "response.queued" => {
-                self.start(ev.response.get(), &mut out);
+        match ev {
+            Typed::Response {
+                state: ResponseState::Created | ResponseState::InProgress | ResponseState::Queued,
+                response,
+                ..
+            } => self.start(Some(&response), &mut out),
+            Typed::Response {
+                state: ResponseState::Completed | ResponseState::Incomplete,
+                response,
+                ..
+            } => {
+                self.start(Some(&response), &mut out);
+                let finish = finish_of(&response, !self.calls.is_empty(), self.refused);
+                out.push(Delta::Finish(finish));
+                out.push(Delta::Usage(usage_of(response.usage.get())));
+                out.push(Delta::End);
             }
-            "response.output_item.added" => {
+            Typed::OutputItem {
+                done: false,
+                output_index,
+                item,
+                ..
+            } => {
                 self.start(None, &mut out);
-                let Some(item) = ev.item.get() else {
-                    return Ok(out);
-                };
                 match item.kind() {
                     "function_call" => {
                         let call = u32::try_from(self.calls.len()).unwrap_or(u32::MAX);
-                        self.calls.insert(index.unwrap_or(u64::MAX), call);
+                        self.calls.insert(output_index, call);
                         out.push(Delta::ToolCall {
                             call,
                             id: item.call_id.clone(),
@@ -801,50 +815,67 @@ impl StreamReader for Reader {
                     other => note(&mut self.untranslated, format!("output item `{other}`")),
                 }
             }
-            "response.output_item.done" => {
-                if let Some(enc) = ev
-                    .item
-                    .get()
+            Typed::OutputItem {
+                done: true, item, ..
+            } => {
+                if let Some(enc) = Some(&item)
                     .filter(|i| i.kind() == "reasoning")
                     .and_then(|i| i.encrypted_content.get())
                 {
                     out.push(Delta::Signature(Signature::OpenAi(enc.clone())));
                 }
             }
-            kind @ ("response.output_text.delta"
-            | "response.refusal.delta"
-            | "response.reasoning_summary_text.delta"
-            | "response.reasoning_text.delta") => {
+            Typed::Delta {
+                of: TextOf::FunctionCallArguments,
+                output_index,
+                delta,
+                ..
+            } => {
+                if let Some(&call) = self.calls.get(&output_index) {
+                    out.push(Delta::ToolArgs { call, json: delta });
+                }
+            }
+            Typed::Delta { of, delta, .. } => {
                 self.start(None, &mut out);
-                if let Some(d) = ev.delta.into_option().filter(|d| !d.is_empty()) {
-                    out.push(match kind {
-                        "response.output_text.delta" => Delta::Text(d),
-                        "response.refusal.delta" => {
+                if !delta.is_empty() {
+                    out.push(match of {
+                        TextOf::OutputText => Delta::Text(delta),
+                        TextOf::Refusal => {
                             self.refused = true;
-                            Delta::Refusal(d)
+                            Delta::Refusal(delta)
                         }
-                        _ => Delta::Reasoning(d),
+                        TextOf::ReasoningSummaryText
+                        | TextOf::ReasoningText
+                        | TextOf::FunctionCallArguments => Delta::Reasoning(delta),
                     });
                 }
             }
-            "response.output_text.annotation.added" => {
-                note(&mut self.untranslated, "output_text annotations");
+            Typed::Annotation { .. } => note(&mut self.untranslated, "output_text annotations"),
+            // A known event that would carry content but lacks a field its
+            // type requires: named, not guessed at.
+            Typed::Other(raw)
+                if raw.is_known_kind()
+                    && (raw.kind == "response.output_item.added"
+                        || raw.kind.ends_with(".delta")) =>
+            {
+                note(
+                    &mut self.untranslated,
+                    format!("`{}` event missing a field its type requires", raw.kind),
+                );
             }
-            "response.function_call_arguments.delta" => {
-                let call = index.and_then(|i| self.calls.get(&i).copied());
-                if let (Some(call), Maybe::Present(json)) = (call, ev.delta) {
-                    out.push(Delta::ToolArgs { call, json });
-                }
+            // The whole texts repeat the deltas; parts carry nothing the
+            // deltas do not; `error` and `response.failed` are in-band
+            // errors the stack's observation reports; other events (built-in
+            // tools' progress) have no counterpart in a stream of text and
+            // tool calls.
+            Typed::Response {
+                state: ResponseState::Failed,
+                ..
             }
-            "response.completed" | "response.incomplete" => {
-                let r = ev.response.into_option().unwrap_or_default();
-                self.start(Some(&r), &mut out);
-                let finish = finish_of(&r, !self.calls.is_empty(), self.refused);
-                out.push(Delta::Finish(finish));
-                out.push(Delta::Usage(usage_of(r.usage.get())));
-                out.push(Delta::End);
-            }
-            _ => {}
+            | Typed::TextDone { .. }
+            | Typed::Part { .. }
+            | Typed::Error { .. }
+            | Typed::Other(_) => {}
         }
         Ok(out)
     }
@@ -1181,6 +1212,38 @@ mod tests {
             d.push(b.clone());
         }
         std::iter::from_fn(|| d.next_event().ok().flatten()).collect()
+    }
+
+    #[test]
+    fn a_content_event_missing_a_required_field_is_named_not_guessed_at() {
+        let mut reader = Responses.stream_reader();
+        let wire = [
+            sse(
+                "response.output_item.added",
+                &json!({"type": "response.output_item.added",
+                "item": {"type": "function_call", "call_id": "c", "name": "f", "arguments": ""}}),
+            ),
+            sse(
+                "response.output_text.delta",
+                &json!({"type": "response.output_text.delta",
+                "item_id": "m", "output_index": 0, "delta": "x"}),
+            ),
+            sse(
+                "response.web_search_call.searching",
+                &json!({
+                "type": "response.web_search_call.searching", "item_id": "ws", "output_index": 1}),
+            ),
+        ];
+        for ev in events(&wire) {
+            assert_eq!(reader.read(&ev).unwrap(), Vec::new());
+        }
+        assert_eq!(
+            reader.untranslated(),
+            [
+                "`response.output_item.added` event missing a field its type requires",
+                "`response.output_text.delta` event missing a field its type requires",
+            ]
+        );
     }
 
     #[test]

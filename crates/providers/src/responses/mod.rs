@@ -1,18 +1,28 @@
-//! OpenAI's Responses API: request, response, output items and the typed
-//! stream events, checked against the openai-python SDK's types
-//! (`src/openai/types/responses/`).
+//! OpenAI's Responses API, the whole API in one module: its wire types
+//! (request, response, output items, stream events) here, checked against
+//! the openai-python SDK's types (`src/openai/types/responses/`); its typed
+//! stream events and their decoding ([`Event`], [`decode_responses`]); and
+//! its reader and writer of the neutral model ([`dialect::Responses`]). Its
+//! description is its arms of [`Api`](crate::Api)'s exhaustive methods.
 //!
 //! Like the chat completions and Anthropic types, every type keeps what it
 //! does not model in `extra` and optional fields remember absent versus
 //! `null` ([`Maybe`]): deserializing and serializing gives back the same
-//! JSON value. Items and events are flat structs with their `type` in
-//! `kind` (the API adds item and event types often; an unknown one reads
-//! like a known one, its fields in `extra`).
+//! JSON value. Items and the wire form of events ([`StreamEvent`]) are flat
+//! structs with their `type` in `kind` (the API adds item and event types
+//! often; an unknown one reads like a known one, its fields in `extra`);
+//! [`StreamEvent::typed`] gives an event by kind, [`Event`], with each
+//! kind's own fields.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 
 use crate::maybe::Maybe;
+
+pub mod dialect;
+mod stream;
+
+pub use stream::{Event, PartOf, ResponseState, TextOf, decode_responses};
 
 /// `POST /v1/responses` request body.
 ///

@@ -9,7 +9,7 @@ use http::StatusCode;
 use palisade_sse::Event;
 use serde_json::{Map, Value, json};
 
-use super::{Dialect, StreamReader, StreamWriter, Written, WrittenAnswer, bad};
+use crate::dialect::{Dialect, StreamReader, StreamWriter, Written, WrittenAnswer, bad};
 use crate::maybe::Maybe;
 use crate::neutral::{
     self, Answer, Delta, Finish, Image, Part, Request, Role, ToolChoice, ToolDef, Turn, Usage,

@@ -10,9 +10,10 @@ use http_body::Body;
 use palisade_core::BoxError;
 use palisade_sse::EventStream;
 
+use super::{OpenAiItem, decode_openai};
 use crate::Api;
 use crate::openai::ChatChunk;
-use crate::stream::{OpenAiItem, StreamError, decode_openai};
+use crate::stream::StreamError;
 
 /// An OpenAI chat stream read from a response body, one [`ChatChunk`] at a
 /// time; [`ChatChunk::text`] is a chunk's new text.
