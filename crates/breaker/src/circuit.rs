@@ -197,6 +197,17 @@ impl Circuit {
         Duration::from_millis(until.saturating_sub(self.now_ms()))
     }
 
+    /// What [`acquire`](Self::acquire) would refuse for, without acquiring.
+    pub(crate) fn refuses_for(&self) -> Option<Duration> {
+        match self.state() {
+            State::Closed => None,
+            State::Open => Some(self.remaining()).filter(|left| !left.is_zero()),
+            State::HalfOpen => {
+                (self.probes_left.load(Ordering::Acquire) == 0).then_some(Duration::ZERO)
+            }
+        }
+    }
+
     /// Admits a call, or refuses it with the time left open.
     #[inline]
     pub(crate) fn acquire(self: &Arc<Self>) -> Result<Permit, CircuitOpen> {

@@ -1,6 +1,7 @@
 //! [`BreakerLayer`] and [`BreakerHandle`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use palisade_core::classify::LlmClassifier;
 use tower_layer::Layer;
@@ -81,6 +82,15 @@ impl BreakerHandle {
     /// The current state.
     pub fn state(&self) -> State {
         self.circuit.state()
+    }
+
+    /// How long a call would be refused from now, without taking a probe
+    /// slot: `None` when one would be admitted (closed, open past its
+    /// `open_for`, half-open with a probe slot free); `Some(remaining)` while
+    /// open, `Some(ZERO)` when half-open with every probe out (refused until
+    /// they report). A balancer asks this before picking a member.
+    pub fn refuses_for(&self) -> Option<Duration> {
+        self.circuit.refuses_for()
     }
 
     /// The calls and the failures in the current window.

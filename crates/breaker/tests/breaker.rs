@@ -259,9 +259,14 @@ async fn half_open_admits_only_its_probes_and_a_dropped_probe_frees_its_slot() {
         .unwrap();
     let mock = MockUpstream::new();
     let mut svc = layer.layer(mock.clone());
+    let handle = layer.handle();
+    assert_eq!(handle.refuses_for(), None);
     mock.push(Reply::status(500));
     call(&svc).await.unwrap();
+    assert_eq!(handle.refuses_for(), Some(secs(5)));
     tokio::time::advance(secs(5)).await;
+    // Past `open_for`: a call would be admitted as a probe.
+    assert_eq!(handle.refuses_for(), None);
 
     mock.push(Reply::echo().delay_before_headers(secs(100)));
     let probe = ServiceExt::<Request<RequestBody>>::ready(&mut svc)
@@ -271,6 +276,7 @@ async fn half_open_admits_only_its_probes_and_a_dropped_probe_frees_its_slot() {
     // The one probe is out: the next call is refused.
     let err = svc.clone().oneshot(req(false)).await.unwrap_err();
     assert!(err.is::<CircuitOpen>());
+    assert_eq!(handle.refuses_for(), Some(Duration::ZERO));
     drop(probe);
     // Its slot is back: a new probe passes and closes the circuit.
     assert_eq!(call(&svc).await.unwrap(), StatusCode::OK);

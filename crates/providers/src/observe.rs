@@ -89,6 +89,10 @@ pub struct Summary {
     /// `event: message_stop`): the answer is complete, whatever happens to
     /// the connection afterwards.
     pub terminated: bool,
+    /// A content event went by ([`Api::carries_content`]: text, a tool
+    /// call, reasoning, a refusal — what time to first token waits for).
+    /// Never set for an API nobody named, nor for a JSON answer.
+    pub content: bool,
 }
 
 #[derive(Debug)]
@@ -307,6 +311,9 @@ impl ResponseObserver {
         let Some(api) = self.api else {
             return;
         };
+        if !self.summary.content && api.carries_content(ev) {
+            self.summary.content = true;
+        }
         if api.is_terminator(ev) {
             self.summary.terminated = true;
             // A Responses stream's terminator is its whole answer, usage
@@ -382,6 +389,11 @@ pub enum End {
 pub trait Watch {
     /// A data frame went by (the observer has seen it).
     fn on_data(&mut self, _data: &Bytes) {}
+
+    /// The first content event went by ([`Summary::content`]), in the frame
+    /// about to be passed on; called at most once, before that frame's
+    /// [`on_data`](Self::on_data).
+    fn on_content(&mut self) {}
 
     /// The body ended; called exactly once.
     fn on_end(&mut self, summary: Summary, how: End);
@@ -460,6 +472,7 @@ pub fn watch<B, W: Watch>(
             observation,
             feeds,
             watch,
+            content: false,
         })),
     };
     Response::from_parts(parts, body)
@@ -470,6 +483,8 @@ struct Watching<W> {
     /// This body feeds the observation (it made it); else it only reads.
     feeds: bool,
     watch: W,
+    /// `watch.on_content` was called.
+    content: bool,
 }
 
 pin_project! {
@@ -500,6 +515,7 @@ impl<B, W: Watch> WatchedBody<B, W> {
                 observation: Observation::new(observer),
                 feeds: true,
                 watch,
+                content: false,
             })),
         }
     }
@@ -539,12 +555,16 @@ where
             Some(Ok(frame)) => match (this.watching.as_mut(), frame.data_ref()) {
                 (Some(w), Some(data)) => {
                     let feeds = w.feeds;
-                    let terminated = w.observation.with(|o| {
+                    let (terminated, content) = w.observation.with(|o| {
                         if feeds {
                             o.feed(data);
                         }
-                        o.is_terminated()
+                        (o.is_terminated(), o.summary.content)
                     });
+                    if content && !w.content {
+                        w.content = true;
+                        w.watch.on_content();
+                    }
                     w.watch.on_data(data);
                     // Complete at the terminator, or when nothing follows.
                     (terminated || this.inner.is_end_stream()).then_some(End::Complete)
@@ -873,5 +893,65 @@ mod tests {
         assert_eq!(s.finish_reasons, ["stop"]);
         assert_eq!(s.model.as_deref(), Some("gpt"));
         assert!(s.terminated);
+    }
+
+    /// Records, per data frame, whether content had been announced.
+    struct ContentRec(Arc<Mutex<Vec<&'static str>>>);
+
+    impl Watch for ContentRec {
+        fn on_content(&mut self) {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push("content");
+        }
+        fn on_data(&mut self, _data: &Bytes) {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push("data");
+        }
+        fn on_end(&mut self, summary: Summary, _how: End) {
+            assert!(summary.content);
+        }
+    }
+
+    /// The first content event is announced once, with its frame, to the
+    /// layer that decodes and to the layers that read: not at the role-only
+    /// first chunk.
+    #[tokio::test]
+    async fn the_first_content_event_is_announced_once_with_its_frame() {
+        use futures_util::stream;
+        use http_body_util::{BodyExt, StreamBody};
+        let frames = [
+            "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
+            "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n",
+            "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" there\"}}]}\n\ndata: [DONE]\n\n",
+        ];
+        let body =
+            StreamBody::new(stream::iter(frames.map(|f| {
+                Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(f)))
+            })));
+        let mut res = Response::new(body);
+        res.headers_mut().insert(
+            CONTENT_TYPE,
+            http::HeaderValue::from_static("text/event-stream"),
+        );
+        let (inner_seen, outer_seen) = (Arc::default(), Arc::default());
+        let inner = watch(
+            res,
+            Api::ChatCompletions,
+            ContentRec(Arc::clone(&inner_seen)),
+        );
+        let outer = watch(
+            inner,
+            Api::ChatCompletions,
+            ContentRec(Arc::clone(&outer_seen)),
+        );
+        assert!(outer.into_body().collect().await.is_ok());
+        for seen in [inner_seen, outer_seen] {
+            let seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+            assert_eq!(*seen, ["data", "content", "data", "data"]);
+        }
     }
 }
