@@ -435,8 +435,10 @@ async fn models_list_the_endpoints_each_route_serves() {
 async fn both_endpoints_are_retried_before_the_first_byte() {
     let o = MockUpstream::new();
     let so = o.serve().await.unwrap();
+    // The breaker kept out of the way: this test is about retries.
     let retry = "[upstreams.retry]\nmax_attempts = 3\nbase_delay = 1\nmax_delay = 2\n\
-                 [upstreams.timeout]\nfirst_byte = 2000\nidle = 300\n";
+                 [upstreams.timeout]\nfirst_byte = 2000\nidle = 300\n\
+                 [upstreams.breaker]\nminimum_calls = 100\nwindow = 100\n";
     let toml = upstream("o", "openai", &so.base_url(), retry) + &route("gpt", &["o"]);
     let gw = start(&toml, &[]).await;
     // A reset before the headers, then a 503: the third attempt answers.
@@ -457,6 +459,19 @@ async fn both_endpoints_are_retried_before_the_first_byte() {
         .await;
     assert_eq!(res.status(), 200, "{body}");
     assert_eq!(o.request_count(), 6);
+    // A connection reset before the headers, then a 429: the third answers.
+    o.push_all([
+        Reply::echo().fault(Fault::Reset),
+        Reply::status(429).header("retry-after-ms", "1"),
+    ]);
+    let (res, body) = gw
+        .call(
+            EMBEDDINGS,
+            &json!({"model": "gpt", "input": "x"}).to_string(),
+        )
+        .await;
+    assert_eq!(res.status(), 200, "{body}");
+    assert_eq!(o.request_count(), 9);
     // An embeddings answer cut mid-body, or stalled, is asked for again.
     o.push_all([
         Reply::echo().fault(Fault::Truncate),
@@ -470,7 +485,7 @@ async fn both_endpoints_are_retried_before_the_first_byte() {
         .await;
     assert_eq!(res.status(), 200, "{body}");
     assert_eq!(json(&body)["data"].as_array().unwrap().len(), 2);
-    assert_eq!(o.request_count(), 9);
+    assert_eq!(o.request_count(), 12);
     // A JSON Responses answer cut mid-body is asked for again.
     o.push(Reply::echo().fault(Fault::Truncate));
     let (res, body) = gw.call(RESPONSES, &ask("gpt", "whole again", false)).await;
@@ -560,6 +575,116 @@ async fn embeddings_are_held_to_the_upstreams_limits() {
     let (res, body) = gw.call(EMBEDDINGS, &small).await;
     assert_eq!(res.status(), 429, "{body}");
     assert!(res.headers().contains_key("retry-after"), "{body}");
+}
+
+/// Embeddings failures count toward the upstream's breaker like any call:
+/// it opens, and an open circuit refuses embeddings without calling.
+#[tokio::test]
+async fn embeddings_failures_open_the_breaker() {
+    let o = MockUpstream::new();
+    o.set_default(Reply::status(500));
+    let so = o.serve().await.unwrap();
+    let extra = "[upstreams.retry]\nmax_attempts = 1\n[upstreams.breaker]\nminimum_calls = 2\n\
+                 window = 2\nfailure_rate = 0.5\nopen_for = 600000\n";
+    let toml = upstream("o", "openai", &so.base_url(), extra) + &route("gpt", &["o"]);
+    let gw = start(&toml, &[]).await;
+    let ask = json!({"model": "gpt", "input": "x"}).to_string();
+    for _ in 0..2 {
+        let (res, body) = gw.call(EMBEDDINGS, &ask).await;
+        assert_eq!(res.status(), 500, "{body}");
+    }
+    let (res, body) = gw.call(EMBEDDINGS, &ask).await;
+    assert_eq!(res.status(), 503, "{body}");
+    assert!(body.contains("circuit"), "{body}");
+    assert!(res.headers().contains_key("retry-after"));
+    assert_eq!(o.request_count(), 2, "an open circuit calls nobody");
+}
+
+/// What a translated stream cannot carry is counted too: an Anthropic
+/// stream's `redacted_thinking` block and thinking signature, relayed to a
+/// chat completions caller.
+#[tokio::test]
+async fn what_a_translated_stream_leaves_out_is_counted() {
+    let (gw, _o, c, _served) = openai_then_anthropic().await;
+    let ev = |name: &str, v: Value| format!("event: {name}\ndata: {v}\n\n");
+    let wire = [
+        ev(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_1",
+            "type": "message", "role": "assistant", "model": "claude-x", "content": [],
+            "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 3, "output_tokens": 0}}}),
+        ),
+        ev(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+        ),
+        ev(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "thinking_delta", "thinking": "Hmm."}}),
+        ),
+        ev(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "signature_delta", "signature": "sig"}}),
+        ),
+        ev(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        ),
+        ev(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 1,
+            "content_block": {"type": "redacted_thinking", "data": "opaque"}}),
+        ),
+        ev(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 1}),
+        ),
+        ev(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 2,
+            "content_block": {"type": "text", "text": ""}}),
+        ),
+        ev(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 2,
+            "delta": {"type": "text_delta", "text": "Yes."}}),
+        ),
+        ev(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 2}),
+        ),
+        ev(
+            "message_delta",
+            json!({"type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+            "usage": {"input_tokens": 3, "output_tokens": 2}}),
+        ),
+        ev("message_stop", json!({"type": "message_stop"})),
+    ]
+    .concat();
+    c.push(
+        Reply::status(200)
+            .header("content-type", "text/event-stream")
+            .body(wire),
+    );
+    let body = json!({"model": "claude", "stream": true,
+                      "messages": [{"role": "user", "content": "q"}]});
+    let (res, text) = gw.call("/v1/chat/completions", &body.to_string()).await;
+    assert_eq!(res.status(), 200, "{text}");
+    assert!(text.contains("\"reasoning_content\":\"Hmm.\""), "{text}");
+    assert!(text.contains("\"content\":\"Yes.\""), "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    let (_, metrics) = gw.get("/metrics").await;
+    for line in [
+        r#"palisade_untranslated_total{api="messages",field="content block `redacted_thinking`"} 1"#,
+        r#"palisade_untranslated_total{api="messages",field="reasoning signature"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
 }
 
 /// What a translation leaves out goes on the request's span
