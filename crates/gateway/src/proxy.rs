@@ -180,7 +180,16 @@ async fn fallback(mut call: Call<'_>, route: String, targets: &[RouteTarget]) ->
             }
             tracing::info!(upstream = %up.name, reason = %e, "upstream failed; trying the next target if any");
         }
-        last = Some((up.clone(), failure));
+        // A fallback target that cannot take the request at all (it would
+        // need translating what cannot be) does not hide what the targets
+        // that were called answered: the caller gets the last real failure.
+        let hides_a_call = matches!(failure, Failure::Untranslatable(_))
+            && last
+                .as_ref()
+                .is_some_and(|(_, f)| !matches!(f, Failure::Untranslatable(_)));
+        if !hides_a_call {
+            last = Some((up.clone(), failure));
+        }
         next += 1;
         spent = 0;
     }
@@ -228,7 +237,7 @@ fn servable(
             caller,
             StatusCode::BAD_REQUEST,
             format!(
-                "the request uses {need}, which needs the state a Responses API provider stored, and no target of the route `{route}` speaks the Responses API (its targets' answers would be translated); send the whole conversation as `input` instead, or route this model to an OpenAI or Azure upstream"
+                "the request uses {need}, which needs state a Responses API provider stores, and no target of the route `{route}` speaks the Responses API (its targets' answers would be translated); send the whole conversation as `input` (and leave out `store: true`) instead, or route this model to an OpenAI or Azure upstream"
             ),
         ));
     }

@@ -265,6 +265,25 @@ async fn requests_needing_stored_state_go_only_to_responses_targets() {
     let sent = o.last_request().unwrap().json().unwrap();
     assert_eq!(sent["previous_response_id"], "resp_1");
     assert_eq!(c.request_count(), 0);
+    // An explicit `store: true` (the answer to be read later) is such a
+    // request: refused where only translation could serve it, and never
+    // falling back to a target that would not store it.
+    let stored = json!({"model": "claude", "input": "keep this", "store": true});
+    let (res, body) = gw.call(RESPONSES, &stored.to_string()).await;
+    assert_eq!(res.status(), 400, "{body}");
+    assert!(body.contains("`store: true`"), "{body}");
+    let mut to_gpt = stored.clone();
+    to_gpt["model"] = json!("gpt");
+    o.push(Reply::status(503));
+    let (res, body) = gw.call(RESPONSES, &to_gpt.to_string()).await;
+    assert_eq!(res.status(), 503, "{body}");
+    assert_eq!(c.request_count(), 0);
+    // Without it, the same call falls back to Anthropic.
+    to_gpt["store"] = json!(false);
+    o.push(Reply::status(503));
+    let (res, body) = gw.call(RESPONSES, &to_gpt.to_string()).await;
+    assert_eq!(res.status(), 200, "{body}");
+    assert_eq!(c.request_count(), 1);
 }
 
 #[tokio::test]

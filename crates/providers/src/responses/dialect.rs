@@ -17,8 +17,9 @@
 //! (`reasoning`, `file_search_call`, …) and content parts of other types
 //! (`input_file`). An `item_reference` needs the provider's stored state
 //! and cannot be translated at all (an error), as `previous_response_id`
-//! and `conversation` cannot: [`needs_state`] tells which requests only an
-//! OpenAI target can serve.
+//! and `conversation` cannot, and an explicit `"store": true` asks for what
+//! only the Responses API's provider does: [`needs_state`] tells which
+//! requests only an OpenAI target can serve.
 //!
 //! Decisions: a Responses request written for another API's target is
 //! written with `store: false` (a translated call must not leave state
@@ -63,11 +64,17 @@ const CARRIED: [&str; 10] = [
 ];
 
 /// What stored state a Responses request needs, if any — state only the
-/// provider that stored it has: a `previous_response_id`, a `conversation`, an `item_reference`
-/// input item. Such a request can only go to a target that speaks the
-/// Responses API itself (an OpenAI or Azure upstream), never through
-/// translation. (`store: true`, the API's default, is not such a need: the
-/// answer is simply not stored when another provider gives it.)
+/// provider that stored it has: a `previous_response_id`, a `conversation`,
+/// an `item_reference` input item, or an explicit `"store": true` (the
+/// caller asks for the answer to be stored, to be read later, e.g. by a
+/// `previous_response_id` that only the storing provider knows). Such a
+/// request can only go to a target that speaks the Responses API itself
+/// (an OpenAI or Azure upstream), never through translation.
+///
+/// Decision: `store` left out is not such a need, though the API's default
+/// is to store — SDKs leave it out on every call, and most callers never
+/// read a stored answer back; a translated answer is simply not stored.
+/// A caller who will read it later says `"store": true`.
 ///
 /// ```
 /// use palisade_providers::dialect::responses::needs_state;
@@ -77,7 +84,9 @@ const CARRIED: [&str; 10] = [
 /// assert_eq!(needs_state(&chained), Some("previous_response_id"));
 /// let referenced = json!({"model": "m", "input": [{"type": "item_reference", "id": "msg_1"}]});
 /// assert!(needs_state(&referenced).is_some());
-/// assert_eq!(needs_state(&json!({"model": "m", "input": "hi", "store": true})), None);
+/// assert_eq!(needs_state(&json!({"model": "m", "input": "hi", "store": true})), Some("`store: true`"));
+/// assert_eq!(needs_state(&json!({"model": "m", "input": "hi", "store": false})), None);
+/// assert_eq!(needs_state(&json!({"model": "m", "input": "hi"})), None);
 /// ```
 pub fn needs_state(body: &Value) -> Option<&'static str> {
     let set = |k: &str| body.get(k).is_some_and(|v| !v.is_null());
@@ -86,6 +95,9 @@ pub fn needs_state(body: &Value) -> Option<&'static str> {
     }
     if set("conversation") {
         return Some("conversation");
+    }
+    if body.get("store").and_then(Value::as_bool) == Some(true) {
+        return Some("`store: true`");
     }
     let items = body.get("input").and_then(Value::as_array);
     if items
