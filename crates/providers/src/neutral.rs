@@ -289,6 +289,25 @@ pub(crate) fn note(list: &mut Vec<String>, name: impl Into<String>) {
     }
 }
 
+/// Names, as `{what} field `{key}``, each key of an object whose value
+/// carries something (not `null`, not an empty list) and that neither its
+/// neutral counterpart carries (`carried`) nor a rule of its own already
+/// names (`named`): the keys nested inside what a translation carries,
+/// which would otherwise be dropped silently.
+pub(crate) fn note_fields<'a>(
+    list: &mut Vec<String>,
+    what: &str,
+    fields: impl IntoIterator<Item = (&'a String, &'a Value)>,
+    carried: &[&str],
+) {
+    for (k, v) in fields {
+        let empty = v.is_null() || v.as_array().is_some_and(Vec::is_empty);
+        if !empty && !carried.contains(&k.as_str()) {
+            note(list, format!("{what} field `{k}`"));
+        }
+    }
+}
+
 /// One step of a streamed answer, in no API's shape. A stream reads as
 /// `Start`, then text, tool calls and their arguments in any order, then
 /// `Finish` and `Usage` (either first), then `End`.

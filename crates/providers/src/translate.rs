@@ -35,9 +35,13 @@
 //! Anthropic's server tools), `cache_control`, citations, a tool result's
 //! `is_error` and non-text content, an image's `detail`, Responses output
 //! annotations, the arguments of a streamed tool call interleaved with
-//! another's (toward APIs that stream one block at a time). Not named:
-//! keys nested inside what is carried (a content block's or a tool
-//! definition's own extra fields). Carried by making one up: the id of a
+//! another's (toward APIs that stream one block at a time), and the keys
+//! nested inside what is carried that carry something (not `null`, not
+//! `[]`): a content part's or block's own fields, a tool definition's
+//! (`strict` …), a tool call's, an input item's (`{what} field `{key}``;
+//! a replayed item's `id` and `status` are bookkeeping, not named). Not
+//! named: keys two levels down (an `image_url` object's or an image
+//! `source`'s fields besides its URL or data). Carried by making one up: the id of a
 //! tool call that came without one (`call_palisade_N`,
 //! `toolu_palisade_N`). The gateway reports all that is named:
 //! `x-palisade-untranslated` (request fields),

@@ -368,3 +368,72 @@ fn tool_calls_without_ids_get_ids_and_reasoning_tokens_cross() {
         "call_palisade_0"
     );
 }
+
+/// Keys nested inside what is carried — a content part's or block's own
+/// fields, a tool definition's — are named when they carry something, in
+/// every API; keys that carry nothing (`null`, `[]`) are not.
+#[test]
+fn keys_nested_inside_what_is_carried_are_named() {
+    let named_in = |api: Api, body: Value, want: &[&str], not: &[&str]| {
+        let n = dialect(api).read_request(&body).unwrap();
+        for w in want {
+            assert!(
+                n.untranslated.iter().any(|u| u == w),
+                "{api:?} {w}: {:?}",
+                n.untranslated
+            );
+        }
+        for w in not {
+            assert!(
+                !n.untranslated.iter().any(|u| u.contains(w)),
+                "{api:?} {w}: {:?}",
+                n.untranslated
+            );
+        }
+    };
+    named_in(
+        Api::ChatCompletions,
+        json!({"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}},
+            {"type": "image_url", "image_url": {"url": "https://x/a.png"}}]},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                "function": {"name": "f", "arguments": "{}"}, "x_trace": "t"}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "ok"}],
+            "tools": [{"type": "function", "function": {"name": "f", "strict": true,
+                       "parameters": {"type": "object"}}}]}),
+        &[
+            "content part `text` field `cache_control`",
+            "tools[].function field `strict`",
+        ],
+        &["image_url` field"],
+    );
+    named_in(
+        Api::Messages,
+        json!({"model": "m", "max_tokens": 9,
+            "tools": [{"name": "f", "input_schema": {"type": "object"}, "strict": true}],
+            "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "q", "citations": null, "private_note": "x"},
+                {"type": "image", "source": {"type": "url", "url": "https://x/a.png"}}]}]}),
+        &[
+            "content block `text` field `private_note`",
+            "tools[] field `strict`",
+        ],
+        &["field `citations`", "content block `image` field"],
+    );
+    named_in(
+        Api::Responses,
+        json!({"model": "m", "input": [{"role": "user", "content": [
+            {"type": "input_text", "text": "q", "annotations": []},
+            {"type": "input_image", "image_url": "https://x/a.png", "file_id": "file_1"}]},
+            {"type": "function_call", "id": "fc_1", "status": "completed", "call_id": "c1",
+             "name": "f", "arguments": "{}", "namespace": "n"},
+            {"type": "function_call_output", "call_id": "c1", "output": "ok"}],
+            "tools": [{"type": "function", "name": "f", "strict": true,
+                       "parameters": {"type": "object"}}]}),
+        &[
+            "input[0].content part `input_image` field `file_id`",
+            "tools[0] field `strict`",
+        ],
+        &["field `annotations`"],
+    );
+}

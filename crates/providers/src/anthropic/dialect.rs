@@ -13,7 +13,7 @@ use crate::dialect::{Dialect, StreamReader, StreamWriter, Written, WrittenAnswer
 use crate::maybe::Maybe;
 use crate::neutral::{
     self, Answer, Delta, Finish, Image, Part, Request, Role, Signature, ToolChoice, ToolDef, Turn,
-    Usage, count, note,
+    Usage, count, note, note_fields,
 };
 use crate::translate::{DEFAULT_ANTHROPIC_MAX_TOKENS, TranslateError, anthropic_sse};
 use crate::{Api, anthropic, decode_anthropic};
@@ -165,6 +165,12 @@ impl Request {
                 if t.extra.contains_key("cache_control") {
                     note(&mut out.untranslated, "cache_control");
                 }
+                note_fields(
+                    &mut out.untranslated,
+                    "tools[]",
+                    &t.extra,
+                    &["type", "cache_control"],
+                );
             }
             out.tools = Some(defs);
         }
@@ -302,6 +308,21 @@ fn block_losses(b: &anthropic::ContentBlock, untranslated: &mut Vec<String>) {
     if b.extra.contains_key("citations") {
         note(untranslated, "citations");
     }
+    let carried: &[&str] = match b.kind.as_str() {
+        "image" => &["source"],
+        "tool_result" => &["content", "is_error"],
+        "text" | "tool_use" | "thinking" => &[],
+        // A block with no counterpart is named whole.
+        _ => return,
+    };
+    let named = ["cache_control", "citations"];
+    let rest = b.extra.iter().filter(|(k, _)| !named.contains(&k.as_str()));
+    note_fields(
+        untranslated,
+        &format!("content block `{}`", b.kind),
+        rest,
+        carried,
+    );
     if b.kind == "tool_result" {
         if b.extra.get("is_error") == Some(&Value::Bool(true)) {
             note(untranslated, "tool_result is_error");
@@ -523,7 +544,10 @@ impl Answer {
         let mut parts = Vec::new();
         for b in &res.content {
             match b.kind.as_str() {
-                "text" | "tool_use" | "thinking" => parts.extend(anthropic_block(b)),
+                "text" | "tool_use" | "thinking" => {
+                    block_losses(b, &mut untranslated);
+                    parts.extend(anthropic_block(b));
+                }
                 other => note(&mut untranslated, format!("content block `{other}`")),
             }
         }

@@ -13,7 +13,7 @@ use crate::dialect::{Dialect, StreamReader, StreamWriter, Written, WrittenAnswer
 use crate::maybe::Maybe;
 use crate::neutral::{
     self, Answer, Delta, Finish, Image, Part, Request, Role, ToolChoice, ToolDef, Turn, Usage,
-    count, note,
+    count, note, note_fields,
 };
 use crate::translate::{TranslateError, openai_sse};
 use crate::{Api, decode_openai, openai};
@@ -167,6 +167,16 @@ impl Request {
                                 if detail.is_some_and(|d| d != "auto") {
                                     note(&mut out.untranslated, "image_url.detail");
                                 }
+                                let carried: &[&str] = match p.kind.as_str() {
+                                    "image_url" => &["image_url"],
+                                    _ => &[],
+                                };
+                                note_fields(
+                                    &mut out.untranslated,
+                                    &format!("content part `{}`", p.kind),
+                                    &p.extra,
+                                    carried,
+                                );
                                 match openai_part(p) {
                                     Some(part) => out.push(role, part),
                                     None => {
@@ -181,6 +191,7 @@ impl Request {
                         out.push(Role::Assistant, Part::Refusal(r.clone()));
                     }
                     for tc in m.tool_calls.get().into_iter().flatten() {
+                        note_fields(&mut out.untranslated, "tool_calls[]", &tc.extra, &[]);
                         out.push(Role::Assistant, openai_call(tc)?);
                     }
                 }
@@ -197,6 +208,10 @@ impl Request {
         if let Some(tools) = req.tools.get() {
             let mut defs = Vec::new();
             for t in tools {
+                note_fields(&mut out.untranslated, "tools[]", &t.extra, &[]);
+                if let Some(f) = t.function.get() {
+                    note_fields(&mut out.untranslated, "tools[].function", &f.extra, &[]);
+                }
                 match t.function.get() {
                     Some(f) if t.kind == "function" => defs.push(ToolDef {
                         name: f.name.clone(),

@@ -38,6 +38,7 @@ use crate::dialect::{Dialect, StreamReader, StreamWriter, Written, WrittenAnswer
 use crate::maybe::Maybe;
 use crate::neutral::{
     self, Delta, Finish, Image, Part, Role, Signature, ToolChoice, ToolDef, Usage, note,
+    note_fields,
 };
 use crate::responses::{
     Event as Typed, Input, Item, Response, ResponseState, ResponsesRequest, TextOf,
@@ -209,6 +210,22 @@ fn message_parts(content: Option<&Value>, at: &str, untranslated: &mut Vec<Strin
                 {
                     note(untranslated, "input_image detail");
                 }
+                let kind = p.get("type").and_then(Value::as_str).unwrap_or("?");
+                let carried: &[&str] = match kind {
+                    "input_text" | "output_text" | "text" => &["type", "text"],
+                    "refusal" => &["type", "refusal"],
+                    "input_image" => &["type", "image_url", "detail"],
+                    // A part with no counterpart is named whole.
+                    _ => &["type"],
+                };
+                if let Some(fields) = p.as_object().filter(|_| carried.len() > 1) {
+                    note_fields(
+                        untranslated,
+                        &format!("{at}.content part `{kind}`"),
+                        fields,
+                        carried,
+                    );
+                }
                 match content_part(p) {
                     Some(part) => parts.push(part),
                     None => note(
@@ -239,6 +256,20 @@ fn system_text(parts: Vec<Part>) -> String {
 }
 
 fn read_item(out: &mut neutral::Request, i: usize, item: &Item) -> Result<(), TranslateError> {
+    // An item's own fields beyond what its neutral part carries (the typed
+    // ones are read below; `id` and `status`, a replayed item's
+    // bookkeeping, are not named).
+    if matches!(
+        item.kind(),
+        "message" | "function_call" | "function_call_output" | "reasoning"
+    ) {
+        note_fields(
+            &mut out.untranslated,
+            &format!("input[{i}] of type `{}`", item.kind()),
+            &item.extra,
+            &[],
+        );
+    }
     match item.kind() {
         "message" => {
             let at = format!("input[{i}]");
@@ -466,11 +497,21 @@ impl Dialect for Responses {
             let mut defs = Vec::new();
             for (i, t) in tools.iter().enumerate() {
                 match t.get("type").and_then(Value::as_str) {
-                    Some("function") => defs.push(ToolDef {
-                        name: text_of(t, "name").unwrap_or_default(),
-                        description: maybe_text(t, "description"),
-                        parameters: t.get("parameters").cloned().into(),
-                    }),
+                    Some("function") => {
+                        if let Some(fields) = t.as_object() {
+                            note_fields(
+                                &mut out.untranslated,
+                                &format!("tools[{i}]"),
+                                fields,
+                                &["type", "name", "description", "parameters"],
+                            );
+                        }
+                        defs.push(ToolDef {
+                            name: text_of(t, "name").unwrap_or_default(),
+                            description: maybe_text(t, "description"),
+                            parameters: t.get("parameters").cloned().into(),
+                        });
+                    }
                     other => out
                         .untranslated
                         .push(format!("tools[{i}] of type `{}`", other.unwrap_or("?"))),
