@@ -39,9 +39,9 @@
 //! nested inside what is carried that carry something (not `null`, not
 //! `[]`): a content part's or block's own fields, a tool definition's
 //! (`strict` …), a tool call's, an input item's (`{what} field `{key}``;
-//! a replayed item's `id` and `status` are bookkeeping, not named). Not
-//! named: keys two levels down (an `image_url` object's or an image
-//! `source`'s fields besides its URL or data). Carried by making one up: the id of a
+//! a replayed item's `id` and `status` are bookkeeping, not named); an
+//! Anthropic image whose `source` is neither `base64` nor `url` (a `file`)
+//! is named whole. Carried by making one up: the id of a
 //! tool call that came without one (`call_palisade_N`,
 //! `toolu_palisade_N`). The gateway reports all that is named:
 //! `x-palisade-untranslated` (request fields),

@@ -413,10 +413,12 @@ fn keys_nested_inside_what_is_carried_are_named() {
             "tools": [{"name": "f", "input_schema": {"type": "object"}, "strict": true}],
             "messages": [{"role": "user", "content": [
                 {"type": "text", "text": "q", "citations": null, "private_note": "x"},
-                {"type": "image", "source": {"type": "url", "url": "https://x/a.png"}}]}]}),
+                {"type": "image", "source": {"type": "url", "url": "https://x/a.png"}},
+                {"type": "image", "source": {"type": "file", "file_id": "file_1"}}]}]}),
         &[
             "content block `text` field `private_note`",
             "tools[] field `strict`",
+            "content block `image`",
         ],
         &["field `citations`", "content block `image` field"],
     );

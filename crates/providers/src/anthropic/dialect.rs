@@ -349,7 +349,10 @@ fn anthropic_block(b: &anthropic::ContentBlock) -> Option<Part> {
                     media_type: field("media_type").unwrap_or("image/png").to_owned(),
                     data: field("data").unwrap_or("").to_owned(),
                 },
-                _ => Image::Url(field("url").unwrap_or("").to_owned()),
+                Some("url") => Image::Url(field("url")?.to_owned()),
+                // A `file` source (an id only Anthropic resolves), or one
+                // added later: no counterpart, named whole.
+                _ => return None,
             }))
         }
         "tool_use" => Some(Part::ToolCall {
