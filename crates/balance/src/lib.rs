@@ -1,0 +1,62 @@
+//! Many deployments and keys of one model behind one tower [`Service`]:
+//! regions, Azure resources, vLLM replicas, several keys of one account.
+//!
+//! [`Balance`] holds [`Member`]s that are full stacks — each with its own
+//! breaker, limits and per-attempt timeout — and sends each call to one of
+//! them:
+//!
+//! - **Least loaded** ([`Strategy::LeastLoaded`], the default): the power
+//!   of two choices over a cost that counts a member's calls in flight
+//!   (until their bodies end, not their headers), a peak-EWMA of its time to
+//!   first *content* event (not to headers: a stream's role-only first
+//!   chunk or `message_start` does not count), and a penalty for its recent
+//!   429s, 5xx, in-band errors, broken and truncated streams. A member that
+//!   fails fast gets no latency sample from its failures, only penalty, so
+//!   it does not attract traffic — the trap of latency-only balancers
+//!   (tower's own `PeakEwma` counts a fast 503 as a fast answer).
+//! - **Weighted** ([`Strategy::Weighted`]): at random in proportion to
+//!   [`Member::weight`] (floats).
+//! - **Round robin** ([`Strategy::RoundRobin`]).
+//!
+//! Whatever the strategy, a member that cannot take a call is not picked:
+//! its circuit is open ([`Member::breaker`]), the provider said its limit is
+//! spent (drained until the reset the provider named, read from every
+//! answer by [`provider_drain`]: `x-ratelimit-remaining-*` and
+//! `x-ratelimit-reset-*`, `anthropic-ratelimit-*-remaining` / `-reset`, and
+//! a 429's or 503's wait hint), or a [`Member::gate`] of the user's says
+//! so. When no member can take the call, the call waits up to
+//! [`BalanceBuilder::max_wait`] for the first to come back, or fails at once
+//! with [`NoMember`], which names each member, why and for how long; its
+//! source is a `palisade_core::RateLimited` (or `CircuitOpen` when every
+//! circuit is open) carrying the earliest time back, so the gateway answers
+//! 429 (or 503) with a `Retry-After`.
+//!
+//! Each call clones its member's service and awaits its readiness in the
+//! call's future, so [`Balance::poll_ready`](tower_service::Service::poll_ready)
+//! is always ready and one slow member never holds the others' calls.
+//!
+//! What `tower::balance` gives and why it is not used as the core: `p2c`
+//! keeps members in a `ReadyCache` and picks among those whose `poll_ready`
+//! said yes — but our members are ready at once and refuse in `call` (an
+//! open breaker, a limiter's wait), its load is read through
+//! `tower::load::Load` from the service alone (no request, so no session
+//! affinity later) and its `PeakEwma` times the response headers. The
+//! bench (`cargo bench -p palisade-balance`) runs it beside this crate over
+//! the same members.
+//!
+//! Member state for metrics: [`Balance::members`].
+
+mod balance;
+mod body;
+mod error;
+mod limits;
+mod member;
+
+pub use balance::{Balance, BalanceBuilder, ResponseFuture, Strategy};
+pub use body::BalancedBody;
+pub use error::{ConfigError, NoMember, Unavailable, Why};
+pub use limits::provider_drain;
+pub use member::{Member, MemberStats};
+
+#[cfg(doc)]
+use tower_service::Service;

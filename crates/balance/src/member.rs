@@ -1,0 +1,266 @@
+//! A member of a balance, and the load it carries.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use palisade_breaker::BreakerHandle;
+use tokio::time::Instant;
+
+use crate::error::{Unavailable, Why};
+
+/// A check of the user's: `Some` while the member cannot take a call.
+pub(crate) type Gate = Arc<dyn Fn() -> Option<Unavailable> + Send + Sync>;
+
+/// One member of a [`Balance`](crate::Balance): a full stack (its own
+/// breaker, limits, per-attempt timeout) and what tells whether it can take
+/// a call.
+///
+/// ```
+/// use palisade_balance::{Member, Unavailable, Why};
+/// # let east = tower::service_fn(|_: http::Request<palisade_core::RequestBody>| async {
+/// #     Ok::<_, palisade_core::BoxError>(http::Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+/// # });
+/// let member = Member::new("east", east)
+///     .weight(2.0)
+///     .gate(|| None::<Unavailable>);
+/// ```
+pub struct Member<S> {
+    pub(crate) name: Arc<str>,
+    pub(crate) service: S,
+    pub(crate) weight: f64,
+    pub(crate) gates: Vec<Gate>,
+}
+
+impl<S> Member<S> {
+    /// A member named `name` (in errors and metrics), of weight 1.
+    pub fn new(name: impl Into<Arc<str>>, service: S) -> Self {
+        Self {
+            name: name.into(),
+            service,
+            weight: 1.0,
+            gates: Vec::new(),
+        }
+    }
+
+    /// Its weight for [`Strategy::Weighted`](crate::Strategy::Weighted): a
+    /// positive finite number (checked when the balance is built).
+    #[must_use]
+    pub fn weight(mut self, weight: f64) -> Self {
+        self.weight = weight;
+        self
+    }
+
+    /// Not picked while this breaker (its stack's) would refuse a call:
+    /// open, or half-open with every probe out
+    /// ([`BreakerHandle::refuses_for`]). Once its `open_for` has passed it is
+    /// picked again, so its probe can close it.
+    #[must_use]
+    pub fn breaker(self, breaker: BreakerHandle) -> Self {
+        self.gate(move || {
+            breaker
+                .refuses_for()
+                .map(|left| Unavailable::new(Why::Open, Some(left)))
+        })
+    }
+
+    /// Not picked while `gate` says `Some` (its own rate limit is reached,
+    /// say, with when it has capacity again). Called on every pick, so keep
+    /// it cheap: an atomic load, not a lock held long.
+    #[must_use]
+    pub fn gate(mut self, gate: impl Fn() -> Option<Unavailable> + Send + Sync + 'static) -> Self {
+        self.gates.push(Arc::new(gate));
+        self
+    }
+}
+
+impl<S> fmt::Debug for Member<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Member")
+            .field("name", &self.name)
+            .field("weight", &self.weight)
+            .field("gates", &self.gates.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A member's state, for metrics ([`Balance::members`](crate::Balance::members)).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct MemberStats {
+    /// Its name.
+    pub name: Arc<str>,
+    /// Calls in flight (until their bodies end or are dropped).
+    pub inflight: u64,
+    /// The peak-EWMA of its time to first content event, decayed to now.
+    pub ttft_ewma: Duration,
+    /// Its failure penalty (recent failures, each decaying).
+    pub penalty: f64,
+    /// How much longer the provider's limit drains it.
+    pub drained_for: Option<Duration>,
+    /// Calls sent to it.
+    pub picks: u64,
+    /// Why it cannot take a call now, if it cannot.
+    pub unavailable: Option<Unavailable>,
+}
+
+/// How the load is weighed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tuning {
+    /// A new member's time to first content, before any is measured.
+    pub(crate) default_ttft: Duration,
+    /// Over how long a measurement or a failure fades (e^-t/decay).
+    pub(crate) decay: Duration,
+    /// What one recent failure adds to a member's time to first content.
+    pub(crate) penalty: Duration,
+}
+
+/// What a member carries: calls in flight, time to first content, recent
+/// failures, a provider's drain.
+pub(crate) struct Load {
+    pub(crate) name: Arc<str>,
+    inflight: AtomicU64,
+    picks: AtomicU64,
+    /// Nanoseconds after `origin` until which the provider drains it; 0:
+    /// not drained.
+    drained_until: AtomicU64,
+    origin: Instant,
+    timing: Mutex<Timing>,
+    tuning: Tuning,
+}
+
+struct Timing {
+    /// Seconds, as of `ttft_at`.
+    ttft: f64,
+    ttft_at: Instant,
+    /// Failures, as of `penalty_at`.
+    penalty: f64,
+    penalty_at: Instant,
+}
+
+impl Load {
+    pub(crate) fn new(name: Arc<str>, origin: Instant, tuning: Tuning) -> Self {
+        Self {
+            name,
+            inflight: AtomicU64::new(0),
+            picks: AtomicU64::new(0),
+            drained_until: AtomicU64::new(0),
+            origin,
+            timing: Mutex::new(Timing {
+                ttft: tuning.default_ttft.as_secs_f64(),
+                ttft_at: origin,
+                penalty: 0.0,
+                penalty_at: origin,
+            }),
+            tuning,
+        }
+    }
+
+    fn timing(&self) -> std::sync::MutexGuard<'_, Timing> {
+        // A panic while holding it leaves numbers that are still usable.
+        self.timing.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn nanos_at(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// e^-(elapsed/decay): what is left of a value `elapsed` old.
+    fn fade(&self, elapsed: Duration) -> f64 {
+        (-elapsed.as_secs_f64() / self.tuning.decay.as_secs_f64()).exp()
+    }
+
+    /// How much longer the provider drains it.
+    pub(crate) fn drained_for(&self, now: Instant) -> Option<Duration> {
+        let until = self.drained_until.load(Ordering::Acquire);
+        let at = self.nanos_at(now);
+        (until > at).then(|| Duration::from_nanos(until - at))
+    }
+
+    /// Drained for `wait` from `now` (or longer, if already drained longer).
+    pub(crate) fn drain(&self, now: Instant, wait: Duration) {
+        let until = self
+            .nanos_at(now)
+            .saturating_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX));
+        self.drained_until.fetch_max(until, Ordering::AcqRel);
+    }
+
+    /// A call starts: in flight until the guard drops.
+    pub(crate) fn start(self: &Arc<Self>) -> InFlight {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        self.picks.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(self))
+    }
+
+    /// The cost of one more call: (in flight + 1) × (time to first content
+    /// + penalty × failures), both faded to `now`.
+    pub(crate) fn cost(&self, now: Instant) -> f64 {
+        let (ttft, penalty) = {
+            let t = self.timing();
+            (
+                t.ttft * self.fade(now.saturating_duration_since(t.ttft_at)),
+                t.penalty * self.fade(now.saturating_duration_since(t.penalty_at)),
+            )
+        };
+        let inflight = self.inflight.load(Ordering::Acquire) as f64;
+        (inflight + 1.0) * (ttft + penalty * self.tuning.penalty.as_secs_f64())
+    }
+
+    /// A time to first content measured: a peak-EWMA (a slower sample is
+    /// taken at once, a faster one blended in by how old the estimate is).
+    pub(crate) fn record_ttft(&self, now: Instant, sample: Duration) {
+        let sample = sample.as_secs_f64();
+        let mut t = self.timing();
+        if sample > t.ttft {
+            t.ttft = sample;
+        } else {
+            let keep = self.fade(now.saturating_duration_since(t.ttft_at));
+            t.ttft = t.ttft * keep + sample * (1.0 - keep);
+        }
+        t.ttft_at = now;
+    }
+
+    /// A failure: one more on the penalty, which fades with time.
+    pub(crate) fn penalize(&self, now: Instant) {
+        let mut t = self.timing();
+        t.penalty = t.penalty * self.fade(now.saturating_duration_since(t.penalty_at)) + 1.0;
+        t.penalty_at = now;
+    }
+
+    pub(crate) fn stats(&self, now: Instant, unavailable: Option<Unavailable>) -> MemberStats {
+        let (ttft, penalty) = {
+            let t = self.timing();
+            (
+                t.ttft * self.fade(now.saturating_duration_since(t.ttft_at)),
+                t.penalty * self.fade(now.saturating_duration_since(t.penalty_at)),
+            )
+        };
+        MemberStats {
+            name: Arc::clone(&self.name),
+            inflight: self.inflight.load(Ordering::Acquire),
+            ttft_ewma: Duration::try_from_secs_f64(ttft).unwrap_or_default(),
+            penalty,
+            drained_for: self.drained_for(now),
+            picks: self.picks.load(Ordering::Relaxed),
+            unavailable,
+        }
+    }
+}
+
+/// A call in flight on a member: counted from the pick until the guard
+/// drops (the answer's body ended or was dropped, or the call failed or
+/// was cancelled) — exactly once, so the count cannot drift.
+pub(crate) struct InFlight(Arc<Load>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("InFlight").field(&self.0.name).finish()
+    }
+}

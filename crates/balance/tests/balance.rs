@@ -1,0 +1,431 @@
+//! palisade-balance against the failure modes of the balancers people run:
+//! members scripted with `tower::service_fn`, time paused.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::{Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use palisade_balance::{Balance, Member, NoMember, Strategy, Why};
+use palisade_breaker::BreakerLayer;
+use palisade_core::{BoxError, ErrorKind, RequestBody};
+use serde_json::json;
+use tokio::time::Instant;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service, ServiceExt};
+
+type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+fn req() -> Request<RequestBody> {
+    Request::post("/v1/chat/completions")
+        .body(RequestBody::json(&json!({"model": "m", "stream": true,
+            "messages": [{"role": "user", "content": "hi"}]})))
+        .unwrap()
+}
+
+const CHAT_STREAM: &str = concat!(
+    "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
+    "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n",
+    "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+    "data: [DONE]\n\n",
+);
+
+fn full(status: u16, content_type: &str, body: &'static str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(
+            Full::new(Bytes::from_static(body.as_bytes()))
+                .map_err(|e: Infallible| match e {})
+                .boxed_unsync(),
+        )
+        .unwrap()
+}
+
+/// How a scripted member answers: after `delay`, with what `answer` makes.
+#[derive(Clone)]
+struct Scripted {
+    hits: Arc<Mutex<Vec<Instant>>>,
+    delay: Duration,
+    answer: fn() -> Result<Response<Body>, BoxError>,
+}
+
+impl Scripted {
+    fn new(delay: Duration, answer: fn() -> Result<Response<Body>, BoxError>) -> Self {
+        Self {
+            hits: Arc::default(),
+            delay,
+            answer,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.hits.lock().unwrap().len()
+    }
+
+    fn service(
+        &self,
+    ) -> impl Service<
+        Request<RequestBody>,
+        Response = Response<Body>,
+        Error = BoxError,
+        Future: Send,
+    > + Clone
+    + Send
+    + Sync
+    + 'static {
+        let this = self.clone();
+        tower::service_fn(move |_req: Request<RequestBody>| {
+            let this = this.clone();
+            async move {
+                this.hits.lock().unwrap().push(Instant::now());
+                tokio::time::sleep(this.delay).await;
+                (this.answer)()
+            }
+        })
+    }
+}
+
+fn stream_ok() -> Result<Response<Body>, BoxError> {
+    Ok(full(200, "text/event-stream", CHAT_STREAM))
+}
+
+fn unavailable() -> Result<Response<Body>, BoxError> {
+    Ok(full(
+        503,
+        "application/json",
+        r#"{"error":{"message":"down","type":"server_error"}}"#,
+    ))
+}
+
+/// Calls once and reads the answer to its end: the status.
+async fn call<S>(svc: &mut S) -> Result<StatusCode, BoxError>
+where
+    S: Service<Request<RequestBody>, Error = BoxError>,
+    S::Response: Into<Response<palisade_balance::BalancedBody<Body>>>,
+{
+    let res: Response<_> = svc.ready().await?.call(req()).await?.into();
+    let status = res.status();
+    res.into_body().collect().await?;
+    Ok(status)
+}
+
+/// A member that fails fast is the one latency-only balancers flock to
+/// (its 503s look like quick answers). Here its failures give it no
+/// latency sample, only penalty: it gets a trickle, not the traffic.
+#[tokio::test(start_paused = true)]
+async fn a_member_failing_fast_with_503_does_not_attract_traffic() {
+    let healthy = Scripted::new(Duration::from_millis(200), stream_ok);
+    let failing = Scripted::new(Duration::from_millis(1), unavailable);
+    let mut balance = Balance::new(vec![
+        Member::new("healthy", healthy.service()),
+        Member::new("failing", failing.service()),
+    ])
+    .unwrap();
+    for _ in 0..200 {
+        call(&mut balance).await.unwrap();
+    }
+    assert_eq!(healthy.count() + failing.count(), 200);
+    assert!(
+        failing.count() <= 10,
+        "the failing member got {} of 200",
+        failing.count()
+    );
+    let stats = balance.members();
+    assert!(stats[1].penalty > 0.0, "{stats:?}");
+    assert_eq!(stats.iter().map(|s| s.inflight).sum::<u64>(), 0);
+}
+
+/// A slow member (time to first content 3× the others') gets less of the
+/// traffic when calls overlap.
+#[tokio::test(start_paused = true)]
+async fn a_slow_member_gets_less_of_overlapping_traffic() {
+    let fast = Scripted::new(Duration::from_millis(100), stream_ok);
+    let slow = Scripted::new(Duration::from_millis(300), stream_ok);
+    let balance = Balance::new(vec![
+        Member::new("fast", fast.service()),
+        Member::new("slow", slow.service()),
+    ])
+    .unwrap();
+    let mut calls = Vec::new();
+    for _ in 0..300 {
+        let mut b = balance.clone();
+        calls.push(tokio::spawn(async move { call(&mut b).await }));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for c in calls {
+        assert_eq!(c.await.unwrap().unwrap(), StatusCode::OK);
+    }
+    assert!(
+        fast.count() > 2 * slow.count(),
+        "fast {} slow {}",
+        fast.count(),
+        slow.count()
+    );
+}
+
+fn drained_for_30s() -> Result<Response<Body>, BoxError> {
+    let mut res = full(200, "application/json", r#"{"id":"c","choices":[]}"#);
+    let h = res.headers_mut();
+    h.insert("x-ratelimit-remaining-requests", "0".parse().unwrap());
+    h.insert("x-ratelimit-reset-requests", "30s".parse().unwrap());
+    Ok(res)
+}
+
+/// A member whose provider says its limit is spent gets no call until the
+/// reset the provider named.
+#[tokio::test(start_paused = true)]
+async fn a_drained_member_gets_nothing_until_its_reset() {
+    let spent = Scripted::new(Duration::ZERO, drained_for_30s);
+    let other = Scripted::new(Duration::from_millis(10), stream_ok);
+    let mut balance = Balance::new(vec![
+        Member::new("spent", spent.service()),
+        Member::new("other", other.service()),
+    ])
+    .unwrap();
+    for _ in 0..120 {
+        call(&mut balance).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let hits = spent.hits.lock().unwrap().clone();
+    assert!(hits.len() >= 2, "picked again after its reset: {hits:?}");
+    for pair in hits.windows(2) {
+        assert!(pair[1] - pair[0] >= Duration::from_secs(30), "{hits:?}");
+    }
+    let stats = balance.members();
+    assert_eq!(
+        stats[0].unavailable.as_ref().map(|u| u.why()),
+        stats[0].drained_for.map(|_| Why::Drained)
+    );
+}
+
+/// With every member drained the call fails at once with the earliest
+/// reset (a 429's `Retry-After` in the gateway) — or, within `max_wait`,
+/// waits for it and goes through.
+#[tokio::test(start_paused = true)]
+async fn all_drained_fails_with_the_earliest_reset_or_waits_for_it() {
+    let spent = Scripted::new(Duration::ZERO, drained_for_30s);
+    let mut balance = Balance::new(vec![Member::new("spent", spent.service())]).unwrap();
+    call(&mut balance).await.unwrap();
+    let err = call(&mut balance).await.unwrap_err();
+    assert_eq!(ErrorKind::of(&*err), Some(ErrorKind::RateLimited));
+    let none = err.downcast_ref::<NoMember>().expect("NoMember");
+    assert_eq!(none.retry_after(), Some(Duration::from_secs(30)));
+    assert!(
+        err.to_string()
+            .contains("`spent`: the provider's rate limit is spent"),
+        "{err}"
+    );
+    assert_eq!(spent.count(), 1, "a drained member is not called");
+
+    let spent = Scripted::new(Duration::ZERO, drained_for_30s);
+    let mut waiting = Balance::builder()
+        .max_wait(Duration::from_secs(31))
+        .build(vec![Member::new("spent", spent.service())])
+        .unwrap();
+    call(&mut waiting).await.unwrap();
+    let before = Instant::now();
+    call(&mut waiting).await.unwrap();
+    assert!(Instant::now() - before >= Duration::from_secs(30));
+    assert_eq!(spent.count(), 2);
+}
+
+/// An open breaker keeps its member out; once `open_for` has passed the
+/// member is picked again (its probe closes the circuit).
+#[tokio::test(start_paused = true)]
+async fn an_open_circuit_keeps_its_member_out_until_open_for_passes() {
+    let flaky = Scripted::new(Duration::ZERO, unavailable);
+    let other = Scripted::new(Duration::ZERO, stream_ok);
+    let breaker = BreakerLayer::builder()
+        .no_failure_rate()
+        .consecutive_failures(1)
+        .open_for(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let handle = breaker.handle();
+    let mut balance = Balance::builder()
+        .strategy(Strategy::RoundRobin)
+        .build(vec![
+            Member::new(
+                "flaky",
+                BoxCloneSyncService::new(
+                    breaker
+                        .layer(flaky.service())
+                        .map_response(|r: Response<_>| r.map(|b| b.boxed_unsync())),
+                ),
+            )
+            .breaker(handle.clone()),
+            Member::new("other", BoxCloneSyncService::new(other.service())),
+        ])
+        .unwrap();
+    assert_eq!(
+        call(&mut balance).await.unwrap(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(handle.state(), palisade_breaker::State::Open);
+    for _ in 0..10 {
+        assert_eq!(call(&mut balance).await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(flaky.count(), 1, "an open member is not called");
+    tokio::time::advance(Duration::from_secs(5)).await;
+    for _ in 0..2 {
+        call(&mut balance).await.unwrap();
+    }
+    assert_eq!(flaky.count(), 2, "its probe goes once open_for has passed");
+}
+
+/// Round robin takes each member in turn; weighted follows the weights.
+#[tokio::test(start_paused = true)]
+async fn round_robin_and_weights_share_as_configured() {
+    let members: Vec<Scripted> = (0..3)
+        .map(|_| Scripted::new(Duration::ZERO, stream_ok))
+        .collect();
+    let mut rr = Balance::builder()
+        .strategy(Strategy::RoundRobin)
+        .build(
+            members
+                .iter()
+                .enumerate()
+                .map(|(i, m)| Member::new(format!("m{i}"), m.service()))
+                .collect(),
+        )
+        .unwrap();
+    for _ in 0..300 {
+        call(&mut rr).await.unwrap();
+    }
+    assert_eq!(
+        members.iter().map(Scripted::count).collect::<Vec<_>>(),
+        [100, 100, 100]
+    );
+
+    let (heavy, light) = (
+        Scripted::new(Duration::ZERO, stream_ok),
+        Scripted::new(Duration::ZERO, stream_ok),
+    );
+    let mut weighted = Balance::builder()
+        .strategy(Strategy::Weighted)
+        .build(vec![
+            Member::new("heavy", heavy.service()).weight(3.0),
+            Member::new("light", light.service()).weight(1.0),
+        ])
+        .unwrap();
+    for _ in 0..4000 {
+        call(&mut weighted).await.unwrap();
+    }
+    let share = heavy.count() as f64 / 4000.0;
+    assert!((0.70..0.80).contains(&share), "heavy's share {share}");
+}
+
+#[test]
+fn invalid_balances_are_named() {
+    fn err<S>(members: Vec<Member<S>>) -> String {
+        Balance::new(members).unwrap_err().to_string()
+    }
+    let s = Scripted::new(Duration::ZERO, stream_ok);
+    let none: Vec<Member<()>> = Vec::new();
+    assert!(err(none).contains("no members"));
+    assert!(
+        err(vec![
+            Member::new("a", s.service()),
+            Member::new("a", s.service())
+        ])
+        .contains("two members are named `a`")
+    );
+    assert!(
+        err(vec![Member::new("a", s.service()).weight(-1.0)]).contains("member `a` has weight -1")
+    );
+    assert!(err(vec![Member::new("a", s.service()).weight(f64::NAN)]).contains("positive finite"));
+}
+
+/// What happens to one call, for the property test.
+#[derive(Clone, Copy, Debug)]
+enum Fate {
+    /// Its future dropped before the member answered.
+    Cancelled,
+    /// The member's stack failed.
+    Failed,
+    /// Answered; its body kept to be dropped later, unread.
+    Held,
+    /// Answered; one frame read, then dropped.
+    Partly,
+    /// Answered and read to its end.
+    Read,
+}
+
+fn fate() -> impl proptest::strategy::Strategy<Value = Fate> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just(Fate::Cancelled),
+        Just(Fate::Failed),
+        Just(Fate::Held),
+        Just(Fate::Partly),
+        Just(Fate::Read),
+    ]
+}
+
+fn framed() -> Result<Response<Body>, BoxError> {
+    let frames = CHAT_STREAM
+        .split_inclusive("\n\n")
+        .map(|f| Ok::<_, BoxError>(Frame::data(Bytes::from(f))));
+    Ok(Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync())
+        .unwrap())
+}
+
+proptest::proptest! {
+    /// In-flight counts cannot drift: whatever becomes of calls — cancelled,
+    /// failed, bodies held, half read, read — every member's count is the
+    /// number of its answers still held, never negative, and 0 at the end.
+    #[test]
+    fn inflight_counts_cannot_drift(fates in proptest::collection::vec((fate(), 0usize..4), 1..60)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        rt.block_on(async move {
+            let failing: fn() -> Result<Response<Body>, BoxError> = || Err("reset".into());
+            let ok = Scripted::new(Duration::from_millis(5), framed);
+            let bad = Scripted::new(Duration::from_millis(5), failing);
+            let balance = Balance::new(vec![
+                Member::new("ok", ok.service()),
+                Member::new("ok2", ok.service()),
+            ]).unwrap();
+            let failing_balance = Balance::new(vec![Member::new("bad", bad.service())]).unwrap();
+            let mut held = Vec::new();
+            for (fate, drop_held) in fates {
+                let mut b = balance.clone();
+                match fate {
+                    Fate::Cancelled => {
+                        let fut = b.call(req());
+                        assert!(fut.now_or_never().is_none());
+                    }
+                    Fate::Failed => {
+                        let mut f = failing_balance.clone();
+                        assert!(call(&mut f).await.is_err());
+                    }
+                    Fate::Held => held.push(b.call(req()).await.unwrap()),
+                    Fate::Partly => {
+                        let mut body = b.call(req()).await.unwrap().into_body();
+                        body.frame().await.unwrap().unwrap();
+                    }
+                    Fate::Read => {
+                        call(&mut b).await.unwrap();
+                    }
+                }
+                for _ in 0..drop_held.min(held.len()) {
+                    let i = fastrand::usize(..held.len());
+                    drop(held.swap_remove(i));
+                }
+                let inflight: u64 = balance.members().iter().map(|m| m.inflight).sum();
+                assert_eq!(inflight, held.len() as u64);
+                assert_eq!(failing_balance.members()[0].inflight, 0);
+            }
+            held.clear();
+            assert!(balance.members().iter().all(|m| m.inflight == 0));
+        });
+    }
+}
