@@ -11,15 +11,16 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
-use http::{Request, Response};
+use http::{HeaderName, Request, Response};
 use http_body::Body;
-use palisade_core::{BoxError, ErrorKind, RequestBody};
+use palisade_core::{BoxError, ErrorKind, ParsedBody, RequestBody};
 use palisade_providers::Api;
 use palisade_providers::observe;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower::util::Oneshot;
 use tower_service::Service;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use crate::body::{BalancedBody, MemberWatch};
 use crate::error::{ConfigError, NoMember, Unavailable, Why};
@@ -46,6 +47,7 @@ pub struct BalanceBuilder {
     strategy: Strategy,
     max_wait: Duration,
     tuning: Tuning,
+    affinity: Option<HeaderName>,
 }
 
 impl Default for BalanceBuilder {
@@ -58,6 +60,7 @@ impl Default for BalanceBuilder {
                 decay: Duration::from_secs(10),
                 penalty: Duration::from_secs(2),
             },
+            affinity: None,
         }
     }
 }
@@ -104,6 +107,24 @@ impl BalanceBuilder {
         self
     }
 
+    /// Session affinity (off by default): calls of one session go to one
+    /// member while it can take them, to keep the provider's prompt cache
+    /// warm (agents making 50–150 calls a session lose it under random
+    /// balancing). The session is the `header`'s value (e.g.
+    /// `x-session-id`), else the body's `prompt_cache_key` or `user`
+    /// (OpenAI), else `metadata.user_id` (Anthropic); a call with none is
+    /// balanced as usual. Its member is chosen by rendezvous hashing over
+    /// the members' names — the same in every process, and members coming
+    /// or going move only their own sessions; a home member that cannot
+    /// take a call (open, drained, gated) is skipped for that call, and the
+    /// session returns when it recovers. The strategy does not apply to a
+    /// session's calls.
+    #[must_use]
+    pub fn affinity(mut self, header: HeaderName) -> Self {
+        self.affinity = Some(header);
+        self
+    }
+
     /// The balance over `members`.
     ///
     /// # Errors
@@ -140,6 +161,7 @@ impl BalanceBuilder {
         let slots = members
             .into_iter()
             .map(|m| Slot {
+                seed: xxh3_64(m.name.as_bytes()),
                 load: Arc::new(Load::new(Arc::clone(&m.name), origin, self.tuning)),
                 service: m.service,
                 weight: m.weight,
@@ -152,6 +174,7 @@ impl BalanceBuilder {
                 strategy: self.strategy,
                 max_wait: self.max_wait,
                 turn: AtomicUsize::new(0),
+                affinity: self.affinity,
             }),
         })
     }
@@ -184,9 +207,13 @@ struct Shared<S> {
     max_wait: Duration,
     /// Round robin's next turn.
     turn: AtomicUsize,
+    /// Where a call's session is named, when affinity is on.
+    affinity: Option<HeaderName>,
 }
 
 struct Slot<S> {
+    /// Its name's hash: the seed of its rendezvous scores.
+    seed: u64,
     service: S,
     weight: f64,
     gates: Vec<Gate>,
@@ -325,6 +352,22 @@ impl<S> Shared<S> {
         }
     }
 
+    /// The member of `session`: of those that can take a call, the one
+    /// with the highest rendezvous score.
+    fn pick_home(&self, session: &str, now: Instant) -> Result<usize, NoMember> {
+        (0..self.slots.len())
+            .filter(|&i| self.available(i, now))
+            .max_by_key(|&i| xxh3_64_with_seed(session.as_bytes(), self.slots[i].seed))
+            .ok_or_else(|| self.no_member(now))
+    }
+
+    fn pick_for(&self, session: Option<&str>, now: Instant) -> Result<usize, NoMember> {
+        match session {
+            Some(s) => self.pick_home(s, now),
+            None => self.pick(now),
+        }
+    }
+
     fn cheaper(&self, a: usize, b: usize, now: Instant) -> usize {
         if self.slots[b].load.cost(now) < self.slots[a].load.cost(now) {
             b
@@ -359,16 +402,21 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<RequestBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<RequestBody>) -> Self::Future {
         let now = Instant::now();
         let shared = Arc::clone(&self.shared);
-        let step = match shared.pick(now) {
+        let session = shared
+            .affinity
+            .as_ref()
+            .and_then(|header| session_of(&mut req, header));
+        let step = match shared.pick_for(session.as_deref(), now) {
             Ok(i) => Step::calling(&shared, i, req, now),
             Err(none) => match none.retry_after() {
                 Some(wait) if !shared.max_wait.is_zero() && wait <= shared.max_wait => {
                     Step::Waiting {
                         sleep: Box::pin(tokio::time::sleep_until(now + wait)),
                         req: Some(req),
+                        session,
                     }
                 }
                 _ => Step::Failed { error: Some(none) },
@@ -408,6 +456,7 @@ pin_project! {
         Waiting {
             sleep: Pin<Box<Sleep>>,
             req: Option<Request<RequestBody>>,
+            session: Option<String>,
         },
         Failed {
             error: Option<NoMember>,
@@ -482,13 +531,17 @@ where
                         }
                     });
                 }
-                StepProj::Waiting { sleep, req } => {
+                StepProj::Waiting {
+                    sleep,
+                    req,
+                    session,
+                } => {
                     ready!(sleep.as_mut().poll(cx));
                     let Some(req) = req.take() else {
                         return Poll::Ready(Err("balanced call polled after it ended".into()));
                     };
                     let now = Instant::now();
-                    let next = match this.shared.pick(now) {
+                    let next = match this.shared.pick_for(session.as_deref(), now) {
                         Ok(i) => Step::calling(this.shared, i, req, now),
                         Err(none) => Step::Failed { error: Some(none) },
                     };
@@ -503,6 +556,27 @@ where
             }
         }
     }
+}
+
+/// A call's session: the `header`'s value, else the body's
+/// `prompt_cache_key`, `user` or `metadata.user_id` (parsed once: the body
+/// parsed here is left in the request for the layers inside).
+fn session_of(req: &mut Request<RequestBody>, header: &HeaderName) -> Option<String> {
+    if let Some(v) = req
+        .headers()
+        .get(header)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+    {
+        return Some(v.to_owned());
+    }
+    let parsed = ParsedBody::get_or_parse(req).ok()?;
+    let body = parsed.value();
+    ["/prompt_cache_key", "/user", "/metadata/user_id"]
+        .into_iter()
+        .find_map(|at| body.pointer(at).and_then(|v| v.as_str()))
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
 }
 
 /// Reads what the answer says about its member (the provider's limits, a

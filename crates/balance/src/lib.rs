@@ -44,7 +44,15 @@
 //! bench (`cargo bench -p palisade-balance`) runs it beside this crate over
 //! the same members.
 //!
+//! **Session affinity** (opt-in, [`BalanceBuilder::affinity`]): calls of
+//! one session (a header such as `x-session-id`, else `prompt_cache_key`,
+//! `user` or `metadata.user_id`) go to one member, chosen by rendezvous
+//! hashing, while it can take them, to keep the provider's prompt cache
+//! warm.
+//!
 //! Member state for metrics: [`Balance::members`].
+//!
+//! Not here yet: key pools (per-key limit state, retired keys) and hedging.
 
 mod balance;
 mod body;

@@ -429,3 +429,145 @@ proptest::proptest! {
         });
     }
 }
+
+fn session_req(header: Option<&str>, body: serde_json::Value) -> Request<RequestBody> {
+    let mut b = Request::post("/v1/chat/completions");
+    if let Some(h) = header {
+        b = b.header("x-session-id", h);
+    }
+    b.body(RequestBody::json(&body)).unwrap()
+}
+
+/// Sessions stick to one member — named by a header, a `prompt_cache_key`,
+/// a `user` or Anthropic's `metadata.user_id` — spread over the members,
+/// leave a home member that cannot take calls and return when it can.
+#[tokio::test(start_paused = true)]
+async fn sessions_stick_leave_an_unavailable_home_and_return() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let members: Vec<Scripted> = (0..3)
+        .map(|_| Scripted::new(Duration::ZERO, stream_ok))
+        .collect();
+    let closed: Vec<Arc<AtomicBool>> = (0..3).map(|_| Arc::default()).collect();
+    let mut balance = Balance::builder()
+        .affinity(http::HeaderName::from_static("x-session-id"))
+        .build(
+            members
+                .iter()
+                .zip(&closed)
+                .enumerate()
+                .map(|(i, (m, c))| {
+                    let c = Arc::clone(c);
+                    Member::new(format!("m{i}"), m.service()).gate(move || {
+                        c.load(Ordering::Acquire)
+                            .then(|| palisade_balance::Unavailable::new(Why::Other, None))
+                    })
+                })
+                .collect(),
+        )
+        .unwrap();
+    let counts = |members: &[Scripted]| members.iter().map(Scripted::count).collect::<Vec<_>>();
+    // Which member one call of a session went to.
+    async fn home<S>(balance: &mut S, members: &[Scripted], req: Request<RequestBody>) -> usize
+    where
+        S: Service<Request<RequestBody>, Error = BoxError>,
+        S::Response: Into<Response<palisade_balance::BalancedBody<Body>>>,
+    {
+        let before: Vec<usize> = members.iter().map(Scripted::count).collect();
+        let res: Response<_> = balance
+            .ready()
+            .await
+            .unwrap()
+            .call(req)
+            .await
+            .unwrap()
+            .into();
+        res.into_body().collect().await.unwrap();
+        (0..members.len())
+            .find(|&i| members[i].count() > before[i])
+            .unwrap()
+    }
+    let chat = |k: &str, v: &str| json!({"model": "m", k: v, "messages": [{"role": "user", "content": "q"}]});
+    let mut homes = std::collections::HashSet::new();
+    for s in 0..30 {
+        let id = format!("session-{s}");
+        let by_header = home(
+            &mut balance,
+            &members,
+            session_req(Some(&id), chat("x", "y")),
+        )
+        .await;
+        for _ in 0..5 {
+            assert_eq!(
+                home(
+                    &mut balance,
+                    &members,
+                    session_req(Some(&id), chat("x", "y"))
+                )
+                .await,
+                by_header
+            );
+        }
+        homes.insert(by_header);
+        // The same key in the body lands the same way, whichever field
+        // names it.
+        let cached = home(
+            &mut balance,
+            &members,
+            session_req(None, chat("prompt_cache_key", &id)),
+        )
+        .await;
+        assert_eq!(
+            home(&mut balance, &members, session_req(None, chat("user", &id))).await,
+            cached
+        );
+        let anthropic = json!({"model": "m", "max_tokens": 5, "metadata": {"user_id": id},
+                               "messages": [{"role": "user", "content": "q"}]});
+        assert_eq!(
+            home(&mut balance, &members, session_req(None, anthropic)).await,
+            cached
+        );
+    }
+    assert_eq!(
+        homes.len(),
+        3,
+        "30 sessions spread over the members: {:?}",
+        counts(&members)
+    );
+    // Session 0's home closes: its calls go elsewhere, then come back.
+    let id = "session-0";
+    let at_home = home(
+        &mut balance,
+        &members,
+        session_req(Some(id), chat("x", "y")),
+    )
+    .await;
+    closed[at_home].store(true, Ordering::Release);
+    let away = home(
+        &mut balance,
+        &members,
+        session_req(Some(id), chat("x", "y")),
+    )
+    .await;
+    assert_ne!(away, at_home);
+    for _ in 0..5 {
+        assert_eq!(
+            home(
+                &mut balance,
+                &members,
+                session_req(Some(id), chat("x", "y"))
+            )
+            .await,
+            away
+        );
+    }
+    closed[at_home].store(false, Ordering::Release);
+    assert_eq!(
+        home(
+            &mut balance,
+            &members,
+            session_req(Some(id), chat("x", "y"))
+        )
+        .await,
+        at_home
+    );
+}
