@@ -7,25 +7,21 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
-use http::{HeaderName, Request, Response};
+use http::{HeaderMap, HeaderName, Request, Response};
 use http_body::Body;
-use palisade_core::{BoxError, ErrorKind, ParsedBody, RequestBody};
-use palisade_providers::Api;
-use palisade_providers::observe;
+use palisade_core::{BoxError, ParsedBody, RequestBody};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower::util::Oneshot;
 use tower_service::Service;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
-use crate::body::{BalancedBody, MemberWatch};
+use crate::body::BalancedBody;
 use crate::error::{ConfigError, NoMember, Unavailable, Why};
-use crate::limits::provider_drain;
-use crate::member::{Gate, InFlight, Load, Member, MemberStats, Tuning};
+use crate::member::{Gate, Member, MemberLoad, MemberStats, Tracking, Tuning};
 
 /// How a [`Balance`] picks among the members that can take a call.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -55,11 +51,7 @@ impl Default for BalanceBuilder {
         Self {
             strategy: Strategy::LeastLoaded,
             max_wait: Duration::ZERO,
-            tuning: Tuning {
-                default_ttft: Duration::from_millis(500),
-                decay: Duration::from_secs(10),
-                penalty: Duration::from_secs(2),
-            },
+            tuning: Tuning::default(),
             affinity: None,
         }
     }
@@ -162,7 +154,9 @@ impl BalanceBuilder {
             .into_iter()
             .map(|m| Slot {
                 seed: xxh3_64(m.name.as_bytes()),
-                load: Arc::new(Load::new(Arc::clone(&m.name), origin, self.tuning)),
+                load: m
+                    .load
+                    .unwrap_or_else(|| MemberLoad::with(Arc::clone(&m.name), origin, self.tuning)),
                 service: m.service,
                 weight: m.weight,
                 gates: m.gates,
@@ -217,7 +211,7 @@ struct Slot<S> {
     service: S,
     weight: f64,
     gates: Vec<Gate>,
-    load: Arc<Load>,
+    load: MemberLoad,
 }
 
 impl<S> Clone for Balance<S> {
@@ -238,7 +232,7 @@ impl<S> fmt::Debug for Balance<S> {
                     .shared
                     .slots
                     .iter()
-                    .map(|s| &s.load.name)
+                    .map(|s| &s.load.0.name)
                     .collect::<Vec<_>>(),
             )
             .finish_non_exhaustive()
@@ -270,9 +264,112 @@ impl<S> Balance<S> {
             .map(|i| {
                 self.shared.slots[i]
                     .load
+                    .0
                     .stats(now, self.shared.unavailable(i, now))
             })
             .collect()
+    }
+}
+
+impl<S> Balance<S> {
+    /// The session of a call with these `headers` and JSON `body`, when
+    /// affinity is on ([`BalanceBuilder::affinity`]) and the call names
+    /// one.
+    pub fn session(&self, headers: &HeaderMap, body: &serde_json::Value) -> Option<String> {
+        let header = self.shared.affinity.as_ref()?;
+        header_session(headers, header).or_else(|| body_session(body))
+    }
+
+    /// Every member that can take a call now, in the order to try them —
+    /// the one this balance would pick first (the `session`'s home when
+    /// given), then the others, cheapest (least loaded), heaviest
+    /// (weighted), next in turn (round robin) or next in the session's
+    /// rendezvous order first — and those that cannot, with why. For code
+    /// that calls the members itself and falls back among them (a gateway's
+    /// tier); it reports its calls through [`MemberLoad::start`] on
+    /// [`load`](Self::load).
+    pub fn order(&self, session: Option<&str>) -> Order {
+        let now = Instant::now();
+        let shared = &self.shared;
+        let n = shared.slots.len();
+        let mut unavailable = Vec::new();
+        let mut open = Vec::with_capacity(n);
+        for i in 0..n {
+            match shared.unavailable(i, now) {
+                Some(u) => unavailable.push((Arc::clone(&shared.slots[i].load.0.name), u)),
+                None => open.push(i),
+            }
+        }
+        let first = if open.is_empty() {
+            None
+        } else {
+            shared.pick_for(session, now).ok()
+        };
+        match session {
+            Some(s) => open.sort_by_key(|&i| {
+                std::cmp::Reverse(xxh3_64_with_seed(s.as_bytes(), shared.slots[i].seed))
+            }),
+            None => match shared.strategy {
+                Strategy::LeastLoaded => {
+                    let costs: Vec<f64> =
+                        (0..n).map(|i| shared.slots[i].load.0.cost(now)).collect();
+                    open.sort_by(|&a, &b| costs[a].total_cmp(&costs[b]));
+                }
+                Strategy::Weighted => {
+                    open.sort_by(|&a, &b| {
+                        shared.slots[b].weight.total_cmp(&shared.slots[a].weight)
+                    });
+                }
+                Strategy::RoundRobin => {
+                    if let Some(f) = first {
+                        open.sort_by_key(|&i| (i + n - f) % n);
+                    }
+                }
+            },
+        }
+        if let Some(f) = first
+            && let Some(at) = open.iter().position(|&i| i == f)
+        {
+            open.remove(at);
+            open.insert(0, f);
+        }
+        Order {
+            members: open,
+            unavailable,
+        }
+    }
+
+    /// Member `i`'s load (its index in the members given to the builder).
+    pub fn load(&self, i: usize) -> Option<&MemberLoad> {
+        self.shared.slots.get(i).map(|s| &s.load)
+    }
+
+    /// How many members it has.
+    pub fn len(&self) -> usize {
+        self.shared.slots.len()
+    }
+
+    /// Whether it has none (never: a balance is built with one at least).
+    pub fn is_empty(&self) -> bool {
+        self.shared.slots.is_empty()
+    }
+}
+
+/// The members to try for one call, in order, and those that cannot take
+/// it; see [`Balance::order`].
+#[derive(Clone, Debug)]
+pub struct Order {
+    /// Indices of the members that can take the call, the first choice
+    /// first.
+    pub members: Vec<usize>,
+    /// The members that cannot, and why.
+    pub unavailable: Vec<(Arc<str>, Unavailable)>,
+}
+
+impl Order {
+    /// The error when no member can take the call.
+    pub fn no_member(self) -> NoMember {
+        NoMember::new(self.unavailable)
     }
 }
 
@@ -280,7 +377,7 @@ impl<S> Shared<S> {
     /// Why member `i` cannot take a call now, if it cannot.
     fn unavailable(&self, i: usize, now: Instant) -> Option<Unavailable> {
         let slot = &self.slots[i];
-        if let Some(left) = slot.load.drained_for(now) {
+        if let Some(left) = slot.load.0.drained_for(now) {
             return Some(Unavailable::new(Why::Drained, Some(left)));
         }
         slot.gates.iter().find_map(|gate| gate())
@@ -369,7 +466,7 @@ impl<S> Shared<S> {
     }
 
     fn cheaper(&self, a: usize, b: usize, now: Instant) -> usize {
-        if self.slots[b].load.cost(now) < self.slots[a].load.cost(now) {
+        if self.slots[b].load.0.cost(now) < self.slots[a].load.0.cost(now) {
             b
         } else {
             a
@@ -381,7 +478,7 @@ impl<S> Shared<S> {
             (0..self.slots.len())
                 .filter_map(|i| {
                     self.unavailable(i, now)
-                        .map(|u| (Arc::clone(&self.slots[i].load.name), u))
+                        .map(|u| (Arc::clone(&self.slots[i].load.0.name), u))
                 })
                 .collect(),
         )
@@ -410,7 +507,7 @@ where
             .as_ref()
             .and_then(|header| session_of(&mut req, header));
         let step = match shared.pick_for(session.as_deref(), now) {
-            Ok(i) => Step::calling(&shared, i, req, now),
+            Ok(i) => Step::calling(&shared, i, req),
             Err(none) => match none.retry_after() {
                 Some(wait) if !shared.max_wait.is_zero() && wait <= shared.max_wait => {
                     Step::Waiting {
@@ -447,10 +544,7 @@ pin_project! {
         Calling {
             #[pin]
             call: Oneshot<S, Request<RequestBody>>,
-            member: usize,
-            started: Instant,
-            guard: Option<InFlight>,
-            api: Option<Api>,
+            tracking: Option<Tracking>,
         },
         // Every member out, the first back within `max_wait`.
         Waiting {
@@ -468,19 +562,11 @@ impl<S> Step<S>
 where
     S: Service<Request<RequestBody>> + Clone,
 {
-    fn calling(shared: &Shared<S>, i: usize, req: Request<RequestBody>, now: Instant) -> Self {
+    fn calling(shared: &Shared<S>, i: usize, req: Request<RequestBody>) -> Self {
         let slot = &shared.slots[i];
-        let api = req
-            .extensions()
-            .get::<Api>()
-            .copied()
-            .or_else(|| Api::from_path(req.uri().path()));
         Step::Calling {
-            guard: Some(slot.load.start()),
+            tracking: Some(slot.load.start(&req)),
             call: Oneshot::new(slot.service.clone(), req),
-            member: i,
-            started: now,
-            api,
         }
     }
 }
@@ -505,28 +591,15 @@ where
         let mut this = self.project();
         loop {
             match this.step.as_mut().project() {
-                StepProj::Calling {
-                    call,
-                    member,
-                    started,
-                    guard,
-                    api,
-                } => {
+                StepProj::Calling { call, tracking } => {
                     let answer = ready!(call.poll(cx));
-                    let load = &this.shared.slots[*member].load;
-                    let now = Instant::now();
+                    let Some(tracking) = tracking.take() else {
+                        return Poll::Ready(Err("balanced call polled after it ended".into()));
+                    };
                     return Poll::Ready(match answer {
-                        Ok(res) => Ok(settle(load, res, *started, now, guard.take(), *api)),
+                        Ok(res) => Ok(tracking.answered(res)),
                         Err(e) => {
-                            // A refusal of the member's own stack (its
-                            // breaker, its limiter) sent nothing: no penalty.
-                            let local = matches!(
-                                ErrorKind::of(&*e),
-                                Some(ErrorKind::CircuitOpen | ErrorKind::RateLimited)
-                            );
-                            if !local {
-                                load.penalize(now);
-                            }
+                            tracking.failed(&e);
                             Err(e)
                         }
                     });
@@ -542,7 +615,7 @@ where
                     };
                     let now = Instant::now();
                     let next = match this.shared.pick_for(session.as_deref(), now) {
-                        Ok(i) => Step::calling(this.shared, i, req, now),
+                        Ok(i) => Step::calling(this.shared, i, req),
                         Err(none) => Step::Failed { error: Some(none) },
                     };
                     this.step.set(next);
@@ -562,65 +635,25 @@ where
 /// `prompt_cache_key`, `user` or `metadata.user_id` (parsed once: the body
 /// parsed here is left in the request for the layers inside).
 fn session_of(req: &mut Request<RequestBody>, header: &HeaderName) -> Option<String> {
-    if let Some(v) = req
-        .headers()
+    if let Some(s) = header_session(req.headers(), header) {
+        return Some(s);
+    }
+    let parsed = ParsedBody::get_or_parse(req).ok()?;
+    body_session(parsed.value())
+}
+
+fn header_session(headers: &HeaderMap, header: &HeaderName) -> Option<String> {
+    headers
         .get(header)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
-    {
-        return Some(v.to_owned());
-    }
-    let parsed = ParsedBody::get_or_parse(req).ok()?;
-    let body = parsed.value();
+        .map(str::to_owned)
+}
+
+fn body_session(body: &serde_json::Value) -> Option<String> {
     ["/prompt_cache_key", "/user", "/metadata/user_id"]
         .into_iter()
         .find_map(|at| body.pointer(at).and_then(|v| v.as_str()))
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
-}
-
-/// Reads what the answer says about its member (the provider's limits, a
-/// failure status, the time to first content of a JSON answer) and watches
-/// its body for the rest.
-fn settle<B>(
-    load: &Arc<Load>,
-    res: Response<B>,
-    started: Instant,
-    now: Instant,
-    guard: Option<InFlight>,
-    api: Option<Api>,
-) -> Response<BalancedBody<B>>
-where
-    B: Body<Data = Bytes>,
-{
-    let status = res.status();
-    if let Some(wait) = provider_drain(status, res.headers(), SystemTime::now()) {
-        load.drain(now, wait);
-    }
-    let failed = status.as_u16() == 429 || status.is_server_error();
-    if failed {
-        load.penalize(now);
-    }
-    let stream = res
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(palisade_sse::is_event_stream);
-    let ok = status.is_success();
-    if ok && !stream {
-        load.record_ttft(now, now.saturating_duration_since(started));
-    }
-    let watch = MemberWatch {
-        load: Arc::clone(load),
-        started,
-        guard,
-        timing: ok && stream,
-        api_known: api.is_some(),
-        ok_stream: ok && stream,
-    };
-    if stream {
-        observe::watch(res, api, watch).map(BalancedBody::watched)
-    } else {
-        res.map(|body| BalancedBody::plain(body, watch))
-    }
 }

@@ -60,11 +60,11 @@ mod error;
 mod limits;
 mod member;
 
-pub use balance::{Balance, BalanceBuilder, ResponseFuture, Strategy};
+pub use balance::{Balance, BalanceBuilder, Order, ResponseFuture, Strategy};
 pub use body::BalancedBody;
 pub use error::{ConfigError, NoMember, Unavailable, Why};
 pub use limits::provider_drain;
-pub use member::{Member, MemberStats};
+pub use member::{Member, MemberLoad, MemberStats, Tracking};
 
 #[cfg(doc)]
 use tower_service::Service;

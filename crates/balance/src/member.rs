@@ -3,12 +3,21 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{Request, Response};
+use http_body::Body;
 use palisade_breaker::BreakerHandle;
+use palisade_core::{BoxError, ErrorKind, RequestBody};
+use palisade_providers::Api;
+use palisade_providers::observe;
 use tokio::time::Instant;
 
+use crate::body::{BalancedBody, MemberWatch};
 use crate::error::{Unavailable, Why};
+use crate::limits::provider_drain;
 
 /// A check of the user's: `Some` while the member cannot take a call.
 pub(crate) type Gate = Arc<dyn Fn() -> Option<Unavailable> + Send + Sync>;
@@ -31,6 +40,7 @@ pub struct Member<S> {
     pub(crate) service: S,
     pub(crate) weight: f64,
     pub(crate) gates: Vec<Gate>,
+    pub(crate) load: Option<MemberLoad>,
 }
 
 impl<S> Member<S> {
@@ -41,7 +51,19 @@ impl<S> Member<S> {
             service,
             weight: 1.0,
             gates: Vec::new(),
+            load: None,
         }
+    }
+
+    /// Its load is `load`, shared with whatever else tracks calls to the
+    /// same deployment (another balance it is a member of, calls made
+    /// outside any balance through [`MemberLoad::start`]); its tuning is
+    /// then `load`'s, not the balance's. Without it, the balance keeps the
+    /// member's load itself.
+    #[must_use]
+    pub fn load(mut self, load: MemberLoad) -> Self {
+        self.load = Some(load);
+        self
     }
 
     /// Its weight for [`Strategy::Weighted`](crate::Strategy::Weighted): a
@@ -114,6 +136,143 @@ pub(crate) struct Tuning {
     pub(crate) decay: Duration,
     /// What one recent failure adds to a member's time to first content.
     pub(crate) penalty: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            default_ttft: Duration::from_millis(500),
+            decay: Duration::from_secs(10),
+            penalty: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One member's load — calls in flight, time to first content, recent
+/// failures, the provider's drain — shared by every clone: by the balances
+/// that pick it and by the calls that report to it.
+///
+/// A [`Balance`](crate::Balance) tracks its own calls. Code that calls the
+/// member itself (a gateway trying a tier's members in
+/// [`Balance::order`](crate::Balance::order)) reports each call with
+/// [`start`](Self::start), then [`Tracking::answered`] or
+/// [`Tracking::failed`].
+#[derive(Clone)]
+pub struct MemberLoad(pub(crate) Arc<Load>);
+
+impl MemberLoad {
+    /// The load of a member named `name`, with the default tuning
+    /// ([`BalanceBuilder`](crate::BalanceBuilder)'s).
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
+        Self::with(name.into(), Instant::now(), Tuning::default())
+    }
+
+    pub(crate) fn with(name: Arc<str>, origin: Instant, tuning: Tuning) -> Self {
+        Self(Arc::new(Load::new(name, origin, tuning)))
+    }
+
+    /// Its member's name.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// A call to the member starts now: in flight until what
+    /// [`Tracking::answered`] returns ends (or until the tracking is
+    /// dropped, or failed).
+    pub fn start(&self, req: &Request<RequestBody>) -> Tracking {
+        let api = req
+            .extensions()
+            .get::<Api>()
+            .copied()
+            .or_else(|| Api::from_path(req.uri().path()));
+        Tracking {
+            guard: self.0.start(),
+            started: Instant::now(),
+            api,
+        }
+    }
+
+    /// Its state now (`unavailable` says only whether it is drained: the
+    /// gates are a balance's).
+    pub fn stats(&self) -> MemberStats {
+        let now = Instant::now();
+        let drained = self
+            .0
+            .drained_for(now)
+            .map(|left| Unavailable::new(Why::Drained, Some(left)));
+        self.0.stats(now, drained)
+    }
+}
+
+impl fmt::Debug for MemberLoad {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("MemberLoad").field(&self.0.name).finish()
+    }
+}
+
+/// One call to a member, reported to its [`MemberLoad`].
+#[derive(Debug)]
+pub struct Tracking {
+    guard: InFlight,
+    started: Instant,
+    api: Option<Api>,
+}
+
+impl Tracking {
+    /// The member answered: what the answer says about it (the provider's
+    /// limits, a failure status, the time to first content of a JSON
+    /// answer) is taken now, and its body watched for the rest (a stream's
+    /// first content event, in-band errors, a broken or cut stream, its
+    /// end — the call is in flight until then).
+    pub fn answered<B>(self, res: Response<B>) -> Response<BalancedBody<B>>
+    where
+        B: Body<Data = Bytes>,
+    {
+        let load = Arc::clone(&self.guard.0);
+        let now = Instant::now();
+        let status = res.status();
+        if let Some(wait) = provider_drain(status, res.headers(), SystemTime::now()) {
+            load.drain(now, wait);
+        }
+        if status.as_u16() == 429 || status.is_server_error() {
+            load.penalize(now);
+        }
+        let stream = res
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(palisade_sse::is_event_stream);
+        let ok = status.is_success();
+        if ok && !stream {
+            load.record_ttft(now, now.saturating_duration_since(self.started));
+        }
+        let watch = MemberWatch {
+            load,
+            started: self.started,
+            guard: Some(self.guard),
+            timing: ok && stream,
+            api_known: self.api.is_some(),
+            ok_stream: ok && stream,
+        };
+        if stream {
+            observe::watch(res, self.api, watch).map(BalancedBody::watched)
+        } else {
+            res.map(|body| BalancedBody::plain(body, watch))
+        }
+    }
+
+    /// The call failed before an answer: a failure of the member's —
+    /// unless its own stack refused it without sending it (an open
+    /// breaker, a local limit), which is no failure of the deployment's.
+    pub fn failed(self, error: &BoxError) {
+        let local = matches!(
+            ErrorKind::of(&**error),
+            Some(ErrorKind::CircuitOpen | ErrorKind::RateLimited)
+        );
+        if !local {
+            self.guard.0.penalize(Instant::now());
+        }
+    }
 }
 
 /// What a member carries: calls in flight, time to first content, recent
@@ -251,7 +410,7 @@ impl Load {
 /// A call in flight on a member: counted from the pick until the guard
 /// drops (the answer's body ended or was dropped, or the call failed or
 /// was cancelled) — exactly once, so the count cannot drift.
-pub(crate) struct InFlight(Arc<Load>);
+pub(crate) struct InFlight(pub(crate) Arc<Load>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {

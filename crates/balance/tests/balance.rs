@@ -571,3 +571,59 @@ async fn sessions_stick_leave_an_unavailable_home_and_return() {
         at_home
     );
 }
+
+/// For code that calls the members itself: `order` lists who can take a
+/// call (the pick first) and who cannot; calls reported through a shared
+/// `MemberLoad` drain it and count in flight for every balance using it.
+#[tokio::test(start_paused = true)]
+async fn order_lists_the_pick_first_and_the_unavailable_apart() {
+    use palisade_balance::MemberLoad;
+    let loads: Vec<MemberLoad> = (0..3).map(|i| MemberLoad::new(format!("m{i}"))).collect();
+    let balance = Balance::builder()
+        .strategy(Strategy::RoundRobin)
+        .build(
+            loads
+                .iter()
+                .map(|l| Member::new(l.name().to_owned(), ()).load(l.clone()))
+                .collect(),
+        )
+        .unwrap();
+    let first = balance.order(None);
+    assert_eq!(first.members.len(), 3);
+    let second = balance.order(None);
+    assert_eq!(
+        second.members[0],
+        (first.members[0] + 1) % 3,
+        "round robin turns"
+    );
+    assert_eq!(
+        second.members,
+        [
+            second.members[0],
+            (second.members[0] + 1) % 3,
+            (second.members[0] + 2) % 3
+        ]
+    );
+    // A call to m1, reported: in flight until its body ends; its answer
+    // says its limit is spent.
+    let tracking = loads[1].start(&req());
+    assert_eq!(balance.members()[1].inflight, 1);
+    let answer = tracking.answered(drained_for_30s().unwrap());
+    let order = balance.order(None);
+    assert!(!order.members.contains(&1));
+    assert_eq!(&*order.unavailable[0].0, "m1");
+    assert_eq!(order.unavailable[0].1.why(), Why::Drained);
+    answer.into_body().collect().await.unwrap();
+    assert_eq!(balance.members()[1].inflight, 0);
+    // A failed call is a failure of the member's; a local refusal is not.
+    loads[2]
+        .start(&req())
+        .failed(&BoxError::from("connection reset"));
+    assert!(balance.members()[2].penalty > 0.0);
+    loads[0]
+        .start(&req())
+        .failed(&BoxError::from(palisade_core::CircuitOpen::new(
+            Duration::from_secs(1),
+        )));
+    assert_eq!(balance.members()[0].penalty, 0.0);
+}
