@@ -76,7 +76,8 @@ pub struct NoMember {
 }
 
 impl NoMember {
-    pub(crate) fn new(members: Vec<(Arc<str>, Unavailable)>) -> Self {
+    /// The error for these members, each with why it cannot take the call.
+    pub fn new(members: Vec<(Arc<str>, Unavailable)>) -> Self {
         let earliest = members.iter().filter_map(|(_, u)| u.back_in).min();
         let all_open = members.iter().all(|(_, u)| u.why == Why::Open);
         let source: Box<dyn StdError + Send + Sync> = if all_open {

@@ -23,10 +23,24 @@
 //! | `[upstreams.retry]` `max_attempts` / `base_delay` / `max_delay` (ms) | 3 / 200 / 10000 |
 //! | `[upstreams.rate_limit]` | none (no limit); `max_wait` 0 = reject at once |
 //! | `[upstreams.breaker]` `failure_rate` / `minimum_calls` / `window` / `open_for` (ms) / `half_open_calls` | 0.5 / 10 / 20 / 30000 / 2 |
+//! | `[[upstreams]] weight` | 1: its share in a tier with `balance = "weighted"` |
+//! | `[[routes]] balance` | `least_loaded`; `weighted`; `round_robin` (how a tier's members are ordered) |
+//! | `[[routes]] affinity` | none: no session affinity; a header name (`x-session-id`) |
 //!
 //! A route's target is an upstream name, or `upstream:model` to send another
 //! model name to that upstream (for a fallback to another provider):
-//! `targets = ["primary", "claude:claude-haiku-4-5"]`.
+//! `targets = ["primary", "claude:claude-haiku-4-5"]`. A list inside
+//! `targets` is a tier of members balanced against each other, the next
+//! entry its fallback: `targets = [["east", "west"], "backup"]`. Every
+//! member of a tier is tried (or skipped without a call when its circuit is
+//! open or its provider said its limit is spent, until the reset) before the
+//! next entry. `balance` orders a tier's members: `least_loaded` (the
+//! default: calls in flight × (time to first content + a penalty for recent
+//! 429s, 5xx and broken streams)), `weighted` (the upstreams' `weight`,
+//! default 1), `round_robin`. `affinity = "x-session-id"` keeps a session
+//! (that header, else `prompt_cache_key`, `user` or `metadata.user_id`) on
+//! one member of a tier while it can take calls. `hedge_after` is not
+//! supported yet (an unknown key, refused).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -342,6 +356,14 @@ pub struct UpstreamConfig {
     /// Circuit breaker.
     #[serde(default)]
     pub breaker: BreakerConfig,
+    /// Its share in a tier balanced by weight (`balance = "weighted"`): a
+    /// positive number, 1 by default.
+    #[serde(default = "one")]
+    pub weight: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// `[upstreams.timeout]`, milliseconds.
@@ -438,8 +460,62 @@ impl Default for BreakerConfig {
 pub struct RouteConfig {
     /// The model name clients send.
     pub model: String,
-    /// Upstreams tried in order; `name` or `name:model`.
-    pub targets: Vec<String>,
+    /// Tried in order: each entry a target (`name` or `name:model`) or a
+    /// tier of targets balanced against each other (`["east", "west"]`);
+    /// the next entry is the fallback when every member of a tier failed or
+    /// could not take the call.
+    pub targets: Vec<TargetEntry>,
+    /// How a tier's members are ordered for each call.
+    #[serde(default)]
+    pub balance: BalanceStrategy,
+    /// Session affinity in tiers: the request header naming the session
+    /// (case-insensitive), else the body's `prompt_cache_key`, `user` or
+    /// `metadata.user_id`; off when absent.
+    #[serde(default)]
+    pub affinity: Option<String>,
+}
+
+impl RouteConfig {
+    /// The route's tiers, in order: a lone target is a tier of one.
+    pub fn tiers(&self) -> Vec<Vec<&str>> {
+        self.targets
+            .iter()
+            .map(|t| match t {
+                TargetEntry::One(s) => vec![s.as_str()],
+                TargetEntry::Tier(v) => v.iter().map(String::as_str).collect(),
+            })
+            .collect()
+    }
+}
+
+/// One entry of a route's `targets`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum TargetEntry {
+    /// A target: `name` or `name:model`.
+    One(String),
+    /// A tier of targets balanced against each other.
+    Tier(Vec<String>),
+}
+
+impl From<&str> for TargetEntry {
+    fn from(s: &str) -> Self {
+        Self::One(s.to_owned())
+    }
+}
+
+/// `balance`: how a tier's members are ordered for each call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BalanceStrategy {
+    /// The least loaded first: calls in flight × (time to first content +
+    /// a penalty for recent failures), by the power of two choices.
+    #[default]
+    LeastLoaded,
+    /// At random in proportion to the members' `weight`.
+    Weighted,
+    /// Each in turn.
+    RoundRobin,
 }
 
 /// A target of a route, parsed.
@@ -497,7 +573,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(file: &str, key: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(file: &str, key: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {
             file: file.to_owned(),
             key: key.into(),
@@ -561,10 +637,13 @@ impl Config {
                 retry: RetryConfig::default(),
                 rate_limit: None,
                 breaker: BreakerConfig::default(),
+                weight: 1.0,
             }],
             routes: vec![RouteConfig {
                 model: "mock".to_owned(),
-                targets: vec!["mock".to_owned()],
+                targets: vec!["mock".into()],
+                balance: BalanceStrategy::LeastLoaded,
+                affinity: None,
             }],
             redis: None,
             server: ServerConfig::default(),
@@ -706,6 +785,12 @@ impl UpstreamConfig {
     /// This upstream's own rules; keys relative to it (`timeout.idle`).
     /// `idle_timeout` is the server's: an upstream wait must stay below it.
     fn check(&self, idle_timeout: u64) -> Result<(), Invalid> {
+        if !(self.weight.is_finite() && self.weight > 0.0) {
+            return Invalid::at(
+                "weight",
+                format!("{}: must be a positive number", self.weight),
+            );
+        }
         if self.name.is_empty()
             || !self
                 .name
@@ -868,19 +953,45 @@ fn check_routes(routes: &[RouteConfig], upstreams: &HashSet<&str>) -> Result<(),
                 "at least one target is needed",
             );
         }
-        for (j, t) in r.targets.iter().enumerate() {
-            let target = Target::parse(t);
-            if !upstreams.contains(target.upstream.as_str()) {
+        if let Some(h) = &r.affinity
+            && http::HeaderName::from_bytes(h.as_bytes()).is_err()
+        {
+            return Invalid::at(
+                format!("routes[{i}].affinity"),
+                format!("`{h}` is not a header name"),
+            );
+        }
+        for (j, entry) in r.targets.iter().enumerate() {
+            let (members, tiered) = match entry {
+                TargetEntry::One(t) => (std::slice::from_ref(t), false),
+                TargetEntry::Tier(ts) => (ts.as_slice(), true),
+            };
+            if members.is_empty() {
                 return Invalid::at(
                     format!("routes[{i}].targets[{j}]"),
-                    format!("no upstream is named `{}`", target.upstream),
+                    "a tier needs at least one target",
                 );
             }
-            if target.model.as_deref() == Some("") {
-                return Invalid::at(
-                    format!("routes[{i}].targets[{j}]"),
-                    "the model after `:` is empty",
-                );
+            let mut seen = HashSet::new();
+            for (k, t) in members.iter().enumerate() {
+                let key = if tiered {
+                    format!("routes[{i}].targets[{j}][{k}]")
+                } else {
+                    format!("routes[{i}].targets[{j}]")
+                };
+                let target = Target::parse(t);
+                if !upstreams.contains(target.upstream.as_str()) {
+                    return Invalid::at(key, format!("no upstream is named `{}`", target.upstream));
+                }
+                if target.model.as_deref() == Some("") {
+                    return Invalid::at(key, "the model after `:` is empty");
+                }
+                if !seen.insert(target.upstream) {
+                    return Invalid::at(
+                        key,
+                        "this upstream is already a member of the tier; list it once",
+                    );
+                }
             }
         }
     }
@@ -938,7 +1049,7 @@ url = "redis://127.0.0.1:6379"
         assert_eq!(c.upstreams[0].timeout.idle, 15_000);
         assert_eq!(c.upstreams[1].retry.max_attempts, 3);
         assert_eq!(
-            Target::parse(&c.routes[0].targets[1]),
+            Target::parse(c.routes[0].tiers()[1][0]),
             Target {
                 upstream: "backup".into(),
                 model: Some("mock".into())
@@ -1028,5 +1139,64 @@ url = "redis://127.0.0.1:6379"
         let e = error_of("listen = ");
         assert!(e.reason().starts_with("not valid TOML"), "{e}");
         assert!(e.to_string().contains("gw.toml"), "{e}");
+    }
+
+    #[test]
+    fn tiers_load_and_their_mistakes_are_named() {
+        let tiered = FULL.replace(
+            r#"targets = ["primary", "backup:mock"]"#,
+            "targets = [[\"primary\", \"backup:mock\"], \"primary\"]\nbalance = \"weighted\"\naffinity = \"x-session-id\"",
+        );
+        let c = Config::parse(&tiered, "gw.toml").unwrap();
+        assert_eq!(
+            c.routes[0].tiers(),
+            [vec!["primary", "backup:mock"], vec!["primary"]]
+        );
+        assert_eq!(c.routes[0].balance, BalanceStrategy::Weighted);
+        assert_eq!(c.upstreams[0].weight, 1.0);
+        for (from, to, key, reason) in [
+            (
+                "[\"primary\", \"backup:mock\"]",
+                "[]",
+                "routes[0].targets[0]",
+                "at least one target",
+            ),
+            (
+                "\"backup:mock\"]",
+                "\"nowhere\"]",
+                "routes[0].targets[0][1]",
+                "`nowhere`",
+            ),
+            (
+                "\"backup:mock\"]",
+                "\"primary:x\"]",
+                "routes[0].targets[0][1]",
+                "already a member",
+            ),
+            (
+                "balance = \"weighted\"",
+                "balance = \"fastest\"",
+                "routes[0].balance",
+                "fastest",
+            ),
+            (
+                "affinity = \"x-session-id\"",
+                "affinity = \"bad header\"",
+                "routes[0].affinity",
+                "not a header name",
+            ),
+            (
+                "affinity = \"x-session-id\"",
+                "hedge_after = 4000",
+                "routes[0]",
+                "hedge_after",
+            ),
+        ] {
+            let e = error_of(&tiered.replace(from, to));
+            assert!(e.key().starts_with(key), "{from} → {to}: {e}");
+            assert!(e.to_string().contains(reason), "{from} → {to}: {e}");
+        }
+        let e = error_of(&FULL.replace("[upstreams.timeout]", "weight = 0\n[upstreams.timeout]"));
+        assert_eq!(e.key(), "upstreams[0].weight", "{e}");
     }
 }

@@ -36,7 +36,11 @@
 //! docs for why);
 //! request checks (`palisade-schema`'s bundled schemas, on the body parsed
 //! once) and trace ids are handled before it, routing with fallback
-//! over a route's targets around it.
+//! over a route's targets around it — a tier of targets balanced by
+//! palisade-balance (least loaded, weighted or round robin; a member whose
+//! circuit is open or whose provider limit is spent skipped without a
+//! call; sessions kept on one member with `affinity`), the next entry its
+//! fallback.
 //!
 //! Runtime: the binary serves with `[server] runtime = "thread_per_core"`
 //! by default ([`serve_per_core`]): one current-thread tokio runtime per
@@ -170,6 +174,53 @@ struct RouteTarget {
     model: Option<String>,
 }
 
+/// A route: its targets, tier by tier.
+#[derive(Debug)]
+struct Route {
+    /// Every target, the tiers' members in order.
+    targets: Vec<RouteTarget>,
+    tiers: Vec<Tier>,
+}
+
+/// A tier of a route: `len` targets from `start`, balanced when several.
+#[derive(Debug)]
+struct Tier {
+    start: usize,
+    len: usize,
+    balance: Option<palisade_balance::Balance<()>>,
+}
+
+impl Route {
+    /// The targets to try for one call, in order — each tier's members as
+    /// its balance orders them (the session's home first, or the least
+    /// loaded …), then the next tier's — and the members skipped without a
+    /// call (open circuit, spent provider limit), with why.
+    fn order(
+        &self,
+        headers: &http::HeaderMap,
+        body: &serde_json::Value,
+    ) -> (
+        Vec<&RouteTarget>,
+        Vec<(Arc<str>, palisade_balance::Unavailable)>,
+    ) {
+        let mut order = Vec::with_capacity(self.targets.len());
+        let mut skipped = Vec::new();
+        for tier in &self.tiers {
+            let members = &self.targets[tier.start..tier.start + tier.len];
+            match &tier.balance {
+                None => order.extend(members),
+                Some(b) => {
+                    let session = b.session(headers, body);
+                    let o = b.order(session.as_deref());
+                    order.extend(o.members.iter().filter_map(|&i| members.get(i)));
+                    skipped.extend(o.unavailable);
+                }
+            }
+        }
+        (order, skipped)
+    }
+}
+
 /// The request schemas (compiled once, shared).
 #[derive(Debug)]
 struct Schemas {
@@ -183,7 +234,7 @@ struct Schemas {
 #[derive(Debug)]
 struct AppState {
     schemas: Schemas,
-    routes: HashMap<String, Vec<RouteTarget>>,
+    routes: HashMap<String, Route>,
     models: Vec<String>,
     upstreams: Vec<Arc<Upstream>>,
     max_body_bytes: usize,
@@ -274,6 +325,15 @@ impl Gateway {
         let metrics = Arc::new(Metrics::new(meter));
         let mut by_name = HashMap::new();
         let mut upstreams = Vec::new();
+        // Upstreams in a tier of several: their load is tracked.
+        let tiered: std::collections::HashSet<String> = config
+            .routes
+            .iter()
+            .flat_map(|r| r.tiers())
+            .filter(|t| t.len() > 1)
+            .flatten()
+            .map(|t| Target::parse(t).upstream)
+            .collect();
         for u in &config.upstreams {
             let up = Arc::new(
                 Upstream::build(
@@ -283,6 +343,7 @@ impl Gateway {
                     mocks.remove(&u.name),
                     config.redis.as_ref().map(|r| r.url.as_str()),
                     config.server.worker_count(),
+                    tiered.contains(&u.name),
                 )
                 .map_err(StartError::Upstream)?,
             );
@@ -291,19 +352,43 @@ impl Gateway {
         }
         let mut routes = HashMap::new();
         let mut models = Vec::new();
+        let weights: HashMap<&str, f64> = config
+            .upstreams
+            .iter()
+            .map(|u| (u.name.as_str(), u.weight))
+            .collect();
         for r in &config.routes {
-            let targets = r
-                .targets
-                .iter()
-                .filter_map(|t| {
+            let mut route = Route {
+                targets: Vec::new(),
+                tiers: Vec::new(),
+            };
+            for tier in r.tiers() {
+                let start = route.targets.len();
+                route.targets.extend(tier.iter().filter_map(|t| {
                     let t = Target::parse(t);
                     by_name.get(&t.upstream).map(|u| RouteTarget {
                         upstream: u.clone(),
                         model: t.model,
                     })
-                })
-                .collect();
-            routes.insert(r.model.clone(), targets);
+                }));
+                let members = &route.targets[start..];
+                let balance = (members.len() > 1)
+                    .then(|| tier_balance(r, members, &weights))
+                    .transpose()
+                    .map_err(|e| {
+                        StartError::Config(ConfigError::new(
+                            "config",
+                            format!("routes.{}", r.model),
+                            e.to_string(),
+                        ))
+                    })?;
+                route.tiers.push(Tier {
+                    start,
+                    len: members.len(),
+                    balance,
+                });
+            }
+            routes.insert(r.model.clone(), route);
             models.push(r.model.clone());
         }
         let inbound_keys = config
@@ -375,6 +460,42 @@ async fn embeddings(State(state): State<Arc<AppState>>, req: Request) -> Respons
     proxy::handle(state, Api::Embeddings, req).await
 }
 
+/// The balance of a tier of several members: each member's load (shared
+/// with its other tiers), weight and breaker.
+fn tier_balance(
+    route: &config::RouteConfig,
+    members: &[RouteTarget],
+    weights: &HashMap<&str, f64>,
+) -> Result<palisade_balance::Balance<()>, palisade_balance::ConfigError> {
+    let mut builder = palisade_balance::Balance::builder().strategy(match route.balance {
+        config::BalanceStrategy::LeastLoaded => palisade_balance::Strategy::LeastLoaded,
+        config::BalanceStrategy::Weighted => palisade_balance::Strategy::Weighted,
+        config::BalanceStrategy::RoundRobin => palisade_balance::Strategy::RoundRobin,
+    });
+    if let Some(h) = route
+        .affinity
+        .as_deref()
+        .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
+    {
+        builder = builder.affinity(h);
+    }
+    builder.build(
+        members
+            .iter()
+            .map(|t| {
+                let up = &t.upstream;
+                let mut m = palisade_balance::Member::new(Arc::clone(&up.name), ())
+                    .weight(weights.get(&*up.name).copied().unwrap_or(1.0))
+                    .breaker(up.service().breaker().clone());
+                if let Some(load) = &up.load {
+                    m = m.load(load.clone());
+                }
+                m
+            })
+            .collect(),
+    )
+}
+
 /// The endpoints a route serves: each API one of its targets serves
 /// itself or through translation (`/v1/embeddings` only with an OpenAI,
 /// Azure or mock target).
@@ -394,7 +515,7 @@ fn endpoints(targets: &[RouteTarget]) -> Vec<String> {
 /// caller sends `anthropic-version`, OpenAI's otherwise; each with the
 /// endpoints its route serves (`endpoints`, an extra field clients skip).
 async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> impl IntoResponse {
-    let served = |m: &String| endpoints(state.routes.get(m).map_or(&[], Vec::as_slice));
+    let served = |m: &String| endpoints(state.routes.get(m).map_or(&[], |r| r.targets.as_slice()));
     let body = if headers.contains_key("anthropic-version") {
         let data: Vec<_> = state
             .models
@@ -430,6 +551,12 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response<Body> {
             .metrics
             .set_breaker_state(&u.name, u.service().breaker().state());
     }
+    let members: Vec<_> = state
+        .upstreams
+        .iter()
+        .filter_map(|u| u.load.as_ref().map(palisade_balance::MemberLoad::stats))
+        .collect();
+    state.metrics.members(&members);
     let mut res = Response::new(Body::from(state.metrics.encode()));
     res.headers_mut().insert(
         CONTENT_TYPE,

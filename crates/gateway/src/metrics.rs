@@ -15,6 +15,16 @@
 //! | `palisade_request_duration_seconds` | `palisade.request.duration` (s) | |
 //! | `palisade_time_to_first_token_seconds` | `palisade.time_to_first_token` (s) | |
 //! | `palisade_overhead_seconds` | `palisade.overhead` (s) | |
+//! | `palisade_member_inflight` | — | `upstream` |
+//! | `palisade_member_ttft_ewma_seconds` | — | `upstream` |
+//! | `palisade_member_drained_until_seconds` | — | `upstream` |
+//! | `palisade_member_picks_total` | — | `upstream` |
+//!
+//! The `palisade_member_*` figures are the load of each upstream that is a
+//! member of a route's tier, read when `/metrics` is scraped (Prometheus
+//! only): calls in flight, the peak-EWMA of its time to first content
+//! event, until when (Unix seconds; 0: not drained) its provider's limit
+//! drains it, and the calls sent to it.
 
 use std::time::Duration;
 
@@ -72,7 +82,20 @@ pub(crate) struct Metrics {
     duration: Histogram,
     ttft: Histogram,
     overhead: Histogram,
+    members: Members,
     otel: Option<Otel>,
+}
+
+/// The tier members' load, set from their state at each scrape.
+#[derive(Debug, Default)]
+struct Members {
+    inflight: Family<UpstreamLabel, Gauge>,
+    ttft: Family<UpstreamLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    drained_until: Family<UpstreamLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    picks: Family<UpstreamLabel, Counter>,
+    /// One scrape sets them at a time (the picks counter is raised by
+    /// what it lacks).
+    setting: std::sync::Mutex<()>,
 }
 
 /// The same figures as OpenTelemetry instruments.
@@ -185,6 +208,27 @@ impl Metrics {
         );
         registry.register("palisade_time_to_first_token_seconds", TTFT, ttft.clone());
         registry.register("palisade_overhead_seconds", OVERHEAD, overhead.clone());
+        let members = Members::default();
+        registry.register(
+            "palisade_member_inflight",
+            "Calls in flight to a tier member, until their answers end",
+            members.inflight.clone(),
+        );
+        registry.register(
+            "palisade_member_ttft_ewma_seconds",
+            "Peak-EWMA of a tier member's time to first content event",
+            members.ttft.clone(),
+        );
+        registry.register(
+            "palisade_member_drained_until_seconds",
+            "Until when (Unix seconds) a tier member's provider limit drains it; 0: not drained",
+            members.drained_until.clone(),
+        );
+        registry.register(
+            "palisade_member_picks",
+            "Calls sent to a tier member",
+            members.picks.clone(),
+        );
         Self {
             registry,
             requests,
@@ -196,6 +240,7 @@ impl Metrics {
             duration,
             ttft,
             overhead,
+            members,
             otel: meter.map(Otel::new),
         }
     }
@@ -343,6 +388,41 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
+    /// Sets the tier members' figures from their state now.
+    pub(crate) fn members(&self, stats: &[palisade_balance::MemberStats]) {
+        let now = std::time::SystemTime::now();
+        let _one_at_a_time = self
+            .members
+            .setting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for s in stats {
+            let label = UpstreamLabel {
+                upstream: s.name.to_string(),
+            };
+            self.members
+                .inflight
+                .get_or_create(&label)
+                .set(i64::try_from(s.inflight).unwrap_or(i64::MAX));
+            self.members
+                .ttft
+                .get_or_create(&label)
+                .set(s.ttft_ewma.as_secs_f64());
+            let until = s
+                .drained_for
+                .and_then(|d| now.checked_add(d))
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0.0, |d| d.as_secs_f64());
+            self.members.drained_until.get_or_create(&label).set(until);
+            let picks = self.members.picks.get_or_create(&label);
+            // A counter: raised to the member's count (it only grows).
+            let seen = picks.get();
+            if s.picks > seen {
+                picks.inc_by(s.picks - seen);
+            }
+        }
+    }
+
     pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.

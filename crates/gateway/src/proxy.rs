@@ -116,11 +116,31 @@ async fn pipeline(
     require_json(caller, req.headers())?;
     let (parts, body) = req.into_parts();
     let checked = check_body(state, caller, body).await?;
-    let targets = state
+    let route = state
         .routes
         .get(&checked.model)
         .ok_or_else(|| GatewayError::unknown_model(caller, &checked.model, &state.models))?;
-    servable(caller, &checked.model, targets, checked.parsed.value())?;
+    servable(
+        caller,
+        &checked.model,
+        &route.targets,
+        checked.parsed.value(),
+    )?;
+    let (targets, skipped) = route.order(&parts.headers, checked.parsed.value());
+    if targets.is_empty() {
+        // Every member of every tier skipped without a call.
+        let none = palisade_balance::NoMember::new(skipped);
+        let (status, wait) = palisade_core::caller_status(&none);
+        return Err(GatewayError::new(
+            caller,
+            status,
+            format!(
+                "no upstream of the route `{}` can take the call now: {none}",
+                checked.model
+            ),
+        )
+        .retry_after(wait));
+    }
     let call = Call {
         state,
         caller,
@@ -133,20 +153,20 @@ async fn pipeline(
         calls: 0,
         untranslated: Vec::new(),
     };
-    Ok(fallback(call, checked.model, targets).await)
+    Ok(fallback(call, checked.model, &targets).await)
 }
 
 /// The route's targets in order until one answers; a JSON answer that
 /// broke off or stalled mid-body is asked for again from the same target (the retry
 /// layer sees only what happens before the answer's head).
-async fn fallback(mut call: Call<'_>, route: String, targets: &[RouteTarget]) -> Answer {
+async fn fallback(mut call: Call<'_>, route: String, targets: &[&RouteTarget]) -> Answer {
     let mut last: Option<(Arc<Upstream>, Failure)> = None;
     let mut next = 0;
     let mut spent = 0u32;
     // Embeddings: the model whose vectors the first target gives; another
     // model's are not comparable, so no fallback goes to one.
     let mut vectors_of: Option<&str> = None;
-    while let Some(target) = targets.get(next) {
+    while let Some(&target) = targets.get(next) {
         let up = &target.upstream;
         if call.caller == Api::Embeddings && up.target_api(Api::Embeddings).is_some() {
             let model = target.model.as_deref().unwrap_or(&route);

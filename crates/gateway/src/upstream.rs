@@ -17,6 +17,7 @@ use bytes::Bytes;
 use futures_core::Stream;
 use futures_util::{FutureExt, StreamExt};
 use palisade::preset::{LlmStack, StackConfig};
+use palisade_balance::MemberLoad;
 use palisade_breaker::State;
 use palisade_client::{Auth, AuthStyle, HttpClient, KeySource};
 use palisade_core::body::collect_limited;
@@ -68,6 +69,9 @@ pub(crate) struct Upstream {
     pub(crate) idle: Duration,
     /// The query every call carries (`api-version=…` for Azure), if any.
     query: Option<Box<str>>,
+    /// Its load (calls in flight, time to first content, failures, the
+    /// provider's drain), tracked when it is a member of a route's tier.
+    pub(crate) load: Option<MemberLoad>,
 }
 
 /// Why an upstream could not be built (a key that cannot be read, …).
@@ -103,6 +107,7 @@ impl Upstream {
         mock: Option<MockUpstream>,
         redis: Option<&str>,
         workers: usize,
+        tiered: bool,
     ) -> Result<Self, BuildError> {
         let err = |source: BoxError| BuildError {
             upstream: cfg.name.clone(),
@@ -158,6 +163,7 @@ impl Upstream {
                 .api_version
                 .as_ref()
                 .map(|v| format!("api-version={v}").into_boxed_str()),
+            load: tiered.then(|| MemberLoad::new(cfg.name.as_str())),
         })
     }
 
@@ -169,7 +175,22 @@ impl Upstream {
         &self,
         req: http::Request<RequestBody>,
     ) -> Result<http::Response<UpstreamBody>, BoxError> {
-        let res = self.service().clone().oneshot(req).await?;
+        let res = match &self.load {
+            None => self.service().clone().oneshot(req).await?,
+            Some(load) => {
+                // Reported to its tier: in flight until the body ends.
+                let tracking = load.start(&req);
+                match self.service().clone().oneshot(req).await {
+                    Ok(res) => tracking
+                        .answered(res)
+                        .map(http_body_util::BodyExt::boxed_unsync),
+                    Err(e) => {
+                        tracking.failed(&e);
+                        return Err(e);
+                    }
+                }
+            }
+        };
         let scrub = self.scrub.clone();
         Ok(res.map(|body| UpstreamBody { body, scrub }))
     }

@@ -1,0 +1,177 @@
+//! Routes with tiers: members balanced against each other, the next entry
+//! the fallback; members skipped without a call while their circuit is open
+//! or their provider's limit is spent; sessions kept on one member.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use palisade_mock::{MockServer, MockUpstream, Reply};
+
+const ONE_SHOT: &str = "[upstreams.retry]\nmax_attempts = 1\n[upstreams.timeout]\nfirst_byte = 2000\nidle = 300\n\
+                        [upstreams.breaker]\nminimum_calls = 100\nwindow = 100\n";
+
+/// Three OpenAI-kind mocks on sockets, `east` and `west` a tier, `backup`
+/// its fallback; `route_extra` adds lines to the route.
+async fn tiered(route_extra: &str) -> (TestGateway, [MockUpstream; 3], Vec<MockServer>) {
+    let mocks = [
+        MockUpstream::new(),
+        MockUpstream::new(),
+        MockUpstream::new(),
+    ];
+    let mut served = Vec::new();
+    let mut toml = String::new();
+    for (m, name) in mocks.iter().zip(["east", "west", "backup"]) {
+        let s = m.serve().await.unwrap();
+        toml += &upstream(name, "openai", &s.base_url(), ONE_SHOT);
+        served.push(s);
+    }
+    toml += &format!(
+        "[[routes]]\nmodel = \"gpt\"\ntargets = [[\"east\", \"west\"], \"backup\"]\n{route_extra}\n"
+    );
+    (start(&toml, &[]).await, mocks, served)
+}
+
+fn counts(mocks: &[MockUpstream; 3]) -> [u64; 3] {
+    [0, 1, 2].map(|i| mocks[i].request_count())
+}
+
+#[tokio::test]
+async fn a_tier_shares_calls_and_falls_back_to_the_next_entry() {
+    let (gw, mocks, _served) = tiered("balance = \"round_robin\"").await;
+    for _ in 0..4 {
+        let (res, body) = gw
+            .call("/v1/chat/completions", &chat("gpt", "hi", false))
+            .await;
+        assert_eq!(res.status(), 200, "{body}");
+    }
+    assert_eq!(counts(&mocks), [2, 2, 0], "round robin over the tier");
+    // Both members fail: each is tried once, then the next entry answers.
+    mocks[0].set_default(Reply::status(503));
+    mocks[1].set_default(Reply::status(503));
+    let (res, body) = gw
+        .call("/v1/chat/completions", &chat("gpt", "hi", true))
+        .await;
+    assert_eq!(res.status(), 200, "{body}");
+    assert_eq!(openai_text(&body), "hi");
+    assert_eq!(counts(&mocks), [3, 3, 1]);
+    let (_, metrics) = gw.get("/metrics").await;
+    for line in [
+        r#"palisade_member_picks_total{upstream="east"} 3"#,
+        r#"palisade_member_picks_total{upstream="west"} 3"#,
+        r#"palisade_member_inflight{upstream="east"} 0"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    assert!(
+        !metrics.contains(r#"palisade_member_picks_total{upstream="backup"}"#),
+        "a lone target is no tier member: {metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_member_whose_provider_limit_is_spent_is_skipped_while_drained() {
+    let (gw, mocks, _served) = tiered("balance = \"round_robin\"").await;
+    let spent = || {
+        Reply::echo()
+            .header("x-ratelimit-remaining-requests", "0")
+            .header("x-ratelimit-reset-requests", "10m0s")
+    };
+    mocks[0].set_default(spent());
+    mocks[1].set_default(spent());
+    // The first call to each says its limit is spent (and is answered).
+    for _ in 0..2 {
+        let (res, body) = gw
+            .call("/v1/chat/completions", &chat("gpt", "hi", false))
+            .await;
+        assert_eq!(res.status(), 200, "{body}");
+    }
+    assert_eq!(counts(&mocks), [1, 1, 0]);
+    // Both are drained: the calls go to the next entry without calling them.
+    for _ in 0..3 {
+        let (res, body) = gw
+            .call("/v1/chat/completions", &chat("gpt", "hi", false))
+            .await;
+        assert_eq!(res.status(), 200, "{body}");
+    }
+    assert_eq!(counts(&mocks), [1, 1, 3]);
+    let (_, metrics) = gw.get("/metrics").await;
+    let until = metrics
+        .lines()
+        .find(|l| l.starts_with(r#"palisade_member_drained_until_seconds{upstream="east"}"#))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect(&metrics);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now + 500.0..now + 601.0).contains(&until),
+        "{until} vs now {now}"
+    );
+}
+
+#[tokio::test]
+async fn with_every_member_out_the_caller_gets_429_with_the_earliest_reset() {
+    let mocks = [MockUpstream::new(), MockUpstream::new()];
+    let mut served = Vec::new();
+    let mut toml = String::new();
+    for (m, name) in mocks.iter().zip(["east", "west"]) {
+        let s = m.serve().await.unwrap();
+        toml += &upstream(name, "openai", &s.base_url(), ONE_SHOT);
+        served.push(s);
+    }
+    toml += "[[routes]]\nmodel = \"gpt\"\ntargets = [[\"east\", \"west\"]]\n";
+    let gw = start(&toml, &[]).await;
+    mocks[0].set_default(Reply::status(429).header("retry-after", "30"));
+    mocks[1].set_default(Reply::status(429).header("retry-after", "20"));
+    let (res, body) = gw
+        .call("/v1/chat/completions", &chat("gpt", "hi", false))
+        .await;
+    assert_eq!(res.status(), 429, "{body}");
+    assert_eq!(mocks[0].request_count() + mocks[1].request_count(), 2);
+    let (res, body) = gw
+        .call("/v1/chat/completions", &chat("gpt", "hi", false))
+        .await;
+    assert_eq!(res.status(), 429, "{body}");
+    let wait: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((19..=20).contains(&wait), "the earliest reset: {wait}");
+    assert!(body.contains("`east`") && body.contains("`west`"), "{body}");
+    assert_eq!(
+        mocks[0].request_count() + mocks[1].request_count(),
+        2,
+        "nobody is called while all are drained"
+    );
+}
+
+#[tokio::test]
+async fn a_session_stays_on_one_member() {
+    let (gw, mocks, _served) = tiered("affinity = \"x-session-id\"").await;
+    for _ in 0..8 {
+        let res = gw
+            .post(
+                "/v1/chat/completions",
+                &chat("gpt", "hi", false),
+                &[("x-session-id", "agent-7")],
+            )
+            .await;
+        assert_eq!(res.status(), 200);
+        text(res).await;
+    }
+    let [east, west, _] = counts(&mocks);
+    assert!(
+        (east, west) == (8, 0) || (east, west) == (0, 8),
+        "east {east} west {west}"
+    );
+    // The same key as `prompt_cache_key` lands the same way.
+    let body = serde_json::json!({"model": "gpt", "prompt_cache_key": "agent-7",
+        "messages": [{"role": "user", "content": "hi"}]});
+    let (res, _) = gw.call("/v1/chat/completions", &body.to_string()).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(counts(&mocks)[..2], if east == 8 { [9, 0] } else { [0, 9] });
+}
