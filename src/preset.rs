@@ -112,6 +112,7 @@ pub struct StackConfig {
     window: usize,
     open_for: Duration,
     half_open_calls: u32,
+    classifier: palisade_core::classify::LlmClassifier,
     breaker_name: Option<String>,
     redis: Option<String>,
     on_retry: Option<RetryHook>,
@@ -171,6 +172,7 @@ impl StackConfig {
             window: palisade_breaker::DEFAULT_WINDOW_CALLS,
             open_for: palisade_breaker::DEFAULT_OPEN_FOR,
             half_open_calls: palisade_breaker::DEFAULT_HALF_OPEN_CALLS,
+            classifier: palisade_core::classify::LlmClassifier::new(),
             breaker_name: None,
             redis: None,
             on_retry: None,
@@ -286,6 +288,14 @@ impl StackConfig {
     setter!(
         /// Probes let through when half-open.
         half_open_calls: u32
+    );
+    setter!(
+        /// The one policy that decides what the retry layer retries and
+        /// what the breaker counts as a failure (default
+        /// [`LlmClassifier::new`](palisade_core::classify::LlmClassifier::new)).
+        /// Give the same one to whatever else judges this stack's
+        /// outcomes (a fallback, a balancer's failure penalty).
+        classifier: palisade_core::classify::LlmClassifier
     );
 
     /// A requests-per-minute limit (also the burst).
@@ -441,10 +451,11 @@ impl StackConfig {
         if let Some(h) = self.on_transition.clone() {
             breaker = breaker.on_transition(move |t| h(t));
         }
-        let breaker = breaker.build()?;
+        let breaker = breaker.build()?.classifier(self.classifier);
         let handle = breaker.handle();
 
         let mut retry = RetryLayer::new()
+            .classifier(self.classifier)
             .max_attempts(self.max_attempts)
             .base_delay(self.base_delay)
             .max_delay(self.max_delay)

@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Request, Response};
 use http_body::Body;
+use palisade_core::classify::LlmClassifier;
 use palisade_core::{BoxError, ParsedBody, RequestBody};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -114,6 +115,16 @@ impl BalanceBuilder {
     #[must_use]
     pub fn affinity(mut self, header: HeaderName) -> Self {
         self.affinity = Some(header);
+        self
+    }
+
+    /// What judges the members' answers and errors for their failure
+    /// penalty (default [`LlmClassifier::new`]): give the one their stacks'
+    /// retry layer and breaker use. A failure by it, or a 429, is
+    /// penalized.
+    #[must_use]
+    pub fn classifier(mut self, classifier: LlmClassifier) -> Self {
+        self.tuning.classifier = classifier;
         self
     }
 

@@ -10,6 +10,7 @@ use http::header::CONTENT_TYPE;
 use http::{Request, Response};
 use http_body::Body;
 use palisade_breaker::BreakerHandle;
+use palisade_core::classify::{ClassifyOutcome, LlmClassifier, Outcome};
 use palisade_core::{BoxError, ErrorKind, RequestBody};
 use palisade_providers::Api;
 use palisade_providers::observe;
@@ -136,6 +137,8 @@ pub(crate) struct Tuning {
     pub(crate) decay: Duration,
     /// What one recent failure adds to a member's time to first content.
     pub(crate) penalty: Duration,
+    /// What counts as a failure.
+    pub(crate) classifier: LlmClassifier,
 }
 
 impl Default for Tuning {
@@ -144,6 +147,7 @@ impl Default for Tuning {
             default_ttft: Duration::from_millis(500),
             decay: Duration::from_secs(10),
             penalty: Duration::from_secs(2),
+            classifier: LlmClassifier::new(),
         }
     }
 }
@@ -164,7 +168,20 @@ impl MemberLoad {
     /// The load of a member named `name`, with the default tuning
     /// ([`BalanceBuilder`](crate::BalanceBuilder)'s).
     pub fn new(name: impl Into<Arc<str>>) -> Self {
-        Self::with(name.into(), Instant::now(), Tuning::default())
+        Self::with_classifier(name, LlmClassifier::new())
+    }
+
+    /// Like [`new`](Self::new), judging answers and errors with
+    /// `classifier` — the member's stack's own (its retry layer's and
+    /// breaker's), so one policy decides what is retried, what trips the
+    /// breaker and what the member is penalized for: a failure by the
+    /// classifier, or a 429.
+    pub fn with_classifier(name: impl Into<Arc<str>>, classifier: LlmClassifier) -> Self {
+        let tuning = Tuning {
+            classifier,
+            ..Tuning::default()
+        };
+        Self::with(name.into(), Instant::now(), tuning)
     }
 
     pub(crate) fn with(name: Arc<str>, origin: Instant, tuning: Tuning) -> Self {
@@ -234,7 +251,11 @@ impl Tracking {
         if let Some(wait) = provider_drain(status, res.headers(), SystemTime::now()) {
             load.drain(now, wait);
         }
-        if status.as_u16() == 429 || status.is_server_error() {
+        let judged = load.tuning.classifier.classify(Outcome::Response {
+            status,
+            headers: res.headers(),
+        });
+        if judged.is_failure() || judged.reason().is_rate_limited() {
             load.penalize(now);
         }
         let stream = res
@@ -269,7 +290,13 @@ impl Tracking {
             ErrorKind::of(&**error),
             Some(ErrorKind::CircuitOpen | ErrorKind::RateLimited)
         );
-        if !local {
+        let judged = self
+            .guard
+            .0
+            .tuning
+            .classifier
+            .classify(Outcome::Error(&**error));
+        if !local && (judged.is_failure() || judged.reason().is_rate_limited()) {
             self.guard.0.penalize(Instant::now());
         }
     }

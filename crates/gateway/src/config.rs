@@ -20,9 +20,9 @@
 //! | `[[upstreams]] http` | `auto`: HTTP/2 where the server offers it over TLS, else HTTP/1.1; `http1`; `http2` (cleartext with prior knowledge, h2c: e.g. vLLM behind a proxy, or the mock) |
 //! | `[auth] keys_env` | none: no inbound key is required |
 //! | `[upstreams.timeout]` `connect` / `first_byte` / `idle` / `total` (ms) | 10000 / 60000 / 30000 / 600000 |
-//! | `[upstreams.retry]` `max_attempts` / `base_delay` / `max_delay` (ms) | 3 / 200 / 10000 |
+//! | `[upstreams.retry]` `max_attempts` / `base_delay` / `max_delay` (ms) / `retry_conflict` | 3 / 200 / 10000 / false |
 //! | `[upstreams.rate_limit]` | none (no limit); `max_wait` 0 = reject at once |
-//! | `[upstreams.breaker]` `failure_rate` / `minimum_calls` / `window` / `open_for` (ms) / `half_open_calls` | 0.5 / 10 / 20 / 30000 / 2 |
+//! | `[upstreams.breaker]` `failure_rate` / `minimum_calls` / `window` / `open_for` (ms) / `half_open_calls` / `rate_limit_is_failure` | 0.5 / 10 / 20 / 30000 / 2 / false |
 //! | `[[upstreams]] weight` | 1: its share in a tier with `balance = "weighted"` |
 //! | `[[routes]] balance` | `least_loaded`; `weighted`; `round_robin` (how a tier's members are ordered) |
 //! | `[[routes]] affinity` | none: no session affinity; a header name (`x-session-id`) |
@@ -402,6 +402,8 @@ pub struct RetryConfig {
     pub base_delay: u64,
     /// The longest delay, upstream hints included (ms).
     pub max_delay: u64,
+    /// Retry a 409 Conflict (OpenAI's SDK does); off by default.
+    pub retry_conflict: bool,
 }
 
 impl Default for RetryConfig {
@@ -410,6 +412,7 @@ impl Default for RetryConfig {
             max_attempts: palisade::retry::DEFAULT_MAX_ATTEMPTS,
             base_delay: ms(palisade::retry::DEFAULT_BASE_DELAY),
             max_delay: ms(palisade::retry::DEFAULT_MAX_DELAY),
+            retry_conflict: false,
         }
     }
 }
@@ -440,6 +443,10 @@ pub struct BreakerConfig {
     pub open_for: u64,
     /// Probes let through when half-open.
     pub half_open_calls: u32,
+    /// Count a 429 as a failure that trips the breaker; off by default (a
+    /// 429 says this caller is over its quota, not that the upstream is
+    /// sick; a tier still penalizes a member for it).
+    pub rate_limit_is_failure: bool,
 }
 
 impl Default for BreakerConfig {
@@ -450,7 +457,19 @@ impl Default for BreakerConfig {
             window: palisade_breaker::DEFAULT_WINDOW_CALLS as u32,
             open_for: ms(palisade_breaker::DEFAULT_OPEN_FOR),
             half_open_calls: palisade_breaker::DEFAULT_HALF_OPEN_CALLS,
+            rate_limit_is_failure: false,
         }
+    }
+}
+
+impl UpstreamConfig {
+    /// The one policy that decides, for this upstream, what its retry layer
+    /// retries, what its breaker counts as a failure, what the gateway
+    /// falls back on and what a tier penalizes it for.
+    pub fn classifier(&self) -> palisade_core::classify::LlmClassifier {
+        palisade_core::classify::LlmClassifier::new()
+            .retry_conflict(self.retry.retry_conflict)
+            .rate_limit_is_failure(self.breaker.rate_limit_is_failure)
     }
 }
 

@@ -56,10 +56,11 @@ pub(crate) struct Upstream {
     pub(crate) mock: Option<MockUpstream>,
     /// Calls per request, the first included (`[upstreams.retry]`).
     pub(crate) max_attempts: u32,
-    /// What its retry layer deems retryable (the preset's classifier):
-    /// fallback and `x-should-retry` ask the same one, so the gateway
-    /// never falls back on what the stack would not retry, nor the other
-    /// way round.
+    /// The upstream's one classifier ([`UpstreamConfig::classifier`]): its
+    /// retry layer and breaker use it, fallback and `x-should-retry` ask
+    /// it, and a tier penalizes the upstream by it — the gateway never
+    /// falls back on what the stack would not retry, nor the other way
+    /// round.
     pub(crate) classifier: LlmClassifier,
     /// `[upstreams.timeout] total`: also how long the caller may take to
     /// read a streamed answer.
@@ -156,14 +157,14 @@ impl Upstream {
             scrub: Scrub(client.map(Arc::new)),
             mock,
             max_attempts: cfg.retry.max_attempts,
-            classifier: LlmClassifier::new(),
+            classifier: cfg.classifier(),
             total: ms(cfg.timeout.total),
             idle: ms(cfg.timeout.idle),
             query: cfg
                 .api_version
                 .as_ref()
                 .map(|v| format!("api-version={v}").into_boxed_str()),
-            load: tiered.then(|| MemberLoad::new(cfg.name.as_str())),
+            load: tiered.then(|| MemberLoad::with_classifier(cfg.name.as_str(), cfg.classifier())),
         })
     }
 
@@ -266,6 +267,7 @@ fn preset(cfg: &UpstreamConfig, api: Api, metrics: &Arc<Metrics>) -> StackConfig
     .minimum_calls(bc.minimum_calls)
     .open_for(ms(bc.open_for))
     .half_open_calls(bc.half_open_calls)
+    .classifier(cfg.classifier())
     .on_transition(move |tr| hook_metrics.set_breaker_state(&hook_name, tr.to))
     .on_retry(move |ev| retry_metrics.retry(&retry_name, ev.reason));
     if let Some(r) = &cfg.rate_limit {

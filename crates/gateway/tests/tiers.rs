@@ -175,3 +175,52 @@ async fn a_session_stays_on_one_member() {
     assert_eq!(res.status(), 200);
     assert_eq!(counts(&mocks)[..2], if east == 8 { [9, 0] } else { [0, 9] });
 }
+
+/// One classifier per upstream decides what its stack retries, what the
+/// gateway falls back on and what trips its breaker.
+#[tokio::test]
+async fn one_classifier_per_upstream_decides_retry_fallback_and_the_breaker() {
+    let (a, b) = (MockUpstream::new(), MockUpstream::new());
+    let (sa, sb) = (a.serve().await.unwrap(), b.serve().await.unwrap());
+    let strict = "[upstreams.retry]\nmax_attempts = 2\nbase_delay = 1\nmax_delay = 1\n";
+    let lenient = "[upstreams.retry]\nmax_attempts = 2\nbase_delay = 1\nmax_delay = 1\nretry_conflict = true\n\
+                   [upstreams.breaker]\nrate_limit_is_failure = true\nminimum_calls = 2\nwindow = 2\nopen_for = 600000\n";
+    let toml = upstream("a", "openai", &sa.base_url(), strict)
+        + &upstream("b", "openai", &sb.base_url(), lenient)
+        + &route("via-a", &["a", "b"])
+        + &route("via-b", &["b", "a"]);
+    let gw = start(&toml, &[]).await;
+    // `a` does not retry a 409, and the gateway does not fall back on it.
+    a.push(Reply::status(409));
+    let (res, body) = gw
+        .call("/v1/chat/completions", &chat("via-a", "x", false))
+        .await;
+    assert_eq!(res.status(), 409, "{body}");
+    assert_eq!((a.request_count(), b.request_count()), (1, 0));
+    // `b` retries it.
+    b.push(Reply::status(409));
+    let (res, body) = gw
+        .call("/v1/chat/completions", &chat("via-b", "x", false))
+        .await;
+    assert_eq!(res.status(), 200, "{body}");
+    assert_eq!((a.request_count(), b.request_count()), (1, 2));
+    // Two 409s spend `b`'s attempts: the gateway falls back to `a`.
+    b.push_all([Reply::status(409), Reply::status(409)]);
+    let (res, body) = gw
+        .call("/v1/chat/completions", &chat("via-b", "x", false))
+        .await;
+    assert_eq!(res.status(), 200, "{body}");
+    assert_eq!((a.request_count(), b.request_count()), (2, 4));
+    // `b`'s breaker counts 429s: two of them open it.
+    b.push_all([Reply::status(429), Reply::status(429)]);
+    a.set_default(Reply::status(503));
+    let (res, _) = gw
+        .call("/v1/chat/completions", &chat("via-b", "x", false))
+        .await;
+    assert_eq!(res.status(), 503);
+    let (_, metrics) = gw.get("/metrics").await;
+    assert!(
+        metrics.contains(r#"palisade_breaker_state{upstream="b"} 1"#),
+        "{metrics}"
+    );
+}
