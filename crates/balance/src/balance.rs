@@ -400,40 +400,43 @@ impl<S> Shared<S> {
 
     /// The member for the next call.
     fn pick(&self, now: Instant) -> Result<usize, NoMember> {
+        self.pick_except(now, 0)
+    }
+
+    /// The member for a call, not one of those in `tried` (a bit per
+    /// member: those that already refused this call).
+    fn pick_except(&self, now: Instant, tried: u64) -> Result<usize, NoMember> {
         let n = self.slots.len();
+        let usable = |i: usize| !has(tried, i) && self.available(i, now);
         match self.strategy {
             Strategy::LeastLoaded if n > 1 => {
-                // Two distinct members at random; the cheaper one. Only
-                // when both are out is every member looked at.
+                // Two distinct members at random, the cheaper one; when
+                // either cannot take the call, two among those that can.
                 let a = fastrand::usize(..n);
                 let mut b = fastrand::usize(..n - 1);
                 if b >= a {
                     b += 1;
                 }
-                match (self.available(a, now), self.available(b, now)) {
-                    (true, true) => Ok(self.cheaper(a, b, now)),
-                    (true, false) => Ok(a),
-                    (false, true) => Ok(b),
-                    (false, false) => {
-                        let open: Vec<usize> = (0..n).filter(|&i| self.available(i, now)).collect();
-                        match open.len() {
-                            0 => Err(self.no_member(now)),
-                            1 => Ok(open[0]),
-                            k => {
-                                let a = fastrand::usize(..k);
-                                let mut b = fastrand::usize(..k - 1);
-                                if b >= a {
-                                    b += 1;
-                                }
-                                Ok(self.cheaper(open[a], open[b], now))
-                            }
+                if usable(a) && usable(b) {
+                    return Ok(self.cheaper(a, b, now));
+                }
+                let open: Vec<usize> = (0..n).filter(|&i| usable(i)).collect();
+                match open.len() {
+                    0 => Err(self.no_member(now)),
+                    1 => Ok(open[0]),
+                    k => {
+                        let a = fastrand::usize(..k);
+                        let mut b = fastrand::usize(..k - 1);
+                        if b >= a {
+                            b += 1;
                         }
+                        Ok(self.cheaper(open[a], open[b], now))
                     }
                 }
             }
             Strategy::Weighted => {
                 let total: f64 = (0..n)
-                    .filter(|&i| self.available(i, now))
+                    .filter(|&i| usable(i))
                     .map(|i| self.slots[i].weight)
                     .sum();
                 if total <= 0.0 {
@@ -441,7 +444,7 @@ impl<S> Shared<S> {
                 }
                 let mut left = fastrand::f64() * total;
                 let mut last = None;
-                for i in (0..n).filter(|&i| self.available(i, now)) {
+                for i in (0..n).filter(|&i| usable(i)) {
                     left -= self.slots[i].weight;
                     last = Some(i);
                     if left < 0.0 {
@@ -454,7 +457,7 @@ impl<S> Shared<S> {
                 let start = self.turn.fetch_add(1, Ordering::Relaxed);
                 (0..n)
                     .map(|k| (start.wrapping_add(k)) % n)
-                    .find(|&i| self.available(i, now))
+                    .find(|&i| usable(i))
                     .ok_or_else(|| self.no_member(now))
             }
         }
@@ -518,7 +521,7 @@ where
             .as_ref()
             .and_then(|header| session_of(&mut req, header));
         let step = match shared.pick_for(session.as_deref(), now) {
-            Ok(i) => Step::calling(&shared, i, req),
+            Ok(i) => Step::calling(&shared, i, req, 0),
             Err(none) => match none.retry_after() {
                 Some(wait) if !shared.max_wait.is_zero() && wait <= shared.max_wait => {
                     Step::Waiting {
@@ -556,6 +559,12 @@ pin_project! {
             #[pin]
             call: Oneshot<S, Request<RequestBody>>,
             tracking: Option<Tracking>,
+            member: usize,
+            // The members that refused this call before.
+            tried: u64,
+            // A copy of the request, for another member if this one
+            // refuses it (a 429, its own breaker or limiter).
+            spare: Option<Request<RequestBody>>,
         },
         // Every member out, the first back within `max_wait`.
         Waiting {
@@ -573,11 +582,15 @@ impl<S> Step<S>
 where
     S: Service<Request<RequestBody>> + Clone,
 {
-    fn calling(shared: &Shared<S>, i: usize, req: Request<RequestBody>) -> Self {
+    fn calling(shared: &Shared<S>, i: usize, req: Request<RequestBody>, tried: u64) -> Self {
         let slot = &shared.slots[i];
+        let others = shared.slots.len().min(64) as u32 > with(tried, i).count_ones();
         Step::Calling {
             tracking: Some(slot.load.start(&req)),
+            spare: others.then(|| req.clone()),
             call: Oneshot::new(slot.service.clone(), req),
+            member: i,
+            tried,
         }
     }
 }
@@ -602,18 +615,47 @@ where
         let mut this = self.project();
         loop {
             match this.step.as_mut().project() {
-                StepProj::Calling { call, tracking } => {
+                StepProj::Calling {
+                    call,
+                    tracking,
+                    member,
+                    tried,
+                    spare,
+                } => {
                     let answer = ready!(call.poll(cx));
                     let Some(tracking) = tracking.take() else {
                         return Poll::Ready(Err("balanced call polled after it ended".into()));
                     };
-                    return Poll::Ready(match answer {
-                        Ok(res) => Ok(tracking.answered(res)),
-                        Err(e) => {
-                            tracking.failed(&e);
-                            Err(e)
+                    let tried = with(*tried, *member);
+                    // Refused by the provider (429) or by the member's own
+                    // stack: another member takes it at once — no sleep, no
+                    // retry attempt spent — if one can.
+                    let (out, refused) = match answer {
+                        Ok(res) => {
+                            let refused = res.status() == http::StatusCode::TOO_MANY_REQUESTS;
+                            (Ok(tracking.answered(res)), refused)
                         }
-                    });
+                        Err(e) => {
+                            let local = matches!(
+                                palisade_core::ErrorKind::of(&*e),
+                                Some(
+                                    palisade_core::ErrorKind::CircuitOpen
+                                        | palisade_core::ErrorKind::RateLimited
+                                )
+                            );
+                            tracking.failed(&e);
+                            (Err(e), local)
+                        }
+                    };
+                    if refused
+                        && let Some(req) = spare.take()
+                        && let Ok(next) = this.shared.pick_except(Instant::now(), tried)
+                    {
+                        drop(out);
+                        this.step.set(Step::calling(this.shared, next, req, tried));
+                        continue;
+                    }
+                    return Poll::Ready(out);
                 }
                 StepProj::Waiting {
                     sleep,
@@ -626,7 +668,7 @@ where
                     };
                     let now = Instant::now();
                     let next = match this.shared.pick_for(session.as_deref(), now) {
-                        Ok(i) => Step::calling(this.shared, i, req),
+                        Ok(i) => Step::calling(this.shared, i, req, 0),
                         Err(none) => Step::Failed { error: Some(none) },
                     };
                     this.step.set(next);
@@ -640,6 +682,16 @@ where
             }
         }
     }
+}
+
+/// Whether member `i` is in `tried`.
+fn has(tried: u64, i: usize) -> bool {
+    i < 64 && tried & (1 << i) != 0
+}
+
+/// `tried` with member `i` (members past the 64th are not remembered).
+fn with(tried: u64, i: usize) -> u64 {
+    if i < 64 { tried | (1 << i) } else { tried }
 }
 
 /// A call's session: the `header`'s value, else the body's

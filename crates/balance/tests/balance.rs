@@ -627,3 +627,54 @@ async fn order_lists_the_pick_first_and_the_unavailable_apart() {
         )));
     assert_eq!(balance.members()[0].penalty, 0.0);
 }
+
+fn refused_for_30s() -> Result<Response<Body>, BoxError> {
+    let mut res = full(
+        429,
+        "application/json",
+        r#"{"error":{"type":"rate_limit_error"}}"#,
+    );
+    res.headers_mut()
+        .insert("retry-after", "30".parse().unwrap());
+    Ok(res)
+}
+
+/// A member's 429 goes to another member at once — no sleep, no retry
+/// attempt spent — so callers see no 429 while any member has headroom;
+/// with none left, the last refusal is the answer.
+#[tokio::test(start_paused = true)]
+async fn a_429_is_taken_by_another_member_at_once() {
+    let refusing = Scripted::new(Duration::ZERO, refused_for_30s);
+    let ok = Scripted::new(Duration::ZERO, stream_ok);
+    let mut balance = Balance::new(vec![
+        Member::new("refusing", refusing.service()),
+        Member::new("ok", ok.service()),
+    ])
+    .unwrap();
+    let before = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(call(&mut balance).await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(Instant::now(), before, "no sleep");
+    assert!(
+        refusing.count() <= 1,
+        "drained after its first 429: {}",
+        refusing.count()
+    );
+    assert_eq!(ok.count(), 20);
+
+    let (a, b) = (
+        Scripted::new(Duration::ZERO, refused_for_30s),
+        Scripted::new(Duration::ZERO, refused_for_30s),
+    );
+    let mut both = Balance::new(vec![
+        Member::new("a", a.service()),
+        Member::new("b", b.service()),
+    ])
+    .unwrap();
+    assert_eq!(
+        call(&mut both).await.unwrap(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(a.count() + b.count(), 2, "each tried once");
+}
