@@ -382,13 +382,7 @@ impl Load {
     /// The cost of one more call: (in flight + 1) × (time to first content
     /// + penalty × failures), both faded to `now`.
     pub(crate) fn cost(&self, now: Instant) -> f64 {
-        let (ttft, penalty) = {
-            let t = self.timing();
-            (
-                t.ttft * self.fade(now.saturating_duration_since(t.ttft_at)),
-                t.penalty * self.fade(now.saturating_duration_since(t.penalty_at)),
-            )
-        };
+        let (ttft, penalty) = self.faded(now);
         let inflight = self.inflight.load(Ordering::Acquire) as f64;
         (inflight + 1.0) * (ttft + penalty * self.tuning.penalty.as_secs_f64())
     }
@@ -414,14 +408,17 @@ impl Load {
         t.penalty_at = now;
     }
 
+    /// The time to first content (seconds) and the penalty, faded to `now`.
+    fn faded(&self, now: Instant) -> (f64, f64) {
+        let t = self.timing();
+        (
+            t.ttft * self.fade(now.saturating_duration_since(t.ttft_at)),
+            t.penalty * self.fade(now.saturating_duration_since(t.penalty_at)),
+        )
+    }
+
     pub(crate) fn stats(&self, now: Instant, unavailable: Option<Unavailable>) -> MemberStats {
-        let (ttft, penalty) = {
-            let t = self.timing();
-            (
-                t.ttft * self.fade(now.saturating_duration_since(t.ttft_at)),
-                t.penalty * self.fade(now.saturating_duration_since(t.penalty_at)),
-            )
-        };
+        let (ttft, penalty) = self.faded(now);
         MemberStats {
             name: Arc::clone(&self.name),
             inflight: self.inflight.load(Ordering::Acquire),
