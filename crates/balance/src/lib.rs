@@ -1,5 +1,6 @@
-//! Many deployments and keys of one model behind one tower [`Service`]:
-//! regions, Azure resources, vLLM replicas, several keys of one account.
+//! Many deployments of one model behind one tower [`Service`]: regions,
+//! Azure resources, vLLM replicas. (Several keys of one account, each with
+//! its own limit state, are not handled here yet.)
 //!
 //! [`Balance`] holds [`Member`]s that are full stacks — each with its own
 //! breaker, limits and per-attempt timeout — and sends each call to one of
@@ -31,6 +32,11 @@
 //! circuit is open) carrying the earliest time back, so the gateway answers
 //! 429 (or 503) with a `Retry-After`.
 //!
+//! A member's 429, or its own stack's refusal (an open breaker, a local
+//! limit), sends the call to another member that can take it at once — no
+//! sleep, no retry attempt spent (a copy of the request is kept for it);
+//! with none left, the last refusal is the answer.
+//!
 //! Each call clones its member's service and awaits its readiness in the
 //! call's future, so [`Balance::poll_ready`](tower_service::Service::poll_ready)
 //! is always ready and one slow member never holds the others' calls.
@@ -38,11 +44,12 @@
 //! What `tower::balance` gives and why it is not used as the core: `p2c`
 //! keeps members in a `ReadyCache` and picks among those whose `poll_ready`
 //! said yes — but our members are ready at once and refuse in `call` (an
-//! open breaker, a limiter's wait), its load is read through
-//! `tower::load::Load` from the service alone (no request, so no session
-//! affinity later) and its `PeakEwma` times the response headers. The
-//! bench (`cargo bench -p palisade-balance`) runs it beside this crate over
-//! the same members.
+//! open breaker, a limiter's wait); its load is read through
+//! `tower::load::Load` from the service alone, with no request (so no
+//! session affinity); and its `PeakEwma` times the response headers, not
+//! the first content event. `tower::discover` is not used: the members
+//! are fixed when a balance is built. The bench (`cargo bench -p palisade-balance`)
+//! runs `p2c` beside this crate over the same members.
 //!
 //! **Session affinity** (opt-in, [`BalanceBuilder::affinity`]): calls of
 //! one session (a header such as `x-session-id`, else `prompt_cache_key`,
