@@ -224,3 +224,52 @@ async fn one_classifier_per_upstream_decides_retry_fallback_and_the_breaker() {
         "{metrics}"
     );
 }
+
+/// A member whose circuit is open is skipped without a call; its load is
+/// on `/metrics`, its time to first content too.
+#[tokio::test]
+async fn a_member_whose_circuit_is_open_is_skipped_without_a_call() {
+    let mocks = [MockUpstream::new(), MockUpstream::new()];
+    let mut served = Vec::new();
+    let mut toml = String::new();
+    let breaker = "[upstreams.retry]\nmax_attempts = 1\n\
+                   [upstreams.breaker]\nminimum_calls = 2\nwindow = 2\nopen_for = 600000\n";
+    for (m, name) in mocks.iter().zip(["east", "west"]) {
+        let s = m.serve().await.unwrap();
+        toml += &upstream(name, "openai", &s.base_url(), breaker);
+        served.push(s);
+    }
+    toml += "[[routes]]\nmodel = \"gpt\"\ntargets = [[\"east\", \"west\"]]\nbalance = \"round_robin\"\n";
+    let gw = start(&toml, &[]).await;
+    mocks[0].set_default(Reply::status(500));
+    // Until east's circuit opens, its 500s fall back to west.
+    for _ in 0..6 {
+        let (res, body) = gw
+            .call("/v1/chat/completions", &chat("gpt", "hi", true))
+            .await;
+        assert_eq!(res.status(), 200, "{body}");
+    }
+    assert_eq!(
+        mocks[0].request_count(),
+        2,
+        "two failures open east's circuit"
+    );
+    assert_eq!(mocks[1].request_count(), 6);
+    let (_, metrics) = gw.get("/metrics").await;
+    assert!(
+        metrics.contains(r#"palisade_breaker_state{upstream="east"} 1"#),
+        "{metrics}"
+    );
+    let ttft = metrics
+        .lines()
+        .find(|l| l.starts_with(r#"palisade_member_ttft_ewma_seconds{upstream="west"}"#))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect(&metrics);
+    // Blended into the 500 ms a new member starts at, over seconds of
+    // samples (a time-weighted peak-EWMA): positive, and no higher.
+    assert!(
+        ttft > 0.0 && ttft <= 0.5,
+        "west's time to first content: {ttft}"
+    );
+}
