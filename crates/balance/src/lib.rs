@@ -1,6 +1,7 @@
 //! Many deployments of one model behind one tower [`Service`]: regions,
-//! Azure resources, vLLM replicas. (Several keys of one account, each with
-//! its own limit state, are not handled here yet.)
+//! Azure resources, vLLM replicas. (Several keys of one account or
+//! deployment, each with its own limit state, are palisade-client's
+//! `ClientBuilder::key_pool`, below a member's retry layer.)
 //!
 //! [`Balance`] holds [`Member`]s that are full stacks — each with its own
 //! breaker, limits and per-attempt timeout — and sends each call to one of

@@ -28,6 +28,7 @@ pub enum HttpVersion {
 /// |---|---|---|
 /// | `base_url` | none: requests must carry absolute URIs | |
 /// | `auth` | none: no key injected | |
+/// | `key_pool` | none | several keys of one account or deployment, each with its own limit state |
 /// | `connect_timeout` | 10 s | a dead host fails fast; first-byte and total budgets belong to the timeout layer |
 /// | `tcp_nodelay` | on | small request/response frames must not wait for Nagle |
 /// | `tcp_keepalive` | 60 s | long streams survive idle NAT/load-balancer paths |
@@ -43,6 +44,7 @@ pub enum HttpVersion {
 pub struct ClientBuilder {
     pub(crate) base_url: Option<String>,
     pub(crate) auth: Option<Auth>,
+    pub(crate) key_pool: Vec<Auth>,
     pub(crate) default_headers: HeaderMap,
     pub(crate) connect_timeout: Option<Duration>,
     pub(crate) tcp_nodelay: bool,
@@ -71,6 +73,7 @@ impl Default for ClientBuilder {
         Self {
             base_url: None,
             auth: None,
+            key_pool: Vec::new(),
             default_headers: HeaderMap::new(),
             connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
             tcp_nodelay: true,
@@ -106,6 +109,23 @@ impl ClientBuilder {
     #[must_use]
     pub fn auth(mut self, auth: Auth) -> Self {
         self.auth = Some(auth);
+        self
+    }
+
+    /// Several keys for one upstream (several keys of one account, or of
+    /// one deployment), instead of [`auth`](Self::auth): each call takes
+    /// the next key that can take it, in turn. A key answered 401 or 403
+    /// is retired until its source gives another key (a rotated file); a
+    /// key answered 429 rests for the provider's wait hint (1 s without
+    /// one). The refused call is sent again at once with another key that
+    /// can take it — no sleep, and the layers above (a retry layer) see one
+    /// call. With none left, the call goes with the key that rests the
+    /// shortest, and the upstream's answer is the answer. Keys are never
+    /// logged; [`HttpClient::redact`](crate::HttpClient::redact) scrubs all
+    /// of them.
+    #[must_use]
+    pub fn key_pool(mut self, keys: Vec<Auth>) -> Self {
+        self.key_pool = keys;
         self
     }
 

@@ -283,6 +283,14 @@ impl Injector {
         }
     }
 
+    /// A fingerprint of the current key (to tell when its source changed).
+    pub(crate) fn fingerprint(&self) -> u64 {
+        if let Some(file) = &self.file {
+            self.maybe_refresh(file);
+        }
+        crate::pool::fingerprint(self.current().as_bytes())
+    }
+
     /// The current header value (re-read from the file when due for it).
     fn current(&self) -> HeaderValue {
         match &self.file {

@@ -48,6 +48,7 @@
 
 mod config;
 mod key;
+mod pool;
 mod reuse;
 mod service;
 

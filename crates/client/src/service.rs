@@ -19,6 +19,7 @@ use palisade_core::{BoxError, RequestBody, TransportError, TransportKind, Violat
 
 use crate::config::{ClientBuilder, ConfigError, HttpVersion};
 use crate::key::Injector;
+use crate::pool::KeyPool;
 use crate::reuse::{TrackingConnector, Uses, closed_while_idle};
 
 type Connector = TrackingConnector<HttpsConnector<HttpConnector>>;
@@ -75,6 +76,7 @@ struct Shared {
     default_headers: HeaderMap,
     user_agent: Option<HeaderValue>,
     auth: Option<Arc<Injector>>,
+    pool: Option<Arc<KeyPool>>,
 }
 
 struct Base {
@@ -157,6 +159,16 @@ impl ClientBuilder {
         }
         let base = self.base_url.as_deref().map(parse_base).transpose()?;
         let auth = self.auth.as_ref().map(Injector::new).transpose()?;
+        let pool = if self.key_pool.is_empty() {
+            None
+        } else {
+            if self.auth.is_some() {
+                return Err(ConfigError::new(
+                    "both `auth` and `key_pool` are set; give one".to_owned(),
+                ));
+            }
+            Some(Arc::new(KeyPool::new(&self.key_pool)?))
+        };
         let user_agent = self
             .user_agent
             .as_deref()
@@ -206,6 +218,7 @@ impl ClientBuilder {
                 default_headers: self.default_headers,
                 user_agent,
                 auth,
+                pool,
             }),
         })
     }
@@ -266,6 +279,9 @@ impl<B> HttpClient<B> {
     /// assert!(client.redact(b"no key here").is_none());
     /// ```
     pub fn redact(&self, text: &[u8]) -> Option<Vec<u8>> {
+        if let Some(pool) = &self.shared.pool {
+            return pool.redact(text);
+        }
         self.shared.auth.as_ref()?.redact(text)
     }
 
@@ -291,6 +307,11 @@ impl<B> HttpClient<B> {
             .auth
             .as_ref()
             .is_some_and(|a| a.too_short_to_scrub())
+            || self
+                .shared
+                .pool
+                .as_ref()
+                .is_some_and(|p| p.too_short_to_scrub())
     }
 
     /// Makes `req` ready to send: absolute URI, default headers, key.
@@ -383,8 +404,21 @@ fn transport_kind(err: &legacy::Error) -> TransportKind {
 }
 
 /// The future of [`HttpClient`]'s `call`.
-pub struct ResponseFuture {
+pub struct ResponseFuture<B = RequestBody> {
     state: State,
+    /// With a key pool: the key this call went with, and what it needs to
+    /// go again with another.
+    pooled: Option<Pooled<B>>,
+}
+
+struct Pooled<B> {
+    pool: Arc<KeyPool>,
+    key: usize,
+    /// The keys that refused it (a bit per key).
+    tried: u64,
+    /// A copy of the request, to send again with another key.
+    spare: Option<Request<B>>,
+    client: legacy::Client<Connector, B>,
 }
 
 enum State {
@@ -395,69 +429,114 @@ enum State {
     },
 }
 
-impl fmt::Debug for ResponseFuture {
+impl<B> fmt::Debug for ResponseFuture<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 
-impl Future for ResponseFuture {
+impl<B> Future for ResponseFuture<B>
+where
+    B: Body + Clone + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     type Output = Result<Response<Incoming>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.get_mut().state {
-            State::Failed(err) => Poll::Ready(Err(err.take().unwrap_or_else(|| {
-                "palisade-client: response future polled after completion".into()
-            }))),
-            State::Sending { fut, authority } => match Pin::new(fut).poll(cx) {
-                Poll::Ready(Ok(res)) => {
-                    // One more answer on this connection: from now on it is
-                    // a reused one (see the `reuse` module).
-                    if let Some(uses) = res.extensions().get::<Uses>() {
-                        uses.answered();
-                    }
-                    Poll::Ready(Ok(res))
+        let this = self.get_mut();
+        loop {
+            let (fut, authority) = match &mut this.state {
+                State::Failed(err) => {
+                    return Poll::Ready(Err(err.take().unwrap_or_else(|| {
+                        "palisade-client: response future polled after completion".into()
+                    })));
                 }
+                State::Sending { fut, authority } => (fut, authority),
+            };
+            let res = match Pin::new(fut).poll(cx) {
+                Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => {
                     let kind = transport_kind(&e);
                     let mut err = TransportError::new(kind, e);
                     if let Some(a) = authority.take() {
                         err = err.with_upstream(a.as_str());
                     }
-                    Poll::Ready(Err(err.into()))
+                    return Poll::Ready(Err(err.into()));
                 }
-                Poll::Pending => Poll::Pending,
-            },
+                Poll::Ready(Ok(res)) => res,
+            };
+            // One more answer on this connection: from now on it is a
+            // reused one (see the `reuse` module).
+            if let Some(uses) = res.extensions().get::<Uses>() {
+                uses.answered();
+            }
+            // A pooled key refused (401/403/429): another key takes the
+            // call at once when one can.
+            if let Some(p) = &mut this.pooled
+                && p.pool.report(p.key, res.status(), res.headers())
+            {
+                if p.key < 64 {
+                    p.tried |= 1 << p.key;
+                }
+                if let Some(next) = p.pool.other(p.tried)
+                    && let Some(mut req) = p.spare.take()
+                {
+                    p.pool.apply(next, req.headers_mut());
+                    p.key = next;
+                    p.spare = Some(req.clone());
+                    let authority = req.uri().authority().cloned();
+                    this.state = State::Sending {
+                        fut: p.client.request(req),
+                        authority,
+                    };
+                    continue;
+                }
+            }
+            return Poll::Ready(Ok(res));
         }
     }
 }
 
 impl<B> tower_service::Service<Request<B>> for HttpClient<B>
 where
-    B: Body + Send + Unpin + 'static,
+    B: Body + Clone + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
     type Response = Response<Incoming>;
     type Error = BoxError;
-    type Future = ResponseFuture;
+    type Future = ResponseFuture<B>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<B>) -> ResponseFuture {
+    fn call(&mut self, mut req: Request<B>) -> ResponseFuture<B> {
         if let Err(e) = self.prepare(&mut req) {
             return ResponseFuture {
                 state: State::Failed(Some(e)),
+                pooled: None,
             };
         }
+        let pooled = self.shared.pool.as_ref().map(|pool| {
+            let key = pool.pick(0);
+            pool.apply(key, req.headers_mut());
+            Pooled {
+                pool: Arc::clone(pool),
+                key,
+                tried: 0,
+                spare: (pool.len() > 1).then(|| req.clone()),
+                client: self.inner.clone(),
+            }
+        });
         let authority = req.uri().authority().cloned();
         ResponseFuture {
             state: State::Sending {
                 fut: self.inner.request(req),
                 authority,
             },
+            pooled,
         }
     }
 }

@@ -411,3 +411,89 @@ async fn connect_timeout_is_a_connect_timeout() {
     assert!(kind.is_timeout());
     drop((listener, fillers));
 }
+
+/// The key each recorded request went with.
+fn keys_used(mock: &MockUpstream) -> Vec<String> {
+    mock.requests()
+        .iter()
+        .map(|r| r.header("authorization").unwrap_or("").to_owned())
+        .collect()
+}
+
+/// A key pool: calls take the keys in turn; a key answered 401 is retired
+/// and never used again, a key answered 429 rests — and the refused call
+/// goes again at once with another key, so the caller (and a retry layer
+/// above) sees one answer, with no sleep. Keys are scrubbed, all of them.
+#[tokio::test]
+async fn a_key_pool_retires_refused_keys_and_switches_without_a_retry() {
+    let mock = MockUpstream::new();
+    let server = mock.serve().await.unwrap();
+    let pool = [
+        "pool-key-aaaa-0001",
+        "pool-key-bbbb-0002",
+        "pool-key-cccc-0003",
+    ];
+    let client = HttpClient::builder()
+        .base_url(server.base_url())
+        .key_pool(
+            pool.iter()
+                .map(|k| Auth::openai(KeySource::literal(*k)))
+                .collect(),
+        )
+        .build()
+        .unwrap();
+    let call = || async {
+        client
+            .clone()
+            .oneshot(post("/chat/completions", chat_body("hi", false)))
+            .await
+            .unwrap()
+            .status()
+    };
+    // Three calls, three keys in turn.
+    for _ in 0..3 {
+        assert_eq!(call().await, StatusCode::OK);
+    }
+    let mut used = keys_used(&mock);
+    used.sort();
+    assert_eq!(used, pool.map(|k| format!("Bearer {k}")));
+    // The next key is refused (401): the call goes again with another key
+    // and the caller sees 200.
+    mock.push(Reply::status(401));
+    let started = std::time::Instant::now();
+    assert_eq!(call().await, StatusCode::OK);
+    let used = keys_used(&mock);
+    let retired = used[3].clone();
+    assert_ne!(used[4], retired);
+    // A 429 with a long hint rests its key; again one answer, no sleep.
+    mock.push(Reply::status(429).header("retry-after", "600"));
+    assert_eq!(call().await, StatusCode::OK);
+    assert!(started.elapsed() < Duration::from_secs(5), "no sleep");
+    let used = keys_used(&mock);
+    assert_eq!(used.len(), 7);
+    let resting = used[5].clone();
+    // Only the one key left takes the calls from now on.
+    for _ in 0..5 {
+        assert_eq!(call().await, StatusCode::OK);
+    }
+    let used = keys_used(&mock);
+    for k in &used[7..] {
+        assert_ne!(*k, retired, "a retired key is never used again");
+        assert_ne!(*k, resting);
+    }
+    // Every key of the pool is scrubbed from what the upstream sends back.
+    let text = format!("{} and {}", pool[0], pool[2]);
+    let scrubbed = client.redact(text.as_bytes()).unwrap();
+    assert_eq!(scrubbed, b"[REDACTED] and [REDACTED]");
+}
+
+#[test]
+fn a_pool_and_a_single_key_are_one_too_many() {
+    let err = HttpClient::builder()
+        .base_url("http://127.0.0.1:9/v1")
+        .auth(Auth::openai(KeySource::literal("single-key-0001")))
+        .key_pool(vec![Auth::openai(KeySource::literal("pool-key-0001"))])
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("`auth` and `key_pool`"), "{err}");
+}

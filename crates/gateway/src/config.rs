@@ -41,6 +41,14 @@
 //! (that header, else `prompt_cache_key`, `user` or `metadata.user_id`) on
 //! one member of a tier while it can take calls. `hedge_after` is not
 //! supported yet (an unknown key, refused).
+//!
+//! `api_keys_env = ["KEY_1", "KEY_2"]` (instead of `api_key_env` /
+//! `api_key_file`) gives an upstream a pool of keys: each call takes the
+//! next key that can take it; a key answered 401 or 403 is retired (the
+//! environment does not change while the gateway runs, so for good), one
+//! answered 429 rests for the provider's wait hint (1 s without one); the
+//! refused call goes again at once with another key, below the retry layer
+//! (no attempt spent, no sleep). Every key is scrubbed from answers.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -336,6 +344,13 @@ pub struct UpstreamConfig {
     /// A file holding its key (re-read when it changes).
     #[serde(default)]
     pub api_key_file: Option<PathBuf>,
+    /// A pool of keys, each from its environment variable, instead of one:
+    /// each call takes the next key that can take it; a key answered 401
+    /// or 403 is retired, one answered 429 rests for the provider's hint,
+    /// and the refused call goes again at once with another key (no retry
+    /// attempt spent, no sleep).
+    #[serde(default)]
+    pub api_keys_env: Vec<String>,
     /// `kind = "azure"` only: the `api-version` query parameter sent with
     /// every call (Azure's deployment URLs require it; its v1 URLs take
     /// none).
@@ -650,6 +665,7 @@ impl Config {
                 base_url: None,
                 api_key_env: None,
                 api_key_file: None,
+                api_keys_env: Vec::new(),
                 api_version: None,
                 http: HttpVersion::Auto,
                 timeout: TimeoutConfig::default(),
@@ -844,6 +860,17 @@ impl UpstreamConfig {
         }
         if self.api_key_env.is_some() && self.api_key_file.is_some() {
             return Invalid::at("api_key_env", "set api_key_env or api_key_file, not both");
+        }
+        if !self.api_keys_env.is_empty()
+            && (self.api_key_env.is_some() || self.api_key_file.is_some())
+        {
+            return Invalid::at(
+                "api_keys_env",
+                "set api_keys_env (a pool) or api_key_env / api_key_file (one key), not both",
+            );
+        }
+        if self.api_keys_env.iter().any(String::is_empty) {
+            return Invalid::at("api_keys_env", "a variable name is empty");
         }
         match (self.kind, &self.api_version) {
             (_, None) | (Kind::Azure, Some(_)) => {}
@@ -1217,5 +1244,11 @@ url = "redis://127.0.0.1:6379"
         }
         let e = error_of(&FULL.replace("[upstreams.timeout]", "weight = 0\n[upstreams.timeout]"));
         assert_eq!(e.key(), "upstreams[0].weight", "{e}");
+        let e = error_of(&FULL.replace(
+            "[upstreams.timeout]",
+            "api_keys_env = [\"K1\", \"K2\"]\n[upstreams.timeout]",
+        ));
+        assert_eq!(e.key(), "upstreams[0].api_keys_env", "{e}");
+        assert!(e.reason().contains("not both"), "{e}");
     }
 }

@@ -293,23 +293,32 @@ fn client(cfg: &UpstreamConfig, api: Api) -> Result<HttpClient, BoxError> {
             HttpVersion::Http1 => palisade_client::HttpVersion::Http1Only,
             HttpVersion::Http2 => palisade_client::HttpVersion::Http2Only,
         });
+    let auth = |source: KeySource| match cfg.kind {
+        // Azure OpenAI takes its key in `api-key`, not as a bearer token.
+        Kind::Azure => Auth::new(
+            source,
+            AuthStyle::Header(http::HeaderName::from_static("api-key")),
+        ),
+        Kind::Openai | Kind::Anthropic | Kind::Mock => match api.key_style() {
+            KeyStyle::Bearer => Auth::openai(source),
+            KeyStyle::XApiKey => Auth::anthropic(source),
+        },
+    };
     let source = match (&cfg.api_key_env, &cfg.api_key_file) {
         (Some(var), _) => Some(KeySource::env(var.clone())),
         (None, Some(path)) => Some(KeySource::file(path.clone())),
         (None, None) => None,
     };
     if let Some(source) = source {
-        b = b.auth(match cfg.kind {
-            // Azure OpenAI takes its key in `api-key`, not as a bearer token.
-            Kind::Azure => Auth::new(
-                source,
-                AuthStyle::Header(http::HeaderName::from_static("api-key")),
-            ),
-            Kind::Openai | Kind::Anthropic | Kind::Mock => match api.key_style() {
-                KeyStyle::Bearer => Auth::openai(source),
-                KeyStyle::XApiKey => Auth::anthropic(source),
-            },
-        });
+        b = b.auth(auth(source));
+    }
+    if !cfg.api_keys_env.is_empty() {
+        b = b.key_pool(
+            cfg.api_keys_env
+                .iter()
+                .map(|var| auth(KeySource::env(var.clone())))
+                .collect(),
+        );
     }
     Ok(b.build()?)
 }

@@ -273,3 +273,49 @@ async fn a_member_whose_circuit_is_open_is_skipped_without_a_call() {
         "west's time to first content: {ttft}"
     );
 }
+
+/// `api_keys_env`: a pool of keys for one upstream. A key answered 401 is
+/// retired and the call goes again with the other key at once — one
+/// upstream attempt as the retry layer counts, the caller answered 200 —
+/// and never comes back; every key is scrubbed from answers.
+#[tokio::test]
+async fn an_upstream_key_pool_retires_a_refused_key_without_a_retry() {
+    let mock = MockUpstream::new();
+    let server = mock.serve().await.unwrap();
+    let extra = "api_keys_env = [\"PALISADE_TEST_POOL_KEY_A\", \"PALISADE_TEST_POOL_KEY_B\"]\n\
+                 [upstreams.retry]\nmax_attempts = 1\n";
+    let toml = upstream("pooled", "openai", &server.base_url(), extra) + &route("gpt", &["pooled"]);
+    let gw = start(&toml, &[]).await;
+    mock.push(Reply::status(401));
+    let (res, body) = gw
+        .call("/v1/chat/completions", &chat("gpt", "hi", false))
+        .await;
+    assert_eq!(res.status(), 200, "{body}");
+    let keys: Vec<String> = mock
+        .requests()
+        .iter()
+        .map(|r| r.header("authorization").unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(keys.len(), 2);
+    assert_ne!(keys[0], keys[1]);
+    for _ in 0..4 {
+        let (res, _) = gw
+            .call("/v1/chat/completions", &chat("gpt", "hi", false))
+            .await;
+        assert_eq!(res.status(), 200);
+    }
+    let later: Vec<String> = mock.requests()[2..]
+        .iter()
+        .map(|r| r.header("authorization").unwrap_or("").to_owned())
+        .collect();
+    assert!(later.iter().all(|k| *k == keys[1]), "{later:?}");
+    // An answer quoting either key has it scrubbed.
+    mock.push(Reply::status(400).body(
+        r#"{"error":{"message":"keys palisade-test-pool-key-a and palisade-test-pool-key-b","type":"invalid_request_error"}}"#,
+    ));
+    let (res, body) = gw
+        .call("/v1/chat/completions", &chat("gpt", "hi", false))
+        .await;
+    assert_eq!(res.status(), 400);
+    assert!(!body.contains("palisade-test-pool-key"), "{body}");
+}

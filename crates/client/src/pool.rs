@@ -1,0 +1,164 @@
+//! A pool of keys for one upstream: each key with its own limit state.
+
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, StatusCode};
+use palisade_core::hint::RetryHint;
+
+use crate::config::ConfigError;
+use crate::key::{Auth, Injector};
+
+/// How long a key answered 429 without any wait hint rests.
+pub(crate) const DEFAULT_DRAIN: Duration = Duration::from_secs(1);
+
+/// The keys of a [`ClientBuilder::key_pool`](crate::ClientBuilder::key_pool).
+pub(crate) struct KeyPool {
+    keys: Vec<PoolKey>,
+    next: AtomicUsize,
+    origin: Instant,
+}
+
+struct PoolKey {
+    injector: Arc<Injector>,
+    /// Milliseconds after `origin` until which the key rests (0: not).
+    drained_until_ms: AtomicU64,
+    /// The fingerprint of the key value that was refused (401/403): retired
+    /// until its source gives another value.
+    retired: Mutex<Option<u64>>,
+}
+
+impl KeyPool {
+    pub(crate) fn new(auths: &[Auth]) -> Result<Self, ConfigError> {
+        if auths.is_empty() {
+            return Err(ConfigError::new(
+                "the key pool is empty; give it one key source at least".to_owned(),
+            ));
+        }
+        let keys = auths
+            .iter()
+            .map(|a| {
+                Ok(PoolKey {
+                    injector: Injector::new(a)?,
+                    drained_until_ms: AtomicU64::new(0),
+                    retired: Mutex::new(None),
+                })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        Ok(Self {
+            keys,
+            next: AtomicUsize::new(0),
+            origin: Instant::now(),
+        })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn retired(&self, i: usize) -> bool {
+        let key = &self.keys[i];
+        let mut retired = key.retired.lock().unwrap_or_else(PoisonError::into_inner);
+        match *retired {
+            Some(fp) if fp == key.injector.fingerprint() => true,
+            Some(_) => {
+                // Its source gives another key now: back in the pool.
+                *retired = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn usable(&self, i: usize, now: u64) -> bool {
+        self.keys[i].drained_until_ms.load(Ordering::Acquire) <= now && !self.retired(i)
+    }
+
+    /// The key for a call: the next usable one in turn that is not in
+    /// `tried`; when none is usable, the one that rests the shortest (the
+    /// upstream then says what it says) — a pool never refuses a call.
+    pub(crate) fn pick(&self, tried: u64) -> usize {
+        self.other(tried).unwrap_or_else(|| {
+            (0..self.keys.len())
+                .filter(|&i| !self.retired(i))
+                .min_by_key(|&i| self.keys[i].drained_until_ms.load(Ordering::Acquire))
+                .unwrap_or(0)
+        })
+    }
+
+    /// The next usable key in turn not in `tried`, if any.
+    pub(crate) fn other(&self, tried: u64) -> Option<usize> {
+        let n = self.keys.len();
+        let now = self.now_ms();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|k| start.wrapping_add(k) % n)
+            .find(|&i| !(i < 64 && tried & (1 << i) != 0) && self.usable(i, now))
+    }
+
+    /// What the answer to a call made with key `i` says about that key: a
+    /// 401 or 403 retires it (until its source changes), a 429 rests it for
+    /// the provider's hint (or [`DEFAULT_DRAIN`]). True when it was refused
+    /// (another key may take the call).
+    pub(crate) fn report(&self, i: usize, status: StatusCode, headers: &HeaderMap) -> bool {
+        let key = &self.keys[i];
+        match status.as_u16() {
+            401 | 403 => {
+                *key.retired.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some(key.injector.fingerprint());
+                true
+            }
+            429 => {
+                let wait = RetryHint::from_headers(headers).map_or(DEFAULT_DRAIN, |h| h.delay());
+                let until = self
+                    .now_ms()
+                    .saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+                key.drained_until_ms.fetch_max(until, Ordering::AcqRel);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn apply(&self, i: usize, headers: &mut HeaderMap) {
+        self.keys[i].injector.apply(headers);
+    }
+
+    /// `text` with every key of the pool scrubbed (see
+    /// [`HttpClient::redact`](crate::HttpClient::redact)).
+    pub(crate) fn redact(&self, text: &[u8]) -> Option<Vec<u8>> {
+        let mut out: Option<Vec<u8>> = None;
+        for key in &self.keys {
+            let current = out.as_deref().unwrap_or(text);
+            if let Some(scrubbed) = key.injector.redact(current) {
+                out = Some(scrubbed);
+            }
+        }
+        out
+    }
+
+    pub(crate) fn too_short_to_scrub(&self) -> bool {
+        self.keys.iter().any(|k| k.injector.too_short_to_scrub())
+    }
+}
+
+impl std::fmt::Debug for KeyPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyPool")
+            .field("keys", &self.keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A fingerprint of a header value (never the value itself kept).
+pub(crate) fn fingerprint(value: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
+}
