@@ -65,14 +65,13 @@
 mod balance;
 mod body;
 mod error;
-mod limits;
 mod member;
 
 pub use balance::{Balance, BalanceBuilder, Order, ResponseFuture, Strategy};
 pub use body::BalancedBody;
 pub use error::{ConfigError, NoMember, Unavailable, Why};
-pub use limits::provider_drain;
 pub use member::{Member, MemberLoad, MemberStats, Tracking};
+pub use palisade_core::hint::provider_drain;
 
 #[cfg(doc)]
 use tower_service::Service;

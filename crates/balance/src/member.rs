@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::body::{BalancedBody, MemberWatch};
 use crate::error::{Unavailable, Why};
-use crate::limits::provider_drain;
+use palisade_core::hint::provider_drain;
 
 /// A check of the user's: `Some` while the member cannot take a call.
 pub(crate) type Gate = Arc<dyn Fn() -> Option<Unavailable> + Send + Sync>;

@@ -3,10 +3,10 @@
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, StatusCode};
-use palisade_core::hint::RetryHint;
+use palisade_core::hint::provider_drain;
 
 use crate::config::ConfigError;
 use crate::key::{Auth, Injector};
@@ -103,27 +103,29 @@ impl KeyPool {
     }
 
     /// What the answer to a call made with key `i` says about that key: a
-    /// 401 or 403 retires it (until its source changes), a 429 rests it for
-    /// the provider's hint (or [`DEFAULT_DRAIN`]). True when it was refused
-    /// (another key may take the call).
+    /// 401 or 403 retires it (until its source changes); a 429 rests it for
+    /// the provider's hint (or [`DEFAULT_DRAIN`]); any answer saying a limit
+    /// of the key is spent (`x-ratelimit-remaining-*: 0`,
+    /// `anthropic-ratelimit-*-remaining: 0`) rests it until that limit's
+    /// reset ([`provider_drain`]). True when it was refused (another key
+    /// may take the call).
     pub(crate) fn report(&self, i: usize, status: StatusCode, headers: &HeaderMap) -> bool {
         let key = &self.keys[i];
-        match status.as_u16() {
-            401 | 403 => {
-                *key.retired.lock().unwrap_or_else(PoisonError::into_inner) =
-                    Some(key.injector.fingerprint());
-                true
-            }
-            429 => {
-                let wait = RetryHint::from_headers(headers).map_or(DEFAULT_DRAIN, |h| h.delay());
-                let until = self
-                    .now_ms()
-                    .saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
-                key.drained_until_ms.fetch_max(until, Ordering::AcqRel);
-                true
-            }
-            _ => false,
+        if matches!(status.as_u16(), 401 | 403) {
+            *key.retired.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some(key.injector.fingerprint());
+            return true;
         }
+        let refused = status == StatusCode::TOO_MANY_REQUESTS;
+        let wait = provider_drain(status, headers, SystemTime::now())
+            .or_else(|| refused.then_some(DEFAULT_DRAIN));
+        if let Some(wait) = wait {
+            let until = self
+                .now_ms()
+                .saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+            key.drained_until_ms.fetch_max(until, Ordering::AcqRel);
+        }
+        refused
     }
 
     pub(crate) fn apply(&self, i: usize, headers: &mut HeaderMap) {

@@ -497,3 +497,39 @@ fn a_pool_and_a_single_key_are_one_too_many() {
         .unwrap_err();
     assert!(err.to_string().contains("`auth` and `key_pool`"), "{err}");
 }
+
+/// A key whose answer (a 200) says its limit is spent rests until the
+/// reset the provider named: the next calls take the other key.
+#[tokio::test]
+async fn a_pooled_key_whose_limit_is_spent_rests_until_its_reset() {
+    let mock = MockUpstream::new();
+    let server = mock.serve().await.unwrap();
+    let client = HttpClient::builder()
+        .base_url(server.base_url())
+        .key_pool(vec![
+            Auth::openai(KeySource::literal("pool-key-dddd-0004")),
+            Auth::openai(KeySource::literal("pool-key-eeee-0005")),
+        ])
+        .build()
+        .unwrap();
+    mock.push(
+        Reply::echo()
+            .header("x-ratelimit-remaining-requests", "0")
+            .header("x-ratelimit-reset-requests", "10m0s"),
+    );
+    for _ in 0..5 {
+        let res = client
+            .clone()
+            .oneshot(post("/chat/completions", chat_body("hi", false)))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let used = keys_used(&mock);
+    assert_eq!(
+        used.len(),
+        5,
+        "a spent limit on a 200 is no refusal: no resend"
+    );
+    assert!(used[1..].iter().all(|k| *k != used[0]), "{used:?}");
+}

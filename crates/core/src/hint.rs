@@ -23,6 +23,10 @@ use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
 
+mod drain;
+
+pub use drain::provider_drain;
+
 /// A header's value was not a valid retry hint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InvalidHint {

@@ -1,9 +1,10 @@
-//! What an answer's headers say about the provider's limits.
+//! What an answer's headers say about the provider's limits: how long the
+//! deployment (or key) that gave it should get no calls.
 
 use std::time::{Duration, SystemTime};
 
+use super::{RetryHint, parse_go_duration, parse_reset_time};
 use http::{HeaderMap, StatusCode};
-use palisade_core::hint::{RetryHint, parse_go_duration, parse_reset_time};
 
 /// OpenAI's limits: (remaining, reset as a Go duration).
 const OPENAI: [(&str, &str); 2] = [
@@ -52,7 +53,7 @@ const ANTHROPIC: [(&str, &str); 4] = [
 /// ```
 /// use std::time::{Duration, SystemTime};
 /// use http::{HeaderMap, StatusCode};
-/// use palisade_balance::provider_drain;
+/// use palisade_core::hint::provider_drain;
 ///
 /// let mut h = HeaderMap::new();
 /// h.insert("x-ratelimit-remaining-requests", "0".parse().unwrap());
