@@ -22,6 +22,7 @@ use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use crate::body::BalancedBody;
 use crate::error::{ConfigError, NoMember, Unavailable, Why};
+use crate::hedge::{Hedging, Race};
 use crate::member::{Gate, Member, MemberLoad, MemberStats, Tracking, Tuning};
 
 /// How a [`Balance`] picks among the members that can take a call.
@@ -45,6 +46,8 @@ pub struct BalanceBuilder {
     max_wait: Duration,
     tuning: Tuning,
     affinity: Option<HeaderName>,
+    hedge_after: Option<Duration>,
+    hedge_budget: f64,
 }
 
 impl Default for BalanceBuilder {
@@ -54,6 +57,8 @@ impl Default for BalanceBuilder {
             max_wait: Duration::ZERO,
             tuning: Tuning::default(),
             affinity: None,
+            hedge_after: None,
+            hedge_budget: 0.1,
         }
     }
 }
@@ -118,6 +123,36 @@ impl BalanceBuilder {
         self
     }
 
+    /// Hedging (off by default): a call whose answer has no content event
+    /// after `after` — no first token of a stream, no JSON answer — gets a
+    /// second attempt on another member that can take it (of those not
+    /// tried yet); the first of the two to reach a content event is the
+    /// answer and the other is cancelled (its call or body dropped: its
+    /// connection closed, what its stack reserved refunded; it stops being
+    /// in flight, unpenalized). Nothing reaches the caller before a winner
+    /// is known, so no token is handed on twice: the winner's frames read
+    /// while racing are handed on from its first. One attempt failing (a
+    /// 5xx, a transport error, a stream failing before content) leaves the
+    /// other to answer. At most one hedge per call, and
+    /// [`hedge_budget`](Self::hedge_budget) bounds them. A hedged balance
+    /// clones each call's request (for the second attempt) and boxes its
+    /// attempts; one without hedging does neither.
+    #[must_use]
+    pub fn hedge_after(mut self, after: Duration) -> Self {
+        self.hedge_after = Some(after);
+        self
+    }
+
+    /// The share of calls that may be hedged (default 0.1): each call
+    /// earns that much of a hedge and each hedge spends one, with at most
+    /// ten saved up — so over any run, hedges are at most this share of
+    /// calls.
+    #[must_use]
+    pub fn hedge_budget(mut self, share: f64) -> Self {
+        self.hedge_budget = share;
+        self
+    }
+
     /// What judges the members' answers and errors for their failure
     /// penalty (default [`LlmClassifier::new`]): give the one their stacks'
     /// retry layer and breaker use. A failure by it, or a 429, is
@@ -133,7 +168,7 @@ impl BalanceBuilder {
     /// # Errors
     ///
     /// No members, two with one name, a weight that is not a positive
-    /// finite number, a zero `decay`.
+    /// finite number, a zero `decay`, a hedge budget outside 0..=1.
     pub fn build<S>(self, members: Vec<Member<S>>) -> Result<Balance<S>, ConfigError> {
         if members.is_empty() {
             return Err(ConfigError(
@@ -144,6 +179,12 @@ impl BalanceBuilder {
             return Err(ConfigError(
                 "`decay` is zero; give it a positive duration".into(),
             ));
+        }
+        if !(0.0..=1.0).contains(&self.hedge_budget) {
+            return Err(ConfigError(format!(
+                "the hedge budget is {}; give a share of calls from 0 to 1 (0.1: at most one call in ten is hedged)",
+                self.hedge_budget
+            )));
         }
         let mut names = HashSet::new();
         for m in &members {
@@ -180,6 +221,10 @@ impl BalanceBuilder {
                 max_wait: self.max_wait,
                 turn: AtomicUsize::new(0),
                 affinity: self.affinity,
+                classifier: self.tuning.classifier,
+                hedging: self
+                    .hedge_after
+                    .map(|after| Hedging::new(after, self.hedge_budget)),
             }),
         })
     }
@@ -206,7 +251,7 @@ pub struct Balance<S> {
     shared: Arc<Shared<S>>,
 }
 
-struct Shared<S> {
+pub(crate) struct Shared<S> {
     slots: Box<[Slot<S>]>,
     strategy: Strategy,
     max_wait: Duration,
@@ -214,15 +259,18 @@ struct Shared<S> {
     turn: AtomicUsize,
     /// Where a call's session is named, when affinity is on.
     affinity: Option<HeaderName>,
+    /// What judges a hedged call's failed attempt.
+    pub(crate) classifier: LlmClassifier,
+    pub(crate) hedging: Option<Hedging>,
 }
 
-struct Slot<S> {
+pub(crate) struct Slot<S> {
     /// Its name's hash: the seed of its rendezvous scores.
     seed: u64,
-    service: S,
+    pub(crate) service: S,
     weight: f64,
     gates: Vec<Gate>,
-    load: MemberLoad,
+    pub(crate) load: MemberLoad,
 }
 
 impl<S> Clone for Balance<S> {
@@ -350,6 +398,14 @@ impl<S> Balance<S> {
         }
     }
 
+    /// How many calls were hedged (a second attempt started), for metrics.
+    pub fn hedges(&self) -> u64 {
+        self.shared
+            .hedging
+            .as_ref()
+            .map_or(0, |h| h.hedges.load(Ordering::Relaxed))
+    }
+
     /// Member `i`'s load (its index in the members given to the builder).
     pub fn load(&self, i: usize) -> Option<&MemberLoad> {
         self.shared.slots.get(i).map(|s| &s.load)
@@ -385,6 +441,10 @@ impl Order {
 }
 
 impl<S> Shared<S> {
+    pub(crate) fn slot(&self, i: usize) -> &Slot<S> {
+        &self.slots[i]
+    }
+
     /// Why member `i` cannot take a call now, if it cannot.
     fn unavailable(&self, i: usize, now: Instant) -> Option<Unavailable> {
         let slot = &self.slots[i];
@@ -405,7 +465,7 @@ impl<S> Shared<S> {
 
     /// The member for a call, not one of those in `tried` (a bit per
     /// member: those that already refused this call).
-    fn pick_except(&self, now: Instant, tried: u64) -> Result<usize, NoMember> {
+    pub(crate) fn pick_except(&self, now: Instant, tried: u64) -> Result<usize, NoMember> {
         let n = self.slots.len();
         let usable = |i: usize| !has(tried, i) && self.available(i, now);
         match self.strategy {
@@ -506,7 +566,7 @@ where
 {
     type Response = Response<BalancedBody<B>>;
     type Error = BoxError;
-    type Future = ResponseFuture<S>;
+    type Future = ResponseFuture<S, B>;
 
     /// Always ready: each call awaits its own member's readiness.
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
@@ -520,6 +580,9 @@ where
             .affinity
             .as_ref()
             .and_then(|header| session_of(&mut req, header));
+        if let Some(h) = &shared.hedging {
+            h.deposit();
+        }
         let step = match shared.pick_for(session.as_deref(), now) {
             Ok(i) => Step::calling(&shared, i, req, 0),
             Err(none) => match none.retry_after() {
@@ -539,21 +602,23 @@ where
 
 pin_project! {
     /// The future of a balanced call.
-    pub struct ResponseFuture<S>
+    pub struct ResponseFuture<S, B>
     where
         S: Service<Request<RequestBody>>,
+        B: Body,
     {
         #[pin]
-        step: Step<S>,
+        step: Step<S, B>,
         shared: Arc<Shared<S>>,
     }
 }
 
 pin_project! {
     #[project = StepProj]
-    enum Step<S>
+    enum Step<S, B>
     where
         S: Service<Request<RequestBody>>,
+        B: Body,
     {
         Calling {
             #[pin]
@@ -565,6 +630,10 @@ pin_project! {
             // A copy of the request, for another member if this one
             // refuses it (a 429, its own breaker or limiter).
             spare: Option<Request<RequestBody>>,
+        },
+        // A hedged call.
+        Racing {
+            race: Race<S, B>,
         },
         // Every member out, the first back within `max_wait`.
         Waiting {
@@ -578,11 +647,17 @@ pin_project! {
     }
 }
 
-impl<S> Step<S>
+impl<S, B> Step<S, B>
 where
-    S: Service<Request<RequestBody>> + Clone,
+    S: Service<Request<RequestBody>, Response = Response<B>, Error = BoxError> + Clone,
+    B: Body<Data = Bytes>,
 {
     fn calling(shared: &Shared<S>, i: usize, req: Request<RequestBody>, tried: u64) -> Self {
+        if shared.hedging.is_some() {
+            return Step::Racing {
+                race: Race::new(shared, i, req),
+            };
+        }
         let slot = &shared.slots[i];
         let others = shared.slots.len().min(64) as u32 > with(tried, i).count_ones();
         Step::Calling {
@@ -595,16 +670,17 @@ where
     }
 }
 
-impl<S> fmt::Debug for ResponseFuture<S>
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
 where
     S: Service<Request<RequestBody>>,
+    B: Body,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 
-impl<S, B> Future for ResponseFuture<S>
+impl<S, B> Future for ResponseFuture<S, B>
 where
     S: Service<Request<RequestBody>, Response = Response<B>, Error = BoxError> + Clone,
     B: Body<Data = Bytes>,
@@ -657,6 +733,7 @@ where
                     }
                     return Poll::Ready(out);
                 }
+                StepProj::Racing { race } => return race.poll(cx, this.shared),
                 StepProj::Waiting {
                     sleep,
                     req,
@@ -690,7 +767,7 @@ fn has(tried: u64, i: usize) -> bool {
 }
 
 /// `tried` with member `i` (members past the 64th are not remembered).
-fn with(tried: u64, i: usize) -> u64 {
+pub(crate) fn with(tried: u64, i: usize) -> u64 {
     if i < 64 { tried | (1 << i) } else { tried }
 }
 

@@ -58,17 +58,24 @@
 //! hashing, while it can take them, to keep the provider's prompt cache
 //! warm.
 //!
-//! Member state for metrics: [`Balance::members`].
+//! **Hedging** (opt-in, [`BalanceBuilder::hedge_after`]): a call with no
+//! content event after a set time gets a second attempt on another member;
+//! the first to reach content is the answer, the other is cancelled, and
+//! [`BalanceBuilder::hedge_budget`] bounds hedges to a share of calls
+//! (default a tenth). Nothing reaches the caller before the winner is
+//! known. Code racing members itself (a gateway's tier) reads an answer
+//! ahead to its first content with [`BalancedBody::poll_content`].
 //!
-//! Not here yet: key pools (per-key limit state, retired keys) and hedging.
+//! Member state for metrics: [`Balance::members`] and [`Balance::hedges`].
 
 mod balance;
 mod body;
 mod error;
+mod hedge;
 mod member;
 
 pub use balance::{Balance, BalanceBuilder, Order, ResponseFuture, Strategy};
-pub use body::BalancedBody;
+pub use body::{BalancedBody, Reached};
 pub use error::{ConfigError, NoMember, Unavailable, Why};
 pub use member::{Member, MemberLoad, MemberStats, Tracking};
 pub use palisade_core::hint::provider_drain;

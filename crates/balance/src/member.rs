@@ -264,6 +264,7 @@ impl Tracking {
             .and_then(|v| v.to_str().ok())
             .is_some_and(palisade_sse::is_event_stream);
         let ok = status.is_success();
+        let api_known = self.api.is_some();
         if ok && !stream {
             load.record_ttft(now, now.saturating_duration_since(self.started));
         }
@@ -272,11 +273,11 @@ impl Tracking {
             started: self.started,
             guard: Some(self.guard),
             timing: ok && stream,
-            api_known: self.api.is_some(),
+            api_known,
             ok_stream: ok && stream,
         };
         if stream {
-            observe::watch(res, self.api, watch).map(BalancedBody::watched)
+            observe::watch(res, self.api, watch).map(|b| BalancedBody::watched(b, api_known))
         } else {
             res.map(|body| BalancedBody::plain(body, watch))
         }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -356,6 +357,10 @@ enum Fate {
     Partly,
     /// Answered and read to its end.
     Read,
+    /// Hedged, and cancelled while both attempts race.
+    CancelledRacing,
+    /// Hedged, and read to its end.
+    Raced,
 }
 
 fn fate() -> impl proptest::strategy::Strategy<Value = Fate> {
@@ -366,6 +371,8 @@ fn fate() -> impl proptest::strategy::Strategy<Value = Fate> {
         Just(Fate::Held),
         Just(Fate::Partly),
         Just(Fate::Read),
+        Just(Fate::CancelledRacing),
+        Just(Fate::Raced),
     ]
 }
 
@@ -381,7 +388,8 @@ fn framed() -> Result<Response<Body>, BoxError> {
 
 proptest::proptest! {
     /// In-flight counts cannot drift: whatever becomes of calls — cancelled,
-    /// failed, bodies held, half read, read — every member's count is the
+    /// failed, bodies held, half read, read, hedged, cancelled while two
+    /// attempts race — every member's count is the
     /// number of its answers still held, never negative, and 0 at the end.
     #[test]
     fn inflight_counts_cannot_drift(fates in proptest::collection::vec((fate(), 0usize..4), 1..60)) {
@@ -395,6 +403,15 @@ proptest::proptest! {
                 Member::new("ok2", ok.service()),
             ]).unwrap();
             let failing_balance = Balance::new(vec![Member::new("bad", bad.service())]).unwrap();
+            let late = Streaming::new(Duration::from_millis(200));
+            let hedged = Balance::builder()
+                .hedge_after(Duration::from_millis(100))
+                .hedge_budget(1.0)
+                .build(vec![
+                    Member::new("late", late.service()),
+                    Member::new("late2", late.service()),
+                ])
+                .unwrap();
             let mut held = Vec::new();
             for (fate, drop_held) in fates {
                 let mut b = balance.clone();
@@ -415,7 +432,17 @@ proptest::proptest! {
                     Fate::Read => {
                         call(&mut b).await.unwrap();
                     }
+                    Fate::CancelledRacing => {
+                        let mut h = hedged.clone();
+                        let cut = tokio::time::timeout(Duration::from_millis(150), h.call(req())).await;
+                        assert!(cut.is_err(), "cancelled while racing");
+                    }
+                    Fate::Raced => {
+                        let mut h = hedged.clone();
+                        assert_eq!(read_all(h.call(req()).await.unwrap()).await.unwrap(), CHAT_STREAM);
+                    }
                 }
+                assert!(hedged.members().iter().all(|m| m.inflight == 0));
                 for _ in 0..drop_held.min(held.len()) {
                     let i = fastrand::usize(..held.len());
                     drop(held.swap_remove(i));
@@ -677,4 +704,223 @@ async fn a_429_is_taken_by_another_member_at_once() {
         StatusCode::TOO_MANY_REQUESTS
     );
     assert_eq!(a.count() + b.count(), 2, "each tried once");
+}
+
+/// A streaming member: its headers and role-only first chunk at once, its
+/// first content `content_after` later (or a broken stream then, when
+/// `breaks`); counts its calls and the bodies dropped before their end.
+#[derive(Clone)]
+struct Streaming {
+    calls: Arc<AtomicUsize>,
+    cut: Arc<AtomicUsize>,
+    content_after: Duration,
+    breaks: bool,
+}
+
+/// Counts a body dropped before its end.
+struct Cut(Arc<AtomicUsize>, bool);
+
+impl Cut {
+    fn ended(&mut self) {
+        self.1 = true;
+    }
+}
+
+impl Drop for Cut {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.fetch_add(1, AtomicOrdering::SeqCst);
+        }
+    }
+}
+
+impl Streaming {
+    fn new(content_after: Duration) -> Self {
+        Self {
+            calls: Arc::default(),
+            cut: Arc::default(),
+            content_after,
+            breaks: false,
+        }
+    }
+
+    fn service(
+        &self,
+    ) -> impl Service<
+        Request<RequestBody>,
+        Response = Response<Body>,
+        Error = BoxError,
+        Future: Send,
+    > + Clone
+    + Send
+    + Sync
+    + 'static {
+        let this = self.clone();
+        tower::service_fn(move |_req: Request<RequestBody>| {
+            let this = this.clone();
+            async move {
+                this.calls.fetch_add(1, AtomicOrdering::SeqCst);
+                let frames: Vec<&'static str> = CHAT_STREAM.split_inclusive("\n\n").collect();
+                let guard = Cut(Arc::clone(&this.cut), false);
+                let body = futures_util::stream::unfold(
+                    (0usize, guard, this.clone()),
+                    move |(i, mut guard, this)| {
+                        let frames = frames.clone();
+                        async move {
+                            if i == frames.len() {
+                                guard.ended();
+                                return None;
+                            }
+                            if i == 1 {
+                                tokio::time::sleep(this.content_after).await;
+                                if this.breaks {
+                                    guard.ended();
+                                    return Some((
+                                        Err::<Frame<Bytes>, BoxError>("connection reset".into()),
+                                        (frames.len(), guard, this),
+                                    ));
+                                }
+                            }
+                            Some((
+                                Ok(Frame::data(Bytes::from(frames[i]))),
+                                (i + 1, guard, this),
+                            ))
+                        }
+                    },
+                );
+                Ok::<_, BoxError>(
+                    Response::builder()
+                        .header("content-type", "text/event-stream")
+                        .body(StreamBody::new(body).boxed_unsync())
+                        .unwrap(),
+                )
+            }
+        })
+    }
+}
+
+async fn read_all(res: Response<palisade_balance::BalancedBody<Body>>) -> Result<String, BoxError> {
+    let bytes = res.into_body().collect().await?.to_bytes();
+    Ok(String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+/// The first attempt's first token is late: a second attempt on another
+/// member wins, its stream reaches the caller whole and once, and the loser
+/// is cancelled — its body dropped, no longer in flight, unpenalized.
+#[tokio::test(start_paused = true)]
+async fn a_late_first_token_is_hedged_the_loser_cancelled_nothing_duplicated() {
+    let slow = Streaming::new(Duration::from_secs(5));
+    let fast = Streaming::new(Duration::from_millis(50));
+    let mut balance = Balance::builder()
+        .strategy(Strategy::RoundRobin)
+        .hedge_after(Duration::from_millis(300))
+        .hedge_budget(1.0)
+        .build(vec![
+            Member::new("slow", slow.service()),
+            Member::new("fast", fast.service()),
+        ])
+        .unwrap();
+    let t0 = Instant::now();
+    let res = balance.ready().await.unwrap().call(req()).await.unwrap();
+    // The winner is known at its first content: 300 ms + 50 ms, not 5 s.
+    assert!(
+        t0.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(read_all(res).await.unwrap(), CHAT_STREAM);
+    assert_eq!(balance.hedges(), 1);
+    assert_eq!(slow.calls.load(AtomicOrdering::SeqCst), 1);
+    assert_eq!(fast.calls.load(AtomicOrdering::SeqCst), 1);
+    assert_eq!(
+        slow.cut.load(AtomicOrdering::SeqCst),
+        1,
+        "the loser's body is dropped"
+    );
+    assert_eq!(fast.cut.load(AtomicOrdering::SeqCst), 0);
+    let stats = balance.members();
+    assert!(stats.iter().all(|m| m.inflight == 0), "{stats:?}");
+    assert_eq!(stats[0].penalty, 0.0, "a cancelled loser is not penalized");
+}
+
+/// A first token in time is not hedged; slow calls are hedged no more than
+/// the budget allows (a tenth of calls by default).
+#[tokio::test(start_paused = true)]
+async fn hedges_only_late_calls_and_no_more_than_the_budget() {
+    let quick = Streaming::new(Duration::from_millis(50));
+    let mut balance = Balance::builder()
+        .hedge_after(Duration::from_millis(300))
+        .hedge_budget(1.0)
+        .build(vec![
+            Member::new("a", quick.service()),
+            Member::new("b", quick.service()),
+        ])
+        .unwrap();
+    for _ in 0..20 {
+        let res = balance.ready().await.unwrap().call(req()).await.unwrap();
+        assert_eq!(read_all(res).await.unwrap(), CHAT_STREAM);
+    }
+    assert_eq!(balance.hedges(), 0);
+    assert_eq!(quick.calls.load(AtomicOrdering::SeqCst), 20);
+
+    let slow = Streaming::new(Duration::from_secs(1));
+    let mut balance = Balance::builder()
+        .hedge_after(Duration::from_millis(100))
+        .build(vec![
+            Member::new("a", slow.service()),
+            Member::new("b", slow.service()),
+        ])
+        .unwrap();
+    for _ in 0..100 {
+        let res = balance.ready().await.unwrap().call(req()).await.unwrap();
+        assert_eq!(read_all(res).await.unwrap(), CHAT_STREAM);
+    }
+    assert_eq!(balance.hedges(), 10, "a tenth of 100 calls");
+    assert_eq!(slow.calls.load(AtomicOrdering::SeqCst), 110);
+    assert_eq!(
+        slow.cut.load(AtomicOrdering::SeqCst),
+        10,
+        "each hedge's loser dropped"
+    );
+    assert!(balance.members().iter().all(|m| m.inflight == 0));
+}
+
+/// An attempt whose stream breaks before its first token leaves the race to
+/// its rival; the caller sees only the rival's stream.
+#[tokio::test(start_paused = true)]
+async fn an_attempt_failing_before_content_leaves_the_rival_to_answer() {
+    let mut broken = Streaming::new(Duration::from_millis(500));
+    broken.breaks = true;
+    let slower = Streaming::new(Duration::from_secs(1));
+    let mut balance = Balance::builder()
+        .strategy(Strategy::RoundRobin)
+        .hedge_after(Duration::from_millis(100))
+        .hedge_budget(1.0)
+        .build(vec![
+            Member::new("broken", broken.service()),
+            Member::new("slower", slower.service()),
+        ])
+        .unwrap();
+    let res = balance.ready().await.unwrap().call(req()).await.unwrap();
+    assert_eq!(read_all(res).await.unwrap(), CHAT_STREAM);
+    assert_eq!(balance.hedges(), 1);
+    let stats = balance.members();
+    assert!(
+        stats[0].penalty > 0.0,
+        "the broken stream is the member's failure"
+    );
+    assert!(stats.iter().all(|m| m.inflight == 0), "{stats:?}");
+
+    // Without a rival (no budget left for a hedge), the broken stream is the
+    // answer: its frames so far, then its error.
+    let mut lone = Balance::builder()
+        .hedge_after(Duration::from_millis(100))
+        .hedge_budget(0.0)
+        .build(vec![Member::new("broken", broken.service())])
+        .unwrap();
+    let res = lone.ready().await.unwrap().call(req()).await.unwrap();
+    let mut body = res.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert!(first.starts_with(b"data: {\"id\":\"c\""));
+    assert!(body.frame().await.unwrap().is_err());
 }

@@ -527,6 +527,12 @@ impl<B, W: Watch> WatchedBody<B, W> {
             watching: None,
         }
     }
+
+    /// Whether its first content event has gone by ([`Watch::on_content`]
+    /// was called). False once it ended, and for an unwatched body.
+    pub fn content_seen(&self) -> bool {
+        self.watching.as_ref().is_some_and(|w| w.content)
+    }
 }
 
 impl<B, W: Watch> std::fmt::Debug for WatchedBody<B, W> {
