@@ -346,10 +346,15 @@ impl<S> Balance<S> {
     /// rendezvous order first — and those that cannot, with why. For code
     /// that calls the members itself and falls back among them (a gateway's
     /// tier); it reports its calls through [`MemberLoad::start`] on
-    /// [`load`](Self::load).
+    /// [`load`](Self::load). Each order counts as a call for the hedge
+    /// budget; such code hedges with [`hedge_after`](Self::hedge_after),
+    /// [`take_hedge`](Self::take_hedge) and [`BalancedBody::poll_content`].
     pub fn order(&self, session: Option<&str>) -> Order {
         let now = Instant::now();
         let shared = &self.shared;
+        if let Some(h) = &shared.hedging {
+            h.deposit();
+        }
         let n = shared.slots.len();
         let mut unavailable = Vec::new();
         let mut open = Vec::with_capacity(n);
@@ -396,6 +401,18 @@ impl<S> Balance<S> {
             members: open,
             unavailable,
         }
+    }
+
+    /// How long a call waits for its first content before it is hedged,
+    /// when hedging is on ([`BalanceBuilder::hedge_after`]).
+    pub fn hedge_after(&self) -> Option<Duration> {
+        self.shared.hedging.as_ref().map(|h| h.after)
+    }
+
+    /// A hedge from the budget, for code racing members itself: `true`
+    /// (and counted in [`hedges`](Self::hedges)) when the budget has one.
+    pub fn take_hedge(&self) -> bool {
+        self.shared.hedging.as_ref().is_some_and(Hedging::withdraw)
     }
 
     /// How many calls were hedged (a second attempt started), for metrics.

@@ -58,7 +58,7 @@ impl Hedging {
     }
 
     /// A hedge, if the budget has one.
-    fn withdraw(&self) -> bool {
+    pub(crate) fn withdraw(&self) -> bool {
         let spent = self
             .credit
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {

@@ -97,38 +97,178 @@ impl Call<'_> {
     /// than `max_attempts` attempts on one target (resends after a stale
     /// pooled connection aside, which are not attempts).
     pub(crate) async fn attempt(&mut self, target: &RouteTarget, spent: u32) -> Attempt {
+        let (req, up_api) = match self.prepare(target, spent).await {
+            Ok(r) => r,
+            Err(a) => return a,
+        };
+        let t0 = Instant::now();
+        self.calls += 1;
+        let res = target.upstream.call(req).await;
+        self.finish(&target.upstream, up_api, res, t0, spent).await
+    }
+
+    /// Calls `first`, and — when it has no content event after `after`
+    /// and `tier`'s hedge budget allows — `rival` (the next member of its
+    /// tier) too: the first of the two to reach a content event (or an
+    /// answer another member would not change, like a 400) is the answer,
+    /// and the other is dropped, its connection closed and what its stack
+    /// reserved refunded. One failing (a 5xx, 429, transport error, a
+    /// stream failing before content) leaves the race to the other. Nothing
+    /// reaches the caller before the winner is known. Returns the answer,
+    /// whether it is `rival`'s, and whether `rival` was called.
+    pub(crate) async fn attempt_hedged(
+        &mut self,
+        first: &RouteTarget,
+        rival: &RouteTarget,
+        tier: &palisade_balance::Balance<()>,
+        after: Duration,
+    ) -> (Attempt, bool, bool) {
+        let (req, first_api) = match self.prepare(first, 0).await {
+            Ok(r) => r,
+            Err(a) => return (a, false, false),
+        };
+        let first_lost = std::mem::take(&mut self.untranslated);
+        let t0 = Instant::now();
+        self.calls += 1;
+        let mut a = Box::pin(first.upstream.call_reading(req, true));
+        let answered = tokio::select! {
+            r = &mut a => Some(r),
+            () = tokio::time::sleep(after) => None,
+        };
+        let hedge = match answered {
+            Some(r) => Err(r),
+            None if !tier.take_hedge() => Err((&mut a).await),
+            None => match self.prepare(rival, 0).await {
+                Ok(prepared) => Ok(prepared),
+                // The rival cannot take it (translation): no hedge.
+                Err(_) => Err((&mut a).await),
+            },
+        };
+        let (req, rival_api) = match hedge {
+            Ok(prepared) => prepared,
+            Err(r) => {
+                self.untranslated = first_lost;
+                let res = r.map(|(res, _)| res);
+                return (
+                    self.finish(&first.upstream, first_api, res, t0, 0).await,
+                    false,
+                    false,
+                );
+            }
+        };
+        let rival_lost = std::mem::take(&mut self.untranslated);
+        self.state
+            .metrics
+            .hedge(&first.upstream.name, &rival.upstream.name);
+        tracing::info!(first = %first.upstream.name, rival = %rival.upstream.name, after_ms = after.as_millis() as u64, "no content event in time; hedging on another member of the tier");
+        self.calls += 1;
+        let mut b = Box::pin(rival.upstream.call_reading(req, true));
+        let mut a_lost = false;
+        let mut b_lost = false;
+        // The first to win, or the last to lose.
+        let (res, rivals) = loop {
+            tokio::select! {
+                r = &mut a, if !a_lost => {
+                    if b_lost || self.wins(&first.upstream, &r) {
+                        break (r, false);
+                    }
+                    a_lost = true;
+                }
+                r = &mut b, if !b_lost => {
+                    if a_lost || self.wins(&rival.upstream, &r) {
+                        break (r, true);
+                    }
+                    b_lost = true;
+                }
+            }
+        };
+        // The loser, still running, is cancelled here.
+        drop((a, b));
+        let res = res.map(|(res, _)| res);
+        let answer = if rivals {
+            self.untranslated = rival_lost;
+            self.finish(&rival.upstream, rival_api, res, t0, 0).await
+        } else {
+            self.untranslated = first_lost;
+            self.finish(&first.upstream, first_api, res, t0, 0).await
+        };
+        (answer, rivals, true)
+    }
+
+    /// Whether a hedged call's attempt ends the race: it reached content,
+    /// or answered what another member would not change (a 400); not a
+    /// failure its upstream's classifier or a 429 names, an error, or a
+    /// stream that failed before content.
+    fn wins(
+        &self,
+        up: &Upstream,
+        r: &Result<(Response<UpstreamBody>, palisade_balance::Reached), BoxError>,
+    ) -> bool {
+        let Ok((res, reached)) = r else {
+            return false;
+        };
+        let status = res.status();
+        if status.is_success() {
+            return *reached != palisade_balance::Reached::Failed;
+        }
+        status != StatusCode::TOO_MANY_REQUESTS
+            && !up
+                .classifier
+                .classify(Outcome::Response {
+                    status,
+                    headers: res.headers(),
+                })
+                .is_failure()
+    }
+
+    /// The request for `target` (in its API, with what is left of its
+    /// attempts when `spent`), or why it is not called.
+    async fn prepare(
+        &mut self,
+        target: &RouteTarget,
+        spent: u32,
+    ) -> Result<(Request<RequestBody>, Api), Attempt> {
         let up = &target.upstream;
         let Some(up_api) = up.target_api(self.caller) else {
-            return Attempt::Failed(Failure::Untranslatable(format!(
+            return Err(Attempt::Failed(Failure::Untranslatable(format!(
                 "it does not serve {} and such calls are not translated",
                 self.caller
-            )));
+            ))));
         };
         if up_api != self.caller
             && let Some(need) = responses::needs_state(self.parsed.value())
                 .filter(|_| self.caller == Api::Responses)
         {
-            return Attempt::Failed(Failure::Untranslatable(format!(
+            return Err(Attempt::Failed(Failure::Untranslatable(format!(
                 "the request needs state stored by the provider ({need}), and this upstream does not serve the Responses API"
-            )));
+            ))));
         }
-        let req = match self.request_for(up, up_api, target.model.as_deref()).await {
+        match self.request_for(up, up_api, target.model.as_deref()).await {
             Ok(mut r) => {
                 if spent > 0 {
                     let left = up.max_attempts.saturating_sub(spent).max(1);
                     r.extensions_mut().insert(MaxAttempts(left));
                 }
-                r
+                Ok((r, up_api))
             }
-            Err(Skip::Refuse(e)) => return Attempt::Answer(e.into_response()),
+            Err(Skip::Refuse(e)) => Err(Attempt::Answer(e.into_response())),
             Err(Skip::Next(msg)) => {
                 tracing::info!(upstream = %up.name, reason = %msg, "cannot translate the request for this upstream; trying the next target");
-                return Attempt::Failed(Failure::Untranslatable(msg));
+                Err(Attempt::Failed(Failure::Untranslatable(msg)))
             }
-        };
-        let t0 = Instant::now();
-        self.calls += 1;
-        let res = match up.call(req).await {
+        }
+    }
+
+    /// What `up`'s answer `res` to a call made at `t0` comes to.
+    async fn finish(
+        &mut self,
+        up: &Arc<Upstream>,
+        up_api: Api,
+        res: Result<Response<UpstreamBody>, BoxError>,
+        t0: Instant,
+        spent: u32,
+    ) -> Attempt {
+        let res = match res {
             Ok(res) => res,
             Err(e) => {
                 self.waited += t0.elapsed();

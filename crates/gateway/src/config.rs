@@ -26,6 +26,7 @@
 //! | `[[upstreams]] weight` | 1: its share in a tier with `balance = "weighted"` |
 //! | `[[routes]] balance` | `least_loaded`; `weighted`; `round_robin` (how a tier's members are ordered) |
 //! | `[[routes]] affinity` | none: no session affinity; a header name (`x-session-id`) |
+//! | `[[routes]] hedge_after` (ms) | none: no hedging |
 //!
 //! A route's target is an upstream name, or `upstream:model` to send another
 //! model name to that upstream (for a fallback to another provider):
@@ -39,8 +40,14 @@
 //! 429s, 5xx and broken streams)), `weighted` (the upstreams' `weight`,
 //! default 1), `round_robin`. `affinity = "x-session-id"` keeps a session
 //! (that header, else `prompt_cache_key`, `user` or `metadata.user_id`) on
-//! one member of a tier while it can take calls. `hedge_after` is not
-//! supported yet (an unknown key, refused).
+//! one member of a tier while it can take calls. `hedge_after = 4000`
+//! hedges a call to a tier of several members: with no content event (a
+//! stream's first token, a JSON answer) after that many milliseconds, the
+//! next member of the tier is called too, the first of the two to reach
+//! content answers and the other is cancelled (its connection closed); at
+//! most a tenth of a tier's calls are hedged, and nothing reaches the
+//! caller before the winner is known. It needs a tier of two members at
+//! least.
 //!
 //! `api_keys_env = ["KEY_1", "KEY_2"]` (instead of `api_key_env` /
 //! `api_key_file`) gives an upstream a pool of keys: each call takes the
@@ -507,6 +514,10 @@ pub struct RouteConfig {
     /// `metadata.user_id`; off when absent.
     #[serde(default)]
     pub affinity: Option<String>,
+    /// Hedging in tiers: milliseconds without a content event before the
+    /// tier's next member is called too; off when absent.
+    #[serde(default)]
+    pub hedge_after: Option<u64>,
 }
 
 impl RouteConfig {
@@ -679,6 +690,7 @@ impl Config {
                 targets: vec!["mock".into()],
                 balance: BalanceStrategy::LeastLoaded,
                 affinity: None,
+                hedge_after: None,
             }],
             redis: None,
             server: ServerConfig::default(),
@@ -1007,6 +1019,24 @@ fn check_routes(routes: &[RouteConfig], upstreams: &HashSet<&str>) -> Result<(),
                 format!("`{h}` is not a header name"),
             );
         }
+        if let Some(ms) = r.hedge_after {
+            if ms == 0 {
+                return Invalid::at(
+                    format!("routes[{i}].hedge_after"),
+                    "0 would hedge every call at once; give the milliseconds to wait for a first token (e.g. 4000), or leave it out",
+                );
+            }
+            if !r
+                .targets
+                .iter()
+                .any(|t| matches!(t, TargetEntry::Tier(ts) if ts.len() > 1))
+            {
+                return Invalid::at(
+                    format!("routes[{i}].hedge_after"),
+                    "a hedge goes to another member of the same tier, and this route has no tier of several members; write one as a list inside `targets` (`targets = [[\"east\", \"west\"]]`)",
+                );
+            }
+        }
         for (j, entry) in r.targets.iter().enumerate() {
             let (members, tiered) = match entry {
                 TargetEntry::One(t) => (std::slice::from_ref(t), false),
@@ -1199,6 +1229,12 @@ url = "redis://127.0.0.1:6379"
             [vec!["primary", "backup:mock"], vec!["primary"]]
         );
         assert_eq!(c.routes[0].balance, BalanceStrategy::Weighted);
+        let hedged = Config::parse(
+            &tiered.replace("affinity = \"x-session-id\"", "hedge_after = 4000"),
+            "gw.toml",
+        )
+        .unwrap();
+        assert_eq!(hedged.routes[0].hedge_after, Some(4000));
         assert_eq!(c.upstreams[0].weight, 1.0);
         for (from, to, key, reason) in [
             (
@@ -1233,9 +1269,15 @@ url = "redis://127.0.0.1:6379"
             ),
             (
                 "affinity = \"x-session-id\"",
-                "hedge_after = 4000",
-                "routes[0]",
-                "hedge_after",
+                "hedge_after = 0",
+                "routes[0].hedge_after",
+                "every call at once",
+            ),
+            (
+                "[[\"primary\", \"backup:mock\"], \"primary\"]",
+                "[\"primary\", \"backup:mock\"]\nhedge_after = 4000",
+                "routes[0].hedge_after",
+                "no tier of several",
             ),
         ] {
             let e = error_of(&tiered.replace(from, to));

@@ -190,6 +190,16 @@ struct Tier {
     balance: Option<palisade_balance::Balance<()>>,
 }
 
+/// One target in a call's order, and the hedging of its tier.
+#[derive(Clone, Copy, Debug)]
+struct Planned<'a> {
+    target: &'a RouteTarget,
+    /// Its tier's balance when the tier hedges (`hedge_after`).
+    hedging: Option<&'a palisade_balance::Balance<()>>,
+    /// Which tier of the route it is in.
+    tier: usize,
+}
+
 impl Route {
     /// The targets to try for one call, in order — each tier's members as
     /// its balance orders them (the session's home first, or the least
@@ -200,19 +210,24 @@ impl Route {
         headers: &http::HeaderMap,
         body: &serde_json::Value,
     ) -> (
-        Vec<&RouteTarget>,
+        Vec<Planned<'_>>,
         Vec<(Arc<str>, palisade_balance::Unavailable)>,
     ) {
         let mut order = Vec::with_capacity(self.targets.len());
         let mut skipped = Vec::new();
-        for tier in &self.tiers {
+        for (t, tier) in self.tiers.iter().enumerate() {
             let members = &self.targets[tier.start..tier.start + tier.len];
+            let plan = |target| Planned {
+                target,
+                hedging: tier.balance.as_ref().filter(|b| b.hedge_after().is_some()),
+                tier: t,
+            };
             match &tier.balance {
-                None => order.extend(members),
+                None => order.extend(members.iter().map(plan)),
                 Some(b) => {
                     let session = b.session(headers, body);
                     let o = b.order(session.as_deref());
-                    order.extend(o.members.iter().filter_map(|&i| members.get(i)));
+                    order.extend(o.members.iter().filter_map(|&i| members.get(i)).map(plan));
                     skipped.extend(o.unavailable);
                 }
             }
@@ -478,6 +493,9 @@ fn tier_balance(
         .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
     {
         builder = builder.affinity(h);
+    }
+    if let Some(ms) = route.hedge_after {
+        builder = builder.hedge_after(Duration::from_millis(ms));
     }
     builder.build(
         members

@@ -15,6 +15,7 @@
 //! | `palisade_request_duration_seconds` | `palisade.request.duration` (s) | |
 //! | `palisade_time_to_first_token_seconds` | `palisade.time_to_first_token` (s) | |
 //! | `palisade_overhead_seconds` | `palisade.overhead` (s) | |
+//! | `palisade_hedges_total` | `palisade.hedges` | `upstream`, `rival` |
 //! | `palisade_member_inflight` | — | `upstream` |
 //! | `palisade_member_ttft_ewma_seconds` | — | `upstream` |
 //! | `palisade_member_drained_until_seconds` | — | `upstream` |
@@ -24,7 +25,9 @@
 //! member of a route's tier, read when `/metrics` is scraped (Prometheus
 //! only): calls in flight, the peak-EWMA of its time to first content
 //! event, until when (Unix seconds; 0: not drained) its provider's limit
-//! drains it, and the calls sent to it.
+//! drains it, and the calls sent to it. `palisade_hedges_total` counts the
+//! calls hedged (`hedge_after`): `upstream` is the member with no content
+//! in time, `rival` the member called beside it.
 
 use std::time::Duration;
 
@@ -58,6 +61,12 @@ struct UpstreamLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HedgeLabels {
+    upstream: String,
+    rival: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TokenLabels {
     upstream: String,
     kind: String,
@@ -79,6 +88,7 @@ pub(crate) struct Metrics {
     ratelimit_rejected: Family<UpstreamLabel, Counter>,
     tokens: Family<TokenLabels, Counter>,
     untranslated: Family<UntranslatedLabels, Counter>,
+    hedges: Family<HedgeLabels, Counter>,
     duration: Histogram,
     ttft: Histogram,
     overhead: Histogram,
@@ -107,6 +117,7 @@ struct Otel {
     ratelimit_rejected: OtelCounter<u64>,
     tokens: OtelCounter<u64>,
     untranslated: OtelCounter<u64>,
+    hedges: OtelCounter<u64>,
     duration: OtelHistogram<f64>,
     ttft: OtelHistogram<f64>,
     overhead: OtelHistogram<f64>,
@@ -158,6 +169,11 @@ impl Otel {
                 .with_unit("{field}")
                 .with_description(UNTRANSLATED)
                 .build(),
+            hedges: meter
+                .u64_counter("palisade.hedges")
+                .with_unit("{call}")
+                .with_description(HEDGES)
+                .build(),
             duration: seconds("palisade.request.duration", DURATION, doublings(0.001, 20)),
             ttft: seconds("palisade.time_to_first_token", TTFT, doublings(0.001, 17)),
             overhead: seconds("palisade.overhead", OVERHEAD, doublings(0.000_01, 16)),
@@ -171,6 +187,7 @@ const BREAKER: &str = "Circuit state per upstream: 0 closed, 1 open, 2 half-open
 const REJECTED: &str = "Requests refused by the gateway's own rate limit, by upstream";
 const TOKENS: &str = "Tokens reported by upstreams, by upstream and kind (input, output)";
 const UNTRANSLATED: &str = "Fields of a request or answer with no counterpart in the API it was translated to, left out; by the API that had them and the field";
+const HEDGES: &str = "Calls hedged: no content event from a tier member (upstream) in time, so another (rival) was called too";
 const DURATION: &str = "Time from request to the end of the response headers";
 const TTFT: &str =
     "Time from request to the first stream event carrying content (text, a tool call, reasoning)";
@@ -186,6 +203,7 @@ impl Metrics {
         let ratelimit_rejected = Family::<UpstreamLabel, Counter>::default();
         let tokens = Family::<TokenLabels, Counter>::default();
         let untranslated = Family::<UntranslatedLabels, Counter>::default();
+        let hedges = Family::<HedgeLabels, Counter>::default();
         // 1 ms … ~9 min.
         let duration = Histogram::new(doublings(0.001, 20));
         let ttft = Histogram::new(doublings(0.001, 17));
@@ -201,6 +219,7 @@ impl Metrics {
         );
         registry.register("palisade_tokens", TOKENS, tokens.clone());
         registry.register("palisade_untranslated", UNTRANSLATED, untranslated.clone());
+        registry.register("palisade_hedges", HEDGES, hedges.clone());
         registry.register(
             "palisade_request_duration_seconds",
             DURATION,
@@ -237,6 +256,7 @@ impl Metrics {
             ratelimit_rejected,
             tokens,
             untranslated,
+            hedges,
             duration,
             ttft,
             overhead,
@@ -281,6 +301,26 @@ impl Metrics {
             .get_or_create(&RetryLabels {
                 upstream: upstream.to_owned(),
                 reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a call hedged: `upstream` had no content in time, `rival`
+    /// was called too.
+    pub(crate) fn hedge(&self, upstream: &str, rival: &str) {
+        if let Some(o) = &self.otel {
+            o.hedges.add(
+                1,
+                &[
+                    KeyValue::new("upstream", upstream.to_owned()),
+                    KeyValue::new("rival", rival.to_owned()),
+                ],
+            );
+        }
+        self.hedges
+            .get_or_create(&HedgeLabels {
+                upstream: upstream.to_owned(),
+                rival: rival.to_owned(),
             })
             .inc();
     }

@@ -30,7 +30,7 @@ use crate::attempt::{Attempt, Call, Failure, failure_answer};
 use crate::error::GatewayError;
 use crate::inbound::{authorize, check_body, require_json};
 use crate::upstream::Upstream;
-use crate::{AppState, RouteTarget};
+use crate::{AppState, Planned, RouteTarget};
 
 /// The gateway's own time per request, in milliseconds.
 pub(crate) const OVERHEAD_HEADER: &str = "x-palisade-overhead-ms";
@@ -159,17 +159,17 @@ async fn pipeline(
 /// The route's targets in order until one answers; a JSON answer that
 /// broke off or stalled mid-body is asked for again from the same target (the retry
 /// layer sees only what happens before the answer's head).
-async fn fallback(mut call: Call<'_>, route: String, targets: &[&RouteTarget]) -> Answer {
+async fn fallback(mut call: Call<'_>, route: String, targets: &[Planned<'_>]) -> Answer {
     let mut last: Option<(Arc<Upstream>, Failure)> = None;
     let mut next = 0;
     let mut spent = 0u32;
     // Embeddings: the model whose vectors the first target gives; another
     // model's are not comparable, so no fallback goes to one.
     let mut vectors_of: Option<&str> = None;
-    while let Some(&target) = targets.get(next) {
-        let up = &target.upstream;
+    while let Some(&planned) = targets.get(next) {
+        let up = &planned.target.upstream;
         if call.caller == Api::Embeddings && up.target_api(Api::Embeddings).is_some() {
-            let model = target.model.as_deref().unwrap_or(&route);
+            let model = planned.target.model.as_deref().unwrap_or(&route);
             match vectors_of {
                 Some(first) if first != model => {
                     tracing::info!(upstream = %up.name, model, first, "not falling back to another model for embeddings: its vectors are not comparable");
@@ -179,7 +179,25 @@ async fn fallback(mut call: Call<'_>, route: String, targets: &[&RouteTarget]) -
                 _ => vectors_of = Some(model),
             }
         }
-        let failure = match call.attempt(target, spent).await {
+        // A hedging tier's member, with another member of the tier after
+        // it: raced against it when its first content is late.
+        let rival = targets
+            .get(next + 1)
+            .filter(|r| r.tier == planned.tier && spent == 0 && call.caller != Api::Embeddings);
+        // The answer, the index of the target that gave it, and whether
+        // the rival was called too (then the loop goes on after both).
+        let (answer, at, both) = match (planned.hedging, rival) {
+            (Some(tier), Some(rival)) => {
+                let after = tier.hedge_after().unwrap_or_default();
+                let (answer, rivals, rival_called) = call
+                    .attempt_hedged(planned.target, rival.target, tier, after)
+                    .await;
+                (answer, next + usize::from(rivals), rival_called)
+            }
+            _ => (call.attempt(planned.target, spent).await, next, false),
+        };
+        let up = &targets[at].target.upstream;
+        let failure = match answer {
             Attempt::Answer(res) => {
                 return Answer {
                     res,
@@ -189,6 +207,8 @@ async fn fallback(mut call: Call<'_>, route: String, targets: &[&RouteTarget]) -
                 };
             }
             Attempt::Again(so_far) => {
+                // The same target again (the rival, if it answered).
+                next = at;
                 spent = so_far;
                 continue;
             }
@@ -210,7 +230,7 @@ async fn fallback(mut call: Call<'_>, route: String, targets: &[&RouteTarget]) -
         if !hides_a_call {
             last = Some((up.clone(), failure));
         }
-        next += 1;
+        next += 1 + usize::from(both);
         spent = 0;
     }
     let upstream = last

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use futures_core::Stream;
 use futures_util::{FutureExt, StreamExt};
 use palisade::preset::{LlmStack, StackConfig};
-use palisade_balance::MemberLoad;
+use palisade_balance::{MemberLoad, Reached};
 use palisade_breaker::State;
 use palisade_client::{Auth, AuthStyle, HttpClient, KeySource};
 use palisade_core::body::collect_limited;
@@ -176,15 +176,41 @@ impl Upstream {
         &self,
         req: http::Request<RequestBody>,
     ) -> Result<http::Response<UpstreamBody>, BoxError> {
-        let res = match &self.load {
-            None => self.service().clone().oneshot(req).await?,
+        Ok(self.call_reading(req, false).await?.0)
+    }
+
+    /// [`call`](Self::call), and when `to_content` and this upstream is a
+    /// tier member, a successful answer read ahead to its first content
+    /// event, its end or its failure (what was read is kept and handed on
+    /// first): how far, for a hedged call's race. Otherwise `Content`,
+    /// nothing read.
+    pub(crate) async fn call_reading(
+        &self,
+        req: http::Request<RequestBody>,
+        to_content: bool,
+    ) -> Result<(http::Response<UpstreamBody>, Reached), BoxError> {
+        use http_body_util::BodyExt;
+        let (res, reached) = match &self.load {
+            None => (self.service().clone().oneshot(req).await?, Reached::Content),
             Some(load) => {
                 // Reported to its tier: in flight until the body ends.
                 let tracking = load.start(&req);
                 match self.service().clone().oneshot(req).await {
-                    Ok(res) => tracking
-                        .answered(res)
-                        .map(http_body_util::BodyExt::boxed_unsync),
+                    Ok(res) => {
+                        let res = tracking.answered(res);
+                        if to_content && res.status().is_success() {
+                            let (parts, body) = res.into_parts();
+                            let mut body = Box::pin(body);
+                            let reached =
+                                std::future::poll_fn(|cx| body.as_mut().poll_content(cx)).await;
+                            (
+                                http::Response::from_parts(parts, body.boxed_unsync()),
+                                reached,
+                            )
+                        } else {
+                            (res.map(BodyExt::boxed_unsync), Reached::Content)
+                        }
+                    }
                     Err(e) => {
                         tracking.failed(&e);
                         return Err(e);
@@ -193,7 +219,7 @@ impl Upstream {
             }
         };
         let scrub = self.scrub.clone();
-        Ok(res.map(|body| UpstreamBody { body, scrub }))
+        Ok((res.map(|body| UpstreamBody { body, scrub }), reached))
     }
 }
 

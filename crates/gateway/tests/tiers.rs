@@ -319,3 +319,53 @@ async fn an_upstream_key_pool_retires_a_refused_key_without_a_retry() {
     assert_eq!(res.status(), 400);
     assert!(!body.contains("palisade-test-pool-key"), "{body}");
 }
+
+/// A tier member whose first token is late is hedged: the tier's other
+/// member is called too, its stream is the answer (whole, once), and the
+/// late one is cancelled — its stream cut, no longer in flight.
+#[tokio::test]
+async fn a_late_first_token_is_hedged_on_the_other_member_and_the_loser_cut() {
+    let (gw, mocks, _served) = tiered("balance = \"round_robin\"\nhedge_after = 100").await;
+    // At most a tenth of calls are hedged: ten calls earn the first hedge.
+    for _ in 0..10 {
+        let (res, body) = gw
+            .call("/v1/chat/completions", &chat("gpt", "hi", true))
+            .await;
+        assert_eq!(res.status(), 200, "{body}");
+    }
+    assert_eq!(counts(&mocks), [5, 5, 0]);
+    // East's turn; its role chunk comes at once, its first token never.
+    mocks[0].set_default(Reply::echo().delay_per_token(std::time::Duration::from_secs(3600)));
+    let (res, body) = gw
+        .call(
+            "/v1/chat/completions",
+            &chat("gpt", "hello hedged world", true),
+        )
+        .await;
+    assert_eq!(res.status(), 200, "{body}");
+    assert_eq!(openai_text(&body), "hello hedged world");
+    assert_eq!(
+        data_lines(&body)
+            .iter()
+            .filter(|l| l.contains("\"role\""))
+            .count(),
+        1,
+        "one role chunk, not the loser's too: {body}"
+    );
+    assert_eq!(counts(&mocks), [6, 6, 0]);
+    // The loser's stream was dropped: the gateway closed its connection.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while mocks[0].cut_streams() == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(mocks[0].cut_streams(), 1);
+    assert_eq!(mocks[1].cut_streams(), 0);
+    let (_, metrics) = gw.get("/metrics").await;
+    for line in [
+        r#"palisade_hedges_total{upstream="east",rival="west"} 1"#,
+        r#"palisade_member_inflight{upstream="east"} 0"#,
+        r#"palisade_member_inflight{upstream="west"} 0"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+}

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use crate::script::Fault;
+use crate::upstream::Shared;
 use crate::wire::{self, Dialect, ReplyMeta};
 
 /// The error a scripted reset puts on the body.
@@ -109,6 +111,18 @@ pub(crate) struct StreamGen {
     head: Bytes,
     tail: Bytes,
     closing: Bytes,
+    /// Told when the stream is dropped before its end.
+    cut: Option<Arc<Shared>>,
+}
+
+impl Drop for StreamGen {
+    fn drop(&mut self) {
+        if let Some(shared) = &self.cut
+            && !matches!(self.phase, Phase::Done)
+        {
+            shared.cut.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl MockBody {
@@ -151,7 +165,15 @@ impl MockBody {
                 head,
                 tail,
                 closing: wire::stream_closing(meta, &words.text(meta.completion_tokens)),
+                cut: None,
             })),
+        }
+    }
+
+    /// A stream dropped before its end is counted in `shared`.
+    pub(crate) fn count_cut(&mut self, shared: Arc<Shared>) {
+        if let Kind::Stream(gen_) = &mut self.kind {
+            gen_.cut = Some(shared);
         }
     }
 }

@@ -69,6 +69,8 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     requests: AtomicU64,
     pub(crate) connections: AtomicUsize,
+    /// Streamed replies dropped before their end.
+    pub(crate) cut: AtomicU64,
 }
 
 /// A scriptable mock LLM upstream speaking OpenAI chat completions,
@@ -160,6 +162,13 @@ impl MockUpstream {
     /// How many connections were accepted (when served on a socket).
     pub fn connection_count(&self) -> usize {
         self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// How many streamed replies were dropped before their end: the client
+    /// went away (over a socket, closed the connection or reset the
+    /// stream) before the last event was sent.
+    pub fn cut_streams(&self) -> u64 {
+        self.shared.cut.load(Ordering::Relaxed)
     }
 
     /// The recorded requests, oldest first (at most [`MAX_RECORDED`]).
@@ -274,6 +283,7 @@ impl MockUpstream {
                 Ok(chat) => chat_response(dialect, n, chat, &reply),
             }
         };
+        res.body_mut().count_cut(Arc::clone(&self.shared));
         let request_id_header = match dialect {
             Dialect::OpenAi | Dialect::Responses => "x-request-id",
             Dialect::Anthropic => "request-id",
