@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Request, Response};
 use http_body::Body;
 use palisade_core::classify::LlmClassifier;
-use palisade_core::{BoxError, ParsedBody, RequestBody};
+use palisade_core::{BoxError, ParsedBody, PassOnRateLimit, RequestBody};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower::util::Oneshot;
@@ -462,6 +462,22 @@ impl<S> Shared<S> {
         &self.slots[i]
     }
 
+    /// Whether a member other than `i` and those `tried` can take the call
+    /// now; if so the call, going to `i`, is marked so that `i`'s retry
+    /// layer hands a 429 back at once instead of waiting it out
+    /// ([`PassOnRateLimit`]), and unmarked otherwise.
+    pub(crate) fn pass_on(&self, req: &mut Request<RequestBody>, i: usize, tried: u64) -> bool {
+        let tried = with(tried, i);
+        let now = Instant::now();
+        let others = (0..self.slots.len()).any(|j| !has(tried, j) && self.available(j, now));
+        if others {
+            req.extensions_mut().insert(PassOnRateLimit);
+        } else {
+            req.extensions_mut().remove::<PassOnRateLimit>();
+        }
+        others
+    }
+
     /// Why member `i` cannot take a call now, if it cannot.
     fn unavailable(&self, i: usize, now: Instant) -> Option<Unavailable> {
         let slot = &self.slots[i];
@@ -669,14 +685,14 @@ where
     S: Service<Request<RequestBody>, Response = Response<B>, Error = BoxError> + Clone,
     B: Body<Data = Bytes>,
 {
-    fn calling(shared: &Shared<S>, i: usize, req: Request<RequestBody>, tried: u64) -> Self {
+    fn calling(shared: &Shared<S>, i: usize, mut req: Request<RequestBody>, tried: u64) -> Self {
         if shared.hedging.is_some() {
             return Step::Racing {
                 race: Race::new(shared, i, req),
             };
         }
         let slot = &shared.slots[i];
-        let others = shared.slots.len().min(64) as u32 > with(tried, i).count_ones();
+        let others = shared.pass_on(&mut req, i, tried);
         Step::Calling {
             tracking: Some(slot.load.start(&req)),
             spare: others.then(|| req.clone()),

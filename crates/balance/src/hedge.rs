@@ -108,7 +108,8 @@ where
 
     fn start(&mut self, shared: &Shared<S>, member: usize) {
         let slot = shared.slot(member);
-        let req = self.req.clone();
+        let mut req = self.req.clone();
+        shared.pass_on(&mut req, member, self.tried);
         self.tried = with(self.tried, member);
         self.runs.push(Box::pin(Run {
             tracking: Some(slot.load.start(&req)),

@@ -706,6 +706,52 @@ async fn a_429_is_taken_by_another_member_at_once() {
     assert_eq!(a.count() + b.count(), 2, "each tried once");
 }
 
+fn refused_for_2s() -> Result<Response<Body>, BoxError> {
+    let mut res = full(
+        429,
+        "application/json",
+        r#"{"error":{"type":"rate_limit_error"}}"#,
+    );
+    res.headers_mut()
+        .insert("retry-after", "2".parse().unwrap());
+    Ok(res)
+}
+
+/// A member whose own stack retries (a retry layer that would wait out a
+/// 429's hint) hands its 429 back at once while another member can take
+/// the call, which then does; the last member left retries as usual.
+#[tokio::test(start_paused = true)]
+async fn a_members_own_retry_layer_does_not_sleep_on_a_429_another_member_can_take() {
+    let refusing = Scripted::new(Duration::ZERO, refused_for_2s);
+    let ok = Scripted::new(Duration::ZERO, stream_ok);
+    let retrying = palisade_retry::RetryLayer::new().jitter(false);
+    let mut balance = Balance::builder()
+        .strategy(Strategy::RoundRobin)
+        .build(vec![
+            Member::new("refusing", retrying.layer(refusing.service())),
+            Member::new("ok", retrying.layer(ok.service())),
+        ])
+        .unwrap();
+    let before = Instant::now();
+    assert_eq!(call(&mut balance).await.unwrap(), StatusCode::OK);
+    assert_eq!(Instant::now(), before, "no sleep");
+    assert_eq!((refusing.count(), ok.count()), (1, 1));
+
+    // Alone, a member's retry layer waits out the hint and asks again.
+    let mut alone = Balance::new(vec![Member::new(
+        "refusing",
+        retrying.layer(refusing.service()),
+    )])
+    .unwrap();
+    let before = Instant::now();
+    assert_eq!(
+        call(&mut alone).await.unwrap(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(Instant::now() - before, Duration::from_secs(4));
+    assert_eq!(refusing.count(), 4, "three attempts");
+}
+
 /// A streaming member: its headers and role-only first chunk at once, its
 /// first content `content_after` later (or a broken stream then, when
 /// `breaks`); counts its calls and the bodies dropped before their end.

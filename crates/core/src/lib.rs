@@ -54,3 +54,12 @@ pub use error::{
     retry_after_header_secs,
 };
 pub use service::{BoxLlmBody, BoxLlmService, LlmService};
+
+/// In a request's extensions: a rate-limited answer (a 429, or what the
+/// classifier calls rate limited) is handed back at once rather than
+/// retried after its wait — the caller has another deployment or key to
+/// send the call to without waiting (a balance with another member that
+/// can take it). palisade-retry honours it; palisade-balance and the
+/// gateway's tiers set it while another member is left.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PassOnRateLimit;

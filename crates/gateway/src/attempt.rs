@@ -96,8 +96,17 @@ impl Call<'_> {
     /// what is left of `max_attempts`, so one request never makes more
     /// than `max_attempts` attempts on one target (resends after a stale
     /// pooled connection aside, which are not attempts).
-    pub(crate) async fn attempt(&mut self, target: &RouteTarget, spent: u32) -> Attempt {
-        let (req, up_api) = match self.prepare(target, spent).await {
+    ///
+    /// `pass_on`: another member of `target`'s tier follows it, so a 429 is
+    /// handed back at once for it (`PassOnRateLimit`), not waited out by
+    /// `target`'s retry layer.
+    pub(crate) async fn attempt(
+        &mut self,
+        target: &RouteTarget,
+        spent: u32,
+        pass_on: bool,
+    ) -> Attempt {
+        let (req, up_api) = match self.prepare(target, spent, pass_on).await {
             Ok(r) => r,
             Err(a) => return a,
         };
@@ -115,15 +124,16 @@ impl Call<'_> {
     /// reserved refunded. One failing (a 5xx, 429, transport error, a
     /// stream failing before content) leaves the race to the other. Nothing
     /// reaches the caller before the winner is known. Returns the answer,
-    /// whether it is `rival`'s, and whether `rival` was called.
+    /// whether it is `rival`'s, and whether `rival` was called. `pass_on`:
+    /// another member of the tier follows `rival`.
     pub(crate) async fn attempt_hedged(
         &mut self,
-        first: &RouteTarget,
-        rival: &RouteTarget,
+        (first, rival): (&RouteTarget, &RouteTarget),
         tier: &palisade_balance::Balance<()>,
         after: Duration,
+        pass_on: bool,
     ) -> (Attempt, bool, bool) {
-        let (req, first_api) = match self.prepare(first, 0).await {
+        let (req, first_api) = match self.prepare(first, 0, true).await {
             Ok(r) => r,
             Err(a) => return (a, false, false),
         };
@@ -138,7 +148,7 @@ impl Call<'_> {
         let hedge = match answered {
             Some(r) => Err(r),
             None if !tier.take_hedge() => Err((&mut a).await),
-            None => match self.prepare(rival, 0).await {
+            None => match self.prepare(rival, 0, pass_on).await {
                 Ok(prepared) => Ok(prepared),
                 // The rival cannot take it (translation): no hedge.
                 Err(_) => Err((&mut a).await),
@@ -222,11 +232,13 @@ impl Call<'_> {
     }
 
     /// The request for `target` (in its API, with what is left of its
-    /// attempts when `spent`), or why it is not called.
+    /// attempts when `spent`, marked `PassOnRateLimit` when `pass_on`), or
+    /// why it is not called.
     async fn prepare(
         &mut self,
         target: &RouteTarget,
         spent: u32,
+        pass_on: bool,
     ) -> Result<(Request<RequestBody>, Api), Attempt> {
         let up = &target.upstream;
         let Some(up_api) = up.target_api(self.caller) else {
@@ -248,6 +260,9 @@ impl Call<'_> {
                 if spent > 0 {
                     let left = up.max_attempts.saturating_sub(spent).max(1);
                     r.extensions_mut().insert(MaxAttempts(left));
+                }
+                if pass_on {
+                    r.extensions_mut().insert(palisade_core::PassOnRateLimit);
                 }
                 Ok((r, up_api))
             }

@@ -181,20 +181,27 @@ async fn fallback(mut call: Call<'_>, route: String, targets: &[Planned<'_>]) ->
         }
         // A hedging tier's member, with another member of the tier after
         // it: raced against it when its first content is late.
-        let rival = targets
-            .get(next + 1)
-            .filter(|r| r.tier == planned.tier && spent == 0 && call.caller != Api::Embeddings);
+        let same_tier = |at: usize| targets.get(at).filter(|p| p.tier == planned.tier);
+        let rival = same_tier(next + 1).filter(|_| spent == 0 && call.caller != Api::Embeddings);
         // The answer, the index of the target that gave it, and whether
         // the rival was called too (then the loop goes on after both).
         let (answer, at, both) = match (planned.hedging, rival) {
             (Some(tier), Some(rival)) => {
                 let after = tier.hedge_after().unwrap_or_default();
+                let pass_on = same_tier(next + 2).is_some();
                 let (answer, rivals, rival_called) = call
-                    .attempt_hedged(planned.target, rival.target, tier, after)
+                    .attempt_hedged((planned.target, rival.target), tier, after, pass_on)
                     .await;
                 (answer, next + usize::from(rivals), rival_called)
             }
-            _ => (call.attempt(planned.target, spent).await, next, false),
+            _ => {
+                let pass_on = same_tier(next + 1).is_some();
+                (
+                    call.attempt(planned.target, spent, pass_on).await,
+                    next,
+                    false,
+                )
+            }
         };
         let up = &targets[at].target.upstream;
         let failure = match answer {

@@ -369,3 +369,36 @@ async fn a_late_first_token_is_hedged_on_the_other_member_and_the_loser_cut() {
         assert!(metrics.contains(line), "{line} in {metrics}");
     }
 }
+
+/// A tier member's own retry layer does not wait out a 429 while another
+/// member of the tier can take the call: the call goes there at once.
+#[tokio::test]
+async fn a_members_429_goes_to_the_next_member_without_its_retry_layer_waiting() {
+    let mocks = [MockUpstream::new(), MockUpstream::new()];
+    let mut served = Vec::new();
+    let mut toml = String::new();
+    for (m, name) in mocks.iter().zip(["east", "west"]) {
+        let s = m.serve().await.unwrap();
+        toml += &upstream(
+            name,
+            "openai",
+            &s.base_url(),
+            "[upstreams.retry]\nmax_attempts = 3\nmax_delay = 20000\n",
+        );
+        served.push(s);
+    }
+    toml += "[[routes]]\nmodel = \"gpt\"\ntargets = [[\"east\", \"west\"]]\nbalance = \"round_robin\"\n";
+    let gw = start(&toml, &[]).await;
+    mocks[0].push(Reply::status(429).header("retry-after", "10"));
+    let started = std::time::Instant::now();
+    let (res, body) = gw
+        .call("/v1/chat/completions", &chat("gpt", "hi", false))
+        .await;
+    assert_eq!(res.status(), 200, "{body}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "the 10 s hint was not waited out: {:?}",
+        started.elapsed()
+    );
+    assert_eq!([mocks[0].request_count(), mocks[1].request_count()], [1, 1]);
+}

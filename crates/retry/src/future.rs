@@ -37,6 +37,9 @@ pin_project! {
         // The policy's `max_attempts`, or fewer when the request asked so
         // (`MaxAttempts`).
         max_attempts: u32,
+        // A rate-limited answer is handed back at once
+        // (`palisade_core::PassOnRateLimit`).
+        pass_on_rate_limit: bool,
         attempts: u32,
         // Resends after a stale pooled connection (not attempts).
         resends: u32,
@@ -98,11 +101,13 @@ where
         started: Option<Instant>,
         fut: S::Future,
         max_attempts: u32,
+        pass_on_rate_limit: bool,
     ) -> Self {
         Self {
             replay,
             policy,
             max_attempts,
+            pass_on_rate_limit,
             attempts: 1,
             resends: 0,
             started,
@@ -164,6 +169,13 @@ where
                         Err(e) => this.policy.classifier.classify(Outcome::Error(&**e)),
                     };
                     if !class.is_retryable() {
+                        return Poll::Ready(result);
+                    }
+                    if *this.pass_on_rate_limit && class.reason().is_rate_limited() {
+                        tracing::debug!(
+                            attempt = *this.attempts,
+                            "not retrying: rate limited, and the caller has another member to send it to"
+                        );
                         return Poll::Ready(result);
                     }
                     if class.reason() == Reason::Transport(TransportKind::StaleConnection)

@@ -20,6 +20,11 @@
 //! counted by the breaker, a breaker that opens stops the retries (an open
 //! circuit is not retryable), and the total timeout bounds them all.
 //!
+//! A request can ask for less: [`MaxAttempts`] in its extensions caps its
+//! attempts, and `palisade_core::PassOnRateLimit` hands a rate-limited
+//! answer back at once instead of waiting out its hint (a balance with
+//! another member to send it to sets it).
+//!
 //! Every retry is a `tracing` event (`attempt`, `next_attempt`, `delay_ms`,
 //! `reason`); so is every decision not to retry a retryable outcome.
 //!

@@ -89,6 +89,10 @@ where
             .map_or(self.policy.max_attempts, |m| {
                 m.0.clamp(1, self.policy.max_attempts)
             });
+        let pass_on_rate_limit = req
+            .extensions()
+            .get::<palisade_core::PassOnRateLimit>()
+            .is_some();
         let template =
             (max_attempts > 1 || self.policy.stale_resends > 0).then(|| clone_request(&req));
         let started = self.policy.max_elapsed.and(now);
@@ -99,6 +103,13 @@ where
                 template: Some(t),
             })
         });
-        ResponseFuture::new(replay, self.policy.clone(), started, fut, max_attempts)
+        ResponseFuture::new(
+            replay,
+            self.policy.clone(),
+            started,
+            fut,
+            max_attempts,
+            pass_on_rate_limit,
+        )
     }
 }

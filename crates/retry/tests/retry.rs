@@ -596,3 +596,25 @@ async fn a_request_may_ask_for_fewer_attempts_and_the_answer_says_how_many_it_to
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(mock.request_count() - before, 3);
 }
+
+/// A request marked `PassOnRateLimit` gets its 429 back at once (its caller
+/// has another member to send it to); a 503 is still retried.
+#[tokio::test(start_paused = true)]
+async fn a_request_passing_on_rate_limits_gets_its_429_at_once() {
+    let mock = MockUpstream::new();
+    mock.push(Reply::status(429).header("retry-after", "2"));
+    let mut req = chat();
+    req.extensions_mut().insert(palisade_core::PassOnRateLimit);
+    let start = Instant::now();
+    let res = exact().layer(mock.clone()).oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(mock.request_count(), 1);
+
+    mock.push(Reply::status(503));
+    let mut req = chat();
+    req.extensions_mut().insert(palisade_core::PassOnRateLimit);
+    let res = exact().layer(mock.clone()).oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(mock.request_count(), 3);
+}
