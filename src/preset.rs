@@ -504,6 +504,17 @@ impl StackConfig {
                 }
             }
         };
+        // Its local limits, read without taking anything: how long until
+        // each has room for one more call (one token for the token limit).
+        let limited: Limited = {
+            let rpm = rpm.clone();
+            let tpm = self.tokens_per_minute.is_some().then(|| tpm.clone());
+            Arc::new(move || {
+                let rpm = rpm.as_ref().and_then(|l| l.bucket().refuses_for(1));
+                let tpm = tpm.as_ref().and_then(|l| l.bucket().refuses_for(1));
+                rpm.max(tpm)
+            })
+        };
         let schema = self.validate.then(|| match self.api {
             Api::ChatCompletions => SchemaLayer::openai(),
             Api::Messages => SchemaLayer::anthropic(),
@@ -535,11 +546,13 @@ impl StackConfig {
         Ok(inners
             .into_iter()
             .map(|inner| {
-                LlmStack::new(
+                let mut s = LlmStack::new(
                     stack.service(inner.map_err(Into::into)),
                     self.api,
                     handle.clone(),
-                )
+                );
+                s.limited = Some(Arc::clone(&limited));
+                s
             })
             .collect())
     }
@@ -615,7 +628,12 @@ pub struct LlmStack {
     inner: BoxCloneSyncService<Request<RequestBody>, Response<BoxLlmBody>, BoxError>,
     breaker: BreakerHandle,
     api: Api,
+    /// Its local limits' wait, when the preset built it.
+    limited: Option<Limited>,
 }
+
+/// How long until a stack's local limits have room, if they have none now.
+type Limited = Arc<dyn Fn() -> Option<Duration> + Send + Sync>;
 
 impl fmt::Debug for LlmStack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -665,7 +683,19 @@ impl LlmStack {
             inner: BoxCloneSyncService::new(service),
             breaker,
             api,
+            limited: None,
         }
+    }
+
+    /// How long until its own local rate limits (`requests_per_minute`,
+    /// and `tokens_per_minute` with room for one token) can take a call,
+    /// or `None` when they can now or it has none; nothing is taken. A
+    /// limit kept in Redis is not read (that would be a round trip per
+    /// pick), nor is a stack built by hand ([`new`](Self::new)). What a
+    /// balance gates a member on, so a member at its own limit is passed
+    /// over rather than called to wait or refuse.
+    pub fn limited_for(&self) -> Option<Duration> {
+        self.limited.as_ref().and_then(|f| f())
     }
 
     /// The breaker's handle: its state, its window, force open/closed.

@@ -34,8 +34,13 @@
 //! `targets` is a tier of members balanced against each other, the next
 //! entry its fallback: `targets = [["east", "west"], "backup"]`. Every
 //! member of a tier is tried (or skipped without a call when its circuit is
-//! open or its provider said its limit is spent, until the reset) before the
-//! next entry. `balance` orders a tier's members: `least_loaded` (the
+//! open, its provider said its limit is spent (until the reset), or its own
+//! local `rate_limit` has no room) before the next entry. A member's 429
+//! goes to the tier's next member at once: its retry layer does not wait
+//! it out while another member is left. With every member of every tier
+//! out, a call waits for the first back up to the largest
+//! `rate_limit.max_wait` of the tiers' members, else gets a 429 (503 when
+//! every circuit is open) with the earliest `Retry-After`. `balance` orders a tier's members: `least_loaded` (the
 //! default: calls in flight × (time to first content + a penalty for recent
 //! 429s, 5xx and broken streams)), `weighted` (the upstreams' `weight`,
 //! default 1), `round_robin`. `affinity = "x-session-id"` keeps a session

@@ -180,6 +180,10 @@ struct Route {
     /// Every target, the tiers' members in order.
     targets: Vec<RouteTarget>,
     tiers: Vec<Tier>,
+    /// With every member of every tier out (open, drained, at its limit),
+    /// a call waits up to this long for the first back: the largest
+    /// `rate_limit.max_wait` of its tiers' members.
+    max_wait: Duration,
 }
 
 /// A tier of a route: `len` targets from `start`, balanced when several.
@@ -376,6 +380,7 @@ impl Gateway {
             let mut route = Route {
                 targets: Vec::new(),
                 tiers: Vec::new(),
+                max_wait: Duration::ZERO,
             };
             for tier in r.tiers() {
                 let start = route.targets.len();
@@ -403,6 +408,19 @@ impl Gateway {
                     balance,
                 });
             }
+            route.max_wait = r
+                .tiers()
+                .iter()
+                .filter(|t| t.len() > 1)
+                .flatten()
+                .filter_map(|t| {
+                    let name = Target::parse(t).upstream;
+                    config.upstreams.iter().find(|u| u.name == name)
+                })
+                .filter_map(|u| u.rate_limit.as_ref())
+                .map(|r| Duration::from_millis(r.max_wait))
+                .max()
+                .unwrap_or_default();
             routes.insert(r.model.clone(), route);
             models.push(r.model.clone());
         }
@@ -476,7 +494,9 @@ async fn embeddings(State(state): State<Arc<AppState>>, req: Request) -> Respons
 }
 
 /// The balance of a tier of several members: each member's load (shared
-/// with its other tiers), weight and breaker.
+/// with its other tiers), weight, breaker and local rate limits (a member
+/// at its own `requests_per_minute` or `tokens_per_minute` is skipped, not
+/// called to wait or refuse).
 fn tier_balance(
     route: &config::RouteConfig,
     members: &[RouteTarget],
@@ -502,9 +522,19 @@ fn tier_balance(
             .iter()
             .map(|t| {
                 let up = &t.upstream;
+                // Its local limits are shared by its stacks (one per worker).
+                let stack = up.service().clone();
                 let mut m = palisade_balance::Member::new(Arc::clone(&up.name), ())
                     .weight(weights.get(&*up.name).copied().unwrap_or(1.0))
-                    .breaker(up.service().breaker().clone());
+                    .breaker(up.service().breaker().clone())
+                    .gate(move || {
+                        stack.limited_for().map(|left| {
+                            palisade_balance::Unavailable::new(
+                                palisade_balance::Why::Limited,
+                                Some(left),
+                            )
+                        })
+                    });
                 if let Some(load) = &up.load {
                     m = m.load(load.clone());
                 }

@@ -126,7 +126,19 @@ async fn pipeline(
         &route.targets,
         checked.parsed.value(),
     )?;
-    let (targets, skipped) = route.order(&parts.headers, checked.parsed.value());
+    let (mut targets, mut skipped) = route.order(&parts.headers, checked.parsed.value());
+    let mut waited = checked.body_wait;
+    // Every member out, the first back within the route's `max_wait`: wait
+    // for it, once.
+    if targets.is_empty()
+        && let Some(wait) = palisade_balance::NoMember::new(skipped.clone()).retry_after()
+        && !route.max_wait.is_zero()
+        && wait <= route.max_wait
+    {
+        tokio::time::sleep(wait).await;
+        waited += wait;
+        (targets, skipped) = route.order(&parts.headers, checked.parsed.value());
+    }
     if targets.is_empty() {
         // Every member of every tier skipped without a call.
         let none = palisade_balance::NoMember::new(skipped);
@@ -149,7 +161,7 @@ async fn pipeline(
         parsed: checked.parsed,
         trace,
         started,
-        waited: checked.body_wait,
+        waited,
         calls: 0,
         untranslated: Vec::new(),
     };

@@ -402,3 +402,92 @@ async fn a_members_429_goes_to_the_next_member_without_its_retry_layer_waiting()
     );
     assert_eq!([mocks[0].request_count(), mocks[1].request_count()], [1, 1]);
 }
+
+/// Two members of a tier, each with `extra` in its section.
+async fn pair(extra: &str, route_extra: &str) -> (TestGateway, [MockUpstream; 2], Vec<MockServer>) {
+    let mocks = [MockUpstream::new(), MockUpstream::new()];
+    let mut served = Vec::new();
+    let mut toml = String::new();
+    for (m, name) in mocks.iter().zip(["east", "west"]) {
+        let s = m.serve().await.unwrap();
+        toml += &upstream(name, "openai", &s.base_url(), extra);
+        served.push(s);
+    }
+    toml +=
+        &format!("[[routes]]\nmodel = \"gpt\"\ntargets = [[\"east\", \"west\"]]\n{route_extra}\n");
+    (start(&toml, &[]).await, mocks, served)
+}
+
+/// A member at its own rate limit is passed over without being called (not
+/// refused by its limiter after being picked); with every member at its
+/// limit the caller gets a 429 naming why.
+#[tokio::test]
+async fn a_member_at_its_own_rate_limit_is_skipped_without_a_call() {
+    let (gw, mocks, _served) = pair(
+        "[upstreams.rate_limit]\nrequests_per_minute = 1\n",
+        "affinity = \"x-session-id\"",
+    )
+    .await;
+    let session = [("x-session-id", "s-1")];
+    for _ in 0..2 {
+        let res = gw
+            .post("/v1/chat/completions", &chat("gpt", "hi", false), &session)
+            .await;
+        let (res, body) = (res.status(), text(res).await);
+        assert_eq!(res, 200, "{body}");
+    }
+    assert_eq!([mocks[0].request_count(), mocks[1].request_count()], [1, 1]);
+    let (_, metrics) = gw.get("/metrics").await;
+    for line in [
+        r#"palisade_member_picks_total{upstream="east"} 1"#,
+        r#"palisade_member_picks_total{upstream="west"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    assert!(
+        !metrics.contains("palisade_ratelimit_rejected_total{"),
+        "no limiter refused a call: {metrics}"
+    );
+    let res = gw
+        .post("/v1/chat/completions", &chat("gpt", "hi", false), &session)
+        .await;
+    assert!(res.headers().contains_key("retry-after"));
+    let (res, body) = (res.status(), text(res).await);
+    assert_eq!(res, 429, "{body}");
+    assert!(body.contains("its own rate limit is reached"), "{body}");
+}
+
+/// With every member out (here drained by their provider for a second), a
+/// call waits up to the members' `max_wait` for the first back.
+#[tokio::test]
+async fn with_every_member_out_a_call_waits_up_to_max_wait_for_the_first_back() {
+    let (gw, mocks, _served) = pair(
+        "[upstreams.rate_limit]\nmax_wait = 5000\n",
+        "balance = \"round_robin\"",
+    )
+    .await;
+    for m in &mocks {
+        m.set_default(
+            Reply::echo()
+                .header("x-ratelimit-remaining-requests", "0")
+                .header("x-ratelimit-reset-requests", "1s"),
+        );
+    }
+    for _ in 0..2 {
+        let (res, body) = gw
+            .call("/v1/chat/completions", &chat("gpt", "hi", false))
+            .await;
+        assert_eq!(res.status(), 200, "{body}");
+    }
+    let started = std::time::Instant::now();
+    let (res, body) = gw
+        .call("/v1/chat/completions", &chat("gpt", "hi", false))
+        .await;
+    assert_eq!(res.status(), 200, "{body}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(500),
+        "it waited for a member's reset: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(mocks[0].request_count() + mocks[1].request_count(), 3);
+}

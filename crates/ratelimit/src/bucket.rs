@@ -117,6 +117,22 @@ impl Bucket {
         self.tolerance.saturating_sub(owed) / self.interval
     }
 
+    /// How long until `cost` units are available, or `None` when they are
+    /// now (nothing is taken): for a balance to pass over a member at its
+    /// own limit without calling it.
+    pub fn refuses_for(&self, cost: u64) -> Option<Duration> {
+        let now = self.now();
+        let need = cost.saturating_mul(self.interval);
+        let wait = self
+            .tat
+            .load(Ordering::Acquire)
+            .max(now)
+            .saturating_add(need)
+            .saturating_sub(now)
+            .saturating_sub(self.tolerance);
+        (wait > 0).then(|| Duration::from_nanos(wait))
+    }
+
     /// Takes `cost` more units at once, into debt if need be (a call that
     /// turned out dearer than its reservation): later callers wait longer.
     pub(crate) fn charge(&self, cost: u64) {
