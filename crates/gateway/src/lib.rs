@@ -369,6 +369,12 @@ impl Gateway {
             by_name.insert(u.name.clone(), up.clone());
             upstreams.push(up);
         }
+        if let Some(meter) = meter {
+            Metrics::observe_members(
+                meter,
+                upstreams.iter().filter_map(|u| u.load.clone()).collect(),
+            );
+        }
         let mut routes = HashMap::new();
         let mut models = Vec::new();
         let weights: HashMap<&str, f64> = config

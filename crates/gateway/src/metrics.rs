@@ -16,14 +16,14 @@
 //! | `palisade_time_to_first_token_seconds` | `palisade.time_to_first_token` (s) | |
 //! | `palisade_overhead_seconds` | `palisade.overhead` (s) | |
 //! | `palisade_hedges_total` | `palisade.hedges` | `upstream`, `rival` |
-//! | `palisade_member_inflight` | — | `upstream` |
-//! | `palisade_member_ttft_ewma_seconds` | — | `upstream` |
-//! | `palisade_member_drained_until_seconds` | — | `upstream` |
-//! | `palisade_member_picks_total` | — | `upstream` |
+//! | `palisade_member_inflight` | `palisade.member.inflight` (gauge) | `upstream` |
+//! | `palisade_member_ttft_ewma_seconds` | `palisade.member.ttft_ewma` (gauge, s) | `upstream` |
+//! | `palisade_member_drained_until_seconds` | `palisade.member.drained_until` (gauge, s) | `upstream` |
+//! | `palisade_member_picks_total` | `palisade.member.picks` | `upstream` |
 //!
 //! The `palisade_member_*` figures are the load of each upstream that is a
-//! member of a route's tier, read when `/metrics` is scraped (Prometheus
-//! only): calls in flight, the peak-EWMA of its time to first content
+//! member of a route's tier, read when `/metrics` is scraped or the OTLP
+//! exporter collects (observable instruments): calls in flight, the peak-EWMA of its time to first content
 //! event, until when (Unix seconds; 0: not drained) its provider's limit
 //! drains it, and the calls sent to it. `palisade_hedges_total` counts the
 //! calls hedged (`hedge_after`): `upstream` is the member with no content
@@ -121,6 +121,14 @@ struct Otel {
     duration: OtelHistogram<f64>,
     ttft: OtelHistogram<f64>,
     overhead: OtelHistogram<f64>,
+}
+
+/// Until when (Unix seconds) a member is drained, as of `now`; 0 when not.
+fn drained_until(s: &palisade_balance::MemberStats, now: std::time::SystemTime) -> f64 {
+    s.drained_for
+        .and_then(|d| now.checked_add(d))
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Upper bounds in seconds: `n` doublings from `start` (the Prometheus
@@ -427,7 +435,57 @@ impl Metrics {
             .set(v);
     }
 
-    /// The Prometheus text exposition.
+    /// Reports the tier members' load over OTLP too: observable
+    /// instruments of `meter`, read from `loads` at each collection.
+    pub(crate) fn observe_members(meter: &Meter, loads: Vec<palisade_balance::MemberLoad>) {
+        if loads.is_empty() {
+            return;
+        }
+        let loads = std::sync::Arc::new(loads);
+        let each = |f: fn(&palisade_balance::MemberStats, std::time::SystemTime) -> f64| {
+            let loads = std::sync::Arc::clone(&loads);
+            move |obs: &dyn opentelemetry::metrics::AsyncInstrument<f64>| {
+                let now = std::time::SystemTime::now();
+                for l in loads.iter() {
+                    let s = l.stats();
+                    obs.observe(f(&s, now), &[KeyValue::new("upstream", s.name.to_string())]);
+                }
+            }
+        };
+        let _ = meter
+            .f64_observable_gauge("palisade.member.inflight")
+            .with_unit("{call}")
+            .with_description("Calls in flight to a tier member, until their answers end")
+            .with_callback(each(|s, _| s.inflight as f64))
+            .build();
+        let _ = meter
+            .f64_observable_gauge("palisade.member.ttft_ewma")
+            .with_unit("s")
+            .with_description("Peak-EWMA of a tier member's time to first content event")
+            .with_callback(each(|s, _| s.ttft_ewma.as_secs_f64()))
+            .build();
+        let _ = meter
+            .f64_observable_gauge("palisade.member.drained_until")
+            .with_unit("s")
+            .with_description(
+                "Until when (Unix seconds) a tier member's provider limit drains it; 0: not drained",
+            )
+            .with_callback(each(drained_until))
+            .build();
+        let picks = std::sync::Arc::clone(&loads);
+        let _ = meter
+            .u64_observable_counter("palisade.member.picks")
+            .with_unit("{call}")
+            .with_description("Calls sent to a tier member")
+            .with_callback(move |obs| {
+                for l in picks.iter() {
+                    let s = l.stats();
+                    obs.observe(s.picks, &[KeyValue::new("upstream", s.name.to_string())]);
+                }
+            })
+            .build();
+    }
+
     /// Sets the tier members' figures from their state now.
     pub(crate) fn members(&self, stats: &[palisade_balance::MemberStats]) {
         let now = std::time::SystemTime::now();
@@ -448,12 +506,10 @@ impl Metrics {
                 .ttft
                 .get_or_create(&label)
                 .set(s.ttft_ewma.as_secs_f64());
-            let until = s
-                .drained_for
-                .and_then(|d| now.checked_add(d))
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0.0, |d| d.as_secs_f64());
-            self.members.drained_until.get_or_create(&label).set(until);
+            self.members
+                .drained_until
+                .get_or_create(&label)
+                .set(drained_until(s, now));
             let picks = self.members.picks.get_or_create(&label);
             // A counter: raised to the member's count (it only grows).
             let seen = picks.get();

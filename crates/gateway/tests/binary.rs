@@ -533,6 +533,74 @@ async fn metrics_are_exported_over_otlp_when_their_endpoint_is_set() {
     assert!(spans.is_empty(), "traces were not asked for: {spans:?}");
 }
 
+/// A tier's members' load (`palisade.member.*`) reaches an OTLP receiver
+/// too, not only `/metrics`.
+#[tokio::test]
+async fn member_load_is_exported_over_otlp() {
+    let (endpoint, mut received) = otlp_receiver().await;
+    let path = temp_config(
+        "tier-otlp",
+        "[[upstreams]]\nname = \"m1\"\nkind = \"mock\"\n[[upstreams]]\nname = \"m2\"\nkind = \"mock\"\n\
+         [[routes]]\nmodel = \"mock\"\ntargets = [[\"m1\", \"m2\"]]\nbalance = \"round_robin\"\n",
+    );
+    let (mut child, addr) = spawn_with(
+        Command::new(BIN)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--config",
+                path.to_str().unwrap(),
+            ])
+            .env(
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                format!("{endpoint}/v1/metrics"),
+            )
+            .env("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+    )
+    .await;
+    for _ in 0..4 {
+        let req = http::Request::post(format!("http://{addr}/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(chat("mock", "balanced", false))))
+            .unwrap();
+        let res = client().request(req).await.unwrap();
+        assert_eq!(res.status(), 200);
+        res.into_body().collect().await.unwrap();
+    }
+    let mut picks = std::collections::HashMap::new();
+    let mut inflight = false;
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !(inflight
+            && picks.get("m1") == Some(&"2".to_owned())
+            && picks.get("m2") == Some(&"2".to_owned()))
+        {
+            let (name, attrs) = received.recv().await.expect("the receiver runs");
+            let get = |k: &str| {
+                attrs
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.clone())
+            };
+            match name.as_str() {
+                "metric:palisade.member.picks" => {
+                    if let (Some(up), Some(v)) = (get("upstream"), get("value")) {
+                        picks.insert(up, v);
+                    }
+                }
+                "metric:palisade.member.inflight" => {
+                    inflight |= get("value").as_deref() == Some("0")
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("member picks arrive within 20 s: {picks:?}"));
+    terminate(&child);
+    assert_eq!(exit_code(&mut child).await, 0);
+    let _ = std::fs::remove_file(&path);
+}
+
 /// `OTEL_METRICS_EXPORTER=none` keeps the metrics home while the spans go
 /// out; an exporter list without `otlp` is refused at start, by name.
 #[tokio::test]
