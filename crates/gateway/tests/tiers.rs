@@ -150,7 +150,7 @@ async fn with_every_member_out_the_caller_gets_429_with_the_earliest_reset() {
 }
 
 #[tokio::test]
-async fn a_session_stays_on_one_member() {
+async fn a_session_stays_on_one_member_and_returns_after_its_home_recovers() {
     let (gw, mocks, _served) = tiered("affinity = \"x-session-id\"").await;
     for _ in 0..8 {
         let res = gw
@@ -174,6 +174,42 @@ async fn a_session_stays_on_one_member() {
     let (res, _) = gw.call("/v1/chat/completions", &body.to_string()).await;
     assert_eq!(res.status(), 200);
     assert_eq!(counts(&mocks)[..2], if east == 8 { [9, 0] } else { [0, 9] });
+    // Its home's provider limit is spent for two seconds: the session goes to
+    // the other member meanwhile, and home again after the reset.
+    let (home, away) = if east == 8 { (0, 1) } else { (1, 0) };
+    mocks[home].push(
+        Reply::echo()
+            .header("x-ratelimit-remaining-requests", "0")
+            .header("x-ratelimit-reset-requests", "2s"),
+    );
+    let session_call = || async {
+        let res = gw
+            .post(
+                "/v1/chat/completions",
+                &chat("gpt", "hi", false),
+                &[("x-session-id", "agent-7")],
+            )
+            .await;
+        assert_eq!(res.status(), 200);
+        text(res).await;
+    };
+    session_call().await;
+    assert_eq!(
+        [mocks[home].request_count(), mocks[away].request_count()],
+        [10, 0]
+    );
+    session_call().await;
+    assert_eq!(
+        [mocks[home].request_count(), mocks[away].request_count()],
+        [10, 1]
+    );
+    // Past the reset the provider named.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    session_call().await;
+    assert_eq!(
+        [mocks[home].request_count(), mocks[away].request_count()],
+        [11, 1]
+    );
 }
 
 /// One classifier per upstream decides what its stack retries, what the
@@ -490,4 +526,51 @@ async fn with_every_member_out_a_call_waits_up_to_max_wait_for_the_first_back() 
         started.elapsed()
     );
     assert_eq!(mocks[0].request_count() + mocks[1].request_count(), 3);
+}
+
+/// `balance = "weighted"` shares a tier's calls by the upstreams' weights.
+#[tokio::test]
+async fn weighted_members_share_calls_by_weight() {
+    let mocks = [MockUpstream::new(), MockUpstream::new()];
+    let mut served = Vec::new();
+    let mut toml = String::new();
+    for ((m, name), weight) in mocks.iter().zip(["east", "west"]).zip([3, 1]) {
+        let s = m.serve().await.unwrap();
+        toml += &upstream(name, "openai", &s.base_url(), ONE_SHOT).replacen(
+            "[upstreams.retry]",
+            &format!("weight = {weight}\n[upstreams.retry]"),
+            1,
+        );
+        served.push(s);
+    }
+    toml +=
+        "[[routes]]\nmodel = \"gpt\"\ntargets = [[\"east\", \"west\"]]\nbalance = \"weighted\"\n";
+    let gw = start(&toml, &[]).await;
+    for _ in 0..200 {
+        let (res, body) = gw
+            .call("/v1/chat/completions", &chat("gpt", "hi", false))
+            .await;
+        assert_eq!(res.status(), 200, "{body}");
+    }
+    let east = mocks[0].request_count();
+    assert_eq!(east + mocks[1].request_count(), 200);
+    // 150 expected; ±30 is five standard deviations.
+    assert!((120..=180).contains(&east), "east got {east} of 200");
+}
+
+/// `least_loaded` (the default) sends a tier's calls to the member that
+/// answers sooner once it has measured both.
+#[tokio::test]
+async fn least_loaded_prefers_the_member_that_answers_sooner() {
+    let (gw, mocks, _served) = tiered("").await;
+    mocks[0].set_default(Reply::echo().delay_before_headers(std::time::Duration::from_millis(300)));
+    for _ in 0..20 {
+        let (res, body) = gw
+            .call("/v1/chat/completions", &chat("gpt", "hi", false))
+            .await;
+        assert_eq!(res.status(), 200, "{body}");
+    }
+    let [slow, fast, _] = counts(&mocks);
+    assert_eq!(slow + fast, 20);
+    assert!(slow <= 3, "the slow member got {slow} of 20");
 }
