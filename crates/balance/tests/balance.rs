@@ -361,6 +361,10 @@ enum Fate {
     CancelledRacing,
     /// Hedged, and read to its end.
     Raced,
+    /// Cancelled on the second member, after the first refused it (429).
+    CancelledFailingOver,
+    /// Cancelled while waiting (`max_wait`) for a drained member's reset.
+    CancelledWaiting,
 }
 
 fn fate() -> impl proptest::strategy::Strategy<Value = Fate> {
@@ -373,6 +377,8 @@ fn fate() -> impl proptest::strategy::Strategy<Value = Fate> {
         Just(Fate::Read),
         Just(Fate::CancelledRacing),
         Just(Fate::Raced),
+        Just(Fate::CancelledFailingOver),
+        Just(Fate::CancelledWaiting),
     ]
 }
 
@@ -389,7 +395,8 @@ fn framed() -> Result<Response<Body>, BoxError> {
 proptest::proptest! {
     /// In-flight counts cannot drift: whatever becomes of calls — cancelled,
     /// failed, bodies held, half read, read, hedged, cancelled while two
-    /// attempts race — every member's count is the
+    /// attempts race, cancelled after a 429 sent it to another member or
+    /// while waiting for a drained member — every member's count is the
     /// number of its answers still held, never negative, and 0 at the end.
     #[test]
     fn inflight_counts_cannot_drift(fates in proptest::collection::vec((fate(), 0usize..4), 1..60)) {
@@ -440,6 +447,33 @@ proptest::proptest! {
                     Fate::Raced => {
                         let mut h = hedged.clone();
                         assert_eq!(read_all(h.call(req()).await.unwrap()).await.unwrap(), CHAT_STREAM);
+                    }
+                    Fate::CancelledFailingOver => {
+                        let refusing = Scripted::new(Duration::from_millis(5), refused_for_30s);
+                        let slow = Scripted::new(Duration::from_millis(50), stream_ok);
+                        let mut b = Balance::builder()
+                            .strategy(Strategy::RoundRobin)
+                            .build(vec![
+                                Member::new("refusing", refusing.service()),
+                                Member::new("slow", slow.service()),
+                            ])
+                            .unwrap();
+                        let cut = tokio::time::timeout(Duration::from_millis(20), b.call(req())).await;
+                        assert!(cut.is_err(), "cancelled on the second member");
+                        assert_eq!((refusing.count(), slow.count()), (1, 1));
+                        assert!(b.members().iter().all(|m| m.inflight == 0), "{:?}", b.members());
+                    }
+                    Fate::CancelledWaiting => {
+                        let spent = Scripted::new(Duration::ZERO, drained_for_30s);
+                        let mut b = Balance::builder()
+                            .max_wait(Duration::from_secs(60))
+                            .build(vec![Member::new("spent", spent.service())])
+                            .unwrap();
+                        call(&mut b).await.unwrap();
+                        let cut = tokio::time::timeout(Duration::from_millis(10), b.call(req())).await;
+                        assert!(cut.is_err(), "cancelled while waiting");
+                        assert_eq!(spent.count(), 1);
+                        assert_eq!(b.members()[0].inflight, 0);
                     }
                 }
                 assert!(hedged.members().iter().all(|m| m.inflight == 0));
