@@ -533,3 +533,64 @@ async fn a_pooled_key_whose_limit_is_spent_rests_until_its_reset() {
     );
     assert!(used[1..].iter().all(|k| *k != used[0]), "{used:?}");
 }
+
+/// A pooled key read from a file and retired (401) comes back when its file
+/// holds another key (rotated), and is then used again; until then it is
+/// not.
+#[tokio::test]
+async fn a_retired_file_key_returns_when_its_file_is_rotated() {
+    let mock = MockUpstream::new();
+    let server = mock.serve().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("palisade-client-pool-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (dir.join("key-a"), dir.join("key-b"));
+    std::fs::write(&a, "pool-file-key-aaaa-0001\n").unwrap();
+    std::fs::write(&b, "pool-file-key-bbbb-0001\n").unwrap();
+    let client = HttpClient::builder()
+        .base_url(server.base_url())
+        .key_pool(vec![
+            Auth::openai(KeySource::file_refreshed_every(&a, Duration::ZERO)),
+            Auth::openai(KeySource::file_refreshed_every(&b, Duration::ZERO)),
+        ])
+        .build()
+        .unwrap();
+    let call = || async {
+        client
+            .clone()
+            .oneshot(post("/chat/completions", chat_body("hi", false)))
+            .await
+            .unwrap()
+            .status()
+    };
+    // The first call's key is refused: retired, and the call goes again
+    // with the other.
+    mock.push(Reply::status(401));
+    assert_eq!(call().await, StatusCode::OK);
+    let used = keys_used(&mock);
+    let retired = used[0].clone();
+    let (file, rotated) = if retired.contains("aaaa") {
+        (&a, "pool-file-key-aaaa-0002")
+    } else {
+        (&b, "pool-file-key-bbbb-0002")
+    };
+    for _ in 0..4 {
+        assert_eq!(call().await, StatusCode::OK);
+    }
+    let used = keys_used(&mock);
+    assert!(used[1..].iter().all(|k| *k != retired), "{used:?}");
+    // Its file now holds a new key: the pool takes it again.
+    std::fs::write(file, format!("{rotated}\n")).unwrap();
+    for _ in 0..4 {
+        assert_eq!(call().await, StatusCode::OK);
+    }
+    let used = keys_used(&mock);
+    assert!(
+        used[6..].iter().any(|k| *k == format!("Bearer {rotated}")),
+        "the rotated key is used: {used:?}"
+    );
+    assert!(
+        used[1..].iter().all(|k| *k != retired),
+        "the refused key itself is never sent again: {used:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
