@@ -88,8 +88,9 @@ impl BalanceBuilder {
         self
     }
 
-    /// Over how long a measured time to first content and a failure fade
-    /// (e^-t/decay; default 10 s).
+    /// Over how long a measured time to first content fades back toward
+    /// [`default_ttft`](Self::default_ttft) without fresh samples, and a
+    /// failure fades away (e^-t/decay; default 10 s).
     #[must_use]
     pub fn decay(mut self, decay: Duration) -> Self {
         self.tuning.decay = decay;

@@ -133,7 +133,8 @@ pub struct MemberStats {
 pub(crate) struct Tuning {
     /// A new member's time to first content, before any is measured.
     pub(crate) default_ttft: Duration,
-    /// Over how long a measurement or a failure fades (e^-t/decay).
+    /// Over how long a measurement fades back to the default, and a
+    /// failure away (e^-t/decay).
     pub(crate) decay: Duration,
     /// What one recent failure adds to a member's time to first content.
     pub(crate) penalty: Duration,
@@ -410,10 +411,16 @@ impl Load {
     }
 
     /// The time to first content (seconds) and the penalty, faded to `now`.
+    /// A time to first content with no fresh sample fades back toward the
+    /// default (what an unmeasured member is taken to have), not toward
+    /// zero as tower's `PeakEwma` does: an idle slow member is probed
+    /// again when its estimate is no better than an unknown member's, not
+    /// once it looks faster than the members just measured.
     fn faded(&self, now: Instant) -> (f64, f64) {
         let t = self.timing();
+        let prior = self.tuning.default_ttft.as_secs_f64();
         (
-            t.ttft * self.fade(now.saturating_duration_since(t.ttft_at)),
+            prior + (t.ttft - prior) * self.fade(now.saturating_duration_since(t.ttft_at)),
             t.penalty * self.fade(now.saturating_duration_since(t.penalty_at)),
         )
     }

@@ -185,11 +185,14 @@ fn drained_for_30s() -> Result<Response<Body>, BoxError> {
 async fn a_drained_member_gets_nothing_until_its_reset() {
     let spent = Scripted::new(Duration::ZERO, drained_for_30s);
     let other = Scripted::new(Duration::from_millis(10), stream_ok);
-    let mut balance = Balance::new(vec![
-        Member::new("spent", spent.service()),
-        Member::new("other", other.service()),
-    ])
-    .unwrap();
+    // Both as fast as an unmeasured member: once back, `spent` is picked.
+    let mut balance = Balance::builder()
+        .default_ttft(Duration::from_millis(5))
+        .build(vec![
+            Member::new("spent", spent.service()),
+            Member::new("other", other.service()),
+        ])
+        .unwrap();
     for _ in 0..120 {
         call(&mut balance).await.unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
