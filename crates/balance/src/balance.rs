@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Request, Response};
 use http_body::Body;
 use palisade_core::classify::LlmClassifier;
-use palisade_core::{BoxError, ParsedBody, PassOnRateLimit, RequestBody};
+use palisade_core::{BoxError, ParsedBody, RequestBody};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower::util::Oneshot;
@@ -129,7 +129,8 @@ impl BalanceBuilder {
     /// second attempt on another member that can take it (of those not
     /// tried yet); the first of the two to reach a content event is the
     /// answer and the other is cancelled (its call or body dropped: its
-    /// connection closed, what its stack reserved refunded; it stops being
+    /// connection closed; a palisade token limit in its stack refunds the
+    /// output it reserved and keeps the prompt; it stops being
     /// in flight, unpenalized). Nothing reaches the caller before a winner
     /// is known, so no token is handed on twice: the winner's frames read
     /// while racing are handed on from its first. One attempt failing (a
@@ -347,15 +348,12 @@ impl<S> Balance<S> {
     /// rendezvous order first — and those that cannot, with why. For code
     /// that calls the members itself and falls back among them (a gateway's
     /// tier); it reports its calls through [`MemberLoad::start`] on
-    /// [`load`](Self::load). Each order counts as a call for the hedge
-    /// budget; such code hedges with [`hedge_after`](Self::hedge_after),
+    /// [`load`](Self::load). Such code hedges with
+    /// [`hedge_after`](Self::hedge_after), [`called`](Self::called),
     /// [`take_hedge`](Self::take_hedge) and [`BalancedBody::poll_content`].
     pub fn order(&self, session: Option<&str>) -> Order {
         let now = Instant::now();
         let shared = &self.shared;
-        if let Some(h) = &shared.hedging {
-            h.deposit();
-        }
         let n = shared.slots.len();
         let mut unavailable = Vec::new();
         let mut open = Vec::with_capacity(n);
@@ -408,6 +406,15 @@ impl<S> Balance<S> {
     /// when hedging is on ([`BalanceBuilder::hedge_after`]).
     pub fn hedge_after(&self) -> Option<Duration> {
         self.shared.hedging.as_ref().map(|h| h.after)
+    }
+
+    /// A call reached the members (for code calling them itself, once per
+    /// call that tries them; the service counts its own): it earns its
+    /// share of a hedge ([`BalanceBuilder::hedge_budget`]).
+    pub fn called(&self) {
+        if let Some(h) = &self.shared.hedging {
+            h.deposit();
+        }
     }
 
     /// A hedge from the budget, for code racing members itself: `true`
@@ -467,16 +474,13 @@ impl<S> Shared<S> {
     /// now; if so the call, going to `i`, is marked so that `i`'s retry
     /// layer hands a 429 back at once instead of waiting it out
     /// ([`PassOnRateLimit`]), and unmarked otherwise.
-    pub(crate) fn pass_on(&self, req: &mut Request<RequestBody>, i: usize, tried: u64) -> bool {
+    /// Whether a member other than `i` and those `tried` can take a call
+    /// now: if so, a call to `i` is polled with
+    /// [`passing_on`](palisade_core::passing_on) set, so `i`'s retry
+    /// layer hands a 429 back at once instead of waiting it out.
+    pub(crate) fn others(&self, i: usize, tried: u64, now: Instant) -> bool {
         let tried = with(tried, i);
-        let now = Instant::now();
-        let others = (0..self.slots.len()).any(|j| !has(tried, j) && self.available(j, now));
-        if others {
-            req.extensions_mut().insert(PassOnRateLimit);
-        } else {
-            req.extensions_mut().remove::<PassOnRateLimit>();
-        }
-        others
+        (0..self.slots.len()).any(|j| !has(tried, j) && self.available(j, now))
     }
 
     /// Why member `i` cannot take a call now, if it cannot.
@@ -618,7 +622,7 @@ where
             h.deposit();
         }
         let step = match shared.pick_for(session.as_deref(), now) {
-            Ok(i) => Step::calling(&shared, i, req, 0),
+            Ok(i) => Step::calling(&shared, i, req, 0, now),
             Err(none) => match none.retry_after() {
                 Some(wait) if !shared.max_wait.is_zero() && wait <= shared.max_wait => {
                     Step::Waiting {
@@ -686,14 +690,20 @@ where
     S: Service<Request<RequestBody>, Response = Response<B>, Error = BoxError> + Clone,
     B: Body<Data = Bytes>,
 {
-    fn calling(shared: &Shared<S>, i: usize, mut req: Request<RequestBody>, tried: u64) -> Self {
+    fn calling(
+        shared: &Shared<S>,
+        i: usize,
+        req: Request<RequestBody>,
+        tried: u64,
+        now: Instant,
+    ) -> Self {
         if shared.hedging.is_some() {
             return Step::Racing {
                 race: Race::new(shared, i, req),
             };
         }
         let slot = &shared.slots[i];
-        let others = shared.pass_on(&mut req, i, tried);
+        let others = shared.others(i, tried, now);
         Step::Calling {
             tracking: Some(slot.load.start(&req)),
             spare: others.then(|| req.clone()),
@@ -732,7 +742,14 @@ where
                     tried,
                     spare,
                 } => {
-                    let answer = ready!(call.poll(cx));
+                    // Another member can take it: the member's retry layer
+                    // hands a 429 back at once (with none, a balance
+                    // outside may still have one: its setting stands).
+                    let answer = ready!(if spare.is_some() {
+                        palisade_core::with_passing_on(true, || call.poll(cx))
+                    } else {
+                        call.poll(cx)
+                    });
                     let Some(tracking) = tracking.take() else {
                         return Poll::Ready(Err("balanced call polled after it ended".into()));
                     };
@@ -759,10 +776,12 @@ where
                     };
                     if refused
                         && let Some(req) = spare.take()
-                        && let Ok(next) = this.shared.pick_except(Instant::now(), tried)
+                        && let now = Instant::now()
+                        && let Ok(next) = this.shared.pick_except(now, tried)
                     {
                         drop(out);
-                        this.step.set(Step::calling(this.shared, next, req, tried));
+                        this.step
+                            .set(Step::calling(this.shared, next, req, tried, now));
                         continue;
                     }
                     return Poll::Ready(out);
@@ -779,7 +798,7 @@ where
                     };
                     let now = Instant::now();
                     let next = match this.shared.pick_for(session.as_deref(), now) {
-                        Ok(i) => Step::calling(this.shared, i, req, 0),
+                        Ok(i) => Step::calling(this.shared, i, req, 0, now),
                         Err(none) => Step::Failed { error: Some(none) },
                     };
                     this.step.set(next);

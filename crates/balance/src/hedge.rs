@@ -108,10 +108,11 @@ where
 
     fn start(&mut self, shared: &Shared<S>, member: usize) {
         let slot = shared.slot(member);
-        let mut req = self.req.clone();
-        shared.pass_on(&mut req, member, self.tried);
+        let req = self.req.clone();
+        let pass_on = shared.others(member, self.tried, Instant::now());
         self.tried = with(self.tried, member);
         self.runs.push(Box::pin(Run {
+            pass_on,
             tracking: Some(slot.load.start(&req)),
             call: Oneshot::new(slot.service.clone(), req),
             answer: None,
@@ -134,7 +135,7 @@ where
                 let (out, refused, failure) = match ran {
                     // The first to content wins; the other is dropped here:
                     // its call or body is cancelled (its connection closed,
-                    // what its stack reserved refunded) and it stops being
+                    // the output its token limit reserved refunded) and it stops being
                     // in flight on its member, with no penalty.
                     Ran::Won(res) => {
                         self.runs.clear();
@@ -160,6 +161,10 @@ where
                 if refused && let Ok(next) = shared.pick_except(Instant::now(), self.tried) {
                     drop(out);
                     self.start(shared, next);
+                    // The member taking over gets its own `hedge_after`.
+                    if let (Some(timer), Some(h)) = (self.timer.as_mut(), &shared.hedging) {
+                        timer.as_mut().reset(Instant::now() + h.after);
+                    }
                     k = 0;
                     continue;
                 }
@@ -212,6 +217,9 @@ pin_project! {
     {
         #[pin]
         call: Oneshot<S, Request<RequestBody>>,
+        // Another member could take it when it started: its retry layer
+        // hands a 429 back at once (`palisade_core::passing_on`).
+        pass_on: bool,
         tracking: Option<Tracking>,
         // The answer, its body boxed so it can be read ahead pinned and
         // still be handed on.
@@ -231,7 +239,11 @@ where
     ) -> Poll<Ran<B>> {
         let this = self.project();
         if this.answer.is_none() {
-            let answer = ready!(this.call.poll(cx));
+            let call = this.call;
+            let answer = ready!(palisade_core::with_passing_on(
+                *this.pass_on || palisade_core::passing_on(),
+                || call.poll(cx)
+            ));
             let Some(tracking) = this.tracking.take() else {
                 return Poll::Ready(Ran::Lost {
                     out: Err("hedged call polled after it ended".into()),

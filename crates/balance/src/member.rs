@@ -322,6 +322,8 @@ struct Timing {
     /// Seconds, as of `ttft_at`.
     ttft: f64,
     ttft_at: Instant,
+    /// A time to first content was measured (else `ttft` is the default).
+    measured: bool,
     /// Failures, as of `penalty_at`.
     penalty: f64,
     penalty_at: Instant,
@@ -338,6 +340,7 @@ impl Load {
             timing: Mutex::new(Timing {
                 ttft: tuning.default_ttft.as_secs_f64(),
                 ttft_at: origin,
+                measured: false,
                 penalty: 0.0,
                 penalty_at: origin,
             }),
@@ -394,8 +397,10 @@ impl Load {
     pub(crate) fn record_ttft(&self, now: Instant, sample: Duration) {
         let sample = sample.as_secs_f64();
         let mut t = self.timing();
-        if sample > t.ttft {
+        // The first sample replaces the default, which measured nothing.
+        if !t.measured || sample > t.ttft {
             t.ttft = sample;
+            t.measured = true;
         } else {
             let keep = self.fade(now.saturating_duration_since(t.ttft_at));
             t.ttft = t.ttft * keep + sample * (1.0 - keep);
@@ -411,16 +416,22 @@ impl Load {
     }
 
     /// The time to first content (seconds) and the penalty, faded to `now`.
-    /// A time to first content with no fresh sample fades back toward the
-    /// default (what an unmeasured member is taken to have), not toward
-    /// zero as tower's `PeakEwma` does: an idle slow member is probed
-    /// again when its estimate is no better than an unknown member's, not
-    /// once it looks faster than the members just measured.
+    /// A measured time to first content with no fresh sample fades back
+    /// toward the default, not toward zero as tower's `PeakEwma` does: an
+    /// idle slow member is probed again when its estimate is no better than
+    /// an unknown member's, not once it looks faster than the members just
+    /// measured. A member never measured starts at the default and fades
+    /// toward zero (as in tower), so it is tried before long.
     fn faded(&self, now: Instant) -> (f64, f64) {
         let t = self.timing();
-        let prior = self.tuning.default_ttft.as_secs_f64();
+        let fade = self.fade(now.saturating_duration_since(t.ttft_at));
+        let prior = if t.measured {
+            self.tuning.default_ttft.as_secs_f64()
+        } else {
+            0.0
+        };
         (
-            prior + (t.ttft - prior) * self.fade(now.saturating_duration_since(t.ttft_at)),
+            prior + (t.ttft - prior) * fade,
             t.penalty * self.fade(now.saturating_duration_since(t.penalty_at)),
         )
     }

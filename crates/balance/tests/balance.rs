@@ -124,11 +124,15 @@ where
 async fn a_member_failing_fast_with_503_does_not_attract_traffic() {
     let healthy = Scripted::new(Duration::from_millis(200), stream_ok);
     let failing = Scripted::new(Duration::from_millis(1), unavailable);
-    let mut balance = Balance::new(vec![
-        Member::new("healthy", healthy.service()),
-        Member::new("failing", failing.service()),
-    ])
-    .unwrap();
+    // An unmeasured member is taken to be faster than the healthy one: the
+    // failing member is tried, and only its penalty keeps it out.
+    let mut balance = Balance::builder()
+        .default_ttft(Duration::from_millis(50))
+        .build(vec![
+            Member::new("healthy", healthy.service()),
+            Member::new("failing", failing.service()),
+        ])
+        .unwrap();
     for _ in 0..200 {
         call(&mut balance).await.unwrap();
     }

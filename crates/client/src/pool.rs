@@ -82,13 +82,13 @@ impl KeyPool {
 
     /// The key for a call: the next usable one in turn that is not in
     /// `tried`; when none is usable, the one that rests the shortest (the
-    /// upstream then says what it says) — a pool never refuses a call.
-    pub(crate) fn pick(&self, tried: u64) -> usize {
-        self.other(tried).unwrap_or_else(|| {
+    /// upstream then says what it says); `None` only when every key is
+    /// retired — a retired key is never sent again.
+    pub(crate) fn pick(&self, tried: u64) -> Option<usize> {
+        self.other(tried).or_else(|| {
             (0..self.keys.len())
                 .filter(|&i| !self.retired(i))
                 .min_by_key(|&i| self.keys[i].drained_until_ms.load(Ordering::Acquire))
-                .unwrap_or(0)
         })
     }
 

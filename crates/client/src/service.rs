@@ -519,17 +519,29 @@ where
                 pooled: None,
             };
         }
-        let pooled = self.shared.pool.as_ref().map(|pool| {
-            let key = pool.pick(0);
+        let mut pooled = None;
+        if let Some(pool) = &self.shared.pool {
+            let Some(key) = pool.pick(0) else {
+                return ResponseFuture {
+                    state: State::Failed(Some(
+                        format!(
+                            "every key of this client's pool of {} was refused (401 or 403) and is retired until its source gives another key; check the keys, or rotate their files",
+                            pool.len()
+                        )
+                        .into(),
+                    )),
+                    pooled: None,
+                };
+            };
             pool.apply(key, req.headers_mut());
-            Pooled {
+            pooled = Some(Pooled {
                 pool: Arc::clone(pool),
                 key,
                 tried: 0,
                 spare: (pool.len() > 1).then(|| req.clone()),
                 client: self.inner.clone(),
-            }
-        });
+            });
+        }
         let authority = req.uri().authority().cloned();
         ResponseFuture {
             state: State::Sending {

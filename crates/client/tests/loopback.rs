@@ -594,3 +594,39 @@ async fn a_retired_file_key_returns_when_its_file_is_rotated() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Once every key of a pool is refused (401/403), no retired key is sent
+/// again: the call fails at once, saying why, and the upstream sees nothing.
+#[tokio::test]
+async fn a_pool_whose_keys_are_all_retired_sends_none_of_them() {
+    let mock = MockUpstream::new();
+    let server = mock.serve().await.unwrap();
+    let client = HttpClient::builder()
+        .base_url(server.base_url())
+        .key_pool(vec![
+            Auth::openai(KeySource::literal("pool-key-dddd-0001")),
+            Auth::openai(KeySource::literal("pool-key-eeee-0002")),
+        ])
+        .build()
+        .unwrap();
+    mock.push(Reply::status(401));
+    mock.push(Reply::status(403));
+    let res = client
+        .clone()
+        .oneshot(post("/chat/completions", chat_body("hi", false)))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(mock.request_count(), 2);
+    let err = client
+        .clone()
+        .oneshot(post("/chat/completions", chat_body("hi", false)))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("every key"), "{err}");
+    assert!(
+        !err.to_string().contains("pool-key"),
+        "no key in the error: {err}"
+    );
+    assert_eq!(mock.request_count(), 2, "no retired key sent");
+}

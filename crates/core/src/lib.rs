@@ -59,7 +59,38 @@ pub use service::{BoxLlmBody, BoxLlmService, LlmService};
 /// classifier calls rate limited) is handed back at once rather than
 /// retried after its wait — the caller has another deployment or key to
 /// send the call to without waiting (a balance with another member that
-/// can take it). palisade-retry honours it; palisade-balance and the
+/// can take it). palisade-retry honours it, and [`passing_on`]; the
 /// gateway's tiers set it while another member is left.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PassOnRateLimit;
+
+thread_local! {
+    static PASSING_ON: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the call being polled on this thread should hand a
+/// rate-limited answer back at once ([`PassOnRateLimit`] without touching
+/// the request): set by [`with_passing_on`] around polling a call — what
+/// palisade-balance does while another member can take it, with no
+/// allocation per call. Only code polled within that poll sees it (a layer
+/// that moves the call to another task, like `tower::buffer`, does not,
+/// and its retry layer then waits as usual).
+#[inline]
+pub fn passing_on() -> bool {
+    PASSING_ON.with(std::cell::Cell::get)
+}
+
+/// Runs `poll` (a call's poll) with [`passing_on`] set to `on`, restoring
+/// the previous value after, also when it panics.
+#[inline]
+pub fn with_passing_on<T>(on: bool, poll: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0;
+            PASSING_ON.with(|c| c.set(previous));
+        }
+    }
+    let _restore = Restore(PASSING_ON.with(|c| c.replace(on)));
+    poll()
+}

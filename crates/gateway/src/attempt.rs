@@ -120,8 +120,8 @@ impl Call<'_> {
     /// and `tier`'s hedge budget allows — `rival` (the next member of its
     /// tier) too: the first of the two to reach a content event (or an
     /// answer another member would not change, like a 400) is the answer,
-    /// and the other is dropped, its connection closed and what its stack
-    /// reserved refunded. One failing (a 5xx, 429, transport error, a
+    /// and the other is dropped, its connection closed and the output its
+    /// `tokens_per_minute` reserved refunded (its prompt kept). One failing (a 5xx, 429, transport error, a
     /// stream failing before content) leaves the race to the other. Nothing
     /// reaches the caller before the winner is known. Returns the answer,
     /// whether it is `rival`'s, and whether `rival` was called. `pass_on`:
@@ -147,11 +147,11 @@ impl Call<'_> {
         };
         let hedge = match answered {
             Some(r) => Err(r),
-            None if !tier.take_hedge() => Err((&mut a).await),
             None => match self.prepare(rival, 0, pass_on).await {
-                Ok(prepared) => Ok(prepared),
-                // The rival cannot take it (translation): no hedge.
-                Err(_) => Err((&mut a).await),
+                Ok(prepared) if tier.take_hedge() => Ok(prepared),
+                // No hedge in the budget, or the rival cannot take the
+                // request (translation).
+                _ => Err((&mut a).await),
             },
         };
         let (req, rival_api) = match hedge {

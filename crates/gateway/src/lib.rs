@@ -38,9 +38,11 @@
 //! once) and trace ids are handled before it, routing with fallback
 //! over a route's targets around it — a tier of targets balanced by
 //! palisade-balance (least loaded, weighted or round robin; a member whose
-//! circuit is open or whose provider limit is spent skipped without a
-//! call; sessions kept on one member with `affinity`), the next entry its
-//! fallback.
+//! circuit is open, whose provider limit is spent or that is at its own
+//! local rate limit skipped without a call; a member's 429 sent on to the
+//! next member at once; sessions kept on one member with `affinity`; a
+//! late first token hedged on the next member with `hedge_after`), the
+//! next entry its fallback.
 //!
 //! Runtime: the binary serves with `[server] runtime = "thread_per_core"`
 //! by default ([`serve_per_core`]): one current-thread tokio runtime per

@@ -178,7 +178,18 @@ async fn fallback(mut call: Call<'_>, route: String, targets: &[Planned<'_>]) ->
     // Embeddings: the model whose vectors the first target gives; another
     // model's are not comparable, so no fallback goes to one.
     let mut vectors_of: Option<&str> = None;
+    // The tier reached last (a hedging tier earns hedges from the calls
+    // that reach it); whether the rival of a race whose first member is
+    // asked again (`Again`) was called.
+    let mut reached = None;
+    let mut rival_called_before = false;
     while let Some(&planned) = targets.get(next) {
+        if reached != Some(planned.tier) {
+            reached = Some(planned.tier);
+            if let Some(tier) = planned.hedging {
+                tier.called();
+            }
+        }
         let up = &planned.target.upstream;
         if call.caller == Api::Embeddings && up.target_api(Api::Embeddings).is_some() {
             let model = planned.target.model.as_deref().unwrap_or(&route);
@@ -215,6 +226,7 @@ async fn fallback(mut call: Call<'_>, route: String, targets: &[Planned<'_>]) ->
                 )
             }
         };
+        let both = both || std::mem::take(&mut rival_called_before);
         let up = &targets[at].target.upstream;
         let failure = match answer {
             Attempt::Answer(res) => {
@@ -226,7 +238,9 @@ async fn fallback(mut call: Call<'_>, route: String, targets: &[Planned<'_>]) ->
                 };
             }
             Attempt::Again(so_far) => {
-                // The same target again (the rival, if it answered).
+                // The same target again (the rival, if it answered); when
+                // it is the first of a race, its rival was tried already.
+                rival_called_before = both && at == next;
                 next = at;
                 spent = so_far;
                 continue;

@@ -58,9 +58,11 @@ pub(crate) struct Upstream {
     pub(crate) max_attempts: u32,
     /// The upstream's one classifier ([`UpstreamConfig::classifier`]): its
     /// retry layer and breaker use it, fallback and `x-should-retry` ask
-    /// it, and a tier penalizes the upstream by it — the gateway never
-    /// falls back on what the stack would not retry, nor the other way
-    /// round.
+    /// it, and a tier penalizes the upstream by it: an error status is
+    /// fallen back from exactly when the stack would retry it. (An error
+    /// with no answer — transport, timeout, an open circuit, a local
+    /// limit — is always fallen back from: another target may not share
+    /// the cause, though the stack retries only some of them.)
     pub(crate) classifier: LlmClassifier,
     /// `[upstreams.timeout] total`: also how long the caller may take to
     /// read a streamed answer.

@@ -41,8 +41,14 @@ use crate::service::granted;
 /// — one token per stream event (providers send about one token per chunk),
 /// or a quarter of the bytes of a JSON answer — never more than was
 /// reserved. An error status that reports no usage is refunded whole
-/// (providers do not bill it). A body that fails or is dropped before its
-/// end (or terminator) keeps its reservation: nothing says what it cost.
+/// (providers do not bill it). A body that fails before its end (or
+/// terminator) keeps its reservation: nothing says what it cost. A call
+/// cancelled by its caller — its future dropped before the answer, or its
+/// body dropped before its end (a hedged call's loser, a client that went
+/// away) — settles at what it can have cost so far: the prompt estimate
+/// plus the output seen (one token per stream event), at most what was
+/// reserved; the rest of the reservation (the output it never produced)
+/// is refunded.
 ///
 /// Waiting, refusal and sharing work as in [`crate::RateLimitLayer`]: one
 /// bucket shared by every clone; a call whose estimate exceeds the capacity
@@ -241,14 +247,31 @@ struct Settlement {
 }
 
 impl Settlement {
-    fn settle(self, used: u64) {
-        if self.reserved == 0 {
+    fn settle(mut self, used: u64) {
+        let reserved = std::mem::take(&mut self.reserved);
+        if reserved == 0 {
             return;
         }
-        if used < self.reserved {
-            self.bucket.refund(self.reserved - used);
-        } else if used > self.reserved {
-            self.bucket.charge(used - self.reserved);
+        if used < reserved {
+            self.bucket.refund(reserved - used);
+        } else if used > reserved {
+            self.bucket.charge(used - reserved);
+        }
+    }
+
+    /// Kept whole: nothing says what the call cost.
+    fn keep(mut self) {
+        self.reserved = 0;
+    }
+}
+
+impl Drop for Settlement {
+    /// Dropped unsettled: the call was cancelled before its answer (its
+    /// future dropped); it can have cost its prompt, not its output.
+    fn drop(&mut self) {
+        let reserved = std::mem::take(&mut self.reserved);
+        if reserved > self.prompt {
+            self.bucket.refund(reserved - self.prompt);
         }
     }
 }
@@ -336,10 +359,17 @@ impl Watch for Settle {
             reserved: std::mem::take(&mut self.settlement.reserved),
             prompt: self.settlement.prompt,
         };
-        // A failed or abandoned body: nothing says what it cost; the
-        // reservation stays.
-        if how != End::Complete {
-            return;
+        match how {
+            End::Complete => {}
+            // A failed body: nothing says what it cost; the reservation
+            // stays.
+            End::Failed => return settlement.keep(),
+            // Cancelled mid-answer: the prompt and the output seen so far.
+            _ => {
+                let used = settlement.prompt.saturating_add(s.events);
+                let used = used.min(settlement.reserved);
+                return settlement.settle(used);
+            }
         }
         let used = match (s.input_tokens, s.output_tokens) {
             // A success without usage: the prompt and what was seen of the

@@ -68,21 +68,56 @@ async fn a_stream_is_reconciled_from_its_final_usage_chunk() {
     assert_eq!(layer.bucket().available(), 1_000 - 6);
 }
 
+fn prompt(req: &Request<RequestBody>) -> u64 {
+    tokens::estimate(&ParsedBody::parse(req.body().as_bytes()).unwrap()).prompt
+}
+
+/// An error status reporting no usage is refunded whole; a call cancelled
+/// (its body dropped unread, or its future dropped before the answer)
+/// keeps only what it can have cost — its prompt — and a body that failed
+/// keeps its whole reservation.
 #[tokio::test(start_paused = true)]
-async fn an_error_status_without_usage_is_refunded_and_a_dropped_body_keeps_its_reservation() {
+async fn refunds_for_error_statuses_cancelled_calls_and_none_for_failed_bodies() {
     let layer = TokenLimitLayer::per_minute(1_000).unwrap();
     let mock = MockUpstream::new();
     mock.push(Reply::status(503));
-    let svc = layer.layer(mock);
+    let svc = layer.layer(mock.clone());
     let res = svc.clone().oneshot(chat(100, false)).await.unwrap();
     assert_eq!(res.status(), 503);
     res.into_body().collect().await.unwrap();
     assert_eq!(layer.bucket().available(), 1_000);
 
+    // A body dropped unread: the output part is refunded.
+    let req = chat(100, true);
+    let (reserved, prompt_only) = (estimate(&req), prompt(&req));
+    assert!(reserved >= prompt_only + 100);
+    let res = svc.clone().oneshot(req).await.unwrap();
+    assert_eq!(layer.bucket().available(), 1_000 - reserved);
+    drop(res);
+    assert_eq!(layer.bucket().available(), 1_000 - prompt_only);
+
+    // A future dropped before the answer: the same.
+    let layer = TokenLimitLayer::per_minute(1_000).unwrap();
+    mock.push(Reply::echo().delay_before_headers(std::time::Duration::from_secs(5)));
+    let svc = layer.layer(mock.clone());
+    let req = chat(100, true);
+    let prompt_only = prompt(&req);
+    let cut = tokio::time::timeout(
+        std::time::Duration::from_millis(1),
+        svc.clone().oneshot(req),
+    )
+    .await;
+    assert!(cut.is_err(), "cancelled before the answer");
+    assert_eq!(layer.bucket().available(), 1_000 - prompt_only);
+
+    // A stream that breaks: nothing says what it cost; it is kept.
+    let layer = TokenLimitLayer::per_minute(1_000).unwrap();
+    mock.push(Reply::echo().fault_after(1, palisade_mock::Fault::Reset));
+    let svc = layer.layer(mock);
     let req = chat(100, true);
     let reserved = estimate(&req);
     let res = svc.oneshot(req).await.unwrap();
-    drop(res);
+    assert!(res.into_body().collect().await.is_err());
     assert_eq!(layer.bucket().available(), 1_000 - reserved);
 }
 
@@ -170,17 +205,20 @@ async fn a_stream_without_usage_settles_at_the_prompt_and_what_went_by() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_caller_that_goes_away_mid_stream_keeps_the_reservation() {
+async fn a_caller_that_goes_away_mid_stream_keeps_what_it_can_have_cost() {
     let layer = TokenLimitLayer::per_minute(1_000).unwrap();
     let svc = layer.layer(MockUpstream::new());
     let req = chat(200, true);
-    let reserved = estimate(&req);
+    let (reserved, prompt_only) = (estimate(&req), prompt(&req));
     let res = svc.oneshot(req).await.unwrap();
     let mut body = res.into_body();
-    // One frame (the first event), then the caller is gone.
-    body.frame().await.unwrap().unwrap();
+    // One frame (the first event), then the caller is gone: the prompt and
+    // that event are kept, the rest of the output budget refunded.
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(String::from_utf8_lossy(&first).matches("data: ").count(), 1);
     drop(body);
-    assert_eq!(layer.bucket().available(), 1_000 - reserved);
+    assert_eq!(layer.bucket().available(), 1_000 - (prompt_only + 1));
+    assert!(prompt_only + 1 < reserved);
 }
 
 #[tokio::test(start_paused = true)]

@@ -171,7 +171,9 @@ where
                     if !class.is_retryable() {
                         return Poll::Ready(result);
                     }
-                    if *this.pass_on_rate_limit && class.reason().is_rate_limited() {
+                    if (*this.pass_on_rate_limit || palisade_core::passing_on())
+                        && class.reason().is_rate_limited()
+                    {
                         tracing::debug!(
                             attempt = *this.attempts,
                             "not retrying: rate limited, and the caller has another member to send it to"

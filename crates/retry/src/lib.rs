@@ -21,9 +21,10 @@
 //! circuit is not retryable), and the total timeout bounds them all.
 //!
 //! A request can ask for less: [`MaxAttempts`] in its extensions caps its
-//! attempts, and `palisade_core::PassOnRateLimit` hands a rate-limited
-//! answer back at once instead of waiting out its hint (a balance with
-//! another member to send it to sets it).
+//! attempts, and `palisade_core::PassOnRateLimit` (or
+//! `palisade_core::passing_on`, set while a balance polls the call) hands
+//! a rate-limited answer back at once instead of waiting out its hint (the
+//! balance has another member to send it to).
 //!
 //! Every retry is a `tracing` event (`attempt`, `next_attempt`, `delay_ms`,
 //! `reason`); so is every decision not to retry a retryable outcome.
