@@ -696,15 +696,20 @@ async fn order_lists_the_pick_first_and_the_unavailable_apart() {
     assert_eq!(balance.members()[0].penalty, 0.0);
 }
 
-fn refused_for_30s() -> Result<Response<Body>, BoxError> {
+/// A 429 asking to wait `secs`.
+fn refused_for(secs: &'static str) -> Result<Response<Body>, BoxError> {
     let mut res = full(
         429,
         "application/json",
         r#"{"error":{"type":"rate_limit_error"}}"#,
     );
     res.headers_mut()
-        .insert("retry-after", "30".parse().unwrap());
+        .insert("retry-after", http::HeaderValue::from_static(secs));
     Ok(res)
+}
+
+fn refused_for_30s() -> Result<Response<Body>, BoxError> {
+    refused_for("30")
 }
 
 /// A member's 429 goes to another member at once — no sleep, no retry
@@ -748,14 +753,7 @@ async fn a_429_is_taken_by_another_member_at_once() {
 }
 
 fn refused_for_2s() -> Result<Response<Body>, BoxError> {
-    let mut res = full(
-        429,
-        "application/json",
-        r#"{"error":{"type":"rate_limit_error"}}"#,
-    );
-    res.headers_mut()
-        .insert("retry-after", "2".parse().unwrap());
-    Ok(res)
+    refused_for("2")
 }
 
 /// A member whose own stack retries (a retry layer that would wait out a

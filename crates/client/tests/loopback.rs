@@ -413,6 +413,19 @@ async fn connect_timeout_is_a_connect_timeout() {
 }
 
 /// The key each recorded request went with.
+/// A client at `base` with a pool of these literal OpenAI keys.
+fn pooled(base: &str, keys: &[&'static str]) -> HttpClient {
+    HttpClient::builder()
+        .base_url(base)
+        .key_pool(
+            keys.iter()
+                .map(|k| Auth::openai(KeySource::literal(*k)))
+                .collect(),
+        )
+        .build()
+        .unwrap()
+}
+
 fn keys_used(mock: &MockUpstream) -> Vec<String> {
     mock.requests()
         .iter()
@@ -504,14 +517,10 @@ fn a_pool_and_a_single_key_are_one_too_many() {
 async fn a_pooled_key_whose_limit_is_spent_rests_until_its_reset() {
     let mock = MockUpstream::new();
     let server = mock.serve().await.unwrap();
-    let client = HttpClient::builder()
-        .base_url(server.base_url())
-        .key_pool(vec![
-            Auth::openai(KeySource::literal("pool-key-dddd-0004")),
-            Auth::openai(KeySource::literal("pool-key-eeee-0005")),
-        ])
-        .build()
-        .unwrap();
+    let client = pooled(
+        &server.base_url(),
+        &["pool-key-dddd-0004", "pool-key-eeee-0005"],
+    );
     mock.push(
         Reply::echo()
             .header("x-ratelimit-remaining-requests", "0")
@@ -601,14 +610,10 @@ async fn a_retired_file_key_returns_when_its_file_is_rotated() {
 async fn a_pool_whose_keys_are_all_retired_sends_none_of_them() {
     let mock = MockUpstream::new();
     let server = mock.serve().await.unwrap();
-    let client = HttpClient::builder()
-        .base_url(server.base_url())
-        .key_pool(vec![
-            Auth::openai(KeySource::literal("pool-key-dddd-0001")),
-            Auth::openai(KeySource::literal("pool-key-eeee-0002")),
-        ])
-        .build()
-        .unwrap();
+    let client = pooled(
+        &server.base_url(),
+        &["pool-key-dddd-0001", "pool-key-eeee-0002"],
+    );
     mock.push(Reply::status(401));
     mock.push(Reply::status(403));
     let res = client

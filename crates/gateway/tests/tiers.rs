@@ -152,7 +152,7 @@ async fn with_every_member_out_the_caller_gets_429_with_the_earliest_reset() {
 #[tokio::test]
 async fn a_session_stays_on_one_member_and_returns_after_its_home_recovers() {
     let (gw, mocks, _served) = tiered("affinity = \"x-session-id\"").await;
-    for _ in 0..8 {
+    let session_call = || async {
         let res = gw
             .post(
                 "/v1/chat/completions",
@@ -162,6 +162,9 @@ async fn a_session_stays_on_one_member_and_returns_after_its_home_recovers() {
             .await;
         assert_eq!(res.status(), 200);
         text(res).await;
+    };
+    for _ in 0..8 {
+        session_call().await;
     }
     let [east, west, _] = counts(&mocks);
     assert!(
@@ -182,17 +185,6 @@ async fn a_session_stays_on_one_member_and_returns_after_its_home_recovers() {
             .header("x-ratelimit-remaining-requests", "0")
             .header("x-ratelimit-reset-requests", "2s"),
     );
-    let session_call = || async {
-        let res = gw
-            .post(
-                "/v1/chat/completions",
-                &chat("gpt", "hi", false),
-                &[("x-session-id", "agent-7")],
-            )
-            .await;
-        assert_eq!(res.status(), 200);
-        text(res).await;
-    };
     session_call().await;
     assert_eq!(
         [mocks[home].request_count(), mocks[away].request_count()],
