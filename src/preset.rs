@@ -315,10 +315,13 @@ impl StackConfig {
         self
     }
 
-    /// Keeps the requests-per-minute limit in the Redis at `url`, shared by
-    /// every process with the same [`name`](Self::name) (key
-    /// `palisade:{name}:rpm`); fails open when Redis cannot be asked
-    /// ([`palisade_ratelimit::RedisRateLimitLayer`]).
+    /// Keeps the requests-per-minute and tokens-per-minute limits in the
+    /// Redis at `url`, shared by every process with the same
+    /// [`name`](Self::name) (keys `palisade:{name}:rpm` and
+    /// `palisade:{name}:tpm`); fails open when Redis cannot be asked
+    /// ([`palisade_ratelimit::RedisRateLimitLayer`],
+    /// [`palisade_ratelimit::TokenLimitLayer::redis`]: tokens reserved and
+    /// settled there).
     #[must_use]
     pub fn redis(mut self, url: impl Into<String>) -> Self {
         self.redis = Some(url.into());
@@ -496,7 +499,14 @@ impl StackConfig {
         let tpm = match self.tokens_per_minute {
             None => TokenLimitLayer::off(),
             Some(n) => {
-                let l = TokenLimitLayer::per_minute(n)?.api(self.api);
+                let mut l = TokenLimitLayer::per_minute(n)?.api(self.api);
+                if let Some(url) = &self.redis {
+                    let key = format!(
+                        "palisade:{}:tpm",
+                        self.breaker_name.as_deref().unwrap_or(&self.base_url)
+                    );
+                    l = l.redis(url, key)?;
+                }
                 if self.max_wait.is_zero() {
                     l.reject()
                 } else {

@@ -127,8 +127,10 @@ pub struct Config {
     /// Which models go where.
     pub routes: Vec<RouteConfig>,
     /// Shared limits across gateway processes: each upstream's
-    /// `requests_per_minute` lives in this Redis (key
-    /// `palisade:{upstream}:rpm`), failing open when Redis cannot be asked.
+    /// `requests_per_minute` and `tokens_per_minute` live in this Redis
+    /// (keys `palisade:{upstream}:rpm` and `:tpm`; tokens reserved from the
+    /// estimate and settled with the reported usage there), failing open
+    /// when Redis cannot be asked.
     /// Token limits stay per process (they are reconciled per call).
     #[serde(default)]
     pub redis: Option<RedisConfig>,

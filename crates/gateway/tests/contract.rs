@@ -966,3 +966,68 @@ async fn the_gateways_own_429_leaves_the_retry_to_the_caller() {
     assert!(res.headers().contains_key("retry-after"));
     assert!(res.headers().get("x-should-retry").is_none());
 }
+
+/// Three gateways with one `tokens_per_minute` in Redis admit the limit
+/// once between them: with answers held open (their reservations held),
+/// the fourth call is refused by whichever gateway takes it; once the
+/// answers end, the unused part of each reservation goes back to Redis and
+/// every gateway admits calls again.
+#[tokio::test]
+async fn three_gateways_share_one_tokens_per_minute_limit_in_redis() {
+    let redis = palisade_core::test_util::RedisServer::start();
+    let mock = MockUpstream::new();
+    let server = mock.serve().await.unwrap();
+    let toml = format!(
+        "{}[redis]\nurl = \"{}\"\n",
+        upstream(
+            "shared",
+            "openai",
+            &server.base_url(),
+            "[upstreams.rate_limit]\ntokens_per_minute = 1000\n"
+        ) + &route("gpt", &["shared"]),
+        redis.url()
+    );
+    let gws = [
+        start(&toml, &[]).await,
+        start(&toml, &[]).await,
+        start(&toml, &[]).await,
+    ];
+    // Each asks for up to 300 tokens: about 310 reserved; streams held
+    // open (slow tokens) keep their reservations.
+    mock.set_default(Reply::echo().delay_per_token(Duration::from_millis(200)));
+    let body = r#"{"model":"gpt","max_tokens":300,"stream":true,"messages":[{"role":"user","content":"hold this open"}]}"#;
+    let mut held = Vec::new();
+    for gw in &gws {
+        let res = gw.post(OPENAI, body, &[]).await;
+        assert_eq!(res.status(), 200);
+        held.push(res);
+    }
+    for gw in &gws {
+        let (res, text) = gw.call(OPENAI, body).await;
+        assert_eq!(res.status(), 429, "{text}");
+    }
+    assert_eq!(
+        mock.request_count(),
+        3,
+        "the limit admitted once, not three times"
+    );
+    // The streams end; each settles at its reported usage in Redis.
+    for res in held {
+        read(res.into_body()).await;
+    }
+    mock.set_default(Reply::echo());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for gw in &gws {
+        loop {
+            let (res, _) = gw.call(OPENAI, &chat("gpt", "again", false)).await;
+            if res.status() == 200 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the settlements reached Redis within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

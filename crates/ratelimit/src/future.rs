@@ -18,13 +18,24 @@ use crate::bucket::Bucket;
 /// Units reserved for a waiting call; given back if the call never happens.
 #[derive(Debug)]
 pub(crate) struct Reservation {
-    bucket: Arc<Bucket>,
+    bucket: Option<Arc<Bucket>>,
     cost: u64,
 }
 
 impl Reservation {
     pub(crate) fn new(bucket: Arc<Bucket>, cost: u64) -> Self {
-        Self { bucket, cost }
+        Self {
+            bucket: Some(bucket),
+            cost,
+        }
+    }
+
+    /// Nothing to give back here (a reservation kept elsewhere).
+    pub(crate) fn elsewhere() -> Self {
+        Self {
+            bucket: None,
+            cost: 0,
+        }
     }
 
     /// The call happened: the units are spent.
@@ -35,8 +46,8 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        if self.cost > 0 {
-            self.bucket.refund(self.cost);
+        if let (Some(bucket), true) = (&self.bucket, self.cost > 0) {
+            bucket.refund(self.cost);
         }
     }
 }
@@ -61,6 +72,9 @@ pin_project! {
         S: Service<Request<B>>,
     {
         Refused { err: Option<RateLimited> },
+        // Refused for another reason (a shared limit's backend is down and
+        // the limit fails closed).
+        Failed { err: Option<BoxError> },
         // Boxed: only a waiting call needs it, and it holds a request and a
         // service; every call's future is smaller (and cheaper to move) for it.
         Waiting { waiting: Box<Waiting<S, B>> },
@@ -91,6 +105,12 @@ where
     pub(crate) fn refused(err: RateLimited) -> Self {
         Self {
             state: State::Refused { err: Some(err) },
+        }
+    }
+
+    pub(crate) fn failed(err: BoxError) -> Self {
+        Self {
+            state: State::Failed { err: Some(err) },
         }
     }
 
@@ -135,6 +155,11 @@ where
                         Some(e) => e.into(),
                         None => "palisade-ratelimit: future polled after completion".into(),
                     }));
+                }
+                StateProj::Failed { err } => {
+                    return Poll::Ready(Err(err.take().unwrap_or_else(|| {
+                        "palisade-ratelimit: future polled after completion".into()
+                    })));
                 }
                 StateProj::Waiting { waiting } => {
                     let Waiting {

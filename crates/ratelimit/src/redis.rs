@@ -49,6 +49,29 @@ redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_
 return {1, wait}
 ";
 
+/// Gives back (`ARGV[2]` < 0) or charges (> 0) units on Redis's clock: a
+/// refund never leaves the bucket fuller than full (the time never goes
+/// below now), a charge puts it into debt.
+const ADJUST: &str = r"
+local interval = tonumber(ARGV[1])
+local delta = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+local new_tat
+if delta >= 0 then
+  new_tat = math.max(tat, now) + delta * interval
+else
+  new_tat = math.max(tat + delta * interval, math.min(now, tat))
+end
+if new_tat <= now then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+return 1
+";
+
 /// What to do when Redis cannot be asked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum FailMode {
@@ -77,7 +100,7 @@ impl fmt::Display for BackendUnavailable {
 
 impl std::error::Error for BackendUnavailable {}
 
-struct Shared {
+pub(crate) struct Shared {
     client: redis::Client,
     shown: String,
     key: String,
@@ -85,6 +108,7 @@ struct Shared {
     interval_us: u64,
     conn: Mutex<Option<MultiplexedConnection>>,
     script: redis::Script,
+    adjust: redis::Script,
 }
 
 impl fmt::Debug for Shared {
@@ -97,12 +121,47 @@ impl fmt::Debug for Shared {
     }
 }
 
-enum Refusal {
+pub(crate) enum Refusal {
     Limited(Option<Duration>),
     Backend(String),
 }
 
 impl Shared {
+    fn new(url: &str, key: String, capacity: u64, per_second: f64) -> Result<Self, ConfigError> {
+        validate(capacity, per_second)?;
+        let shown = shown_url(url);
+        let client = redis::Client::open(url)
+            .map_err(|e| ConfigError(format!("the Redis URL {shown} is invalid: {e}")))?;
+        Ok(Self {
+            client,
+            shown,
+            key,
+            capacity,
+            interval_us: (1e6 / per_second).round().max(1.0) as u64,
+            conn: Mutex::new(None),
+            script: redis::Script::new(GCRA),
+            adjust: redis::Script::new(ADJUST),
+        })
+    }
+
+    /// Gives back (`delta` < 0) or charges (> 0) units.
+    async fn adjust(&self, delta: i64, timeout: Duration) -> Result<(), String> {
+        let mut conn = self.connection(timeout).await?;
+        let mut call = self.adjust.prepare_invoke();
+        call.key(&self.key).arg(self.interval_us).arg(delta);
+        match tokio::time::timeout(timeout, call.invoke_async::<i64>(&mut conn)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                self.forget_connection();
+                Err(format!("the script failed: {e}"))
+            }
+            Err(_) => {
+                self.forget_connection();
+                Err(format!("no answer within {timeout:?}"))
+            }
+        }
+    }
+
     async fn connection(&self, timeout: Duration) -> Result<MultiplexedConnection, String> {
         let cached = self
             .conn
@@ -214,21 +273,8 @@ impl RedisRateLimitLayer {
         capacity: u64,
         per_second: f64,
     ) -> Result<Self, ConfigError> {
-        validate(capacity, per_second)?;
-        let shown = shown_url(url);
-        let client = redis::Client::open(url)
-            .map_err(|e| ConfigError(format!("the Redis URL {shown} is invalid: {e}")))?;
-        let interval_us = (1e6 / per_second).round().max(1.0) as u64;
         Ok(Self {
-            shared: Arc::new(Shared {
-                client,
-                shown,
-                key: key.into(),
-                capacity,
-                interval_us,
-                conn: Mutex::new(None),
-                script: redis::Script::new(GCRA),
-            }),
+            shared: Arc::new(Shared::new(url, key.into(), capacity, per_second)?),
             max_wait: Duration::ZERO,
             timeout: Duration::from_millis(50),
             fail: FailMode::Open,
@@ -356,6 +402,105 @@ where
             }
             inner.call(req).await.map_err(Into::into)
         })
+    }
+}
+
+/// A tokens-per-minute limit kept in Redis: what
+/// [`TokenLimitLayer::redis`](crate::TokenLimitLayer::redis) adds.
+#[derive(Clone, Debug)]
+pub(crate) struct RedisTokens {
+    shared: Arc<Shared>,
+    timeout: Duration,
+    fail: FailMode,
+}
+
+/// What asking Redis for a reservation came to: the wait before it is
+/// ours, or the refusal (a limit's, or a backend that is down and fails
+/// closed), or `Err(None)`: Redis could not be asked and the limit fails
+/// open — the call goes without a reservation.
+pub(crate) type Asked = Result<Duration, Option<BoxError>>;
+
+impl RedisTokens {
+    pub(crate) fn new(
+        url: &str,
+        key: String,
+        capacity: u64,
+        per_second: f64,
+    ) -> Result<Self, ConfigError> {
+        Ok(Self {
+            shared: Arc::new(Shared::new(url, key, capacity, per_second)?),
+            timeout: Duration::from_millis(50),
+            fail: FailMode::Open,
+        })
+    }
+
+    pub(crate) fn timeout(&mut self, d: Duration) {
+        self.timeout = d;
+    }
+
+    pub(crate) fn fail_closed(&mut self, closed: bool) {
+        self.fail = if closed {
+            FailMode::Closed
+        } else {
+            FailMode::Open
+        };
+    }
+
+    /// Reserves `cost` tokens, waiting up to `max_wait` for them.
+    pub(crate) fn ask(
+        &self,
+        cost: u64,
+        max_wait: Duration,
+    ) -> Pin<Box<dyn Future<Output = Asked> + Send + 'static>> {
+        let this = self.clone();
+        Box::pin(async move {
+            match this.shared.acquire(cost, max_wait, this.timeout).await {
+                Ok(wait) => Ok(wait),
+                Err(Refusal::Limited(after)) => Err(Some(RateLimited::new(after).into())),
+                Err(Refusal::Backend(reason)) => match this.fail {
+                    FailMode::Open => {
+                        tracing_warn(&this.shared.shown, &reason);
+                        Err(None)
+                    }
+                    FailMode::Closed => Err(Some(
+                        BackendUnavailable {
+                            backend: this.shared.shown.clone(),
+                            reason,
+                        }
+                        .into(),
+                    )),
+                },
+            }
+        })
+    }
+
+    /// Gives back (`delta` < 0) or charges (> 0) tokens, in the
+    /// background (a settlement happens where nothing can wait: a body's
+    /// end or drop); a failure is logged, and the reservation then refills
+    /// at the limit's rate as a spent one would.
+    pub(crate) fn adjust(&self, delta: i64) {
+        if delta == 0 {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                backend = %self.shared.shown,
+                delta,
+                "a token settlement outside a tokio runtime was dropped; the reservation refills at the limit's rate"
+            );
+            return;
+        };
+        let this = self.clone();
+        rt.spawn(async move {
+            if let Err(reason) = this.shared.adjust(delta, this.timeout).await {
+                tracing::warn!(
+                    backend = %this.shared.shown,
+                    reason,
+                    delta,
+                    "could not settle tokens in Redis; the reservation refills at the limit's rate"
+                );
+            }
+        });
     }
 }
 

@@ -19,7 +19,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::bucket::Bucket;
-use crate::future::ResponseFuture;
+use crate::future::{Reservation, ResponseFuture};
 use crate::layer::{ConfigError, validate};
 use crate::service::granted;
 
@@ -68,6 +68,14 @@ pub struct TokenLimitLayer {
     enabled: bool,
     /// The API answers are read as; `None`: by the request's path.
     api: Option<Api>,
+    /// The bucket's size and rate (for a Redis-kept copy).
+    #[cfg(feature = "redis")]
+    capacity: u64,
+    #[cfg(feature = "redis")]
+    per_second: f64,
+    /// Kept in Redis instead of `bucket` ([`TokenLimitLayer::redis`]).
+    #[cfg(feature = "redis")]
+    redis: Option<crate::redis::RedisTokens>,
 }
 
 impl fmt::Debug for TokenLimitLayer {
@@ -77,6 +85,7 @@ impl fmt::Debug for TokenLimitLayer {
             .field("max_wait", &self.max_wait)
             .field("enabled", &self.enabled)
             .field("api", &self.api)
+            .field("shared", &self.shared())
             .finish()
     }
 }
@@ -108,7 +117,79 @@ impl TokenLimitLayer {
             max_wait: Duration::ZERO,
             enabled: true,
             api: None,
+            #[cfg(feature = "redis")]
+            capacity,
+            #[cfg(feature = "redis")]
+            per_second,
+            #[cfg(feature = "redis")]
+            redis: None,
         })
+    }
+
+    /// Keeps the limit in the Redis at `url` (`redis://host:port/db`)
+    /// under `key`, shared by every process using the same key — a fleet
+    /// admits the limit once, not once per process (feature `redis`).
+    ///
+    /// Each call reserves its estimate in one atomic script on Redis's
+    /// clock (GCRA, as [`RedisRateLimitLayer`](crate::RedisRateLimitLayer));
+    /// its settlement (refund or charge, by the same rules as in process)
+    /// is a second script, sent in the background when the answer ends. A
+    /// process that dies mid-call never settles: its reservation is spent
+    /// capacity that refills at the limit's rate, and the key expires once
+    /// the bucket is full again. Redis unreachable or slow: after the
+    /// timeout (50 ms by default) the call goes without a reservation
+    /// (fail open, logged) or fails with
+    /// [`BackendUnavailable`](crate::BackendUnavailable)
+    /// ([`fail_closed`](Self::fail_closed)). A cancelled waiter keeps its
+    /// reservation until it refills. Nothing connects until the first call.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] for a URL Redis cannot parse.
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, url: &str, key: impl Into<String>) -> Result<Self, ConfigError> {
+        self.redis = Some(crate::redis::RedisTokens::new(
+            url,
+            key.into(),
+            self.capacity,
+            self.per_second,
+        )?);
+        Ok(self)
+    }
+
+    /// How long a call may spend asking Redis, connecting included (50 ms
+    /// by default; a limit kept in Redis only).
+    #[cfg(feature = "redis")]
+    #[must_use]
+    pub fn redis_timeout(mut self, d: Duration) -> Self {
+        if let Some(r) = &mut self.redis {
+            r.timeout(d);
+        }
+        self
+    }
+
+    /// When Redis cannot be asked, refuse the call with
+    /// [`BackendUnavailable`](crate::BackendUnavailable) instead of letting
+    /// it through (a limit kept in Redis only).
+    #[cfg(feature = "redis")]
+    #[must_use]
+    pub fn fail_closed(mut self) -> Self {
+        if let Some(r) = &mut self.redis {
+            r.fail_closed(true);
+        }
+        self
+    }
+
+    /// Whether the limit is kept in Redis.
+    pub fn shared(&self) -> bool {
+        #[cfg(feature = "redis")]
+        {
+            self.redis.is_some()
+        }
+        #[cfg(not(feature = "redis"))]
+        {
+            false
+        }
     }
 
     /// No limit: calls pass straight through (for stacks that decide at run
@@ -119,6 +200,12 @@ impl TokenLimitLayer {
             max_wait: Duration::ZERO,
             enabled: false,
             api: None,
+            #[cfg(feature = "redis")]
+            capacity: u64::MAX / 2,
+            #[cfg(feature = "redis")]
+            per_second: 1.0,
+            #[cfg(feature = "redis")]
+            redis: None,
         }
     }
 
@@ -166,6 +253,8 @@ impl<S> Layer<S> for TokenLimitLayer {
             max_wait: self.max_wait,
             enabled: self.enabled,
             api: self.api,
+            #[cfg(feature = "redis")]
+            redis: self.redis.clone(),
         }
     }
 }
@@ -178,6 +267,8 @@ pub struct TokenLimit<S> {
     max_wait: Duration,
     enabled: bool,
     api: Option<Api>,
+    #[cfg(feature = "redis")]
+    redis: Option<crate::redis::RedisTokens>,
 }
 
 impl<S, B, RB> Service<Request<B>> for TokenLimit<S>
@@ -200,6 +291,7 @@ where
             return TokenFuture {
                 inner: ResponseFuture::calling(self.inner.call(req)),
                 settle: None,
+                asking: None,
             };
         }
         let estimate = match ParsedBody::get_or_parse(&mut req) {
@@ -216,20 +308,68 @@ where
             .copied()
             .or(self.api)
             .or_else(|| Api::from_path(req.uri().path()));
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &self.redis {
+            // Asked first; the call waits for the answer.
+            let fresh = self.inner.clone();
+            let svc = std::mem::replace(&mut self.inner, fresh);
+            return TokenFuture {
+                inner: ResponseFuture::refused(palisade_core::RateLimited::new(None)),
+                settle: Some(Settlement {
+                    api,
+                    ledger: Ledger::Redis(redis.clone()),
+                    reserved: cost,
+                    prompt: estimate.prompt,
+                }),
+                asking: Some(Box::new(Asking {
+                    ask: redis.ask(cost, self.max_wait),
+                    svc,
+                    req: Some(req),
+                })),
+            };
+        }
         match self.bucket.acquire(cost, self.max_wait) {
             Err(refused) => TokenFuture {
                 inner: ResponseFuture::refused(refused),
                 settle: None,
+                asking: None,
             },
             Ok(grant) => TokenFuture {
                 inner: granted(&self.bucket, grant, &mut self.inner, req),
                 settle: Some(Settlement {
                     api,
-                    bucket: self.bucket.clone(),
+                    ledger: Ledger::Local(self.bucket.clone()),
                     reserved: cost,
                     prompt: estimate.prompt,
                 }),
+                asking: None,
             },
+        }
+    }
+}
+
+/// Where a reservation was made.
+#[derive(Clone, Debug)]
+enum Ledger {
+    Local(Arc<Bucket>),
+    #[cfg(feature = "redis")]
+    Redis(crate::redis::RedisTokens),
+}
+
+impl Ledger {
+    fn refund(&self, n: u64) {
+        match self {
+            Self::Local(b) => b.refund(n),
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => r.adjust(-i64::try_from(n).unwrap_or(i64::MAX)),
+        }
+    }
+
+    fn charge(&self, n: u64) {
+        match self {
+            Self::Local(b) => b.charge(n),
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => r.adjust(i64::try_from(n).unwrap_or(i64::MAX)),
         }
     }
 }
@@ -240,7 +380,7 @@ struct Settlement {
     /// The API called: where its answer's usage is (`None`: unnamed, its
     /// usage not read; settled as an answer without usage).
     api: Option<Api>,
-    bucket: Arc<Bucket>,
+    ledger: Ledger,
     reserved: u64,
     /// The prompt part of the estimate (for answers without usage).
     prompt: u64,
@@ -253,9 +393,9 @@ impl Settlement {
             return;
         }
         if used < reserved {
-            self.bucket.refund(reserved - used);
+            self.ledger.refund(reserved - used);
         } else if used > reserved {
-            self.bucket.charge(used - reserved);
+            self.ledger.charge(used - reserved);
         }
     }
 
@@ -271,7 +411,7 @@ impl Drop for Settlement {
     fn drop(&mut self) {
         let reserved = std::mem::take(&mut self.reserved);
         if reserved > self.prompt {
-            self.bucket.refund(reserved - self.prompt);
+            self.ledger.refund(reserved - self.prompt);
         }
     }
 }
@@ -285,8 +425,23 @@ pin_project! {
         #[pin]
         inner: ResponseFuture<S, B>,
         settle: Option<Settlement>,
+        // A limit kept elsewhere (Redis) is asked first; `inner` is set
+        // from its answer.
+        asking: Option<Box<Asking<S, B>>>,
     }
 }
+
+/// A call waiting for a shared limit's answer.
+struct Asking<S, B> {
+    ask: Pin<Box<dyn Future<Output = Asked> + Send + 'static>>,
+    svc: S,
+    req: Option<Request<B>>,
+}
+
+/// What asking a shared limit came to: the wait before the reservation is
+/// ours; a refusal; or `Err(None)`, the limit could not be asked and fails
+/// open (the call goes unreserved).
+type Asked = Result<Duration, Option<BoxError>>;
 
 impl<S, B> fmt::Debug for TokenFuture<S, B>
 where
@@ -305,7 +460,37 @@ where
     type Output = Result<Response<Reconciled<RB>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
+        let mut this = self.project();
+        if let Some(asking) = this.asking.as_mut() {
+            let asked = ready!(asking.ask.as_mut().poll(cx));
+            let Some(Asking { mut svc, req, .. }) = this.asking.take().map(|a| *a) else {
+                return Poll::Ready(Err(
+                    "palisade-ratelimit: future polled after completion".into()
+                ));
+            };
+            let Some(req) = req else {
+                return Poll::Ready(Err(
+                    "palisade-ratelimit: future polled after completion".into()
+                ));
+            };
+            let next = match asked {
+                Ok(wait) if wait.is_zero() => ResponseFuture::calling(svc.call(req)),
+                // A cancelled waiter keeps its shared reservation until it
+                // refills (the settlement still refunds its output part).
+                Ok(wait) => ResponseFuture::waiting(svc, req, wait, Reservation::elsewhere()),
+                Err(refusal) => {
+                    // Nothing was reserved: nothing to settle.
+                    if let Some(s) = this.settle.take() {
+                        s.keep();
+                    }
+                    match refusal {
+                        Some(e) => ResponseFuture::failed(e),
+                        None => ResponseFuture::calling(svc.call(req)),
+                    }
+                }
+            };
+            this.inner.set(next);
+        }
         match ready!(this.inner.poll(cx)) {
             Ok(res) => {
                 let success = res.status().is_success();
@@ -355,7 +540,7 @@ impl Watch for Settle {
         // Take the settlement out: it settles once.
         let settlement = Settlement {
             api: self.settlement.api,
-            bucket: self.settlement.bucket.clone(),
+            ledger: self.settlement.ledger.clone(),
             reserved: std::mem::take(&mut self.settlement.reserved),
             prompt: self.settlement.prompt,
         };

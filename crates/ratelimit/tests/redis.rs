@@ -134,3 +134,103 @@ async fn unreachable_redis_fails_open_or_closed_within_the_timeout() {
         t.elapsed()
     );
 }
+
+fn chat(max_tokens: u64) -> Request<palisade_core::RequestBody> {
+    Request::post("/v1/chat/completions")
+        .body(palisade_core::RequestBody::from(format!(
+            r#"{{"model":"mock","max_tokens":{max_tokens},"messages":[{{"role":"user","content":"alpha beta gamma"}}]}}"#
+        )))
+        .unwrap()
+}
+
+/// Tokens per minute kept in Redis: two limiters on one key (two
+/// processes) admit the limit once between them, and what one settles
+/// (the unused part of a reservation refunded) the other sees.
+#[tokio::test]
+async fn two_token_limits_sharing_a_key_admit_the_limit_once_and_share_refunds() {
+    use http_body_util::BodyExt;
+    use palisade_ratelimit::TokenLimitLayer;
+    let redis = RedisServer::start();
+    // 1,000 tokens a burst, refilled at one token per 1,000 s: the test
+    // sees the burst only.
+    let make = || {
+        TokenLimitLayer::try_new(1_000, 0.001)
+            .unwrap()
+            .redis(&redis.url(), "test:tpm")
+            .unwrap()
+            .redis_timeout(Duration::from_secs(2))
+    };
+    let (a, b) = (make(), make());
+    assert!(a.shared());
+    let mock = palisade_mock::MockUpstream::new();
+    let (sa, sb) = (a.layer(mock.clone()), b.layer(mock.clone()));
+    // Each reserves its estimate: 300 output tokens and the prompt.
+    let held = [
+        sa.clone().oneshot(chat(300)).await.unwrap(),
+        sb.clone().oneshot(chat(300)).await.unwrap(),
+        sa.clone().oneshot(chat(300)).await.unwrap(),
+    ];
+    // A fourth does not fit in what is left, in either process.
+    for svc in [&sa, &sb] {
+        let err = svc.clone().oneshot(chat(300)).await.unwrap_err();
+        assert!(find::<RateLimited>(&*err).is_some(), "{err}");
+    }
+    assert_eq!(mock.request_count(), 3);
+    // The answers end: each settles at the 6 tokens the mock reports, and
+    // the rest of its reservation goes back to Redis (sent in the
+    // background: the other process sees it within a bounded wait).
+    for res in held {
+        res.into_body().collect().await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let admitted = loop {
+        match sb.clone().oneshot(chat(300)).await {
+            Ok(res) => break res,
+            Err(e) if find::<RateLimited>(&*e).is_some() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("the refunds did not reach Redis within 10 s: {e}"),
+        }
+    };
+    drop(admitted);
+    // The key expires once full: no immortal counters.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg("test:tpm")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(ttl > 0, "the key has a TTL: {ttl}");
+}
+
+/// Redis unreachable: a token limit kept there lets the call through
+/// unreserved (fail open, the default) or refuses it naming Redis
+/// (`fail_closed`), within its timeout.
+#[tokio::test]
+async fn an_unreachable_token_limit_fails_open_or_closed() {
+    use palisade_ratelimit::TokenLimitLayer;
+    let url = format!("redis://127.0.0.1:{}", free_port());
+    let mock = palisade_mock::MockUpstream::new();
+    let open = TokenLimitLayer::per_minute(1_000)
+        .unwrap()
+        .redis(&url, "k")
+        .unwrap();
+    let t = Instant::now();
+    let res = open.layer(mock.clone()).oneshot(chat(10)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let closed = TokenLimitLayer::per_minute(1_000)
+        .unwrap()
+        .redis(&url, "k")
+        .unwrap()
+        .fail_closed()
+        .redis_timeout(Duration::from_millis(100));
+    let err = closed
+        .layer(mock.clone())
+        .oneshot(chat(10))
+        .await
+        .unwrap_err();
+    assert!(find::<BackendUnavailable>(&*err).is_some(), "{err}");
+    assert_eq!(mock.request_count(), 1, "fail closed calls nobody");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
