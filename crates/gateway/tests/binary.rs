@@ -700,3 +700,80 @@ async fn an_unreachable_collector_does_not_affect_requests() {
     terminate(&child);
     assert_eq!(exit_code(&mut child).await, 0);
 }
+
+/// A gateway killed mid-stream never settles its reservation in Redis: it
+/// is spent capacity that refills at the limit's rate, and its key expires
+/// once the bucket is full — nothing leaks beyond the reservation's time.
+/// A gateway started after it admits calls at once from what is left.
+#[tokio::test]
+async fn a_gateway_killed_mid_stream_leaks_nothing_beyond_its_reservation() {
+    let redis = palisade_core::test_util::RedisServer::start();
+    let mock = MockUpstream::new();
+    let served = mock.serve().await.unwrap();
+    mock.set_default(Reply::echo().delay_per_token(Duration::from_secs(3600)));
+    let path = temp_config(
+        "tpm-kill",
+        &format!(
+            "[[upstreams]]\nname = \"shared\"\nkind = \"openai\"\nbase_url = \"{}\"\n\
+             [upstreams.rate_limit]\ntokens_per_minute = 1000\n\
+             [[routes]]\nmodel = \"gpt\"\ntargets = [\"shared\"]\n[redis]\nurl = \"{}\"\n",
+            served.base_url(),
+            redis.url()
+        ),
+    );
+    let body = r#"{"model":"gpt","max_tokens":300,"stream":true,"messages":[{"role":"user","content":"hold this open"}]}"#;
+    let (mut child, addr) = spawn(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        path.to_str().unwrap(),
+    ])
+    .await;
+    let req = http::Request::post(format!("http://{addr}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let res = client().request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    // Killed with its stream open: nothing settles.
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    drop(res);
+    let rc = redis::Client::open(redis.url()).unwrap();
+    let mut c = rc.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("palisade:*:tpm")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&keys[0])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    // About 310 of 1,000 tokens a minute: refilled in under 20 s (+1 s).
+    assert!(
+        (1..=21_000).contains(&ttl),
+        "the reservation's key expires with its refill: {ttl} ms"
+    );
+    // Another gateway admits a call from what is left at once.
+    mock.set_default(Reply::echo());
+    let (mut other, addr) = spawn(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        path.to_str().unwrap(),
+    ])
+    .await;
+    let req = http::Request::post(format!("http://{addr}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(chat("gpt", "after the kill", false))))
+        .unwrap();
+    let res = client().request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    res.into_body().collect().await.unwrap();
+    terminate(&other);
+    assert_eq!(exit_code(&mut other).await, 0);
+    let _ = std::fs::remove_file(&path);
+}
