@@ -115,6 +115,8 @@ pub struct StackConfig {
     classifier: palisade_core::classify::LlmClassifier,
     breaker_name: Option<String>,
     redis: Option<String>,
+    redis_fail_closed: bool,
+    on_redis_error: Option<palisade_ratelimit::ErrorHook>,
     on_retry: Option<RetryHook>,
     on_transition: Option<TransitionHook>,
     meter: Option<Meter>,
@@ -175,6 +177,8 @@ impl StackConfig {
             classifier: palisade_core::classify::LlmClassifier::new(),
             breaker_name: None,
             redis: None,
+            redis_fail_closed: false,
+            on_redis_error: None,
             on_retry: None,
             on_transition: None,
             meter: None,
@@ -335,6 +339,24 @@ impl StackConfig {
         self
     }
 
+    /// When the limits' Redis cannot be asked (within 50 ms), refuse calls
+    /// ([`palisade_ratelimit::BackendUnavailable`]) instead of letting them
+    /// through unlimited (the default: a limiter outage must not become an
+    /// LLM outage).
+    #[must_use]
+    pub fn redis_fail_closed(mut self, closed: bool) -> Self {
+        self.redis_fail_closed = closed;
+        self
+    }
+
+    /// Called each time the limits' Redis could not be asked, with the
+    /// reason (e.g. to count Redis errors).
+    #[must_use]
+    pub fn on_redis_error(mut self, hook: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.on_redis_error = Some(Arc::new(hook));
+        self
+    }
+
     /// Called before every retry (e.g. to count retries).
     #[must_use]
     pub fn on_retry(mut self, hook: impl Fn(&RetryEvent) + Send + Sync + 'static) -> Self {
@@ -486,12 +508,18 @@ impl StackConfig {
                     "palisade:{}:rpm",
                     self.breaker_name.as_deref().unwrap_or(&self.base_url)
                 );
-                let l = RedisRateLimitLayer::new(url, key, n, n as f64 / 60.0)?;
-                let l = if self.max_wait.is_zero() {
+                let mut l = RedisRateLimitLayer::new(url, key, n, n as f64 / 60.0)?;
+                l = if self.max_wait.is_zero() {
                     l.reject()
                 } else {
                     l.wait(self.max_wait)
                 };
+                if self.redis_fail_closed {
+                    l = l.fail_closed();
+                }
+                if let Some(hook) = self.on_redis_error.clone() {
+                    l = l.on_error(move |reason| hook(reason));
+                }
                 (None, Some(l))
             }
             _ => (limit(self.requests_per_minute)?, None),
@@ -506,6 +534,12 @@ impl StackConfig {
                         self.breaker_name.as_deref().unwrap_or(&self.base_url)
                     );
                     l = l.redis(url, key)?;
+                    if self.redis_fail_closed {
+                        l = l.fail_closed();
+                    }
+                    if let Some(hook) = self.on_redis_error.clone() {
+                        l = l.on_redis_error(move |reason| hook(reason));
+                    }
                 }
                 if self.max_wait.is_zero() {
                     l.reject()

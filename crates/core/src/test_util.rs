@@ -148,11 +148,34 @@ impl RedisServer {
     /// says how to install it.
     #[allow(clippy::expect_used, clippy::unwrap_used)]
     pub fn start() -> Self {
-        use std::io::{Read, Write};
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("a free loopback port");
+        Self::start_on(port)
+    }
+
+    /// Stops it (as a crash would: its state is gone).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port, empty (a restarted Redis).
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start).
+    pub fn restart(&mut self) {
+        self.stop();
+        let fresh = Self::start_on(self.port);
+        // The old handle's process is gone already: dropping it is a no-op.
+        drop(std::mem::replace(self, fresh));
+    }
+
+    #[allow(clippy::expect_used, clippy::unwrap_used)]
+    fn start_on(port: u16) -> Self {
+        use std::io::{Read, Write};
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])

@@ -806,7 +806,12 @@ pub(crate) fn failure_answer(
         Failure::Error(e) => {
             // The status and Retry-After: palisade's public mapping, the
             // one a library user's own server gets from `caller_status`.
-            let (status, wait) = palisade_core::caller_status(&*e);
+            let (mut status, wait) = palisade_core::caller_status(&*e);
+            // The shared limits' Redis is down and they fail closed: the
+            // gateway's own outage, not the upstream's.
+            if find::<palisade::ratelimit::BackendUnavailable>(&*e).is_some() {
+                status = StatusCode::SERVICE_UNAVAILABLE;
+            }
             let msg = match ErrorKind::of(&*e) {
                 Some(ErrorKind::CircuitOpen) => format!(
                     "upstream `{name}` is unavailable: its circuit breaker is open after repeated failures; retry later ({e})"

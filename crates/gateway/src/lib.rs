@@ -362,7 +362,7 @@ impl Gateway {
                     &metrics,
                     meter,
                     mocks.remove(&u.name),
-                    config.redis.as_ref().map(|r| r.url.as_str()),
+                    config.redis.as_ref(),
                     config.server.worker_count(),
                     tiered.contains(&u.name),
                 )

@@ -16,6 +16,7 @@
 //! | `palisade_time_to_first_token_seconds` | `palisade.time_to_first_token` (s) | |
 //! | `palisade_overhead_seconds` | `palisade.overhead` (s) | |
 //! | `palisade_hedges_total` | `palisade.hedges` | `upstream`, `rival` |
+//! | `palisade_redis_errors_total` | `palisade.redis.errors` | `upstream` |
 //! | `palisade_member_inflight` | `palisade.member.inflight` (gauge) | `upstream` |
 //! | `palisade_member_ttft_ewma_seconds` | `palisade.member.ttft_ewma` (gauge, s) | `upstream` |
 //! | `palisade_member_drained_until_seconds` | `palisade.member.drained_until` (gauge, s) | `upstream` |
@@ -89,6 +90,7 @@ pub(crate) struct Metrics {
     tokens: Family<TokenLabels, Counter>,
     untranslated: Family<UntranslatedLabels, Counter>,
     hedges: Family<HedgeLabels, Counter>,
+    redis_errors: Family<UpstreamLabel, Counter>,
     duration: Histogram,
     ttft: Histogram,
     overhead: Histogram,
@@ -118,6 +120,7 @@ struct Otel {
     tokens: OtelCounter<u64>,
     untranslated: OtelCounter<u64>,
     hedges: OtelCounter<u64>,
+    redis_errors: OtelCounter<u64>,
     duration: OtelHistogram<f64>,
     ttft: OtelHistogram<f64>,
     overhead: OtelHistogram<f64>,
@@ -182,6 +185,11 @@ impl Otel {
                 .with_unit("{call}")
                 .with_description(HEDGES)
                 .build(),
+            redis_errors: meter
+                .u64_counter("palisade.redis.errors")
+                .with_unit("{error}")
+                .with_description(REDIS_ERRORS)
+                .build(),
             duration: seconds("palisade.request.duration", DURATION, doublings(0.001, 20)),
             ttft: seconds("palisade.time_to_first_token", TTFT, doublings(0.001, 17)),
             overhead: seconds("palisade.overhead", OVERHEAD, doublings(0.000_01, 16)),
@@ -196,6 +204,7 @@ const REJECTED: &str = "Requests refused by the gateway's own rate limit, by ups
 const TOKENS: &str = "Tokens reported by upstreams, by upstream and kind (input, output)";
 const UNTRANSLATED: &str = "Fields of a request or answer with no counterpart in the API it was translated to, left out; by the API that had them and the field";
 const HEDGES: &str = "Calls hedged: no content event from a tier member (upstream) in time, so another (rival) was called too";
+const REDIS_ERRORS: &str = "Times an upstream's shared limits could not ask Redis (unreachable, slow, failing); the call then went on unlimited (fail_open) or was refused";
 const DURATION: &str = "Time from request to the end of the response headers";
 const TTFT: &str =
     "Time from request to the first stream event carrying content (text, a tool call, reasoning)";
@@ -212,6 +221,7 @@ impl Metrics {
         let tokens = Family::<TokenLabels, Counter>::default();
         let untranslated = Family::<UntranslatedLabels, Counter>::default();
         let hedges = Family::<HedgeLabels, Counter>::default();
+        let redis_errors = Family::<UpstreamLabel, Counter>::default();
         // 1 ms … ~9 min.
         let duration = Histogram::new(doublings(0.001, 20));
         let ttft = Histogram::new(doublings(0.001, 17));
@@ -228,6 +238,7 @@ impl Metrics {
         registry.register("palisade_tokens", TOKENS, tokens.clone());
         registry.register("palisade_untranslated", UNTRANSLATED, untranslated.clone());
         registry.register("palisade_hedges", HEDGES, hedges.clone());
+        registry.register("palisade_redis_errors", REDIS_ERRORS, redis_errors.clone());
         registry.register(
             "palisade_request_duration_seconds",
             DURATION,
@@ -265,6 +276,7 @@ impl Metrics {
             tokens,
             untranslated,
             hedges,
+            redis_errors,
             duration,
             ttft,
             overhead,
@@ -329,6 +341,19 @@ impl Metrics {
             .get_or_create(&HedgeLabels {
                 upstream: upstream.to_owned(),
                 rival: rival.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a time `upstream`'s shared limits could not ask Redis.
+    pub(crate) fn redis_error(&self, upstream: &str) {
+        if let Some(o) = &self.otel {
+            o.redis_errors
+                .add(1, &[KeyValue::new("upstream", upstream.to_owned())]);
+        }
+        self.redis_errors
+            .get_or_create(&UpstreamLabel {
+                upstream: upstream.to_owned(),
             })
             .inc();
     }

@@ -108,7 +108,7 @@ impl Upstream {
         metrics: &Arc<Metrics>,
         meter: Option<&opentelemetry::metrics::Meter>,
         mock: Option<MockUpstream>,
-        redis: Option<&str>,
+        redis: Option<&crate::config::RedisConfig>,
         workers: usize,
         tiered: bool,
     ) -> Result<Self, BuildError> {
@@ -118,8 +118,12 @@ impl Upstream {
         };
         let apis = cfg.apis();
         let mut preset = preset(cfg, apis[0], metrics);
-        if let Some(url) = redis {
-            preset = preset.redis(url);
+        if let Some(r) = redis {
+            let (metrics, name) = (Arc::clone(metrics), cfg.name.clone());
+            preset = preset
+                .redis(r.url.as_str())
+                .redis_fail_closed(!r.fail_open)
+                .on_redis_error(move |_| metrics.redis_error(&name));
         }
         if let Some(meter) = meter {
             preset = preset.metrics(meter);

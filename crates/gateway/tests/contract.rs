@@ -1031,3 +1031,66 @@ async fn three_gateways_share_one_tokens_per_minute_limit_in_redis() {
         }
     }
 }
+
+/// Redis down mid-traffic: with `fail_open` (the default) the calls go on
+/// without the shared limits, each failure logged and counted in
+/// `palisade_redis_errors_total`; restarted empty, Redis takes the limits
+/// back and refuses nobody on its own. With `fail_open = false` a call
+/// while it is down gets a 503 naming Redis.
+#[tokio::test]
+async fn redis_down_and_restarted_mid_traffic_fails_open_or_closed_and_is_counted() {
+    let mut redis = palisade_core::test_util::RedisServer::start();
+    let mock = MockUpstream::new();
+    let server = mock.serve().await.unwrap();
+    let toml = |fail_open: bool| {
+        format!(
+            "{}[redis]\nurl = \"{}\"\nfail_open = {fail_open}\n",
+            upstream(
+                "shared",
+                "openai",
+                &server.base_url(),
+                "[upstreams.rate_limit]\nrequests_per_minute = 1000\ntokens_per_minute = 100000\n"
+            ) + &route("gpt", &["shared"]),
+            redis.url()
+        )
+    };
+    let (open, closed) = (
+        start(&toml(true), &[]).await,
+        start(&toml(false), &[]).await,
+    );
+    for gw in [&open, &closed] {
+        let (res, text) = gw.call(OPENAI, &chat("gpt", "up", false)).await;
+        assert_eq!(res.status(), 200, "{text}");
+    }
+    redis.stop();
+    let t = Instant::now();
+    let (res, text) = open.call(OPENAI, &chat("gpt", "down", false)).await;
+    assert_eq!(res.status(), 200, "fail open: {text}");
+    let (res, text) = closed.call(OPENAI, &chat("gpt", "down", false)).await;
+    assert_eq!(res.status(), 503, "{text}");
+    assert!(text.contains("Redis"), "{text}");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "bounded: {:?}",
+        t.elapsed()
+    );
+    let (_, metrics) = open.get("/metrics").await;
+    assert!(
+        metrics.contains(r#"palisade_redis_errors_total{upstream="shared"}"#),
+        "{metrics}"
+    );
+    // Restarted, empty: both admit calls again (a lost connection is made
+    // anew on a later call).
+    redis.restart();
+    for gw in [&open, &closed] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (res, _) = gw.call(OPENAI, &chat("gpt", "back", false)).await;
+            if res.status() == 200 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "Redis taken back within 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

@@ -109,7 +109,12 @@ pub(crate) struct Shared {
     conn: Mutex<Option<MultiplexedConnection>>,
     script: redis::Script,
     adjust: redis::Script,
+    /// Told of every time Redis could not be asked (for a counter).
+    on_error: std::sync::OnceLock<ErrorHook>,
 }
+
+/// What is told when Redis cannot be asked: the reason (never a password).
+pub type ErrorHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl fmt::Debug for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -141,7 +146,16 @@ impl Shared {
             conn: Mutex::new(None),
             script: redis::Script::new(GCRA),
             adjust: redis::Script::new(ADJUST),
+            on_error: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Redis could not be asked: logged, and told to the hook.
+    fn report(&self, reason: &str, what: &str) {
+        tracing::warn!(backend = %self.shown, reason, "{what}");
+        if let Some(hook) = self.on_error.get() {
+            hook(reason);
+        }
     }
 
     /// Gives back (`delta` < 0) or charges (> 0) units.
@@ -321,6 +335,15 @@ impl<F> RedisRateLimitLayer<F> {
         self
     }
 
+    /// Tells `hook` of every time Redis could not be asked (with the
+    /// reason; for a counter), besides the log line. Set once: a second
+    /// hook is ignored.
+    #[must_use]
+    pub fn on_error(self, hook: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        let _ = self.shared.on_error.set(Arc::new(hook));
+        self
+    }
+
     /// Sets what a request costs (default: 1).
     pub fn cost<F2>(self, cost: F2) -> RedisRateLimitLayer<F2> {
         RedisRateLimitLayer {
@@ -389,9 +412,10 @@ where
                 Err(Refusal::Limited(after)) => return Err(RateLimited::new(after).into()),
                 Err(Refusal::Backend(reason)) => match fail {
                     FailMode::Open => {
-                        tracing_warn(&shared.shown, &reason);
+                        shared.report(&reason, FAILED_OPEN);
                     }
                     FailMode::Closed => {
+                        shared.report(&reason, FAILED_CLOSED);
                         return Err(BackendUnavailable {
                             backend: shared.shown.clone(),
                             reason,
@@ -438,6 +462,10 @@ impl RedisTokens {
         self.timeout = d;
     }
 
+    pub(crate) fn on_error(&self, hook: ErrorHook) {
+        let _ = self.shared.on_error.set(hook);
+    }
+
     pub(crate) fn fail_closed(&mut self, closed: bool) {
         self.fail = if closed {
             FailMode::Closed
@@ -459,16 +487,19 @@ impl RedisTokens {
                 Err(Refusal::Limited(after)) => Err(Some(RateLimited::new(after).into())),
                 Err(Refusal::Backend(reason)) => match this.fail {
                     FailMode::Open => {
-                        tracing_warn(&this.shared.shown, &reason);
+                        this.shared.report(&reason, FAILED_OPEN);
                         Err(None)
                     }
-                    FailMode::Closed => Err(Some(
-                        BackendUnavailable {
-                            backend: this.shared.shown.clone(),
-                            reason,
-                        }
-                        .into(),
-                    )),
+                    FailMode::Closed => {
+                        this.shared.report(&reason, FAILED_CLOSED);
+                        Err(Some(
+                            BackendUnavailable {
+                                backend: this.shared.shown.clone(),
+                                reason,
+                            }
+                            .into(),
+                        ))
+                    }
                 },
             }
         })
@@ -493,26 +524,17 @@ impl RedisTokens {
         let this = self.clone();
         rt.spawn(async move {
             if let Err(reason) = this.shared.adjust(delta, this.timeout).await {
-                tracing::warn!(
-                    backend = %this.shared.shown,
-                    reason,
-                    delta,
-                    "could not settle tokens in Redis; the reservation refills at the limit's rate"
+                this.shared.report(
+                    &reason,
+                    "could not settle tokens in Redis; the reservation refills at the limit's rate",
                 );
             }
         });
     }
 }
 
-fn tracing_warn(backend: &str, reason: &str) {
-    // palisade-ratelimit logs through `tracing` only when the feature that
-    // needs it is on; a fail-open pass is worth a line.
-    tracing::warn!(
-        backend,
-        reason,
-        "rate limit unavailable; letting the call through (fail open)"
-    );
-}
+const FAILED_OPEN: &str = "rate limit's Redis unavailable; letting the call through (fail open)";
+const FAILED_CLOSED: &str = "rate limit's Redis unavailable; refusing the call (fail closed)";
 
 #[cfg(test)]
 mod tests {

@@ -180,6 +180,18 @@ impl TokenLimitLayer {
         self
     }
 
+    /// Tells `hook` of every time the limit's Redis could not be asked or
+    /// a settlement could not be sent (with the reason; for a counter),
+    /// besides the log line (a limit kept in Redis only; set once).
+    #[cfg(feature = "redis")]
+    #[must_use]
+    pub fn on_redis_error(self, hook: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        if let Some(r) = &self.redis {
+            r.on_error(Arc::new(hook));
+        }
+        self
+    }
+
     /// Whether the limit is kept in Redis.
     pub fn shared(&self) -> bool {
         #[cfg(feature = "redis")]
