@@ -210,6 +210,20 @@ impl MemberLoad {
         }
     }
 
+    /// Drains it for `wait` from now (or longer, if already drained longer):
+    /// a drain learned elsewhere — another process's answer, shared
+    /// through Redis by the gateway.
+    pub fn drain(&self, wait: Duration) {
+        self.0.drain(Instant::now(), wait);
+    }
+
+    /// Tells `hook` each time one of its answers drains it (the provider
+    /// said its limit is spent), with for how long — to share the drain
+    /// with other processes. Set once: a second hook is ignored.
+    pub fn on_drain(&self, hook: impl Fn(Duration) + Send + Sync + 'static) {
+        let _ = self.0.on_drain.set(Arc::new(hook));
+    }
+
     /// Its state now (`unavailable` says only whether it is drained: the
     /// gates are a balance's).
     pub fn stats(&self) -> MemberStats {
@@ -251,6 +265,9 @@ impl Tracking {
         let status = res.status();
         if let Some(wait) = provider_drain(status, res.headers(), SystemTime::now()) {
             load.drain(now, wait);
+            if let Some(hook) = load.on_drain.get() {
+                hook(wait);
+            }
         }
         let judged = load.tuning.classifier.classify(Outcome::Response {
             status,
@@ -316,7 +333,12 @@ pub(crate) struct Load {
     origin: Instant,
     timing: Mutex<Timing>,
     tuning: Tuning,
+    /// Told when an answer drains the member (to share it).
+    on_drain: std::sync::OnceLock<DrainHook>,
 }
+
+/// What is told when an answer drains a member: for how long.
+type DrainHook = Arc<dyn Fn(Duration) + Send + Sync>;
 
 struct Timing {
     /// Seconds, as of `ttft_at`.
@@ -345,6 +367,7 @@ impl Load {
                 penalty_at: origin,
             }),
             tuning,
+            on_drain: std::sync::OnceLock::new(),
         }
     }
 

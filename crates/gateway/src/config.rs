@@ -130,7 +130,9 @@ pub struct Config {
     /// Shared limits across gateway processes: each upstream's
     /// `requests_per_minute` and `tokens_per_minute` live in this Redis
     /// (keys `palisade:{upstream}:rpm` and `:tpm`; tokens reserved from the
-    /// estimate and settled with the reported usage there), failing open
+    /// estimate and settled with the reported usage there), and tier
+    /// members' provider-limit drains are shared there
+    /// (`palisade:{upstream}:drained`, read every 250 ms), failing open
     /// when Redis cannot be asked.
     /// Token limits stay per process (they are reconciled per call).
     #[serde(default)]

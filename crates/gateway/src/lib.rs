@@ -114,6 +114,7 @@ pub mod otel;
 mod proxy;
 mod relay;
 mod server;
+mod shared;
 mod upstream;
 
 pub use config::{Config, ConfigError};
@@ -269,6 +270,8 @@ struct AppState {
     signals: server::Signals,
     inbound_keys: Option<InboundKeys>,
     metrics: Arc<Metrics>,
+    /// Tier members' provider-limit drains shared through `[redis]`.
+    drains: Option<Arc<shared::SharedDrains>>,
 }
 
 /// The gateway: routes, upstream stacks, metrics.
@@ -432,6 +435,17 @@ impl Gateway {
             routes.insert(r.model.clone(), route);
             models.push(r.model.clone());
         }
+        let tier_members: Vec<_> = upstreams
+            .iter()
+            .filter_map(|u| u.load.clone().map(|l| (Arc::clone(&u.name), l)))
+            .collect();
+        let drains = match &config.redis {
+            Some(r) if !tier_members.is_empty() => Some(
+                shared::SharedDrains::new(&r.url, tier_members, Arc::clone(&metrics))
+                    .map_err(|e| StartError::Config(ConfigError::new("config", "redis.url", e)))?,
+            ),
+            _ => None,
+        };
         let inbound_keys = config
             .auth
             .as_ref()
@@ -455,6 +469,7 @@ impl Gateway {
                 signals: server::Signals::default(),
                 inbound_keys,
                 metrics,
+                drains,
             }),
         })
     }

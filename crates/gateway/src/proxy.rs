@@ -69,6 +69,9 @@ pub(crate) async fn handle(
     req: Request<Body>,
 ) -> Response<Body> {
     let started = Instant::now();
+    if let Some(drains) = &state.drains {
+        drains.ensure_polling();
+    }
     // The router's `stamp` middleware put it there; computed here only when
     // the handler is used without it.
     let trace = req

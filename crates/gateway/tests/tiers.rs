@@ -568,3 +568,64 @@ async fn least_loaded_prefers_the_member_that_answers_sooner() {
     assert_eq!(slow + fast, 20);
     assert!(slow <= 1, "the slow member got {slow} of 20");
 }
+
+/// With `[redis]`, one gateway's drain spares the others the same refusal:
+/// east's provider answers A with a 429 asking to wait ten minutes; B,
+/// which never saw it, stops calling east within a poll of Redis.
+#[tokio::test]
+async fn one_gateways_drain_reaches_the_others_through_redis() {
+    let redis = palisade_core::test_util::RedisServer::start();
+    let mocks = [MockUpstream::new(), MockUpstream::new()];
+    let mut served = Vec::new();
+    let mut toml = String::new();
+    for (m, name) in mocks.iter().zip(["east", "west"]) {
+        let s = m.serve().await.unwrap();
+        toml += &upstream(name, "openai", &s.base_url(), ONE_SHOT);
+        served.push(s);
+    }
+    toml += &format!(
+        "[[routes]]\nmodel = \"gpt\"\ntargets = [[\"east\", \"west\"]]\nbalance = \"round_robin\"\n[redis]\nurl = \"{}\"\n",
+        redis.url()
+    );
+    let (a, b) = (start(&toml, &[]).await, start(&toml, &[]).await);
+    // B's first call (east, its first in turn) starts its reading of Redis.
+    ok(&b).await;
+    assert_eq!(mocks[0].request_count(), 1);
+    // A's first call goes to east too: refused for ten minutes, taken by west.
+    mocks[0].push(Reply::status(429).header("retry-after", "600"));
+    ok(&a).await;
+    assert_eq!([mocks[0].request_count(), mocks[1].request_count()], [2, 1]);
+    // Within a poll, B knows east is drained …
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, metrics) = b.get("/metrics").await;
+        let until = metrics
+            .lines()
+            .find(|l| l.starts_with(r#"palisade_member_drained_until_seconds{upstream="east"}"#))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if until > 0.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B learned the drain within 10 s: {metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // … and calls west only.
+    for _ in 0..4 {
+        ok(&b).await;
+    }
+    assert_eq!(mocks[0].request_count(), 2, "B never called east again");
+    assert_eq!(mocks[1].request_count(), 5);
+}
+
+/// One chat call through `gw`, answered 200.
+async fn ok(gw: &TestGateway) {
+    let (res, body) = gw
+        .call("/v1/chat/completions", &chat("gpt", "hi", false))
+        .await;
+    assert_eq!(res.status(), 200, "{body}");
+}
