@@ -19,7 +19,7 @@
 //! | `[[upstreams]] api_version` | `azure` only: none; sent as `?api-version=` with every call (deployment URLs need it, e.g. `2024-10-21`) |
 //! | `[[upstreams]] http` | `auto`: HTTP/2 where the server offers it over TLS, else HTTP/1.1; `http1`; `http2` (cleartext with prior knowledge, h2c: e.g. vLLM behind a proxy, or the mock) |
 //! | `[auth] keys_env` | none: no inbound key is required |
-//! | `[redis] url` / `fail_open` | none: limits per process / `true` (Redis unreachable: calls go on unlimited; `false`: 503), failures counted in `palisade_redis_errors_total` |
+//! | `[redis] url` / `fail_open` / `share_breaker` | none: limits per process / `true` (Redis unreachable: calls go on unlimited; `false`: 503), failures counted in `palisade_redis_errors_total` / `false` (`true`: a circuit opened in one gateway opens in all) |
 //! | `[upstreams.timeout]` `connect` / `first_byte` / `idle` / `total` (ms) | 10000 / 60000 / 30000 / 600000 |
 //! | `[upstreams.retry]` `max_attempts` / `base_delay` / `max_delay` (ms) / `retry_conflict` | 3 / 200 / 10000 / false |
 //! | `[upstreams.rate_limit]` | none (no limit); `max_wait` 0 = reject at once |
@@ -265,6 +265,11 @@ pub struct RedisConfig {
     /// failure is logged and counted in `palisade_redis_errors_total`.
     #[serde(default = "yes")]
     pub fail_open: bool,
+    /// A circuit opened in one process opens in every process sharing this
+    /// Redis (read every 250 ms; each then probes on its own). Off by
+    /// default.
+    #[serde(default)]
+    pub share_breaker: bool,
 }
 
 fn yes() -> bool {

@@ -5,14 +5,26 @@
 //! reads the members' keys every [`POLL`] — so one process's 429 spares the
 //! others the same refusal. Nothing is read per call.
 //!
-//! Redis unreachable: the drains stay local (each process learns them from
-//! its own answers, as without Redis); each failure is counted in
-//! `palisade_redis_errors_total` and logged, at most once a poll.
+//! With `share_breaker = true`, breakers are shared the same way: a circuit
+//! that opens in one process (by its own calls) is written to
+//! `palisade:{upstream}:open` with its open time as TTL, and a process whose
+//! circuit for that upstream is closed opens it when it reads the key (for
+//! its own `open_for`). A circuit opened from Redis is not written back, and
+//! a half-open one is left to its probes, so circuits do not keep each
+//! other open. Each process probes on its own once its open time is over
+//! (probes are not coordinated across the fleet).
+//!
+//! Redis unreachable: the drains and circuits stay local (each process
+//! learns them from its own calls, as without Redis); each failure is
+//! counted in `palisade_redis_errors_total` and logged, at most once a poll.
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use palisade_balance::MemberLoad;
+use palisade_breaker::{BreakerHandle, State};
 use redis::aio::MultiplexedConnection;
 
 use crate::metrics::Metrics;
@@ -37,6 +49,7 @@ pub(crate) struct SharedDrains {
     client: redis::Client,
     conn: Mutex<Option<MultiplexedConnection>>,
     members: Vec<(Arc<str>, MemberLoad)>,
+    breakers: Vec<SharedBreaker>,
     metrics: Arc<Metrics>,
     publish: redis::Script,
     polling: OnceLock<()>,
@@ -54,12 +67,36 @@ fn key(upstream: &str) -> String {
     format!("palisade:{upstream}:drained")
 }
 
+fn open_key(upstream: &str) -> String {
+    format!("palisade:{upstream}:open")
+}
+
+/// An upstream's breaker, shared.
+pub(crate) struct SharedBreaker {
+    pub(crate) name: Arc<str>,
+    pub(crate) handle: BreakerHandle,
+    /// Its circuit was opened from Redis (not by its own calls): not
+    /// written back.
+    applied: AtomicBool,
+}
+
+impl SharedBreaker {
+    pub(crate) fn new(name: Arc<str>, handle: BreakerHandle) -> Self {
+        Self {
+            name,
+            handle,
+            applied: AtomicBool::new(false),
+        }
+    }
+}
+
 impl SharedDrains {
     /// Shares `members`' drains through the Redis at `url`; each member's
     /// own drains are published from now on.
     pub(crate) fn new(
         url: &str,
         members: Vec<(Arc<str>, MemberLoad)>,
+        breakers: Vec<SharedBreaker>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, String> {
         let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
@@ -67,6 +104,7 @@ impl SharedDrains {
             client,
             conn: Mutex::new(None),
             members,
+            breakers,
             metrics,
             publish: redis::Script::new(PUBLISH),
             polling: OnceLock::new(),
@@ -138,27 +176,57 @@ impl SharedDrains {
             reason,
             "cannot share provider-limit state through Redis; each process keeps its own"
         );
-        for (name, _) in &self.members {
+        for name in self
+            .members
+            .iter()
+            .map(|(n, _)| n)
+            .chain(self.breakers.iter().map(|b| &b.name))
+        {
             self.metrics.redis_error(name);
         }
     }
 
-    /// Reads every member's shared drain and applies it.
-    async fn read(&self) -> Result<(), String> {
+    /// Reads every member's shared drain and every shared circuit, and
+    /// applies them; writes the circuits this process opened.
+    async fn read(self: &Arc<Self>) -> Result<(), String> {
         let mut conn = self.connection().await?;
         let mut pipe = redis::pipe();
         for (name, _) in &self.members {
             pipe.cmd("PTTL").arg(key(name));
         }
+        for b in &self.breakers {
+            pipe.cmd("PTTL").arg(open_key(&b.name));
+        }
         let ttls: Vec<i64> = tokio::time::timeout(TIMEOUT, pipe.query_async(&mut conn))
             .await
             .map_err(|_| format!("no answer within {TIMEOUT:?}"))?
-            .map_err(|e| format!("reading the drains failed: {e}"))?;
-        for ((_, load), ttl) in self.members.iter().zip(ttls) {
-            if let Ok(ms) = u64::try_from(ttl)
+            .map_err(|e| format!("reading the shared state failed: {e}"))?;
+        let (drains, circuits) = ttls.split_at(self.members.len().min(ttls.len()));
+        for ((_, load), ttl) in self.members.iter().zip(drains) {
+            if let Ok(ms) = u64::try_from(*ttl)
                 && ms > 0
             {
                 load.drain(Duration::from_millis(ms));
+            }
+        }
+        for (b, ttl) in self.breakers.iter().zip(circuits) {
+            match b.handle.state() {
+                State::Closed => {
+                    b.applied.store(false, Ordering::Release);
+                    if *ttl > 0 {
+                        tracing::warn!(upstream = %b.name, "another process opened this upstream's circuit; opening it here too");
+                        b.applied.store(true, Ordering::Release);
+                        b.handle.force_open();
+                    }
+                }
+                State::Open if !b.applied.load(Ordering::Acquire) => {
+                    // Opened by this process's own calls: shared for what
+                    // is left of its open time.
+                    if let Some(left) = b.handle.refuses_for().filter(|d| !d.is_zero()) {
+                        self.send(open_key(&b.name), left);
+                    }
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -166,10 +234,15 @@ impl SharedDrains {
 
     /// Shares that `upstream` is drained for `wait`, in the background.
     fn publish(self: &Arc<Self>, upstream: &str, wait: Duration) {
+        self.send(key(upstream), wait);
+    }
+
+    /// Sets `key` for `wait` (unless it lasts longer), in the background.
+    fn send(self: &Arc<Self>, key: String, wait: Duration) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (this, key) = (Arc::clone(self), key(upstream));
+        let this = Arc::clone(self);
         let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
         rt.spawn(async move {
             let sent = async {

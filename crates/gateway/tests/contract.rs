@@ -1094,3 +1094,51 @@ async fn redis_down_and_restarted_mid_traffic_fails_open_or_closed_and_is_counte
         }
     }
 }
+
+/// `[redis] share_breaker = true`: a circuit opened by one gateway's calls
+/// opens in the other, which then refuses calls without sending them.
+#[tokio::test]
+async fn a_circuit_opened_in_one_gateway_opens_in_the_other() {
+    let redis = palisade_core::test_util::RedisServer::start();
+    let mock = MockUpstream::new();
+    let server = mock.serve().await.unwrap();
+    let toml = format!(
+        "{}[redis]\nurl = \"{}\"\nshare_breaker = true\n",
+        upstream(
+            "shared",
+            "openai",
+            &server.base_url(),
+            "[upstreams.retry]\nmax_attempts = 1\n[upstreams.breaker]\nminimum_calls = 2\nwindow = 2\nopen_for = 60000\n"
+        ) + &route("gpt", &["shared"]),
+        redis.url()
+    );
+    let (a, b) = (start(&toml, &[]).await, start(&toml, &[]).await);
+    // B's first call starts its reading of Redis.
+    let (res, text) = b.call(OPENAI, &chat("gpt", "up", false)).await;
+    assert_eq!(res.status(), 200, "{text}");
+    // A's calls fail: its circuit opens.
+    mock.set_default(Reply::status(503));
+    for _ in 0..2 {
+        let (res, _) = a.call(OPENAI, &chat("gpt", "down", false)).await;
+        assert_eq!(res.status(), 503);
+    }
+    assert_eq!(mock.request_count(), 3);
+    // Within a poll, B's circuit is open too …
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = b.get("/metrics").await;
+        if metrics.contains(r#"palisade_breaker_state{upstream="shared"} 1"#) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B's circuit opened within 10 s: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // … and B sends nothing while it is.
+    let (res, text) = b.call(OPENAI, &chat("gpt", "again", false)).await;
+    assert_eq!(res.status(), 503, "{text}");
+    assert!(text.contains("circuit"), "{text}");
+    assert_eq!(mock.request_count(), 3, "B called nobody");
+}
