@@ -19,6 +19,7 @@
 //! | `[[upstreams]] api_version` | `azure` only: none; sent as `?api-version=` with every call (deployment URLs need it, e.g. `2024-10-21`) |
 //! | `[[upstreams]] http` | `auto`: HTTP/2 where the server offers it over TLS, else HTTP/1.1; `http1`; `http2` (cleartext with prior knowledge, h2c: e.g. vLLM behind a proxy, or the mock) |
 //! | `[auth] keys_env` | none: no inbound key is required |
+//! | `[[auth.keys]]` `name` / `key_env` / `requests_per_minute` / `tokens_per_minute` / `tokens_per_day` | none: callers with limits of their own (each limit off when absent); over one, a 429 naming the caller and the limit, with `Retry-After` |
 //! | `[redis] url` / `fail_open` / `share_breaker` | none: limits per process / `true` (Redis unreachable: calls go on unlimited; `false`: 503), failures counted in `palisade_redis_errors_total` / `false` (`true`: a circuit opened in one gateway opens in all) |
 //! | `[upstreams.timeout]` `connect` / `first_byte` / `idle` / `total` (ms) | 10000 / 60000 / 30000 / 600000 |
 //! | `[upstreams.retry]` `max_attempts` / `base_delay` / `max_delay` (ms) / `retry_conflict` | 3 / 200 / 10000 / false |
@@ -249,8 +250,35 @@ impl ServerConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
-    /// The environment variable holding the accepted keys, comma-separated.
-    pub keys_env: String,
+    /// The environment variable holding the accepted keys, comma-separated
+    /// (callers without limits of their own).
+    #[serde(default)]
+    pub keys_env: Option<String>,
+    /// `[[auth.keys]]`: callers with limits of their own.
+    #[serde(default)]
+    pub keys: Vec<CallerConfig>,
+}
+
+/// `[[auth.keys]]`: one caller (a tenant, a team) with its own limits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerConfig {
+    /// Its label in metrics, logs and errors — never the key.
+    pub name: String,
+    /// The environment variable holding its key.
+    pub key_env: String,
+    /// Its own requests per minute (also the burst).
+    #[serde(default)]
+    pub requests_per_minute: Option<u64>,
+    /// Its own tokens per minute (also the burst), reserved from each
+    /// call's estimate and settled with the reported usage.
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+    /// Its token budget per day: refilled continuously over 24 hours (a
+    /// call spends from it as it does from `tokens_per_minute`), not reset
+    /// at midnight.
+    #[serde(default)]
+    pub tokens_per_day: Option<u64>,
 }
 
 /// `[redis]`.
@@ -769,8 +797,39 @@ impl Config {
         }
         self.server.check()?;
         if let Some(a) = &self.auth {
-            if a.keys_env.trim().is_empty() {
+            if a.keys_env.as_deref().is_some_and(|k| k.trim().is_empty()) {
                 return Invalid::at("auth.keys_env", "must name an environment variable");
+            }
+            if a.keys_env.is_none() && a.keys.is_empty() {
+                return Invalid::at(
+                    "auth",
+                    "give keys_env (accepted keys, comma-separated) or [[auth.keys]] callers, or leave [auth] out",
+                );
+            }
+            let mut names = HashSet::new();
+            for (i, c) in a.keys.iter().enumerate() {
+                let at = |k: &str| format!("auth.keys[{i}].{k}");
+                if c.name.trim().is_empty() {
+                    return Invalid::at(at("name"), "must not be empty");
+                }
+                if !names.insert(c.name.as_str()) {
+                    return Invalid::at(at("name"), format!("`{}` is used twice", c.name));
+                }
+                if c.key_env.trim().is_empty() {
+                    return Invalid::at(at("key_env"), "must name an environment variable");
+                }
+                for (k, v) in [
+                    ("requests_per_minute", c.requests_per_minute),
+                    ("tokens_per_minute", c.tokens_per_minute),
+                    ("tokens_per_day", c.tokens_per_day),
+                ] {
+                    if v == Some(0) {
+                        return Invalid::at(
+                            at(k),
+                            "must be at least 1 (leave it out for no limit)",
+                        );
+                    }
+                }
             }
         }
         if self.upstreams.is_empty() {

@@ -14,6 +14,7 @@ use palisade_core::{BodyTooLarge, ParsedBody, Shape, ShapeError, find};
 use palisade_providers::Api;
 
 use crate::AppState;
+use crate::callers::Caller;
 use crate::error::GatewayError;
 
 /// Bodies from this size on are inspected (and translated) on tokio's
@@ -37,17 +38,17 @@ pub(crate) fn authorize(
     state: &AppState,
     caller: Api,
     headers: &HeaderMap,
-) -> Result<(), GatewayError> {
+) -> Result<Option<Arc<Caller>>, GatewayError> {
     let Some(keys) = &state.inbound_keys else {
-        return Ok(());
+        return Ok(None);
     };
     let presented = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
-    if presented.is_some_and(|p| keys.matches(p.trim())) {
-        Ok(())
+    if let Some(found) = presented.and_then(|p| keys.find(p.trim())) {
+        Ok(found)
     } else {
         tracing::info!("refused: missing or unknown inbound key");
         Err(GatewayError::unauthorized(caller))

@@ -102,10 +102,10 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use opentelemetry::metrics::Meter;
 use palisade_mock::MockUpstream;
 use palisade_providers::Api;
-use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 mod attempt;
+mod callers;
 pub mod config;
 mod error;
 mod inbound;
@@ -124,51 +124,6 @@ use config::Target;
 use error::GatewayError;
 use metrics::Metrics;
 use upstream::Upstream;
-
-/// The keys inbound callers must present.
-struct InboundKeys(Vec<SecretString>);
-
-impl std::fmt::Debug for InboundKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "InboundKeys([REDACTED; {}])", self.0.len())
-    }
-}
-
-impl InboundKeys {
-    /// The keys in `[auth] keys_env`'s variable, comma-separated.
-    fn from_env(a: &config::AuthConfig) -> Result<Self, StartError> {
-        let raw = std::env::var(&a.keys_env).map_err(|_| {
-            StartError::Auth(format!(
-                "[auth] keys_env: the variable `{}` is not set; export it with the accepted keys, comma-separated",
-                a.keys_env
-            ))
-        })?;
-        let keys: Vec<SecretString> = raw
-            .split(',')
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .map(|k| SecretString::from(k.to_owned()))
-            .collect();
-        if keys.is_empty() {
-            return Err(StartError::Auth(format!(
-                "[auth] keys_env: the variable `{}` holds no key",
-                a.keys_env
-            )));
-        }
-        Ok(Self(keys))
-    }
-
-    fn matches(&self, presented: &str) -> bool {
-        // Compare against every key, without stopping at the first match.
-        self.0.iter().fold(false, |hit, k| {
-            let k = k.expose_secret().as_bytes();
-            let p = presented.as_bytes();
-            let same =
-                k.len() == p.len() && k.iter().zip(p).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-            hit | same
-        })
-    }
-}
 
 /// One target of a route, resolved.
 #[derive(Debug)]
@@ -268,7 +223,7 @@ struct AppState {
     /// Shutdown started (bodies still arriving are refused); the grace
     /// period after it is over (running streams end with an error event).
     signals: server::Signals,
-    inbound_keys: Option<InboundKeys>,
+    inbound_keys: Option<callers::InboundKeys>,
     metrics: Arc<Metrics>,
     /// Tier members' provider-limit drains (and, with `share_breaker`,
     /// circuits) shared through `[redis]`.
@@ -459,7 +414,7 @@ impl Gateway {
         let inbound_keys = config
             .auth
             .as_ref()
-            .map(InboundKeys::from_env)
+            .map(|a| callers::InboundKeys::from_config(a, &metrics))
             .transpose()?;
         Ok(Self {
             state: Arc::new(AppState {

@@ -17,6 +17,8 @@
 //! | `palisade_overhead_seconds` | `palisade.overhead` (s) | |
 //! | `palisade_hedges_total` | `palisade.hedges` | `upstream`, `rival` |
 //! | `palisade_redis_errors_total` | `palisade.redis.errors` | `upstream` |
+//! | `palisade_caller_requests_total` | `palisade.caller.requests` | `caller` |
+//! | `palisade_caller_limited_total` | `palisade.caller.limited` | `caller`, `limit` |
 //! | `palisade_member_inflight` | `palisade.member.inflight` (gauge) | `upstream` |
 //! | `palisade_member_ttft_ewma_seconds` | `palisade.member.ttft_ewma` (gauge, s) | `upstream` |
 //! | `palisade_member_drained_until_seconds` | `palisade.member.drained_until` (gauge, s) | `upstream` |
@@ -68,6 +70,17 @@ struct HedgeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallerLabel {
+    caller: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitedLabels {
+    caller: String,
+    limit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TokenLabels {
     upstream: String,
     kind: String,
@@ -91,6 +104,8 @@ pub(crate) struct Metrics {
     untranslated: Family<UntranslatedLabels, Counter>,
     hedges: Family<HedgeLabels, Counter>,
     redis_errors: Family<UpstreamLabel, Counter>,
+    caller_requests: Family<CallerLabel, Counter>,
+    caller_limited: Family<LimitedLabels, Counter>,
     duration: Histogram,
     ttft: Histogram,
     overhead: Histogram,
@@ -121,6 +136,8 @@ struct Otel {
     untranslated: OtelCounter<u64>,
     hedges: OtelCounter<u64>,
     redis_errors: OtelCounter<u64>,
+    caller_requests: OtelCounter<u64>,
+    caller_limited: OtelCounter<u64>,
     duration: OtelHistogram<f64>,
     ttft: OtelHistogram<f64>,
     overhead: OtelHistogram<f64>,
@@ -190,6 +207,16 @@ impl Otel {
                 .with_unit("{error}")
                 .with_description(REDIS_ERRORS)
                 .build(),
+            caller_requests: meter
+                .u64_counter("palisade.caller.requests")
+                .with_unit("{request}")
+                .with_description(CALLER_REQUESTS)
+                .build(),
+            caller_limited: meter
+                .u64_counter("palisade.caller.limited")
+                .with_unit("{request}")
+                .with_description(CALLER_LIMITED)
+                .build(),
             duration: seconds("palisade.request.duration", DURATION, doublings(0.001, 20)),
             ttft: seconds("palisade.time_to_first_token", TTFT, doublings(0.001, 17)),
             overhead: seconds("palisade.overhead", OVERHEAD, doublings(0.000_01, 16)),
@@ -205,6 +232,9 @@ const TOKENS: &str = "Tokens reported by upstreams, by upstream and kind (input,
 const UNTRANSLATED: &str = "Fields of a request or answer with no counterpart in the API it was translated to, left out; by the API that had them and the field";
 const HEDGES: &str = "Calls hedged: no content event from a tier member (upstream) in time, so another (rival) was called too";
 const REDIS_ERRORS: &str = "Times an upstream's shared limits could not ask Redis (unreachable, slow, failing); the call then went on unlimited (fail_open) or was refused";
+const CALLER_REQUESTS: &str = "Requests of callers with limits of their own ([[auth.keys]]), by the caller's name (never its key)";
+const CALLER_LIMITED: &str =
+    "Requests refused by a caller's own limit, by the caller's name and the limit";
 const DURATION: &str = "Time from request to the end of the response headers";
 const TTFT: &str =
     "Time from request to the first stream event carrying content (text, a tool call, reasoning)";
@@ -222,6 +252,8 @@ impl Metrics {
         let untranslated = Family::<UntranslatedLabels, Counter>::default();
         let hedges = Family::<HedgeLabels, Counter>::default();
         let redis_errors = Family::<UpstreamLabel, Counter>::default();
+        let caller_requests = Family::<CallerLabel, Counter>::default();
+        let caller_limited = Family::<LimitedLabels, Counter>::default();
         // 1 ms … ~9 min.
         let duration = Histogram::new(doublings(0.001, 20));
         let ttft = Histogram::new(doublings(0.001, 17));
@@ -239,6 +271,16 @@ impl Metrics {
         registry.register("palisade_untranslated", UNTRANSLATED, untranslated.clone());
         registry.register("palisade_hedges", HEDGES, hedges.clone());
         registry.register("palisade_redis_errors", REDIS_ERRORS, redis_errors.clone());
+        registry.register(
+            "palisade_caller_requests",
+            CALLER_REQUESTS,
+            caller_requests.clone(),
+        );
+        registry.register(
+            "palisade_caller_limited",
+            CALLER_LIMITED,
+            caller_limited.clone(),
+        );
         registry.register(
             "palisade_request_duration_seconds",
             DURATION,
@@ -277,6 +319,8 @@ impl Metrics {
             untranslated,
             hedges,
             redis_errors,
+            caller_requests,
+            caller_limited,
             duration,
             ttft,
             overhead,
@@ -341,6 +385,38 @@ impl Metrics {
             .get_or_create(&HedgeLabels {
                 upstream: upstream.to_owned(),
                 rival: rival.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a request of a caller with limits of its own.
+    pub(crate) fn caller_request(&self, caller: &str) {
+        if let Some(o) = &self.otel {
+            o.caller_requests
+                .add(1, &[KeyValue::new("caller", caller.to_owned())]);
+        }
+        self.caller_requests
+            .get_or_create(&CallerLabel {
+                caller: caller.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a request refused by a caller's own `limit`.
+    pub(crate) fn caller_limited(&self, caller: &str, limit: &str) {
+        if let Some(o) = &self.otel {
+            o.caller_limited.add(
+                1,
+                &[
+                    KeyValue::new("caller", caller.to_owned()),
+                    KeyValue::new("limit", limit.to_owned()),
+                ],
+            );
+        }
+        self.caller_limited
+            .get_or_create(&LimitedLabels {
+                caller: caller.to_owned(),
+                limit: limit.to_owned(),
             })
             .inc();
     }

@@ -115,10 +115,13 @@ async fn pipeline(
     trace: &TraceContext,
     started: Instant,
 ) -> Result<Answer, GatewayError> {
-    authorize(state, caller, req.headers())?;
+    let who = authorize(state, caller, req.headers())?;
     require_json(caller, req.headers())?;
     let (parts, body) = req.into_parts();
     let checked = check_body(state, caller, body).await?;
+    // A caller with limits of its own: admitted (or refused, 429) before
+    // any upstream call; its token reservations settle with the answer.
+    let admitted = who.map(|c| c.admit(caller, &checked.parsed)).transpose()?;
     let route = state
         .routes
         .get(&checked.model)
@@ -168,7 +171,14 @@ async fn pipeline(
         calls: 0,
         untranslated: Vec::new(),
     };
-    Ok(fallback(call, checked.model, &targets).await)
+    let answer = fallback(call, checked.model, &targets).await;
+    Ok(match admitted {
+        Some(a) => Answer {
+            res: a.settle(answer.res, caller),
+            ..answer
+        },
+        None => answer,
+    })
 }
 
 /// The route's targets in order until one answers; a JSON answer that

@@ -1142,3 +1142,101 @@ async fn a_circuit_opened_in_one_gateway_opens_in_the_other() {
     assert!(text.contains("circuit"), "{text}");
     assert_eq!(mock.request_count(), 3, "B called nobody");
 }
+
+/// `[[auth.keys]]`: each caller has limits of its own. Tenant A, over its
+/// requests per minute, gets a 429 naming itself and the limit with
+/// `Retry-After`, before any upstream call; tenant B is not touched. A's
+/// tokens per minute are reserved from the estimate and settled with the
+/// answer's usage, so calls far under `max_tokens` leave room for more.
+/// Counted per caller by name, never by key.
+#[tokio::test]
+async fn callers_have_limits_of_their_own_and_one_cannot_starve_another() {
+    let mock = MockUpstream::new();
+    let auth = "[auth]\n\
+        [[auth.keys]]\nname = \"team-a\"\nkey_env = \"PALISADE_TEST_TENANT_A_KEY\"\nrequests_per_minute = 5\ntokens_per_minute = 1000\n\
+        [[auth.keys]]\nname = \"team-b\"\nkey_env = \"PALISADE_TEST_TENANT_B_KEY\"\n";
+    let gw = start(&mock_gateway_toml(auth), &[("m", &mock)]).await;
+    let a = [("authorization", "Bearer tenant-a-test-key")];
+    let b = [("authorization", "Bearer tenant-b-test-key")];
+    // 300 output tokens each: about 310 reserved of A's 1,000 — five would
+    // not fit unreserved, but the mock's usage (a few tokens) gives the
+    // rest back as each answer ends.
+    let body = r#"{"model":"mock","max_tokens":300,"messages":[{"role":"user","content":"hi"}]}"#;
+    for _ in 0..5 {
+        let res = gw.post(OPENAI, body, &a).await;
+        assert_eq!(res.status(), 200);
+        text(res).await;
+    }
+    let res = gw.post(OPENAI, body, &a).await;
+    assert_eq!(res.status(), 429);
+    let wait: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    let said = text(res).await;
+    assert!(
+        said.contains("caller `team-a`") && said.contains("requests_per_minute"),
+        "{said}"
+    );
+    assert!(!said.contains("tenant-a-test-key"), "never the key: {said}");
+    assert_eq!(mock.request_count(), 5, "refused before any upstream call");
+    // B has no limits of its own: A's do not touch it.
+    for _ in 0..5 {
+        let res = gw.post(OPENAI, body, &b).await;
+        assert_eq!(res.status(), 200);
+        text(res).await;
+    }
+    let (_, metrics) = gw.get("/metrics").await;
+    for line in [
+        r#"palisade_caller_requests_total{caller="team-a"} 6"#,
+        r#"palisade_caller_limited_total{caller="team-a",limit="requests_per_minute"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    assert!(!metrics.contains("tenant-a-test-key"));
+}
+
+/// A caller's tokens per minute: a request whose estimate does not fit in
+/// what is left is refused naming `tokens_per_minute`; one over the whole
+/// limit is told so.
+#[tokio::test]
+async fn a_callers_tokens_per_minute_refuses_what_does_not_fit() {
+    let mock = MockUpstream::new();
+    mock.set_default(Reply::echo().delay_per_token(Duration::from_secs(3600)));
+    let auth = "[auth]\n[[auth.keys]]\nname = \"team-a\"\nkey_env = \"PALISADE_TEST_TENANT_A_KEY\"\ntokens_per_minute = 1000\n";
+    let gw = start(&mock_gateway_toml(auth), &[("m", &mock)]).await;
+    let a = [("authorization", "Bearer tenant-a-test-key")];
+    // A stream held open keeps its ~610-token reservation.
+    let held = gw
+        .post(
+            OPENAI,
+            r#"{"model":"mock","max_tokens":600,"stream":true,"messages":[{"role":"user","content":"hold"}]}"#,
+            &a,
+        )
+        .await;
+    assert_eq!(held.status(), 200);
+    let res = gw
+        .post(
+            OPENAI,
+            r#"{"model":"mock","max_tokens":600,"messages":[{"role":"user","content":"more"}]}"#,
+            &a,
+        )
+        .await;
+    assert_eq!(res.status(), 429);
+    let said = text(res).await;
+    assert!(said.contains("tokens_per_minute (1000)"), "{said}");
+    let res = gw
+        .post(
+            OPENAI,
+            r#"{"model":"mock","max_tokens":5000,"messages":[{"role":"user","content":"too much"}]}"#,
+            &a,
+        )
+        .await;
+    assert_eq!(res.status(), 429);
+    let said = text(res).await;
+    assert!(said.contains("this request alone is over it"), "{said}");
+    assert_eq!(mock.request_count(), 1);
+    drop(held);
+}

@@ -135,7 +135,7 @@ impl Bucket {
 
     /// Takes `cost` more units at once, into debt if need be (a call that
     /// turned out dearer than its reservation): later callers wait longer.
-    pub(crate) fn charge(&self, cost: u64) {
+    pub fn charge(&self, cost: u64) {
         let take = cost.saturating_mul(self.interval);
         let now = self.now();
         let _ = self
@@ -146,7 +146,19 @@ impl Bucket {
     }
 
     /// Gives back `cost` units (a cancelled waiter, a smaller actual cost).
-    pub(crate) fn refund(&self, cost: u64) {
+    /// Takes `cost` units now, or refuses, saying when they would be there
+    /// (for code admitting calls itself, e.g. a caller's own limit).
+    ///
+    /// # Errors
+    ///
+    /// [`RateLimited`] with the wait, or without one when `cost` exceeds
+    /// the capacity.
+    pub fn take(&self, cost: u64) -> Result<(), RateLimited> {
+        self.acquire(cost, Duration::ZERO).map(|_| ())
+    }
+
+    /// Gives `cost` units back (never fuller than full).
+    pub fn refund(&self, cost: u64) {
         self.refund_at(self.now(), cost);
     }
 

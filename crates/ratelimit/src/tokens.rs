@@ -192,6 +192,49 @@ impl TokenLimitLayer {
         self
     }
 
+    /// Reserves `cost` tokens now in its in-process bucket, or refuses:
+    /// for code admitting calls itself (a gateway's per-caller limits),
+    /// which then settles with [`reconcile`](Self::reconcile).
+    ///
+    /// # Errors
+    ///
+    /// [`RateLimited`](palisade_core::RateLimited) with the wait.
+    pub fn reserve(&self, cost: u64) -> Result<(), palisade_core::RateLimited> {
+        self.bucket.take(cost)
+    }
+
+    /// Settles a reservation of `reserved` tokens (`prompt` of them the
+    /// prompt's estimate) made with [`reserve`](Self::reserve) when `res`'s
+    /// body ends, by the rules of the layer (usage read as `api`'s answer;
+    /// an error status without usage refunded; a failed body kept; a
+    /// cancelled one kept at its prompt and the output seen).
+    pub fn reconcile<B>(
+        &self,
+        res: Response<B>,
+        api: Option<Api>,
+        reserved: u64,
+        prompt: u64,
+    ) -> Response<Reconciled<B>>
+    where
+        B: Body<Data = Bytes>,
+    {
+        let success = res.status().is_success();
+        observe::watch(
+            res,
+            api,
+            Settle {
+                settlement: Settlement {
+                    api,
+                    ledger: Ledger::Local(self.bucket.clone()),
+                    reserved,
+                    prompt,
+                },
+                success,
+                bytes: 0,
+            },
+        )
+    }
+
     /// Whether the limit is kept in Redis.
     pub fn shared(&self) -> bool {
         #[cfg(feature = "redis")]
