@@ -5,7 +5,14 @@
 //! cargo run --release -p palisade-gateway --example load            # 3 s per run
 //! cargo run --release -p palisade-gateway --example load -- 10      # 10 s per run
 //! cargo run --release -p palisade-gateway --example load -- apis    # per endpoint
+//! cargo run --release -p palisade-gateway --example load -- redis   # [redis] on vs off
 //! ```
+//!
+//! `redis [SECONDS]`: requests per second at concurrency 64 through one
+//! `thread_per_core` gateway whose upstream has request and token limits
+//! (never reached) kept in process, and through one whose limits are kept
+//! in a `redis-server` on loopback (`[redis]`: a reservation and a
+//! settlement script per call), three interleaved rounds, medians.
 //!
 //! `apis [SECONDS]`: the gateway's cost per request on each endpoint —
 //! `/v1/chat/completions`, `/v1/responses`, `/v1/embeddings` — beside
@@ -69,6 +76,15 @@ fn main() -> Result<(), BoxError> {
             "",
             args.get(2).map_or("thread_per_core", String::as_str),
         )),
+        Some("serve-gateway-extra") => rt.block_on(serve_gateway(
+            args.get(1).map_or("", String::as_str),
+            args.get(2).map_or("", String::as_str),
+            "thread_per_core",
+        )),
+        Some("redis") => {
+            let secs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(3u64);
+            rt.block_on(drive_redis(Duration::from_secs(secs)))
+        }
         Some("apis") => {
             let secs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(3u64);
             rt.block_on(drive_apis(Duration::from_secs(secs)))
@@ -329,6 +345,30 @@ async fn drive(length: Duration) -> Result<(), BoxError> {
         }
     }
     stop(&mut [&mut proxy, &mut gw_mt, &mut gw_tpc, &mut mock]);
+    Ok(())
+}
+
+/// `redis` mode: limits in process vs in Redis, concurrency 64.
+async fn drive_redis(length: Duration) -> Result<(), BoxError> {
+    let redis = palisade_core::test_util::RedisServer::start();
+    let limits = "[upstreams.rate_limit]\nrequests_per_minute = 1000000000\ntokens_per_minute = 100000000000\n";
+    let shared = format!("{limits}[redis]\nurl = \"{}\"\nfail_open = false\n", redis.url());
+    let (mut mock, mock_url) = child(&["serve-mock"])?;
+    let (mut local, local_url) = child(&["serve-gateway-extra", &mock_url, limits])?;
+    let (mut remote, remote_url) = child(&["serve-gateway-extra", &mock_url, &shared])?;
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        off.push(run(&local_url, 64, length).await?.rps);
+        on.push(run(&remote_url, 64, length).await?.rps);
+    }
+    let (off, on) = (median(off), median(on));
+    println!("{} s per run, 3 interleaved rounds, medians; concurrency 64", length.as_secs());
+    println!("  limits in process:  {off:.0} req/s");
+    println!(
+        "  limits in Redis:    {on:.0} req/s ({:.1} % of in process)",
+        on / off * 100.0
+    );
+    stop(&mut [&mut local, &mut remote, &mut mock]);
     Ok(())
 }
 
