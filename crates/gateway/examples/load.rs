@@ -352,7 +352,10 @@ async fn drive(length: Duration) -> Result<(), BoxError> {
 async fn drive_redis(length: Duration) -> Result<(), BoxError> {
     let redis = palisade_core::test_util::RedisServer::start();
     let limits = "[upstreams.rate_limit]\nrequests_per_minute = 1000000000\ntokens_per_minute = 100000000000\n";
-    let shared = format!("{limits}[redis]\nurl = \"{}\"\nfail_open = false\n", redis.url());
+    let shared = format!(
+        "{limits}[redis]\nurl = \"{}\"\nfail_open = false\n",
+        redis.url()
+    );
     let (mut mock, mock_url) = child(&["serve-mock"])?;
     let (mut local, local_url) = child(&["serve-gateway-extra", &mock_url, limits])?;
     let (mut remote, remote_url) = child(&["serve-gateway-extra", &mock_url, &shared])?;
@@ -362,7 +365,10 @@ async fn drive_redis(length: Duration) -> Result<(), BoxError> {
         on.push(run(&remote_url, 64, length).await?.rps);
     }
     let (off, on) = (median(off), median(on));
-    println!("{} s per run, 3 interleaved rounds, medians; concurrency 64", length.as_secs());
+    println!(
+        "{} s per run, 3 interleaved rounds, medians; concurrency 64",
+        length.as_secs()
+    );
     println!("  limits in process:  {off:.0} req/s");
     println!(
         "  limits in Redis:    {on:.0} req/s ({:.1} % of in process)",

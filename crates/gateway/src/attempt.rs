@@ -806,11 +806,18 @@ pub(crate) fn failure_answer(
         Failure::Error(e) => {
             // The status and Retry-After: palisade's public mapping, the
             // one a library user's own server gets from `caller_status`.
-            let (mut status, wait) = palisade_core::caller_status(&*e);
+            let (status, wait) = palisade_core::caller_status(&*e);
             // The shared limits' Redis is down and they fail closed: the
-            // gateway's own outage, not the upstream's.
+            // gateway's own outage, not the upstream's (its address and
+            // the library's advice stay in the log).
             if find::<palisade::ratelimit::BackendUnavailable>(&*e).is_some() {
-                status = StatusCode::SERVICE_UNAVAILABLE;
+                tracing::warn!(upstream = %name, reason = %e, "refused: the shared limits' Redis is unavailable (fail_open = false)");
+                return GatewayError::new(
+                    caller,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the gateway's shared rate limits for upstream `{name}` are unavailable (their Redis cannot be reached); retry later"),
+                )
+                .into_response();
             }
             let msg = match ErrorKind::of(&*e) {
                 Some(ErrorKind::CircuitOpen) => format!(

@@ -81,6 +81,12 @@ impl InboundKeys {
                         c.name, c.key_env
                     ))
                 })?;
+            if keys.iter().any(|(k, _)| k.expose_secret() == key) {
+                return Err(StartError::Auth(format!(
+                    "[[auth.keys]] `{}`: its key (in `{}`) is also another caller's or in keys_env; give each caller a key of its own",
+                    c.name, c.key_env
+                )));
+            }
             keys.push((
                 SecretString::from(key),
                 Some(Arc::new(Caller::new(c, metrics)?)),
@@ -219,6 +225,7 @@ impl Caller {
 /// answer ends.
 pub(crate) struct Admitted {
     caller: Arc<Caller>,
+    /// Tokens reserved; 0 once handed to the answer's settlement.
     reserved: u64,
     prompt: u64,
 }
@@ -226,13 +233,27 @@ pub(crate) struct Admitted {
 impl Admitted {
     /// `res` (the caller's answer, in `api`), its body settling the
     /// reservations when it ends.
-    pub(crate) fn settle(self, res: Response<Body>, api: Api) -> Response<Body> {
+    pub(crate) fn settle(mut self, res: Response<Body>, api: Api) -> Response<Body> {
+        let reserved = std::mem::take(&mut self.reserved);
         let mut res = res;
         for (_, l) in [&self.caller.tpm, &self.caller.tpd].into_iter().flatten() {
             res = l
-                .reconcile(res, Some(api), self.reserved, self.prompt)
+                .reconcile(res, Some(api), reserved, self.prompt)
                 .map(Body::new);
         }
         res
+    }
+}
+
+impl Drop for Admitted {
+    /// Dropped before its answer (the caller went away while the
+    /// upstreams were asked): it can have cost its prompt, not its output.
+    fn drop(&mut self) {
+        let unused = self.reserved.saturating_sub(self.prompt);
+        if unused > 0 {
+            for (_, l) in [&self.caller.tpm, &self.caller.tpd].into_iter().flatten() {
+                l.bucket().refund(unused);
+            }
+        }
     }
 }

@@ -133,9 +133,10 @@ pub struct Config {
     /// (keys `palisade:{upstream}:rpm` and `:tpm`; tokens reserved from the
     /// estimate and settled with the reported usage there), and tier
     /// members' provider-limit drains are shared there
-    /// (`palisade:{upstream}:drained`, read every 250 ms), failing open
-    /// when Redis cannot be asked.
-    /// Token limits stay per process (they are reconciled per call).
+    /// (`palisade:{upstream}:drained`, read every 250 ms), and with
+    /// `share_breaker` so are circuits; failing open (or closed, with
+    /// `fail_open = false`) when Redis cannot be asked. Callers' own limits
+    /// (`[[auth.keys]]`) stay per process.
     #[serde(default)]
     pub redis: Option<RedisConfig>,
     /// Limits on the callers' connections.
@@ -847,7 +848,15 @@ impl Config {
         check_routes(&self.routes, &names)?;
         if let Some(r) = &self.redis {
             if !r.url.starts_with("redis://") && !r.url.starts_with("rediss://") {
-                return Invalid::at("redis.url", format!("`{}` is not a redis:// URL", r.url));
+                // Never the password: what follows the last `@` only.
+                let shown = r
+                    .url
+                    .rsplit_once('@')
+                    .map_or(r.url.as_str(), |(_, host)| host);
+                return Invalid::at(
+                    "redis.url",
+                    format!("`…{shown}` is not a redis:// or rediss:// URL"),
+                );
             }
         }
         Ok(())

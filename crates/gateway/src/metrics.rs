@@ -231,7 +231,7 @@ const REJECTED: &str = "Requests refused by the gateway's own rate limit, by ups
 const TOKENS: &str = "Tokens reported by upstreams, by upstream and kind (input, output)";
 const UNTRANSLATED: &str = "Fields of a request or answer with no counterpart in the API it was translated to, left out; by the API that had them and the field";
 const HEDGES: &str = "Calls hedged: no content event from a tier member (upstream) in time, so another (rival) was called too";
-const REDIS_ERRORS: &str = "Times an upstream's shared limits could not ask Redis (unreachable, slow, failing); the call then went on unlimited (fail_open) or was refused";
+const REDIS_ERRORS: &str = "Times Redis could not be asked (unreachable, slow, failing): for an upstream's shared limits (the call then went on unlimited with fail_open, or was refused), or, under upstream \"*\", for the shared provider-limit and circuit state";
 const CALLER_REQUESTS: &str = "Requests of callers with limits of their own ([[auth.keys]]), by the caller's name (never its key)";
 const CALLER_LIMITED: &str =
     "Requests refused by a caller's own limit, by the caller's name and the limit";

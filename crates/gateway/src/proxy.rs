@@ -119,9 +119,6 @@ async fn pipeline(
     require_json(caller, req.headers())?;
     let (parts, body) = req.into_parts();
     let checked = check_body(state, caller, body).await?;
-    // A caller with limits of its own: admitted (or refused, 429) before
-    // any upstream call; its token reservations settle with the answer.
-    let admitted = who.map(|c| c.admit(caller, &checked.parsed)).transpose()?;
     let route = state
         .routes
         .get(&checked.model)
@@ -159,6 +156,10 @@ async fn pipeline(
         )
         .retry_after(wait));
     }
+    // A caller with limits of its own: admitted (or refused, 429) once
+    // the request is known to be servable, before any upstream call; its
+    // token reservations settle with the answer.
+    let admitted = who.map(|c| c.admit(caller, &checked.parsed)).transpose()?;
     let call = Call {
         state,
         caller,

@@ -176,14 +176,8 @@ impl SharedDrains {
             reason,
             "cannot share provider-limit state through Redis; each process keeps its own"
         );
-        for name in self
-            .members
-            .iter()
-            .map(|(n, _)| n)
-            .chain(self.breakers.iter().map(|b| &b.name))
-        {
-            self.metrics.redis_error(name);
-        }
+        // Not one upstream's: counted once, under `*`.
+        self.metrics.redis_error("*");
     }
 
     /// Reads every member's shared drain and every shared circuit, and

@@ -140,8 +140,11 @@ impl TokenLimitLayer {
     /// timeout (50 ms by default) the call goes without a reservation
     /// (fail open, logged) or fails with
     /// [`BackendUnavailable`](crate::BackendUnavailable)
-    /// ([`fail_closed`](Self::fail_closed)). A cancelled waiter keeps its
-    /// reservation until it refills. Nothing connects until the first call.
+    /// ([`fail_closed`](Self::fail_closed)). A call cancelled while its
+    /// reservation is being asked for keeps what Redis may have reserved
+    /// until it refills; one cancelled after (waiting for its turn, or
+    /// mid-answer) gives back its unused output as in process. Nothing
+    /// connects until the first call.
     ///
     /// # Errors
     ///
@@ -370,16 +373,18 @@ where
             let svc = std::mem::replace(&mut self.inner, fresh);
             return TokenFuture {
                 inner: ResponseFuture::refused(palisade_core::RateLimited::new(None)),
-                settle: Some(Settlement {
-                    api,
-                    ledger: Ledger::Redis(redis.clone()),
-                    reserved: cost,
-                    prompt: estimate.prompt,
-                }),
+                settle: None,
                 asking: Some(Box::new(Asking {
                     ask: redis.ask(cost, self.max_wait),
-                    svc,
+                    svc: Some(svc),
                     req: Some(req),
+                    // Armed only once Redis said it is reserved.
+                    pending: Some(Settlement {
+                        api,
+                        ledger: Ledger::Redis(redis.clone()),
+                        reserved: cost,
+                        prompt: estimate.prompt,
+                    }),
                 })),
             };
         }
@@ -489,8 +494,21 @@ pin_project! {
 /// A call waiting for a shared limit's answer.
 struct Asking<S, B> {
     ask: Pin<Box<dyn Future<Output = Asked> + Send + 'static>>,
-    svc: S,
+    svc: Option<S>,
     req: Option<Request<B>>,
+    /// Its settlement, once the reservation is known to be made.
+    pending: Option<Settlement>,
+}
+
+impl<S, B> Drop for Asking<S, B> {
+    /// Cancelled while asking: whether Redis reserved is not known, so
+    /// nothing is given back (a reservation made refills at the limit's
+    /// rate).
+    fn drop(&mut self) {
+        if let Some(s) = self.pending.take() {
+            s.keep();
+        }
+    }
 }
 
 /// What asking a shared limit came to: the wait before the reservation is
@@ -518,31 +536,32 @@ where
         let mut this = self.project();
         if let Some(asking) = this.asking.as_mut() {
             let asked = ready!(asking.ask.as_mut().poll(cx));
-            let Some(Asking { mut svc, req, .. }) = this.asking.take().map(|a| *a) else {
+            let Some(mut asking) = this.asking.take() else {
                 return Poll::Ready(Err(
                     "palisade-ratelimit: future polled after completion".into()
                 ));
             };
-            let Some(req) = req else {
+            let pending = asking.pending.take();
+            let (Some(mut svc), Some(req)) = (asking.svc.take(), asking.req.take()) else {
                 return Poll::Ready(Err(
                     "palisade-ratelimit: future polled after completion".into()
                 ));
             };
+            match (&asked, pending) {
+                (Ok(_), pending) => *this.settle = pending,
+                // Nothing was reserved: nothing to settle.
+                (Err(_), Some(s)) => s.keep(),
+                (Err(_), None) => {}
+            }
             let next = match asked {
                 Ok(wait) if wait.is_zero() => ResponseFuture::calling(svc.call(req)),
                 // A cancelled waiter keeps its shared reservation until it
                 // refills (the settlement still refunds its output part).
                 Ok(wait) => ResponseFuture::waiting(svc, req, wait, Reservation::elsewhere()),
-                Err(refusal) => {
-                    // Nothing was reserved: nothing to settle.
-                    if let Some(s) = this.settle.take() {
-                        s.keep();
-                    }
-                    match refusal {
-                        Some(e) => ResponseFuture::failed(e),
-                        None => ResponseFuture::calling(svc.call(req)),
-                    }
-                }
+                Err(refusal) => match refusal {
+                    Some(e) => ResponseFuture::failed(e),
+                    None => ResponseFuture::calling(svc.call(req)),
+                },
             };
             this.inner.set(next);
         }
