@@ -213,6 +213,8 @@ impl SharedDrains {
                         b.handle.force_open();
                     }
                 }
+                // Its probes decide now: a circuit they open again is its own.
+                State::HalfOpen => b.applied.store(false, Ordering::Release),
                 State::Open if !b.applied.load(Ordering::Acquire) => {
                     // Opened by this process's own calls: shared for what
                     // is left of its open time.
