@@ -12,22 +12,25 @@
 //! `TokenLimitLayer` (unused tokens refunded; an error status without usage
 //! refunded whole).
 //!
-//! The limits are kept in each gateway process (a fleet behind a load
-//! balancer gives a caller its limits once per process); `[redis]` does
-//! not share them yet.
+//! With `[redis]` the limits are kept there (keys
+//! `palisade:caller:{name}:{limit}`), so a fleet admits each caller's
+//! limits once, not once per process; Redis unreachable: the call goes on
+//! (or, with `fail_open = false`, gets a 503), counted in
+//! `palisade_redis_errors_total{upstream="*"}`. Without it, each process
+//! keeps its own.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use http::{Response, StatusCode};
-use palisade::ratelimit::{RateLimitLayer, TokenLimitLayer};
-use palisade_core::{ParsedBody, RateLimited, tokens};
+use palisade::ratelimit::TokenLimitLayer;
+use palisade_core::{BoxError, ParsedBody, RateLimited, find, tokens};
 use palisade_providers::Api;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::StartError;
-use crate::config::{AuthConfig, CallerConfig};
+use crate::config::{AuthConfig, CallerConfig, RedisConfig};
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 
@@ -49,7 +52,11 @@ impl std::fmt::Debug for InboundKeys {
 impl InboundKeys {
     /// The keys in `keys_env`'s variable (comma-separated) and each
     /// `[[auth.keys]]` caller's.
-    pub(crate) fn from_config(a: &AuthConfig, metrics: &Arc<Metrics>) -> Result<Self, StartError> {
+    pub(crate) fn from_config(
+        a: &AuthConfig,
+        redis: Option<&RedisConfig>,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, StartError> {
         let mut keys = Vec::new();
         if let Some(var) = &a.keys_env {
             let raw = std::env::var(var).map_err(|_| {
@@ -89,7 +96,7 @@ impl InboundKeys {
             }
             keys.push((
                 SecretString::from(key),
-                Some(Arc::new(Caller::new(c, metrics)?)),
+                Some(Arc::new(Caller::new(c, redis, metrics)?)),
             ));
         }
         Ok(Self { keys })
@@ -113,10 +120,11 @@ impl InboundKeys {
     }
 }
 
-/// A caller with limits of its own.
+/// A caller with limits of its own; each a `TokenLimitLayer` (for
+/// requests, a unit per call), kept in `[redis]` when there is one.
 pub(crate) struct Caller {
     name: Arc<str>,
-    rpm: Option<(u64, RateLimitLayer)>,
+    rpm: Option<(u64, TokenLimitLayer)>,
     tpm: Option<(u64, TokenLimitLayer)>,
     tpd: Option<(u64, TokenLimitLayer)>,
     metrics: Arc<Metrics>,
@@ -135,38 +143,43 @@ fn limit_error(caller: &str, what: &str, e: impl std::fmt::Display) -> StartErro
 }
 
 impl Caller {
-    fn new(c: &CallerConfig, metrics: &Arc<Metrics>) -> Result<Self, StartError> {
-        let rpm = c
-            .requests_per_minute
-            .map(|n| {
-                RateLimitLayer::try_new(n, n as f64 / 60.0)
-                    .map(|l| (n, l))
-                    .map_err(|e| limit_error(&c.name, "requests_per_minute", e))
+    fn new(
+        c: &CallerConfig,
+        redis: Option<&RedisConfig>,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, StartError> {
+        let limit = |n: Option<u64>, per: f64, what: &'static str| {
+            n.map(|n| {
+                let mut l = TokenLimitLayer::try_new(n, n as f64 / per)
+                    .map_err(|e| limit_error(&c.name, what, e))?;
+                if let Some(r) = redis {
+                    let key = format!("palisade:caller:{}:{what}", c.name);
+                    l = l
+                        .redis(&r.url, key)
+                        .map_err(|e| limit_error(&c.name, what, e))?;
+                    if !r.fail_open {
+                        l = l.fail_closed();
+                    }
+                    let m = Arc::clone(metrics);
+                    l = l.on_redis_error(move |_| m.redis_error("*"));
+                }
+                Ok::<_, StartError>((n, l))
             })
-            .transpose()?;
-        let tokens = |n: u64, per: f64, what: &str| {
-            TokenLimitLayer::try_new(n, n as f64 / per)
-                .map(|l| (n, l))
-                .map_err(|e| limit_error(&c.name, what, e))
+            .transpose()
         };
         Ok(Self {
             name: Arc::from(c.name.as_str()),
-            rpm,
-            tpm: c
-                .tokens_per_minute
-                .map(|n| tokens(n, 60.0, "tokens_per_minute"))
-                .transpose()?,
-            tpd: c
-                .tokens_per_day
-                .map(|n| tokens(n, DAY, "tokens_per_day"))
-                .transpose()?,
+            rpm: limit(c.requests_per_minute, 60.0, "requests_per_minute")?,
+            tpm: limit(c.tokens_per_minute, 60.0, "tokens_per_minute")?,
+            tpd: limit(c.tokens_per_day, DAY, "tokens_per_day")?,
             metrics: Arc::clone(metrics),
         })
     }
 
     /// Admits one call of `api` with this body, or refuses it naming the
-    /// limit it is over.
-    pub(crate) fn admit(
+    /// limit it is over (429), or — its limits' Redis down and failing
+    /// closed — saying so (503).
+    pub(crate) async fn admit(
         self: &Arc<Self>,
         api: Api,
         parsed: &ParsedBody,
@@ -174,39 +187,55 @@ impl Caller {
         let estimate = tokens::estimate(parsed);
         let cost = estimate.total().max(1);
         self.metrics.caller_request(&self.name);
-        if let Some((n, l)) = &self.rpm {
-            l.bucket()
-                .take(1)
-                .map_err(|e| self.refuse(api, "requests_per_minute", *n, &e))?;
-        }
-        let mut taken: Vec<&TokenLimitLayer> = Vec::new();
-        for (what, limit) in [
-            ("tokens_per_minute", &self.tpm),
-            ("tokens_per_day", &self.tpd),
-        ] {
+        // What was reserved so far: (limit, units), given back on a refusal.
+        let mut made: Vec<(&TokenLimitLayer, u64)> = Vec::new();
+        let mut tokens_made = [false; 2];
+        let limits = [
+            ("requests_per_minute", &self.rpm, 1),
+            ("tokens_per_minute", &self.tpm, cost),
+            ("tokens_per_day", &self.tpd, cost),
+        ];
+        for (k, (what, limit, units)) in limits.into_iter().enumerate() {
             let Some((n, l)) = limit else { continue };
-            if let Err(e) = l.reserve(cost) {
-                // Nothing stays taken for a refused call.
-                for t in taken {
-                    t.bucket().refund(cost);
+            match l.reserve(units).await {
+                Ok(reserved) => {
+                    if reserved {
+                        made.push((l, units));
+                    }
+                    if k > 0 {
+                        tokens_made[k - 1] = reserved;
+                    }
                 }
-                if let Some((_, r)) = &self.rpm {
-                    r.bucket().refund(1);
+                Err(e) => {
+                    for (l, units) in made {
+                        l.refund(units);
+                    }
+                    return Err(self.refuse(api, what, *n, &e));
                 }
-                return Err(self.refuse(api, what, *n, &e));
             }
-            taken.push(l);
         }
         Ok(Admitted {
             caller: Arc::clone(self),
             reserved: cost,
             prompt: estimate.prompt,
+            made: tokens_made,
         })
     }
 
-    fn refuse(&self, api: Api, limit: &str, n: u64, e: &RateLimited) -> GatewayError {
+    fn refuse(&self, api: Api, limit: &str, n: u64, e: &BoxError) -> GatewayError {
+        let Some(limited) = find::<RateLimited>(&**e) else {
+            tracing::warn!(caller = %self.name, limit, reason = %e, "refused: the caller's limits are unavailable");
+            return GatewayError::new(
+                api,
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the limits of caller `{}` are unavailable (their Redis cannot be reached); retry later",
+                    self.name
+                ),
+            );
+        };
         self.metrics.caller_limited(&self.name, limit);
-        let wait = e.retry_after();
+        let wait = limited.retry_after();
         let when = match wait {
             Some(d) => format!("retry in {} s", d.as_secs().max(1)),
             None => "this request alone is over it; ask for fewer tokens (max_tokens) or a shorter prompt".to_owned(),
@@ -228,6 +257,19 @@ pub(crate) struct Admitted {
     /// Tokens reserved; 0 once handed to the answer's settlement.
     reserved: u64,
     prompt: u64,
+    /// Whether tokens per minute and per day reserved them (not when
+    /// their Redis could not be asked and they fail open).
+    made: [bool; 2],
+}
+
+impl Admitted {
+    /// The token limits that hold this call's reservation.
+    fn holding(&self) -> impl Iterator<Item = &TokenLimitLayer> {
+        [&self.caller.tpm, &self.caller.tpd]
+            .into_iter()
+            .zip(self.made)
+            .filter_map(|(l, made)| l.as_ref().filter(|_| made).map(|(_, l)| l))
+    }
 }
 
 impl Admitted {
@@ -236,7 +278,7 @@ impl Admitted {
     pub(crate) fn settle(mut self, res: Response<Body>, api: Api) -> Response<Body> {
         let reserved = std::mem::take(&mut self.reserved);
         let mut res = res;
-        for (_, l) in [&self.caller.tpm, &self.caller.tpd].into_iter().flatten() {
+        for l in self.holding() {
             res = l
                 .reconcile(res, Some(api), reserved, self.prompt)
                 .map(Body::new);
@@ -251,8 +293,8 @@ impl Drop for Admitted {
     fn drop(&mut self) {
         let unused = self.reserved.saturating_sub(self.prompt);
         if unused > 0 {
-            for (_, l) in [&self.caller.tpm, &self.caller.tpd].into_iter().flatten() {
-                l.bucket().refund(unused);
+            for l in self.holding() {
+                l.refund(unused);
             }
         }
     }

@@ -136,7 +136,7 @@ pub struct Config {
     /// (`palisade:{upstream}:drained`, read every 250 ms), and with
     /// `share_breaker` so are circuits; failing open (or closed, with
     /// `fail_open = false`) when Redis cannot be asked. Callers' own limits
-    /// (`[[auth.keys]]`) stay per process.
+    /// (`[[auth.keys]]`) are kept there too.
     #[serde(default)]
     pub redis: Option<RedisConfig>,
     /// Limits on the callers' connections.

@@ -414,7 +414,7 @@ impl Gateway {
         let inbound_keys = config
             .auth
             .as_ref()
-            .map(|a| callers::InboundKeys::from_config(a, &metrics))
+            .map(|a| callers::InboundKeys::from_config(a, config.redis.as_ref(), &metrics))
             .transpose()?;
         Ok(Self {
             state: Arc::new(AppState {

@@ -159,7 +159,10 @@ async fn pipeline(
     // A caller with limits of its own: admitted (or refused, 429) once
     // the request is known to be servable, before any upstream call; its
     // token reservations settle with the answer.
-    let admitted = who.map(|c| c.admit(caller, &checked.parsed)).transpose()?;
+    let admitted = match who {
+        Some(c) => Some(c.admit(caller, &checked.parsed).await?),
+        None => None,
+    };
     let call = Call {
         state,
         caller,

@@ -1240,3 +1240,28 @@ async fn a_callers_tokens_per_minute_refuses_what_does_not_fit() {
     assert_eq!(mock.request_count(), 1);
     drop(held);
 }
+
+/// With `[redis]`, a caller's own limits hold across gateways: two
+/// gateways admit team-a's three requests a minute once between them.
+#[tokio::test]
+async fn a_callers_limits_hold_across_gateways_sharing_redis() {
+    let redis = palisade_core::test_util::RedisServer::start();
+    let mock = MockUpstream::new();
+    let server = mock.serve().await.unwrap();
+    let toml = format!(
+        "[auth]\n[[auth.keys]]\nname = \"team-a\"\nkey_env = \"PALISADE_TEST_TENANT_A_KEY\"\nrequests_per_minute = 3\ntokens_per_minute = 1000\n{}[redis]\nurl = \"{}\"\n",
+        upstream("shared", "openai", &server.base_url(), "") + &route("gpt", &["shared"]),
+        redis.url()
+    );
+    let (a, b) = (start(&toml, &[]).await, start(&toml, &[]).await);
+    let key = [("authorization", "Bearer tenant-a-test-key")];
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        let res = gw.post(OPENAI, &chat("gpt", "x", false), &key).await;
+        statuses.push(res.status().as_u16());
+        text(res).await;
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
+    assert_eq!(mock.request_count(), 3);
+}

@@ -195,15 +195,42 @@ impl TokenLimitLayer {
         self
     }
 
-    /// Reserves `cost` tokens now in its in-process bucket, or refuses:
-    /// for code admitting calls itself (a gateway's per-caller limits),
-    /// which then settles with [`reconcile`](Self::reconcile).
+    /// Reserves `cost` units now — in Redis when the limit is kept there
+    /// ([`redis`](Self::redis)), else in process — or refuses: for code
+    /// admitting calls itself (a gateway's per-caller limits), which then
+    /// settles with [`reconcile`](Self::reconcile) or gives back with
+    /// [`refund`](Self::refund). `Ok(false)`: nothing was reserved (Redis
+    /// could not be asked and the limit fails open): settle nothing.
     ///
     /// # Errors
     ///
-    /// [`RateLimited`](palisade_core::RateLimited) with the wait.
-    pub fn reserve(&self, cost: u64) -> Result<(), palisade_core::RateLimited> {
-        self.bucket.take(cost)
+    /// [`RateLimited`](palisade_core::RateLimited) with the wait, or
+    /// [`BackendUnavailable`](crate::BackendUnavailable) when Redis cannot
+    /// be asked and the limit fails closed.
+    pub async fn reserve(&self, cost: u64) -> Result<bool, BoxError> {
+        #[cfg(feature = "redis")]
+        if let Some(r) = &self.redis {
+            return match r.ask(cost, Duration::ZERO).await {
+                Ok(_) => Ok(true),
+                Err(Some(e)) => Err(e),
+                Err(None) => Ok(false),
+            };
+        }
+        self.bucket.take(cost).map(|()| true).map_err(Into::into)
+    }
+
+    /// Gives back `n` units reserved with [`reserve`](Self::reserve) (in
+    /// Redis in the background, when kept there).
+    pub fn refund(&self, n: u64) {
+        self.ledger().refund(n);
+    }
+
+    fn ledger(&self) -> Ledger {
+        #[cfg(feature = "redis")]
+        if let Some(r) = &self.redis {
+            return Ledger::Redis(r.clone());
+        }
+        Ledger::Local(self.bucket.clone())
     }
 
     /// Settles a reservation of `reserved` tokens (`prompt` of them the
@@ -228,7 +255,7 @@ impl TokenLimitLayer {
             Settle {
                 settlement: Settlement {
                     api,
-                    ledger: Ledger::Local(self.bucket.clone()),
+                    ledger: self.ledger(),
                     reserved,
                     prompt,
                 },
