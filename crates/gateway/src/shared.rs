@@ -18,11 +18,12 @@
 //! learns them from its own calls, as without Redis); each failure is
 //! counted in `palisade_redis_errors_total` and logged, at most once a poll.
 
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use palisade::ratelimit::RedisConnection;
 use palisade_balance::MemberLoad;
 use palisade_breaker::{BreakerHandle, State};
 use redis::aio::MultiplexedConnection;
@@ -46,8 +47,7 @@ return 1
 
 /// The tier members' drains, shared through one Redis.
 pub(crate) struct SharedDrains {
-    client: redis::Client,
-    conn: Mutex<Option<MultiplexedConnection>>,
+    redis: RedisConnection,
     members: Vec<(Arc<str>, MemberLoad)>,
     breakers: Vec<SharedBreaker>,
     metrics: Arc<Metrics>,
@@ -99,10 +99,9 @@ impl SharedDrains {
         breakers: Vec<SharedBreaker>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
+        let redis = RedisConnection::open(url).map_err(|e| e.to_string())?;
         let shared = Arc::new(Self {
-            client,
-            conn: Mutex::new(None),
+            redis,
             members,
             breakers,
             metrics,
@@ -147,31 +146,11 @@ impl SharedDrains {
     }
 
     async fn connection(&self) -> Result<MultiplexedConnection, String> {
-        let cached = self
-            .conn
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if let Some(c) = cached {
-            return Ok(c);
-        }
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT));
-        let conn = tokio::time::timeout(
-            TIMEOUT,
-            self.client
-                .get_multiplexed_async_connection_with_config(&config),
-        )
-        .await
-        .map_err(|_| format!("connecting took over {TIMEOUT:?}"))?
-        .map_err(|e| format!("cannot connect: {e}"))?;
-        *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
-        Ok(conn)
+        self.redis.get(TIMEOUT).await
     }
 
     fn failed(&self, reason: &str) {
-        *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.redis.forget();
         tracing::warn!(
             reason,
             "cannot share provider-limit state through Redis; each process keeps its own"

@@ -69,6 +69,9 @@ pub use keyed::{DEFAULT_MAX_KEYS, KeyedRateLimit, KeyedRateLimitLayer};
 pub use layer::{ConfigError, PerRequest, RateLimitLayer, RequestCost};
 pub use palisade_core::RateLimited;
 #[cfg(feature = "redis")]
-pub use redis::{BackendUnavailable, ErrorHook, RedisFuture, RedisRateLimit, RedisRateLimitLayer};
+pub use redis::{
+    BackendUnavailable, ErrorHook, RedisConnection, RedisFuture, RedisRateLimit,
+    RedisRateLimitLayer,
+};
 pub use service::RateLimit;
 pub use tokens::{Reconciled, TokenFuture, TokenLimit, TokenLimitLayer};

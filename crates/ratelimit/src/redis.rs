@@ -72,6 +72,84 @@ redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_
 return 1
 ";
 
+/// One Redis, reached over a multiplexed connection made on first use
+/// (connecting bounded by a timeout) and made anew after a failure; for
+/// code sharing state through the same Redis as the limits (the gateway's
+/// shared provider-limit and circuit state). Its URL is shown without a
+/// password.
+pub struct RedisConnection {
+    client: redis::Client,
+    shown: String,
+    conn: Mutex<Option<MultiplexedConnection>>,
+}
+
+impl fmt::Debug for RedisConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConnection")
+            .field("redis", &self.shown)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisConnection {
+    /// The Redis at `url` (`redis://host:port/db`); nothing connects yet.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] for a URL Redis cannot parse (named without its
+    /// password).
+    pub fn open(url: &str) -> Result<Self, ConfigError> {
+        let shown = shown_url(url);
+        let client = redis::Client::open(url)
+            .map_err(|e| ConfigError(format!("the Redis URL {shown} is invalid: {e}")))?;
+        Ok(Self {
+            client,
+            shown,
+            conn: Mutex::new(None),
+        })
+    }
+
+    /// Its URL, without a password.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// The connection, made now (within `timeout`) if there is none.
+    ///
+    /// # Errors
+    ///
+    /// Why it could not be made, naming no password.
+    pub async fn get(&self, timeout: Duration) -> Result<MultiplexedConnection, String> {
+        let cached = self
+            .conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(c) = cached {
+            return Ok(c);
+        }
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        let conn = tokio::time::timeout(
+            timeout,
+            self.client
+                .get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+        .map_err(|_| format!("connecting took over {timeout:?}"))?
+        .map_err(|e| format!("cannot connect: {e}"))?;
+        *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Drops the connection (after a failure): the next [`get`](Self::get)
+    /// makes a new one.
+    pub fn forget(&self) {
+        *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+}
+
 /// What to do when Redis cannot be asked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum FailMode {
@@ -101,12 +179,11 @@ impl fmt::Display for BackendUnavailable {
 impl std::error::Error for BackendUnavailable {}
 
 pub(crate) struct Shared {
-    client: redis::Client,
+    redis: RedisConnection,
     shown: String,
     key: String,
     capacity: u64,
     interval_us: u64,
-    conn: Mutex<Option<MultiplexedConnection>>,
     script: redis::Script,
     adjust: redis::Script,
     /// Told of every time Redis could not be asked (for a counter).
@@ -134,16 +211,13 @@ pub(crate) enum Refusal {
 impl Shared {
     fn new(url: &str, key: String, capacity: u64, per_second: f64) -> Result<Self, ConfigError> {
         validate(capacity, per_second)?;
-        let shown = shown_url(url);
-        let client = redis::Client::open(url)
-            .map_err(|e| ConfigError(format!("the Redis URL {shown} is invalid: {e}")))?;
+        let redis = RedisConnection::open(url)?;
         Ok(Self {
-            client,
-            shown,
+            shown: redis.shown().to_owned(),
+            redis,
             key,
             capacity,
             interval_us: (1e6 / per_second).round().max(1.0) as u64,
-            conn: Mutex::new(None),
             script: redis::Script::new(GCRA),
             adjust: redis::Script::new(ADJUST),
             on_error: std::sync::OnceLock::new(),
@@ -177,31 +251,11 @@ impl Shared {
     }
 
     async fn connection(&self, timeout: Duration) -> Result<MultiplexedConnection, String> {
-        let cached = self
-            .conn
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if let Some(c) = cached {
-            return Ok(c);
-        }
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
-        let conn = tokio::time::timeout(
-            timeout,
-            self.client
-                .get_multiplexed_async_connection_with_config(&config),
-        )
-        .await
-        .map_err(|_| format!("connecting took over {timeout:?}"))?
-        .map_err(|e| format!("cannot connect: {e}"))?;
-        *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
-        Ok(conn)
+        self.redis.get(timeout).await
     }
 
     fn forget_connection(&self) {
-        *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.redis.forget();
     }
 
     /// The wait before `cost` units are ours, or why not.
