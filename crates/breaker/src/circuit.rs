@@ -101,6 +101,14 @@ pub(crate) struct Circuit {
     probes_left: AtomicU32,
     probe_successes: AtomicU32,
     transit: Mutex<Transit>,
+    /// The fleet this circuit is shared with ([`crate::BreakerBuilder::redis`]).
+    #[cfg(feature = "redis")]
+    pub(crate) fleet: Option<Arc<crate::fleet::Fleet>>,
+    /// Milliseconds after `origin` until which an open circuit whose open
+    /// time is over stays open, waiting for the fleet's word on who probes
+    /// (0: not held).
+    #[cfg(feature = "redis")]
+    held_until_ms: AtomicU64,
 }
 
 impl fmt::Debug for Circuit {
@@ -149,6 +157,7 @@ impl Drop for Permit {
 }
 
 impl Circuit {
+    /// A circuit of its own, not shared with a fleet.
     pub(crate) fn new(config: Config) -> Self {
         let ring = match config.window {
             Window::Count(n) => (0..n).map(|_| AtomicU8::new(EMPTY)).collect(),
@@ -180,7 +189,35 @@ impl Circuit {
             probes_left: AtomicU32::new(0),
             probe_successes: AtomicU32::new(0),
             transit: Mutex::new(Transit { trips: 0 }),
+            #[cfg(feature = "redis")]
+            fleet: None,
+            #[cfg(feature = "redis")]
+            held_until_ms: AtomicU64::new(0),
         }
+    }
+
+    /// A circuit shared with the fleet of `fleet`.
+    #[cfg(feature = "redis")]
+    pub(crate) fn shared(config: Config, fleet: crate::fleet::Fleet) -> Self {
+        Self {
+            fleet: Some(Arc::new(fleet)),
+            ..Self::new(config)
+        }
+    }
+
+    /// How long a circuit whose open time is over still waits for the
+    /// fleet's word on who probes.
+    #[inline]
+    fn held(&self) -> Option<Duration> {
+        #[cfg(feature = "redis")]
+        if self.fleet.is_some() {
+            let until = self.held_until_ms.load(Ordering::Acquire);
+            let now = self.now_ms();
+            if until > now {
+                return Some(Duration::from_millis(until - now));
+            }
+        }
+        None
     }
 
     #[inline]
@@ -192,7 +229,7 @@ impl Circuit {
         u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn remaining(&self) -> Duration {
+    pub(crate) fn remaining(&self) -> Duration {
         let until = self.open_until_ms.load(Ordering::Acquire);
         Duration::from_millis(until.saturating_sub(self.now_ms()))
     }
@@ -201,7 +238,9 @@ impl Circuit {
     pub(crate) fn refuses_for(&self) -> Option<Duration> {
         match self.state() {
             State::Closed => None,
-            State::Open => Some(self.remaining()).filter(|left| !left.is_zero()),
+            State::Open => Some(self.remaining())
+                .filter(|left| !left.is_zero())
+                .or_else(|| self.held()),
             State::HalfOpen => {
                 (self.probes_left.load(Ordering::Acquire) == 0).then_some(Duration::ZERO)
             }
@@ -211,6 +250,10 @@ impl Circuit {
     /// Admits a call, or refuses it with the time left open.
     #[inline]
     pub(crate) fn acquire(self: &Arc<Self>) -> Result<Permit, CircuitOpen> {
+        #[cfg(feature = "redis")]
+        if let Some(fleet) = &self.fleet {
+            fleet.ensure_polling(self);
+        }
         loop {
             match self.state() {
                 State::Closed => {
@@ -223,6 +266,11 @@ impl Circuit {
                     let left = self.remaining();
                     if !left.is_zero() {
                         return Err(CircuitOpen::new(left));
+                    }
+                    if let Some(wait) = self.held() {
+                        // Another process of the fleet may be the one to
+                        // probe: wait for its word.
+                        return Err(CircuitOpen::new(wait));
                     }
                     self.to_half_open();
                 }
@@ -390,7 +438,12 @@ impl Circuit {
             }
         };
         if close {
-            self.close(State::HalfOpen);
+            if self.close(State::HalfOpen) {
+                #[cfg(feature = "redis")]
+                if let Some(fleet) = &self.fleet {
+                    fleet.closed();
+                }
+            }
         } else {
             self.trip(State::HalfOpen);
         }
@@ -421,9 +474,87 @@ impl Circuit {
             self.open_until_ms.store(until, Ordering::Release);
             self.generation.fetch_add(1, Ordering::AcqRel);
             self.state.store(State::Open.as_u8(), Ordering::Release);
+            #[cfg(feature = "redis")]
+            self.hold_past(until);
             open_for
         };
         self.announce(from, State::Open, Some(open_for));
+        #[cfg(feature = "redis")]
+        if let Some(fleet) = &self.fleet {
+            fleet.tripped(open_for);
+        }
+    }
+
+    /// Holds the circuit open past `until` (ms after `origin`) for the
+    /// fleet's grace.
+    #[cfg(feature = "redis")]
+    fn hold_past(&self, until: u64) {
+        if let Some(fleet) = &self.fleet {
+            let grace = u64::try_from(fleet.grace().as_millis()).unwrap_or(u64::MAX);
+            self.held_until_ms
+                .store(until.saturating_add(grace), Ordering::Release);
+        }
+    }
+
+    /// The fleet's circuit is open for `left`: a closed circuit opens for
+    /// that long (not written back to the fleet).
+    #[cfg(feature = "redis")]
+    pub(crate) fn apply_trip(&self, left: Duration) {
+        {
+            let _t = self.lock();
+            if self.state() != State::Closed {
+                return;
+            }
+            let until = self
+                .now_ms()
+                .saturating_add(u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
+            self.open_until_ms.store(until, Ordering::Release);
+            self.hold_past(until);
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            self.state.store(State::Open.as_u8(), Ordering::Release);
+        }
+        self.announce(State::Closed, State::Open, Some(left));
+    }
+
+    /// The fleet's circuit stays open for `left` more: so does this one.
+    #[cfg(feature = "redis")]
+    pub(crate) fn extend_open(&self, left: Duration) {
+        let _t = self.lock();
+        if self.state() != State::Open {
+            return;
+        }
+        let until = self
+            .now_ms()
+            .saturating_add(u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
+        if until > self.open_until_ms.load(Ordering::Acquire) {
+            self.open_until_ms.store(until, Ordering::Release);
+        }
+        self.hold_past(until);
+    }
+
+    /// Another process probes: stay open for `d` more (renewed every poll
+    /// while it probes).
+    #[cfg(feature = "redis")]
+    pub(crate) fn hold(&self, d: Duration) {
+        let until = self
+            .now_ms()
+            .saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.held_until_ms.store(until, Ordering::Release);
+    }
+
+    /// This process holds the probe lease: half-open now.
+    #[cfg(feature = "redis")]
+    pub(crate) fn probe_now(&self) {
+        self.held_until_ms.store(0, Ordering::Release);
+        self.to_half_open();
+    }
+
+    /// Another process's probes closed the fleet's circuit: so is this one
+    /// (not written back).
+    #[cfg(feature = "redis")]
+    pub(crate) fn close_from_fleet(&self) {
+        self.held_until_ms.store(0, Ordering::Release);
+        self.close(State::Open);
     }
 
     fn to_half_open(&self) {
@@ -441,12 +572,13 @@ impl Circuit {
         self.announce(State::Open, State::HalfOpen, None);
     }
 
-    /// Closes the circuit if it is still `from`, with a clean window.
-    pub(crate) fn close(&self, from: State) {
+    /// Closes the circuit if it is still `from`, with a clean window;
+    /// whether it did.
+    pub(crate) fn close(&self, from: State) -> bool {
         {
             let mut t = self.lock();
             if self.state() != from {
-                return;
+                return false;
             }
             t.trips = 0;
             self.clear_window();
@@ -454,6 +586,7 @@ impl Circuit {
             self.state.store(State::Closed.as_u8(), Ordering::Release);
         }
         self.announce(from, State::Closed, None);
+        true
     }
 
     fn clear_window(&self) {

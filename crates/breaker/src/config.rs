@@ -31,6 +31,8 @@ pub(crate) struct Config {
     pub(crate) max_open_for: Duration,
     pub(crate) half_open_calls: u32,
     pub(crate) on_transition: Option<Hook>,
+    #[cfg(feature = "redis")]
+    pub(crate) fleet: Option<crate::fleet::FleetConfig>,
 }
 
 impl fmt::Debug for Config {
@@ -44,7 +46,12 @@ impl fmt::Debug for Config {
             .field("slow_call", &self.slow_call)
             .field("open_for", &self.open_for)
             .field("half_open_calls", &self.half_open_calls)
-            .finish_non_exhaustive()
+            .finish_non_exhaustive()?;
+        #[cfg(feature = "redis")]
+        if let Some(fleet) = &self.fleet {
+            write!(f, " shared: {fleet:?}")?;
+        }
+        Ok(())
     }
 }
 
@@ -97,6 +104,8 @@ impl Default for BreakerBuilder {
                 max_open_for: Duration::from_secs(300),
                 half_open_calls: DEFAULT_HALF_OPEN_CALLS,
                 on_transition: None,
+                #[cfg(feature = "redis")]
+                fleet: None,
             },
         }
     }
@@ -174,6 +183,72 @@ impl BreakerBuilder {
         self
     }
 
+    /// Shares the circuit with every process whose breaker has the same
+    /// `key` in the Redis at `url` (`redis://host:port/db`; feature
+    /// `redis`): a trip in one opens it in all, and once the open time is
+    /// over one process probes for the fleet. See the crate docs' *Fleet*
+    /// section. Nothing connects before the first call; an invalid URL
+    /// fails [`build`](Self::build).
+    #[cfg(feature = "redis")]
+    #[must_use]
+    pub fn redis(mut self, url: &str, key: impl Into<String>) -> Self {
+        self.config.fleet = Some(crate::fleet::FleetConfig {
+            url: url.to_owned(),
+            key: key.into(),
+            poll: crate::fleet::DEFAULT_REDIS_POLL,
+            lease: crate::fleet::DEFAULT_PROBE_LEASE,
+            timeout: crate::fleet::DEFAULT_REDIS_TIMEOUT,
+            on_error: None,
+        });
+        self
+    }
+
+    /// How often a shared circuit reads the fleet's state (default 250 ms):
+    /// a trip elsewhere reaches this process within about this time.
+    /// Without [`redis`](Self::redis), nothing.
+    #[cfg(feature = "redis")]
+    #[must_use]
+    pub fn redis_poll(mut self, every: Duration) -> Self {
+        if let Some(f) = &mut self.config.fleet {
+            f.poll = every;
+        }
+        self
+    }
+
+    /// How long the probing process's lease lasts without renewal (default
+    /// 10 s; renewed every poll while it probes): a prober that dies is
+    /// replaced after this long. Without [`redis`](Self::redis), nothing.
+    #[cfg(feature = "redis")]
+    #[must_use]
+    pub fn probe_lease(mut self, lease: Duration) -> Self {
+        if let Some(f) = &mut self.config.fleet {
+            f.lease = lease;
+        }
+        self
+    }
+
+    /// The bound on one exchange with Redis, connecting included (default
+    /// 50 ms). Without [`redis`](Self::redis), nothing.
+    #[cfg(feature = "redis")]
+    #[must_use]
+    pub fn redis_timeout(mut self, timeout: Duration) -> Self {
+        if let Some(f) = &mut self.config.fleet {
+            f.timeout = timeout;
+        }
+        self
+    }
+
+    /// Told the reason (never a password) each time Redis could not be
+    /// asked, e.g. to count it. Without [`redis`](Self::redis), nothing.
+    #[cfg(feature = "redis")]
+    #[must_use]
+    pub fn on_redis_error(mut self, hook: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        if let Some(f) = &mut self.config.fleet {
+            f.on_error = Some(Arc::new(hook));
+        }
+        self
+    }
+
     /// Called on every transition (off the hot path).
     #[must_use]
     pub fn on_transition(mut self, hook: impl Fn(Transition) + Send + Sync + 'static) -> Self {
@@ -221,6 +296,19 @@ pub(crate) fn validate(c: &Config) -> Result<(), ConfigError> {
     }
     if c.half_open_calls == 0 {
         return bad("half_open_calls is 0; at least one probe is needed to close".to_owned());
+    }
+    #[cfg(feature = "redis")]
+    if let Some(f) = &c.fleet {
+        if f.poll.is_zero() || f.timeout.is_zero() {
+            return bad("redis_poll and redis_timeout must be above 0".to_owned());
+        }
+        if f.lease < f.poll * 2 {
+            return bad(format!(
+                "probe_lease is {:?}; it must be at least two polls ({:?}), or it lapses between renewals",
+                f.lease,
+                f.poll * 2
+            ));
+        }
     }
     // NaN fails this test too.
     if !c.open_multiplier.is_finite() || c.open_multiplier < 1.0 {

@@ -109,6 +109,14 @@ impl BreakerBuilder {
         F: Fn(&Request<B>) -> K,
     {
         validate(&self.config)?;
+        #[cfg(feature = "redis")]
+        if self.config.fleet.is_some() {
+            return Err(ConfigError(
+                "a keyed breaker cannot be shared through Redis: build one BreakerLayer with \
+                 `redis(url, key)` per key instead"
+                    .to_owned(),
+            ));
+        }
         if max_keys == 0 {
             return Err(ConfigError(
                 "max_keys is 0; keep at least one circuit".to_owned(),

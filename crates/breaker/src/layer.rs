@@ -39,8 +39,18 @@ impl BreakerBuilder {
     /// A [`ConfigError`] naming the invalid setting.
     pub fn build(self) -> Result<BreakerLayer, ConfigError> {
         validate(&self.config)?;
+        #[cfg(feature = "redis")]
+        let circuit = match &self.config.fleet {
+            Some(f) => {
+                let fleet = crate::fleet::Fleet::new(f).map_err(ConfigError)?;
+                Circuit::shared(self.config, fleet)
+            }
+            None => Circuit::new(self.config),
+        };
+        #[cfg(not(feature = "redis"))]
+        let circuit = Circuit::new(self.config);
         Ok(BreakerLayer {
-            circuit: Arc::new(Circuit::new(self.config)),
+            circuit: Arc::new(circuit),
             classifier: LlmClassifier::new(),
         })
     }
@@ -99,17 +109,19 @@ impl BreakerHandle {
     }
 
     /// Opens the circuit now (for the configured open time), whatever its
-    /// state: e.g. to drain an upstream for maintenance.
+    /// state: e.g. to drain an upstream for maintenance. A circuit shared
+    /// through Redis opens for the whole fleet.
     pub fn force_open(&self) {
         for from in [State::Closed, State::HalfOpen] {
             self.circuit.trip(from);
         }
     }
 
-    /// Closes the circuit now, with a clean window.
+    /// Closes the circuit now, with a clean window (in this process only,
+    /// for a circuit shared through Redis).
     pub fn force_closed(&self) {
         for from in [State::Open, State::HalfOpen] {
-            self.circuit.close(from);
+            let _ = self.circuit.close(from);
         }
     }
 }

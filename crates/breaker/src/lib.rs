@@ -35,6 +35,13 @@
 //! - The state machine is model-checked with loom (`tests/loom.rs`: a trip
 //!   happens once however failures race, concurrent probes close it once, a
 //!   dropped probe never wedges half-open).
+//! - **Fleet** ([`BreakerBuilder::redis`], feature `redis`, on by
+//!   default): processes whose breakers share a Redis key share one
+//!   circuit. A trip in one opens it in all (read every 250 ms by one
+//!   background task, nothing per call); once the open time is over, one
+//!   process takes a probe lease and probes for the fleet while the others
+//!   wait for its outcome. Redis unreachable: each circuit acts on its own
+//!   calls. See [*Sharing a circuit*](#sharing-a-circuit-through-redis).
 //! - **Keyed** breakers ([`KeyedBreakerLayer`]): one circuit per key (host,
 //!   model, tenant) from a closure over the request, memory bounded.
 //!
@@ -49,6 +56,43 @@
 //! In the recommended stack the breaker sits below retry and the rate
 //! limiter and above the per-attempt timeout: every attempt is counted,
 //! timeouts are failures, and an open circuit stops the retries.
+//!
+//! # Sharing a circuit through Redis
+//!
+//! [`BreakerBuilder::redis`]`(url, key)` keeps four keys under `key`, each
+//! written by one atomic script on Redis's clock: `key:open` (lives for the
+//! fleet's open time; its value numbers the trip), `key:trips` (the trip
+//! counter), `key:probe` (the lease of the one process probing) and
+//! `key:closed` (the last trip closed by probes).
+//!
+//! - A circuit opened by its own calls (or by
+//!   [`BreakerHandle::force_open`]) writes `key:open`, in the background.
+//! - One background task per circuit reads `key:open` every
+//!   [`redis_poll`](BreakerBuilder::redis_poll) (250 ms) while the circuit
+//!   is closed, and opens it for what is left of the fleet's open time. The
+//!   call path reads only the local circuit: nothing per call touches Redis.
+//! - Once its open time is over, a shared circuit does not go half-open on
+//!   its own: its task asks Redis, and only the process that gets the
+//!   probe lease goes half-open and sends its `half_open_calls` probes. The
+//!   others stay open (refusing with a short `retry after`) until the
+//!   prober's outcome reaches them: closed, or open again. The prober
+//!   renews its lease every poll; one that dies is replaced once the lease
+//!   ([`probe_lease`](BreakerBuilder::probe_lease), 10 s) runs out.
+//! - Redis unreachable or slow (each exchange bounded by
+//!   [`redis_timeout`](BreakerBuilder::redis_timeout), 50 ms): calls never
+//!   wait on it. A circuit acts on its own calls; one whose open time is
+//!   over probes on its own after a grace of two polls plus the timeout.
+//!   Each failure is logged and told to
+//!   [`on_redis_error`](BreakerBuilder::on_redis_error).
+//! - A Redis restarted empty holds no open circuit: it opens nothing and
+//!   refuses nothing on its own.
+//! - [`BreakerHandle::force_closed`] closes this process's circuit only.
+//!   Keyed breakers are not shared (building one with `redis` fails).
+//!
+//! Tested against a real `redis-server` in `tests/redis.rs`: a trip in one
+//! of three processes opens all, and the fleet sends one probe; a dead
+//! prober is replaced; a Redis that never answers delays no call; a
+//! restarted Redis opens nothing.
 //!
 //! # Example
 //!
@@ -82,6 +126,8 @@
 mod body;
 mod circuit;
 mod config;
+#[cfg(feature = "redis")]
+mod fleet;
 mod future;
 mod keyed;
 mod layer;
@@ -94,6 +140,8 @@ pub use config::{
     BreakerBuilder, ConfigError, DEFAULT_FAILURE_RATE, DEFAULT_HALF_OPEN_CALLS,
     DEFAULT_MINIMUM_CALLS, DEFAULT_OPEN_FOR, DEFAULT_WINDOW_CALLS, Window,
 };
+#[cfg(feature = "redis")]
+pub use fleet::{DEFAULT_PROBE_LEASE, DEFAULT_REDIS_POLL, DEFAULT_REDIS_TIMEOUT};
 pub use future::ResponseFuture;
 pub use keyed::{DEFAULT_MAX_KEYS, KeyedBreaker, KeyedBreakerLayer};
 pub use layer::{BreakerHandle, BreakerLayer};

@@ -42,6 +42,8 @@ pub mod classify;
 mod error;
 pub mod hint;
 pub mod keyed;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod service;
 #[cfg(feature = "test-util")]
 pub mod test_util;

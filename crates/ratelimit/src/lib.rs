@@ -68,10 +68,11 @@ pub use future::ResponseFuture;
 pub use keyed::{DEFAULT_MAX_KEYS, KeyedRateLimit, KeyedRateLimitLayer};
 pub use layer::{ConfigError, PerRequest, RateLimitLayer, RequestCost};
 pub use palisade_core::RateLimited;
+/// The Redis connection the limits use, shared with other state kept in
+/// the same Redis (re-exported from palisade-core).
 #[cfg(feature = "redis")]
-pub use redis::{
-    BackendUnavailable, ErrorHook, RedisConnection, RedisFuture, RedisRateLimit,
-    RedisRateLimitLayer,
-};
+pub use palisade_core::redis::RedisConnection;
+#[cfg(feature = "redis")]
+pub use redis::{BackendUnavailable, ErrorHook, RedisFuture, RedisRateLimit, RedisRateLimitLayer};
 pub use service::RateLimit;
 pub use tokens::{Reconciled, TokenFuture, TokenLimit, TokenLimitLayer};

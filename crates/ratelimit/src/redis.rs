@@ -20,11 +20,12 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::Request;
+use palisade_core::redis::RedisConnection;
 use palisade_core::{BoxError, RateLimited};
 use redis::aio::MultiplexedConnection;
 use tower_layer::Layer;
@@ -71,84 +72,6 @@ end
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
 return 1
 ";
-
-/// One Redis, reached over a multiplexed connection made on first use
-/// (connecting bounded by a timeout) and made anew after a failure; for
-/// code sharing state through the same Redis as the limits (the gateway's
-/// shared provider-limit and circuit state). Its URL is shown without a
-/// password.
-pub struct RedisConnection {
-    client: redis::Client,
-    shown: String,
-    conn: Mutex<Option<MultiplexedConnection>>,
-}
-
-impl fmt::Debug for RedisConnection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisConnection")
-            .field("redis", &self.shown)
-            .finish_non_exhaustive()
-    }
-}
-
-impl RedisConnection {
-    /// The Redis at `url` (`redis://host:port/db`); nothing connects yet.
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError`] for a URL Redis cannot parse (named without its
-    /// password).
-    pub fn open(url: &str) -> Result<Self, ConfigError> {
-        let shown = shown_url(url);
-        let client = redis::Client::open(url)
-            .map_err(|e| ConfigError(format!("the Redis URL {shown} is invalid: {e}")))?;
-        Ok(Self {
-            client,
-            shown,
-            conn: Mutex::new(None),
-        })
-    }
-
-    /// Its URL, without a password.
-    pub fn shown(&self) -> &str {
-        &self.shown
-    }
-
-    /// The connection, made now (within `timeout`) if there is none.
-    ///
-    /// # Errors
-    ///
-    /// Why it could not be made, naming no password.
-    pub async fn get(&self, timeout: Duration) -> Result<MultiplexedConnection, String> {
-        let cached = self
-            .conn
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if let Some(c) = cached {
-            return Ok(c);
-        }
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
-        let conn = tokio::time::timeout(
-            timeout,
-            self.client
-                .get_multiplexed_async_connection_with_config(&config),
-        )
-        .await
-        .map_err(|_| format!("connecting took over {timeout:?}"))?
-        .map_err(|e| format!("cannot connect: {e}"))?;
-        *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
-        Ok(conn)
-    }
-
-    /// Drops the connection (after a failure): the next [`get`](Self::get)
-    /// makes a new one.
-    pub fn forget(&self) {
-        *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = None;
-    }
-}
 
 /// What to do when Redis cannot be asked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,7 +134,7 @@ pub(crate) enum Refusal {
 impl Shared {
     fn new(url: &str, key: String, capacity: u64, per_second: f64) -> Result<Self, ConfigError> {
         validate(capacity, per_second)?;
-        let redis = RedisConnection::open(url)?;
+        let redis = RedisConnection::open(url).map_err(|e| ConfigError(e.to_string()))?;
         Ok(Self {
             shown: redis.shown().to_owned(),
             redis,
@@ -316,14 +239,6 @@ pub struct RedisRateLimitLayer<F = PerRequest> {
     timeout: Duration,
     fail: FailMode,
     cost: F,
-}
-
-fn shown_url(url: &str) -> String {
-    // Never show a password: keep the scheme and what follows the last `@`.
-    match (url.split_once("://"), url.rsplit_once('@')) {
-        (Some((scheme, _)), Some((_, host))) => format!("{scheme}://{host}"),
-        _ => url.to_owned(),
-    }
 }
 
 impl RedisRateLimitLayer {
@@ -589,20 +504,3 @@ impl RedisTokens {
 
 const FAILED_OPEN: &str = "rate limit's Redis unavailable; letting the call through (fail open)";
 const FAILED_CLOSED: &str = "rate limit's Redis unavailable; refusing the call (fail closed)";
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_never_show() {
-        assert_eq!(
-            shown_url("redis://:hunter2@10.0.0.1:6379/0"),
-            "redis://10.0.0.1:6379/0"
-        );
-        assert_eq!(
-            shown_url("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379"
-        );
-    }
-}
