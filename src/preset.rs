@@ -116,6 +116,7 @@ pub struct StackConfig {
     breaker_name: Option<String>,
     redis: Option<String>,
     redis_fail_closed: bool,
+    share_breaker: bool,
     on_redis_error: Option<palisade_ratelimit::ErrorHook>,
     on_retry: Option<RetryHook>,
     on_transition: Option<TransitionHook>,
@@ -178,6 +179,7 @@ impl StackConfig {
             breaker_name: None,
             redis: None,
             redis_fail_closed: false,
+            share_breaker: false,
             on_redis_error: None,
             on_retry: None,
             on_transition: None,
@@ -332,6 +334,18 @@ impl StackConfig {
         self
     }
 
+    /// With [`redis`](Self::redis), shares the breaker too (key
+    /// `palisade:{name}:breaker`): a trip in one process opens the circuit
+    /// in every process with the same [`name`](Self::name), and once it is
+    /// over one process probes for all
+    /// ([`palisade_breaker::BreakerBuilder::redis`]). Without `redis`,
+    /// nothing.
+    #[must_use]
+    pub fn share_breaker(mut self, share: bool) -> Self {
+        self.share_breaker = share;
+        self
+    }
+
     /// Names the breaker (in its `tracing` events).
     #[must_use]
     pub fn name(mut self, name: impl Into<String>) -> Self {
@@ -349,8 +363,8 @@ impl StackConfig {
         self
     }
 
-    /// Called each time the limits' Redis could not be asked, with the
-    /// reason (e.g. to count Redis errors).
+    /// Called each time the limits' (or the shared breaker's) Redis could
+    /// not be asked, with the reason (e.g. to count Redis errors).
     #[must_use]
     pub fn on_redis_error(mut self, hook: impl Fn(&str) + Send + Sync + 'static) -> Self {
         self.on_redis_error = Some(Arc::new(hook));
@@ -475,6 +489,16 @@ impl StackConfig {
         }
         if let Some(h) = self.on_transition.clone() {
             breaker = breaker.on_transition(move |t| h(t));
+        }
+        if let (Some(url), true) = (&self.redis, self.share_breaker) {
+            let key = format!(
+                "palisade:{}:breaker",
+                self.breaker_name.as_deref().unwrap_or(&self.base_url)
+            );
+            breaker = breaker.redis(url, key);
+            if let Some(hook) = self.on_redis_error.clone() {
+                breaker = breaker.on_redis_error(move |reason| hook(reason));
+            }
         }
         let breaker = breaker.build()?.classifier(self.classifier);
         let handle = breaker.handle();

@@ -395,18 +395,9 @@ impl Gateway {
             .iter()
             .filter_map(|u| u.load.clone().map(|l| (Arc::clone(&u.name), l)))
             .collect();
-        let breakers: Vec<_> = match &config.redis {
-            Some(r) if r.share_breaker => upstreams
-                .iter()
-                .map(|u| {
-                    shared::SharedBreaker::new(Arc::clone(&u.name), u.service().breaker().clone())
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
         let drains = match &config.redis {
-            Some(r) if !tier_members.is_empty() || !breakers.is_empty() => Some(
-                shared::SharedDrains::new(&r.url, tier_members, breakers, Arc::clone(&metrics))
+            Some(r) if !tier_members.is_empty() => Some(
+                shared::SharedDrains::new(&r.url, tier_members, Arc::clone(&metrics))
                     .map_err(|e| StartError::Config(ConfigError::new("config", "redis.url", e)))?,
             ),
             _ => None,

@@ -5,27 +5,19 @@
 //! reads the members' keys every [`POLL`] — so one process's 429 spares the
 //! others the same refusal. Nothing is read per call.
 //!
-//! With `share_breaker = true`, breakers are shared the same way: a circuit
-//! that opens in one process (by its own calls) is written to
-//! `palisade:{upstream}:open` with its open time as TTL, and a process whose
-//! circuit for that upstream is closed opens it when it reads the key (for
-//! its own `open_for`). A circuit opened from Redis is not written back, and
-//! a half-open one is left to its probes, so circuits do not keep each
-//! other open. Each process probes on its own once its open time is over
-//! (probes are not coordinated across the fleet).
+//! With `share_breaker = true`, breakers are shared by palisade-breaker's
+//! own Redis sharing (`BreakerBuilder::redis`, through the preset): not
+//! here.
 //!
-//! Redis unreachable: the drains and circuits stay local (each process
+//! Redis unreachable: the drains stay local (each process
 //! learns them from its own calls, as without Redis); each failure is
 //! counted in `palisade_redis_errors_total` and logged, at most once a poll.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use palisade::ratelimit::RedisConnection;
 use palisade_balance::MemberLoad;
-use palisade_breaker::{BreakerHandle, State};
 use redis::aio::MultiplexedConnection;
 
 use crate::metrics::Metrics;
@@ -49,7 +41,6 @@ return 1
 pub(crate) struct SharedDrains {
     redis: RedisConnection,
     members: Vec<(Arc<str>, MemberLoad)>,
-    breakers: Vec<SharedBreaker>,
     metrics: Arc<Metrics>,
     publish: redis::Script,
     polling: OnceLock<()>,
@@ -67,43 +58,18 @@ fn key(upstream: &str) -> String {
     format!("palisade:{upstream}:drained")
 }
 
-fn open_key(upstream: &str) -> String {
-    format!("palisade:{upstream}:open")
-}
-
-/// An upstream's breaker, shared.
-pub(crate) struct SharedBreaker {
-    pub(crate) name: Arc<str>,
-    pub(crate) handle: BreakerHandle,
-    /// Its circuit was opened from Redis (not by its own calls): not
-    /// written back.
-    applied: AtomicBool,
-}
-
-impl SharedBreaker {
-    pub(crate) fn new(name: Arc<str>, handle: BreakerHandle) -> Self {
-        Self {
-            name,
-            handle,
-            applied: AtomicBool::new(false),
-        }
-    }
-}
-
 impl SharedDrains {
     /// Shares `members`' drains through the Redis at `url`; each member's
     /// own drains are published from now on.
     pub(crate) fn new(
         url: &str,
         members: Vec<(Arc<str>, MemberLoad)>,
-        breakers: Vec<SharedBreaker>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, String> {
         let redis = RedisConnection::open(url).map_err(|e| e.to_string())?;
         let shared = Arc::new(Self {
             redis,
             members,
-            breakers,
             metrics,
             publish: redis::Script::new(PUBLISH),
             polling: OnceLock::new(),
@@ -159,49 +125,22 @@ impl SharedDrains {
         self.metrics.redis_error("*");
     }
 
-    /// Reads every member's shared drain and every shared circuit, and
-    /// applies them; writes the circuits this process opened.
+    /// Reads every member's shared drain and applies it.
     async fn read(self: &Arc<Self>) -> Result<(), String> {
         let mut conn = self.connection().await?;
         let mut pipe = redis::pipe();
         for (name, _) in &self.members {
             pipe.cmd("PTTL").arg(key(name));
         }
-        for b in &self.breakers {
-            pipe.cmd("PTTL").arg(open_key(&b.name));
-        }
         let ttls: Vec<i64> = tokio::time::timeout(TIMEOUT, pipe.query_async(&mut conn))
             .await
             .map_err(|_| format!("no answer within {TIMEOUT:?}"))?
             .map_err(|e| format!("reading the shared state failed: {e}"))?;
-        let (drains, circuits) = ttls.split_at(self.members.len().min(ttls.len()));
-        for ((_, load), ttl) in self.members.iter().zip(drains) {
+        for ((_, load), ttl) in self.members.iter().zip(&ttls) {
             if let Ok(ms) = u64::try_from(*ttl)
                 && ms > 0
             {
                 load.drain(Duration::from_millis(ms));
-            }
-        }
-        for (b, ttl) in self.breakers.iter().zip(circuits) {
-            match b.handle.state() {
-                State::Closed => {
-                    b.applied.store(false, Ordering::Release);
-                    if *ttl > 0 {
-                        tracing::warn!(upstream = %b.name, "another process opened this upstream's circuit; opening it here too");
-                        b.applied.store(true, Ordering::Release);
-                        b.handle.force_open();
-                    }
-                }
-                // Its probes decide now: a circuit they open again is its own.
-                State::HalfOpen => b.applied.store(false, Ordering::Release),
-                State::Open if !b.applied.load(Ordering::Acquire) => {
-                    // Opened by this process's own calls: shared for what
-                    // is left of its open time.
-                    if let Some(left) = b.handle.refuses_for().filter(|d| !d.is_zero()) {
-                        self.send(open_key(&b.name), left);
-                    }
-                }
-                _ => {}
             }
         }
         Ok(())

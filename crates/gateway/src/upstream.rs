@@ -123,6 +123,7 @@ impl Upstream {
             preset = preset
                 .redis(r.url.as_str())
                 .redis_fail_closed(!r.fail_open)
+                .share_breaker(r.share_breaker)
                 .on_redis_error(move |_| metrics.redis_error(&name));
         }
         if let Some(meter) = meter {

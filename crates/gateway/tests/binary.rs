@@ -777,3 +777,142 @@ async fn a_gateway_killed_mid_stream_leaks_nothing_beyond_its_reservation() {
     assert_eq!(exit_code(&mut other).await, 0);
     let _ = std::fs::remove_file(&path);
 }
+
+/// `n` gateway processes on one config, their logs drained.
+async fn fleet_of(n: usize, path: &std::path::Path) -> Vec<(Child, String)> {
+    let mut fleet = Vec::new();
+    for _ in 0..n {
+        let (mut child, addr) = spawn(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            path.to_str().unwrap(),
+        ])
+        .await;
+        let mut logs = log_lines(&mut child);
+        tokio::spawn(async move { while logs.recv().await.is_some() {} });
+        fleet.push((child, addr));
+    }
+    fleet
+}
+
+/// One chat call to the gateway at `addr`: its status and body.
+async fn post(addr: &str, body: String) -> (u16, String) {
+    let req = http::Request::post(format!("http://{addr}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let res = client().request(req).await.unwrap();
+    let status = res.status().as_u16();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Polls `addr`'s `/metrics` (at most 10 s) until it holds `line`.
+async fn metrics_until(addr: &str, line: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let req = http::Request::get(format!("http://{addr}/metrics"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let res = client().request(req).await.unwrap();
+        let text = res.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&text);
+        if text.contains(line) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{addr}'s metrics never held {line}: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Three gateway processes, one Redis, `share_breaker = true`: a trip in
+/// one opens the circuit in all three, and once the open time is over the
+/// fleet sends one probe (`half_open_calls = 1`), not one per process;
+/// when it succeeds every process closes.
+#[tokio::test]
+async fn three_gateway_processes_share_a_trip_and_send_one_probe() {
+    let redis = palisade_core::test_util::RedisServer::start();
+    let mock = MockUpstream::new();
+    let served = mock.serve().await.unwrap();
+    let path = temp_config(
+        "breaker-fleet",
+        &format!(
+            "[[upstreams]]\nname = \"shared\"\nkind = \"openai\"\nbase_url = \"{}\"\n\
+             [upstreams.retry]\nmax_attempts = 1\n\
+             [upstreams.breaker]\nminimum_calls = 2\nwindow = 2\nopen_for = 1000\nhalf_open_calls = 1\n\
+             [[routes]]\nmodel = \"gpt\"\ntargets = [\"shared\"]\n\
+             [redis]\nurl = \"{}\"\nshare_breaker = true\n",
+            served.base_url(),
+            redis.url()
+        ),
+    );
+    let mut fleet = fleet_of(3, &path).await;
+    // Every process has made a call: each circuit reads Redis from now on.
+    for (_, addr) in &fleet {
+        assert_eq!(post(addr, chat("gpt", "up", false)).await.0, 200);
+    }
+    // Process 0's calls fail: its circuit opens …
+    mock.set_default(Reply::status(503));
+    for _ in 0..2 {
+        assert_eq!(post(&fleet[0].1, chat("gpt", "down", false)).await.0, 503);
+    }
+    let calls = mock.request_count();
+    // … and so do the others', from Redis: they call nobody.
+    for (_, addr) in &fleet[1..] {
+        metrics_until(addr, r#"palisade_breaker_state{upstream="shared"} 1"#).await;
+        let (status, text) = post(addr, chat("gpt", "refused", false)).await;
+        assert_eq!(status, 503, "{text}");
+        assert!(text.contains("circuit"), "{text}");
+    }
+    assert_eq!(mock.request_count(), calls, "an open circuit calls nobody");
+
+    // The upstream is back but holds its answers: a probe stays out while
+    // every process is asked again and again, past the open time.
+    mock.set_default(Reply::echo().delay_before_headers(Duration::from_secs(3600)));
+    let mut held = Vec::new();
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_millis(2500) {
+        for (_, addr) in &fleet {
+            let addr = addr.clone();
+            held.push(tokio::spawn(async move {
+                post(&addr, chat("gpt", "probe?", false)).await
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        mock.request_count() - calls,
+        1,
+        "one probe for the fleet, not one per process"
+    );
+    // The held probe's caller gives up (its slot goes back); the upstream
+    // answers at once now: the next probe closes the circuit everywhere.
+    for t in &held {
+        t.abort();
+    }
+    mock.set_default(Reply::echo());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    'fleet: loop {
+        let mut all = true;
+        for (_, addr) in &fleet {
+            all &= post(addr, chat("gpt", "closed?", false)).await.0 == 200;
+        }
+        if all {
+            break 'fleet;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fleet never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    for (child, _) in &mut fleet {
+        terminate(child);
+        assert_eq!(exit_code(child).await, 0);
+    }
+    let _ = std::fs::remove_file(&path);
+}
