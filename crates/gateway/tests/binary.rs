@@ -916,3 +916,118 @@ async fn three_gateway_processes_share_a_trip_and_send_one_probe() {
     }
     let _ = std::fs::remove_file(&path);
 }
+
+/// A chat call to `addr` with `headers`; the response, body unread.
+async fn send(
+    addr: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> http::Response<hyper::body::Incoming> {
+    let mut req = http::Request::post(format!("http://{addr}/v1/chat/completions"))
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    client()
+        .request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
+        .await
+        .unwrap()
+}
+
+/// Three gateway processes, one Redis: the upstream's tokens per minute
+/// are admitted once for the fleet, not three times, and what a stream
+/// did not use is refunded to every process; a caller's own requests per
+/// minute (`[[auth.keys]]`) hold across the processes, and another caller
+/// is not touched.
+#[tokio::test]
+async fn three_gateway_processes_share_tokens_per_minute_and_callers_limits() {
+    let redis = palisade_core::test_util::RedisServer::start();
+    let mock = MockUpstream::new();
+    let served = mock.serve().await.unwrap();
+    let path = temp_config(
+        "tpm-fleet",
+        &format!(
+            "[auth]\n\
+             [[auth.keys]]\nname = \"team-a\"\nkey_env = \"PALISADE_TEST_TENANT_A_KEY\"\nrequests_per_minute = 3\n\
+             [[auth.keys]]\nname = \"team-b\"\nkey_env = \"PALISADE_TEST_TENANT_B_KEY\"\n\
+             [[upstreams]]\nname = \"shared\"\nkind = \"openai\"\nbase_url = \"{}\"\n\
+             [upstreams.rate_limit]\ntokens_per_minute = 1000\n\
+             [[routes]]\nmodel = \"gpt\"\ntargets = [\"shared\"]\n[redis]\nurl = \"{}\"\n",
+            served.base_url(),
+            redis.url()
+        ),
+    );
+    let mut fleet = fleet_of(3, &path).await;
+    let b = [("authorization", "Bearer tenant-b-test-key")];
+    let a = [("authorization", "Bearer tenant-a-test-key")];
+    // Each stream asks for up to 300 tokens: about 310 reserved, kept while
+    // the stream is held open (its tokens come slowly).
+    mock.set_default(Reply::echo().delay_per_token(Duration::from_secs(3600)));
+    let body = r#"{"model":"gpt","max_tokens":300,"stream":true,"messages":[{"role":"user","content":"hold this open"}]}"#;
+    let mut held = Vec::new();
+    for (_, addr) in &fleet {
+        let res = send(addr, body, &b).await;
+        assert_eq!(res.status(), 200);
+        held.push(res);
+    }
+    for (_, addr) in &fleet {
+        let res = send(addr, body, &b).await;
+        let status = res.status();
+        let text = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(status, 429, "{}", String::from_utf8_lossy(&text));
+    }
+    assert_eq!(mock.request_count(), 3, "admitted once, not three times");
+    // The callers go away: each gateway refunds the output its stream did
+    // not use, and every gateway admits again.
+    drop(held);
+    mock.set_default(Reply::echo());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for (_, addr) in &fleet {
+        loop {
+            let res = send(addr, &chat("gpt", "again", false), &b).await;
+            let status = res.status();
+            res.into_body().collect().await.unwrap();
+            if status == 200 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the refunds reached Redis within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // Team A's three requests a minute hold across the fleet: its fourth,
+    // on any process, is refused naming team A; team B goes on.
+    for (_, addr) in &fleet {
+        let res = send(addr, &chat("gpt", "a", false), &a).await;
+        assert_eq!(res.status(), 200);
+        res.into_body().collect().await.unwrap();
+    }
+    let calls = mock.request_count();
+    for (_, addr) in &fleet {
+        let res = send(addr, &chat("gpt", "a again", false), &a).await;
+        assert_eq!(res.status(), 429);
+        assert!(res.headers().contains_key("retry-after"));
+        let text = res.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&text);
+        assert!(
+            text.contains("team-a") && text.contains("requests_per_minute"),
+            "{text}"
+        );
+        assert!(!text.contains("tenant-a-test-key"), "{text}");
+        let res = send(addr, &chat("gpt", "b", false), &b).await;
+        assert_eq!(res.status(), 200, "team B is not touched");
+        res.into_body().collect().await.unwrap();
+    }
+    assert_eq!(
+        mock.request_count(),
+        calls + 3,
+        "A's refusals called nobody"
+    );
+    for (child, _) in &mut fleet {
+        terminate(child);
+        assert_eq!(exit_code(child).await, 0);
+    }
+    let _ = std::fs::remove_file(&path);
+}
