@@ -85,7 +85,7 @@ impl RedisConnection {
         )
         .await
         .map_err(|_| format!("connecting took over {timeout:?}"))?
-        .map_err(|e| format!("cannot connect: {e}"))?;
+        .map_err(|e| format!("cannot connect within {timeout:?}: {e}"))?;
         *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
         Ok(conn)
     }

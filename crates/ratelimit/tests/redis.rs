@@ -234,3 +234,90 @@ async fn an_unreachable_token_limit_fails_open_or_closed() {
     assert_eq!(mock.request_count(), 1, "fail closed calls nobody");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
+
+/// A Redis that takes connections and never answers (the slowest Redis
+/// there is; one that answers after the timeout looks the same): both
+/// limits fail open or closed within their timeout, never hang, and tell
+/// their error hook.
+#[tokio::test]
+async fn a_redis_that_never_answers_fails_open_or_closed_within_the_timeout() {
+    use palisade_ratelimit::TokenLimitLayer;
+    // Connections queue in the backlog and are never read.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://{}", hole.local_addr().unwrap());
+    let errors = Arc::new(AtomicUsize::new(0));
+    let hook = |errors: &Arc<AtomicUsize>| {
+        let errors = Arc::clone(errors);
+        move |reason: &str| {
+            assert!(reason.contains("100ms"), "{reason}");
+            errors.fetch_add(1, Ordering::SeqCst);
+        }
+    };
+    let timeout = Duration::from_millis(100);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mock = palisade_mock::MockUpstream::new();
+    // The tokenizer's first use (loading its vocabulary) is not Redis's
+    // time: done before the clock starts.
+    TokenLimitLayer::per_minute(1_000)
+        .unwrap()
+        .layer(palisade_mock::MockUpstream::new())
+        .oneshot(chat(10))
+        .await
+        .unwrap();
+
+    let t = Instant::now();
+    RedisRateLimitLayer::new(&url, "k", 1, 1.0)
+        .unwrap()
+        .timeout(timeout)
+        .on_error(hook(&errors))
+        .layer(counting(&calls))
+        .oneshot(Request::new(()))
+        .await
+        .unwrap();
+    let res = TokenLimitLayer::per_minute(1_000)
+        .unwrap()
+        .redis(&url, "t")
+        .unwrap()
+        .redis_timeout(timeout)
+        .on_redis_error(hook(&errors))
+        .layer(mock.clone())
+        .oneshot(chat(10))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "fail open lets it through");
+    assert_eq!(mock.request_count(), 1, "fail open lets it through");
+
+    let err = RedisRateLimitLayer::new(&url, "k", 1, 1.0)
+        .unwrap()
+        .timeout(timeout)
+        .fail_closed()
+        .layer(counting(&calls))
+        .oneshot(Request::new(()))
+        .await
+        .unwrap_err();
+    assert!(find::<BackendUnavailable>(&*err).is_some(), "{err}");
+    let err = TokenLimitLayer::per_minute(1_000)
+        .unwrap()
+        .redis(&url, "t")
+        .unwrap()
+        .redis_timeout(timeout)
+        .fail_closed()
+        .layer(mock.clone())
+        .oneshot(chat(10))
+        .await
+        .unwrap_err();
+    assert!(find::<BackendUnavailable>(&*err).is_some(), "{err}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "fail closed calls nobody");
+    assert_eq!(mock.request_count(), 1, "fail closed calls nobody");
+    // Four calls, each at most a connection attempt and a script bounded
+    // by 100 ms (about 400 ms here): under two seconds even on a loaded
+    // machine.
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "a call hung on a silent Redis: {:?}",
+        t.elapsed()
+    );
+    assert!(errors.load(Ordering::SeqCst) >= 2, "the errors were told");
+    drop(hole);
+}
