@@ -327,7 +327,9 @@ impl StackConfig {
     /// `palisade:{name}:tpm`); fails open when Redis cannot be asked
     /// ([`palisade_ratelimit::RedisRateLimitLayer`],
     /// [`palisade_ratelimit::TokenLimitLayer::redis`]: tokens reserved and
-    /// settled there).
+    /// settled there). With both limits set, one script admits a call
+    /// against both ([`palisade_ratelimit::TokenLimitLayer::redis_requests`]):
+    /// one round trip, and a call either refuses takes from neither.
     #[must_use]
     pub fn redis(mut self, url: impl Into<String>) -> Self {
         self.redis = Some(url.into());
@@ -526,12 +528,14 @@ impl StackConfig {
                 .transpose()
                 .map_err(Into::into)
         };
+        let name = self.breaker_name.as_deref().unwrap_or(&self.base_url);
+        // With both limits kept in Redis, the requests limit is joined to
+        // the tokens limit: one script admits both.
+        let joined = self.redis.is_some() && self.tokens_per_minute.is_some();
         let (rpm, rpm_redis) = match (&self.redis, self.requests_per_minute) {
+            (Some(_), Some(_)) if joined => (None, None),
             (Some(url), Some(n)) => {
-                let key = format!(
-                    "palisade:{}:rpm",
-                    self.breaker_name.as_deref().unwrap_or(&self.base_url)
-                );
+                let key = format!("palisade:{name}:rpm");
                 let mut l = RedisRateLimitLayer::new(url, key, n, n as f64 / 60.0)?;
                 l = if self.max_wait.is_zero() {
                     l.reject()
@@ -553,11 +557,10 @@ impl StackConfig {
             Some(n) => {
                 let mut l = TokenLimitLayer::per_minute(n)?.api(self.api);
                 if let Some(url) = &self.redis {
-                    let key = format!(
-                        "palisade:{}:tpm",
-                        self.breaker_name.as_deref().unwrap_or(&self.base_url)
-                    );
-                    l = l.redis(url, key)?;
+                    l = l.redis(url, format!("palisade:{name}:tpm"))?;
+                    if let Some(rpm) = self.requests_per_minute {
+                        l = l.redis_requests(rpm, format!("palisade:{name}:rpm"))?;
+                    }
                     if self.redis_fail_closed {
                         l = l.fail_closed();
                     }

@@ -21,6 +21,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -33,21 +34,32 @@ use tower_service::Service;
 
 use crate::layer::{ConfigError, PerRequest, RequestCost, validate};
 
+/// GCRA over one or more limits at once: `KEYS` the limits' keys; `ARGV`
+/// the longest wait allowed, then per key its interval, tolerance and
+/// cost (µs, µs, units). A call that one limit refuses takes from none;
+/// one they all admit takes from each and waits the longest of their
+/// waits.
 const GCRA: &str = r"
-local interval = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local max_wait = tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local new_tat = tat + cost * interval
-local wait = new_tat - now - tolerance
-if wait > max_wait then return {0, wait} end
-if wait < 0 then wait = 0 end
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
-return {1, wait}
+local max_wait = tonumber(ARGV[1])
+local worst = 0
+local tats = {}
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[3 * i - 1])
+  local tolerance = tonumber(ARGV[3 * i])
+  local cost = tonumber(ARGV[3 * i + 1])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
+  if tat < now then tat = now end
+  tats[i] = tat + cost * interval
+  local wait = tats[i] - now - tolerance
+  if wait > worst then worst = wait end
+end
+if worst > max_wait then return {0, worst} end
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], string.format('%.0f', tats[i]), 'PX', math.ceil((tats[i] - now) / 1000) + 1000)
+end
+return {1, worst}
 ";
 
 /// Gives back (`ARGV[2]` < 0) or charges (> 0) units on Redis's clock: a
@@ -111,6 +123,10 @@ pub(crate) struct Shared {
     adjust: redis::Script,
     /// Told of every time Redis could not be asked (for a counter).
     on_error: std::sync::OnceLock<ErrorHook>,
+    /// Settlements not yet sent: their sum goes in one script.
+    pending: AtomicI64,
+    /// A task is sending settlements.
+    settling: AtomicBool,
 }
 
 /// What is told when Redis cannot be asked: the reason (never a password).
@@ -144,6 +160,8 @@ impl Shared {
             script: redis::Script::new(GCRA),
             adjust: redis::Script::new(ADJUST),
             on_error: std::sync::OnceLock::new(),
+            pending: AtomicI64::new(0),
+            settling: AtomicBool::new(false),
         })
     }
 
@@ -187,19 +205,25 @@ impl Shared {
         cost: u64,
         max_wait: Duration,
         timeout: Duration,
+        also: Option<&Joined>,
     ) -> Result<Duration, Refusal> {
         if cost > self.capacity {
             return Err(Refusal::Limited(None));
         }
         let mut conn = self.connection(timeout).await.map_err(Refusal::Backend)?;
         let max_wait_us = u64::try_from(max_wait.as_micros()).unwrap_or(u64::MAX);
-        let tolerance = self.interval_us.saturating_mul(self.capacity);
         let mut call = self.script.prepare_invoke();
-        call.key(&self.key)
+        call.arg(max_wait_us)
+            .key(&self.key)
             .arg(self.interval_us)
-            .arg(tolerance)
-            .arg(cost)
-            .arg(max_wait_us);
+            .arg(self.interval_us.saturating_mul(self.capacity))
+            .arg(cost);
+        if let Some(j) = also {
+            call.key(&j.key)
+                .arg(j.interval_us)
+                .arg(j.interval_us.saturating_mul(j.capacity))
+                .arg(1);
+        }
         let answer =
             tokio::time::timeout(timeout, call.invoke_async::<(i64, i64)>(&mut conn)).await;
         match answer {
@@ -370,7 +394,7 @@ where
         let shared = self.layer.shared.clone();
         let (max_wait, timeout, fail) = (self.layer.max_wait, self.layer.timeout, self.layer.fail);
         Box::pin(async move {
-            match shared.acquire(cost, max_wait, timeout).await {
+            match shared.acquire(cost, max_wait, timeout, None).await {
                 Ok(wait) if wait.is_zero() => {}
                 Ok(wait) => {
                     tokio::time::sleep(wait).await;
@@ -405,6 +429,17 @@ pub(crate) struct RedisTokens {
     shared: Arc<Shared>,
     timeout: Duration,
     fail: FailMode,
+    /// A requests limit admitted in the same script
+    /// ([`TokenLimitLayer::redis_requests`](crate::TokenLimitLayer::redis_requests)).
+    requests: Option<Arc<Joined>>,
+}
+
+/// A limit of one unit per call kept beside another in the same script.
+#[derive(Debug)]
+pub(crate) struct Joined {
+    key: String,
+    capacity: u64,
+    interval_us: u64,
 }
 
 /// What asking Redis for a reservation came to: the wait before it is
@@ -424,7 +459,25 @@ impl RedisTokens {
             shared: Arc::new(Shared::new(url, key, capacity, per_second)?),
             timeout: Duration::from_millis(50),
             fail: FailMode::Open,
+            requests: None,
         })
+    }
+
+    /// Also admits one request per call against `capacity` requests
+    /// refilled at `per_second`, kept under `key`, in the same script.
+    pub(crate) fn join_requests(
+        &mut self,
+        key: String,
+        capacity: u64,
+        per_second: f64,
+    ) -> Result<(), ConfigError> {
+        validate(capacity, per_second)?;
+        self.requests = Some(Arc::new(Joined {
+            key,
+            capacity,
+            interval_us: (1e6 / per_second).round().max(1.0) as u64,
+        }));
+        Ok(())
     }
 
     pub(crate) fn timeout(&mut self, d: Duration) {
@@ -451,7 +504,11 @@ impl RedisTokens {
     ) -> Pin<Box<dyn Future<Output = Asked> + Send + 'static>> {
         let this = self.clone();
         Box::pin(async move {
-            match this.shared.acquire(cost, max_wait, this.timeout).await {
+            match this
+                .shared
+                .acquire(cost, max_wait, this.timeout, this.requests.as_deref())
+                .await
+            {
                 Ok(wait) => Ok(wait),
                 Err(Refusal::Limited(after)) => Err(Some(RateLimited::new(after).into())),
                 Err(Refusal::Backend(reason)) => match this.fail {
@@ -476,8 +533,10 @@ impl RedisTokens {
 
     /// Gives back (`delta` < 0) or charges (> 0) tokens, in the
     /// background (a settlement happens where nothing can wait: a body's
-    /// end or drop); a failure is logged, and the reservation then refills
-    /// at the limit's rate as a spent one would.
+    /// end or drop). Settlements are summed while one is on its way, and
+    /// the sum goes in the next script: at most one settlement per limit is
+    /// in flight, however many calls end. A failure is logged, and the
+    /// reservation then refills at the limit's rate as a spent one would.
     pub(crate) fn adjust(&self, delta: i64) {
         if delta == 0 {
             return;
@@ -490,13 +549,31 @@ impl RedisTokens {
             );
             return;
         };
+        self.shared.pending.fetch_add(delta, Ordering::AcqRel);
+        if self.shared.settling.swap(true, Ordering::AcqRel) {
+            // The task on its way sends this one too.
+            return;
+        }
         let this = self.clone();
         rt.spawn(async move {
-            if let Err(reason) = this.shared.adjust(delta, this.timeout).await {
-                this.shared.report(
-                    &reason,
-                    "could not settle tokens in Redis; the reservation refills at the limit's rate",
-                );
+            loop {
+                let sum = this.shared.pending.swap(0, Ordering::AcqRel);
+                if sum != 0
+                    && let Err(reason) = this.shared.adjust(sum, this.timeout).await
+                {
+                    this.shared.report(
+                        &reason,
+                        "could not settle tokens in Redis; the reservation refills at the limit's rate",
+                    );
+                }
+                this.shared.settling.store(false, Ordering::Release);
+                // One added after the swap, whose caller saw this task
+                // still settling, is this task's to send.
+                if this.shared.pending.load(Ordering::Acquire) == 0
+                    || this.shared.settling.swap(true, Ordering::AcqRel)
+                {
+                    return;
+                }
             }
         });
     }

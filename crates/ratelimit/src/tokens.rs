@@ -160,6 +160,33 @@ impl TokenLimitLayer {
         Ok(self)
     }
 
+    /// Also admits each call against a requests-per-minute limit kept in
+    /// the same Redis under `key` — in the same script as its tokens: one
+    /// round trip for both, and a call that either limit refuses takes from
+    /// neither. What a [`RedisRateLimitLayer`](crate::RedisRateLimitLayer)
+    /// of `per_minute` requests (a burst of as many) in front would do,
+    /// without its round trip. It is kept in Redis only: call
+    /// [`redis`](Self::redis) first.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] without [`redis`](Self::redis) first, or for a
+    /// `per_minute` of 0.
+    #[cfg(feature = "redis")]
+    pub fn redis_requests(
+        mut self,
+        per_minute: u64,
+        key: impl Into<String>,
+    ) -> Result<Self, ConfigError> {
+        let Some(r) = &mut self.redis else {
+            return Err(ConfigError(
+                "redis_requests joins a limit kept in Redis: call redis(url, key) first".to_owned(),
+            ));
+        };
+        r.join_requests(key.into(), per_minute, per_minute as f64 / 60.0)?;
+        Ok(self)
+    }
+
     /// How long a call may spend asking Redis, connecting included (50 ms
     /// by default; a limit kept in Redis only).
     #[cfg(feature = "redis")]

@@ -321,3 +321,78 @@ async fn a_redis_that_never_answers_fails_open_or_closed_within_the_timeout() {
     assert!(errors.load(Ordering::SeqCst) >= 2, "the errors were told");
     drop(hole);
 }
+
+/// `redis_requests`: a requests-per-minute limit joined to the tokens
+/// limit in one script. Two processes admit its requests once between
+/// them; a call the tokens limit refuses takes no request; settlements of
+/// many calls ending at once (summed while one is on its way) add up to
+/// what each call's own would.
+#[tokio::test]
+async fn a_joined_requests_limit_admits_with_the_tokens_in_one_script() {
+    use http_body_util::BodyExt;
+    use palisade_ratelimit::TokenLimitLayer;
+    let redis = RedisServer::start();
+    let make = || {
+        TokenLimitLayer::try_new(1_000, 0.001)
+            .unwrap()
+            .redis(&redis.url(), "test:joined:tpm")
+            .unwrap()
+            .redis_requests(12, "test:joined:rpm")
+            .unwrap()
+            .redis_timeout(Duration::from_secs(2))
+    };
+    let (a, b) = (make(), make());
+    let mock = palisade_mock::MockUpstream::new();
+    let (sa, sb) = (a.layer(mock.clone()), b.layer(mock.clone()));
+    // Too many tokens: refused, and no request is taken.
+    let err = sa.clone().oneshot(chat(5_000)).await.unwrap_err();
+    assert!(find::<RateLimited>(&*err).is_some(), "{err}");
+    // Ten calls of ~90 tokens (all held: ~900 of 1,000) end together:
+    // their ten refunds (~84 each) are sent summed, and the tokens are
+    // back.
+    let mut ended = Vec::new();
+    for i in 0..10 {
+        let svc = if i % 2 == 0 { sa.clone() } else { sb.clone() };
+        ended.push(svc.oneshot(chat(80)).await.unwrap());
+    }
+    let mut calls = tokio::task::JoinSet::new();
+    for res in ended {
+        calls.spawn(async move { res.into_body().collect().await.map(|_| ()) });
+    }
+    while let Some(done) = calls.join_next().await {
+        done.unwrap().unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // ~910 tokens fit only once every refund has arrived.
+        match sb.clone().oneshot(chat(900)).await {
+            Ok(res) => {
+                res.into_body().collect().await.unwrap();
+                break;
+            }
+            Err(e) if find::<RateLimited>(&*e).is_some() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("the summed refunds never arrived: {e}"),
+        }
+    }
+    // Requests: 12 a minute, a burst of 12: ten and one are taken, the
+    // refused call took none, so one more passes and then none.
+    let res = sa.clone().oneshot(chat(1)).await.unwrap();
+    res.into_body().collect().await.unwrap();
+    for svc in [&sa, &sb] {
+        let err = svc.clone().oneshot(chat(1)).await.unwrap_err();
+        let limited = find::<RateLimited>(&*err).expect("RateLimited");
+        assert!(limited.retry_after().is_some(), "{err}");
+    }
+    assert_eq!(mock.request_count(), 12);
+}
+
+#[test]
+fn a_joined_requests_limit_needs_redis_first() {
+    let err = palisade_ratelimit::TokenLimitLayer::per_minute(1_000)
+        .unwrap()
+        .redis_requests(10, "k")
+        .unwrap_err();
+    assert!(err.to_string().contains("redis(url, key) first"), "{err}");
+}
