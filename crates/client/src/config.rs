@@ -45,6 +45,7 @@ pub struct ClientBuilder {
     pub(crate) base_url: Option<String>,
     pub(crate) auth: Option<Auth>,
     pub(crate) key_pool: Vec<Auth>,
+    pub(crate) key_rests: Option<crate::pool::KeyRests>,
     pub(crate) default_headers: HeaderMap,
     pub(crate) connect_timeout: Option<Duration>,
     pub(crate) tcp_nodelay: bool,
@@ -74,6 +75,7 @@ impl Default for ClientBuilder {
             base_url: None,
             auth: None,
             key_pool: Vec::new(),
+            key_rests: None,
             default_headers: HeaderMap::new(),
             connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
             tcp_nodelay: true,
@@ -126,6 +128,18 @@ impl ClientBuilder {
     #[must_use]
     pub fn key_pool(mut self, keys: Vec<Auth>) -> Self {
         self.key_pool = keys;
+        self
+    }
+
+    /// Keeps the [`key_pool`](Self::key_pool)'s rest state in `rests`
+    /// instead of a state of its own: clients built with clones of one
+    /// [`KeyRests`](crate::KeyRests) (one per worker thread, say) share
+    /// which keys rest, and code outside can read it and rest keys it
+    /// learned of elsewhere (a fleet sharing them through Redis).
+    /// [`build`](Self::build) fails when its size is not the pool's.
+    #[must_use]
+    pub fn key_rests(mut self, rests: crate::pool::KeyRests) -> Self {
+        self.key_rests = Some(rests);
         self
     }
 

@@ -60,4 +60,5 @@ pub use key::{
     ANTHROPIC_VERSION, ApiKey, Auth, AuthStyle, DEFAULT_KEY_REFRESH, KeySource, MAX_KEY_FILE_BYTES,
     MIN_SCRUBBED_KEY_LEN,
 };
+pub use pool::KeyRests;
 pub use service::{HttpClient, ResponseFuture};

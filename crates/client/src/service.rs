@@ -167,7 +167,10 @@ impl ClientBuilder {
                     "both `auth` and `key_pool` are set; give one".to_owned(),
                 ));
             }
-            Some(Arc::new(KeyPool::new(&self.key_pool)?))
+            Some(Arc::new(KeyPool::new(
+                &self.key_pool,
+                self.key_rests.clone(),
+            )?))
         };
         let user_agent = self
             .user_agent

@@ -635,3 +635,72 @@ async fn a_pool_whose_keys_are_all_retired_sends_none_of_them() {
     );
     assert_eq!(mock.request_count(), 2, "no retired key sent");
 }
+
+/// `key_rests`: two clients sharing one `KeyRests` (two worker threads'
+/// clients of one upstream) see each other's rests; a rest learned
+/// elsewhere (`KeyRests::rest`) is honoured without telling the hook,
+/// while one an answer brings is told (for a fleet to share); rests of
+/// the wrong size are refused.
+#[tokio::test]
+async fn key_rests_are_shared_by_clients_and_with_code_outside() {
+    use palisade_client::KeyRests;
+    let mock = MockUpstream::new();
+    let server = mock.serve().await.unwrap();
+    let keys = ["pool-key-aaaa-0001", "pool-key-bbbb-0002"];
+    let rests = KeyRests::new(2);
+    let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let t = std::sync::Arc::clone(&told);
+    rests.on_rest(move |i, wait| t.lock().unwrap().push((i, wait)));
+    let client = |rests: &KeyRests| {
+        HttpClient::builder()
+            .base_url(server.base_url())
+            .key_pool(
+                keys.iter()
+                    .map(|k| Auth::openai(KeySource::literal(*k)))
+                    .collect(),
+            )
+            .key_rests(rests.clone())
+            .build()
+            .unwrap()
+    };
+    let (one, two) = (client(&rests), client(&rests));
+    let call = |c: &HttpClient| {
+        let c = c.clone();
+        async move {
+            c.oneshot(post("/chat/completions", chat_body("hi", false)))
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // Client one's first key is refused for 600 s: it rests for both.
+    mock.push(Reply::status(429).header("retry-after", "600"));
+    assert_eq!(call(&one).await, StatusCode::OK);
+    let rested = keys_used(&mock)[0].clone();
+    let told_now = told.lock().unwrap().clone();
+    assert_eq!(told_now.len(), 1, "{told_now:?}");
+    assert_eq!(told_now[0].1, Duration::from_secs(600));
+    let i = told_now[0].0;
+    assert!(rests.resting_for(i).is_some());
+    for _ in 0..4 {
+        assert_eq!(call(&two).await, StatusCode::OK);
+    }
+    assert!(
+        keys_used(&mock)[2..].iter().all(|k| *k != rested),
+        "client two never sends the key client one saw refused"
+    );
+    // The other key rests too, as learned elsewhere: not told again; with
+    // every key resting, the one resting the shortest goes.
+    rests.rest(1 - i, Duration::from_secs(30));
+    assert_eq!(told.lock().unwrap().len(), 1);
+    assert_eq!(call(&two).await, StatusCode::OK);
+    assert_ne!(*keys_used(&mock).last().unwrap(), rested);
+    // Rests for another pool size are a build error.
+    let err = HttpClient::builder()
+        .base_url(server.base_url())
+        .key_pool(vec![Auth::openai(KeySource::literal(keys[0]))])
+        .key_rests(KeyRests::new(3))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("KeyRests::new(1)"), "{err}");
+}

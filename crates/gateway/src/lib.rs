@@ -225,8 +225,8 @@ struct AppState {
     signals: server::Signals,
     inbound_keys: Option<callers::InboundKeys>,
     metrics: Arc<Metrics>,
-    /// Tier members' provider-limit drains (and, with `share_breaker`,
-    /// circuits) shared through `[redis]`.
+    /// Tier members' provider-limit drains and pooled keys' rests, shared
+    /// through `[redis]`.
     drains: Option<Arc<shared::SharedDrains>>,
 }
 
@@ -395,9 +395,13 @@ impl Gateway {
             .iter()
             .filter_map(|u| u.load.clone().map(|l| (Arc::clone(&u.name), l)))
             .collect();
+        let pools: Vec<_> = upstreams
+            .iter()
+            .filter_map(|u| u.rests.clone().map(|r| (Arc::clone(&u.name), r)))
+            .collect();
         let drains = match &config.redis {
-            Some(r) if !tier_members.is_empty() => Some(
-                shared::SharedDrains::new(&r.url, tier_members, Arc::clone(&metrics))
+            Some(r) if !tier_members.is_empty() || !pools.is_empty() => Some(
+                shared::SharedDrains::new(&r.url, tier_members, pools, Arc::clone(&metrics))
                     .map_err(|e| StartError::Config(ConfigError::new("config", "redis.url", e)))?,
             ),
             _ => None,
@@ -801,6 +805,11 @@ pub async fn serve_per_core(
     grace: Option<Duration>,
 ) -> std::io::Result<bool> {
     let state = gateway.state.clone();
+    // The fleet's shared drains are read from the start, not from the
+    // first request on.
+    if let Some(drains) = &state.drains {
+        drains.ensure_polling();
+    }
     server::run_per_core(
         listeners.listeners,
         gateway.router(),
@@ -819,6 +828,11 @@ async fn run(
     grace: Option<Duration>,
 ) -> std::io::Result<bool> {
     let state = gateway.state.clone();
+    // The fleet's shared drains are read from the start, not from the
+    // first request on.
+    if let Some(drains) = &state.drains {
+        drains.ensure_polling();
+    }
     server::run(
         listener,
         gateway.router(),

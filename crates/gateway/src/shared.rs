@@ -1,9 +1,17 @@
-//! Provider-limit state shared by a fleet through Redis (`[redis]`): when
-//! an answer says a tier member's provider limit is spent, the process that
-//! saw it writes `palisade:{upstream}:drained` with the wait as its TTL (on
-//! Redis's clock: the processes' clocks do not matter), and every process
-//! reads the members' keys every [`POLL`] — so one process's 429 spares the
-//! others the same refusal. Nothing is read per call.
+//! Provider-limit state shared by a fleet through Redis (`[redis]`), per
+//! upstream key: when an answer says a provider limit is spent, the process
+//! that saw it writes a key with the wait as its TTL (on Redis's clock: the
+//! processes' clocks do not matter), and every process reads the keys every
+//! [`POLL`] — so one process's 429 spares the others the same refusal.
+//! Nothing is read per call.
+//!
+//! - A tier member's drain (palisade-balance's `MemberLoad`):
+//!   `palisade:{upstream}:drained`; the other processes' tiers skip it.
+//! - A pooled key's rest (`api_keys_env`; palisade-client's `KeyRests`):
+//!   `palisade:{upstream}:key{i}:drained`, the key named by its place in
+//!   the pool (never by its value), so the processes of a fleet, which
+//!   share one config, name it alike; the other processes' pools pick
+//!   another key.
 //!
 //! With `share_breaker = true`, breakers are shared by palisade-breaker's
 //! own Redis sharing (`BreakerBuilder::redis`, through the preset): not
@@ -18,6 +26,7 @@ use std::time::Duration;
 
 use palisade::ratelimit::RedisConnection;
 use palisade_balance::MemberLoad;
+use palisade_client::KeyRests;
 use redis::aio::MultiplexedConnection;
 
 use crate::metrics::Metrics;
@@ -37,10 +46,18 @@ end
 return 1
 ";
 
-/// The tier members' drains, shared through one Redis.
+/// What a shared key drains here.
+enum Drains {
+    Member(MemberLoad),
+    Key(KeyRests, usize),
+}
+
+/// The tier members' drains and the pooled keys' rests, shared through one
+/// Redis.
 pub(crate) struct SharedDrains {
     redis: RedisConnection,
-    members: Vec<(Arc<str>, MemberLoad)>,
+    /// Each Redis key and what it drains.
+    members: Vec<(String, Drains)>,
     metrics: Arc<Metrics>,
     publish: redis::Script,
     polling: OnceLock<()>,
@@ -58,27 +75,49 @@ fn key(upstream: &str) -> String {
     format!("palisade:{upstream}:drained")
 }
 
+fn pool_key(upstream: &str, i: usize) -> String {
+    format!("palisade:{upstream}:key{i}:drained")
+}
+
 impl SharedDrains {
-    /// Shares `members`' drains through the Redis at `url`; each member's
-    /// own drains are published from now on.
+    /// Shares `members`' drains and `pools`' rests through the Redis at
+    /// `url`; what this process learns is published from now on.
     pub(crate) fn new(
         url: &str,
         members: Vec<(Arc<str>, MemberLoad)>,
+        pools: Vec<(Arc<str>, KeyRests)>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, String> {
         let redis = RedisConnection::open(url).map_err(|e| e.to_string())?;
+        let mut shared: Vec<(String, Drains)> = Vec::new();
+        for (name, load) in &members {
+            shared.push((key(name), Drains::Member(load.clone())));
+        }
+        for (name, rests) in &pools {
+            for i in 0..rests.len() {
+                shared.push((pool_key(name, i), Drains::Key(rests.clone(), i)));
+            }
+        }
         let shared = Arc::new(Self {
             redis,
-            members,
+            members: shared,
             metrics,
             publish: redis::Script::new(PUBLISH),
             polling: OnceLock::new(),
         });
-        for (name, load) in &shared.members {
+        for (name, load) in &members {
             let (this, name) = (Arc::downgrade(&shared), Arc::clone(name));
             load.on_drain(move |wait| {
                 if let Some(this) = this.upgrade() {
-                    this.publish(&name, wait);
+                    this.send(key(&name), wait);
+                }
+            });
+        }
+        for (name, rests) in &pools {
+            let (this, name) = (Arc::downgrade(&shared), Arc::clone(name));
+            rests.on_rest(move |i, wait| {
+                if let Some(this) = this.upgrade() {
+                    this.send(pool_key(&name, i), wait);
                 }
             });
         }
@@ -86,7 +125,8 @@ impl SharedDrains {
     }
 
     /// Starts reading the shared drains every [`POLL`], once, on the
-    /// current runtime (the first request's).
+    /// current runtime (the gateway calls it when it starts serving, and
+    /// on each request in case it runs on another runtime).
     pub(crate) fn ensure_polling(self: &Arc<Self>) {
         if self.polling.get().is_some() {
             return;
@@ -125,30 +165,31 @@ impl SharedDrains {
         self.metrics.redis_error("*");
     }
 
-    /// Reads every member's shared drain and applies it.
+    /// Reads every shared drain and applies it.
     async fn read(self: &Arc<Self>) -> Result<(), String> {
         let mut conn = self.connection().await?;
         let mut pipe = redis::pipe();
-        for (name, _) in &self.members {
-            pipe.cmd("PTTL").arg(key(name));
+        for (key, _) in &self.members {
+            pipe.cmd("PTTL").arg(key);
         }
         let ttls: Vec<i64> = tokio::time::timeout(TIMEOUT, pipe.query_async(&mut conn))
             .await
             .map_err(|_| format!("no answer within {TIMEOUT:?}"))?
             .map_err(|e| format!("reading the shared state failed: {e}"))?;
-        for ((_, load), ttl) in self.members.iter().zip(&ttls) {
-            if let Ok(ms) = u64::try_from(*ttl)
-                && ms > 0
-            {
-                load.drain(Duration::from_millis(ms));
+        for ((_, drains), ttl) in self.members.iter().zip(&ttls) {
+            let Some(wait) = u64::try_from(*ttl)
+                .ok()
+                .filter(|&ms| ms > 0)
+                .map(Duration::from_millis)
+            else {
+                continue;
+            };
+            match drains {
+                Drains::Member(load) => load.drain(wait),
+                Drains::Key(rests, i) => rests.rest(*i, wait),
             }
         }
         Ok(())
-    }
-
-    /// Shares that `upstream` is drained for `wait`, in the background.
-    fn publish(self: &Arc<Self>, upstream: &str, wait: Duration) {
-        self.send(key(upstream), wait);
     }
 
     /// Sets `key` for `wait` (unless it lasts longer), in the background.

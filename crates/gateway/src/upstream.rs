@@ -19,7 +19,7 @@ use futures_util::{FutureExt, StreamExt};
 use palisade::preset::{LlmStack, StackConfig};
 use palisade_balance::{MemberLoad, Reached};
 use palisade_breaker::State;
-use palisade_client::{Auth, AuthStyle, HttpClient, KeySource};
+use palisade_client::{Auth, AuthStyle, HttpClient, KeyRests, KeySource};
 use palisade_core::body::collect_limited;
 use palisade_core::classify::LlmClassifier;
 use palisade_core::{BoxError, RequestBody};
@@ -75,6 +75,8 @@ pub(crate) struct Upstream {
     /// Its load (calls in flight, time to first content, failures, the
     /// provider's drain), tracked when it is a member of a route's tier.
     pub(crate) load: Option<MemberLoad>,
+    /// Which of its pooled keys rest (shared by every worker's client).
+    pub(crate) rests: Option<KeyRests>,
 }
 
 /// Why an upstream could not be built (a key that cannot be read, …).
@@ -130,6 +132,7 @@ impl Upstream {
             preset = preset.metrics(meter);
         }
         let workers = workers.max(1);
+        let rests = (!cfg.api_keys_env.is_empty()).then(|| KeyRests::new(cfg.api_keys_env.len()));
         let (services, client, mock) = match cfg.kind {
             Kind::Mock => {
                 let mock = mock.unwrap_or_default();
@@ -142,7 +145,7 @@ impl Upstream {
                 // A pool per worker: a connection is used by the thread
                 // whose runtime drives it.
                 let clients = (0..workers)
-                    .map(|_| client(cfg, apis[0]))
+                    .map(|_| client(cfg, apis[0], rests.as_ref()))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(err)?;
                 let client = clients[0].clone();
@@ -172,6 +175,7 @@ impl Upstream {
                 .as_ref()
                 .map(|v| format!("api-version={v}").into_boxed_str()),
             load: tiered.then(|| MemberLoad::with_classifier(cfg.name.as_str(), cfg.classifier())),
+            rests,
         })
     }
 
@@ -317,7 +321,12 @@ fn preset(cfg: &UpstreamConfig, api: Api, metrics: &Arc<Metrics>) -> StackConfig
 
 /// The pooled HTTP client of a provider upstream, its key presented the
 /// way `api` wants it.
-fn client(cfg: &UpstreamConfig, api: Api) -> Result<HttpClient, BoxError> {
+/// A pool's keys rest in `rests`, shared by every worker's client.
+fn client(
+    cfg: &UpstreamConfig,
+    api: Api,
+    rests: Option<&KeyRests>,
+) -> Result<HttpClient, BoxError> {
     let mut b = HttpClient::builder()
         .base_url(cfg.api_base_url().unwrap_or_default())
         .connect_timeout(Some(ms(cfg.timeout.connect)))
@@ -352,6 +361,9 @@ fn client(cfg: &UpstreamConfig, api: Api) -> Result<HttpClient, BoxError> {
                 .map(|var| auth(KeySource::env(var.clone())))
                 .collect(),
         );
+        if let Some(rests) = rests {
+            b = b.key_rests(rests.clone());
+        }
     }
     Ok(b.build()?)
 }

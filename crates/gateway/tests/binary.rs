@@ -1031,3 +1031,59 @@ async fn three_gateway_processes_share_tokens_per_minute_and_callers_limits() {
     }
     let _ = std::fs::remove_file(&path);
 }
+
+/// Two gateway processes, one Redis, an upstream with a pool of two keys:
+/// the key one process saw refused with a 429 (and a wait) rests in the
+/// other too, which sends only the other key from then on — though it
+/// never saw the refusal.
+#[tokio::test]
+async fn a_pooled_keys_rest_in_one_gateway_process_reaches_the_other() {
+    let redis = palisade_core::test_util::RedisServer::start();
+    let mock = MockUpstream::new();
+    let served = mock.serve().await.unwrap();
+    let path = temp_config(
+        "key-rests",
+        &format!(
+            "[[upstreams]]\nname = \"pooled\"\nkind = \"openai\"\nbase_url = \"{}\"\n\
+             api_keys_env = [\"PALISADE_TEST_POOL_KEY_A\", \"PALISADE_TEST_POOL_KEY_B\"]\n\
+             [upstreams.retry]\nmax_attempts = 1\n\
+             [[routes]]\nmodel = \"gpt\"\ntargets = [\"pooled\"]\n[redis]\nurl = \"{}\"\n",
+            served.base_url(),
+            redis.url()
+        ),
+    );
+    let mut fleet = fleet_of(2, &path).await;
+    let key =
+        |r: &palisade_mock::RecordedRequest| r.header("authorization").unwrap_or("").to_owned();
+    // Process 0's first key is refused for 60 s; the call goes on with
+    // the other key at once.
+    mock.push(
+        Reply::status(429)
+            .header("retry-after", "60")
+            .body(r#"{"error":{"message":"slow down","type":"rate_limit_error"}}"#),
+    );
+    assert_eq!(post(&fleet[0].1, chat("gpt", "hi", false)).await.0, 200);
+    let seen: Vec<String> = mock.requests().iter().map(key).collect();
+    assert_eq!(seen.len(), 2);
+    let (refused, other) = (seen[0].clone(), seen[1].clone());
+    assert_ne!(refused, other);
+    // Process 1, which never saw the 429, soon sends only the other key:
+    // four calls in a row with it (its own turn would alternate keys).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut in_a_row = 0;
+    while in_a_row < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process 1 kept sending the rested key: {:?}",
+            mock.requests().iter().map(key).collect::<Vec<_>>()
+        );
+        assert_eq!(post(&fleet[1].1, chat("gpt", "hi", false)).await.0, 200);
+        let last = mock.last_request().map(|r| key(&r)).unwrap_or_default();
+        in_a_row = if last == other { in_a_row + 1 } else { 0 };
+    }
+    for (child, _) in &mut fleet {
+        terminate(child);
+        assert_eq!(exit_code(child).await, 0);
+    }
+    let _ = std::fs::remove_file(&path);
+}
