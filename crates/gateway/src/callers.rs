@@ -78,26 +78,31 @@ impl InboundKeys {
             }
         }
         for c in &a.keys {
-            let key = std::env::var(&c.key_env)
-                .ok()
-                .map(|k| k.trim().to_owned())
+            // One key, or a group: several comma-separated keys sharing
+            // the caller's limits.
+            let group: Vec<String> = std::env::var(&c.key_env)
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
                 .filter(|k| !k.is_empty())
-                .ok_or_else(|| {
-                    StartError::Auth(format!(
-                        "[[auth.keys]] `{}`: the variable `{}` is not set or empty; export the caller's key in it",
-                        c.name, c.key_env
-                    ))
-                })?;
-            if keys.iter().any(|(k, _)| k.expose_secret() == key) {
+                .map(str::to_owned)
+                .collect();
+            if group.is_empty() {
                 return Err(StartError::Auth(format!(
-                    "[[auth.keys]] `{}`: its key (in `{}`) is also another caller's or in keys_env; give each caller a key of its own",
+                    "[[auth.keys]] `{}`: the variable `{}` is not set or empty; export the caller's key in it (or several, comma-separated)",
                     c.name, c.key_env
                 )));
             }
-            keys.push((
-                SecretString::from(key),
-                Some(Arc::new(Caller::new(c, redis, metrics)?)),
-            ));
+            let caller = Arc::new(Caller::new(c, redis, metrics)?);
+            for key in group {
+                if keys.iter().any(|(k, _)| k.expose_secret() == key) {
+                    return Err(StartError::Auth(format!(
+                        "[[auth.keys]] `{}`: a key in `{}` is also another caller's, in keys_env or given twice; give each caller keys of its own",
+                        c.name, c.key_env
+                    )));
+                }
+                keys.push((SecretString::from(key), Some(Arc::clone(&caller))));
+            }
         }
         Ok(Self { keys })
     }

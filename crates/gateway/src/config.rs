@@ -19,7 +19,7 @@
 //! | `[[upstreams]] api_version` | `azure` only: none; sent as `?api-version=` with every call (deployment URLs need it, e.g. `2024-10-21`) |
 //! | `[[upstreams]] http` | `auto`: HTTP/2 where the server offers it over TLS, else HTTP/1.1; `http1`; `http2` (cleartext with prior knowledge, h2c: e.g. vLLM behind a proxy, or the mock) |
 //! | `[auth] keys_env` | none: no inbound key is required |
-//! | `[[auth.keys]]` `name` / `key_env` / `requests_per_minute` / `tokens_per_minute` / `tokens_per_day` | none: callers with limits of their own (each limit off when absent); over one, a 429 naming the caller and the limit, with `Retry-After` |
+//! | `[[auth.keys]]` `name` / `key_env` (one key, or a group: several comma-separated keys sharing the limits) / `requests_per_minute` / `tokens_per_minute` / `tokens_per_day` | none: callers with limits of their own (each limit off when absent); over one, a 429 naming the caller and the limit, with `Retry-After` |
 //! | `[redis] url` / `fail_open` / `share_breaker` | none: limits per process / `true` (Redis unreachable: calls go on unlimited; `false`: 503), failures counted in `palisade_redis_errors_total` / `false` (`true`: a circuit opened in one gateway opens in all) |
 //! | `[upstreams.timeout]` `connect` / `first_byte` / `idle` / `total` (ms) | 10000 / 60000 / 30000 / 600000 |
 //! | `[upstreams.retry]` `max_attempts` / `base_delay` / `max_delay` (ms) / `retry_conflict` | 3 / 200 / 10000 / false |
@@ -266,7 +266,9 @@ pub struct AuthConfig {
 pub struct CallerConfig {
     /// Its label in metrics, logs and errors — never the key.
     pub name: String,
-    /// The environment variable holding its key.
+    /// The environment variable holding its key — or several,
+    /// comma-separated: a key group, every key sharing the caller's limits
+    /// (e.g. to rotate a key: add the new one, then drop the old).
     pub key_env: String,
     /// Its own requests per minute (also the burst).
     #[serde(default)]

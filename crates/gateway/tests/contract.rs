@@ -1133,6 +1133,32 @@ async fn callers_have_limits_of_their_own_and_one_cannot_starve_another() {
     assert!(!metrics.contains("tenant-a-test-key"));
 }
 
+/// A key group: a caller whose `key_env` holds two comma-separated keys
+/// has one set of limits, whichever key each call presents.
+#[tokio::test]
+async fn a_key_group_shares_its_callers_limits() {
+    let mock = MockUpstream::new();
+    let auth = "[auth]\n[[auth.keys]]\nname = \"group\"\nkey_env = \"PALISADE_TEST_GROUP_KEYS\"\nrequests_per_minute = 2\n";
+    let gw = start(&mock_gateway_toml(auth), &[("m", &mock)]).await;
+    let body = r#"{"model":"mock","messages":[{"role":"user","content":"hi"}]}"#;
+    for key in ["group-test-key-1", "group-test-key-2"] {
+        let res = gw
+            .post(OPENAI, body, &[("authorization", &format!("Bearer {key}"))])
+            .await;
+        assert_eq!(res.status(), 200);
+        text(res).await;
+    }
+    for key in ["group-test-key-1", "group-test-key-2"] {
+        let res = gw
+            .post(OPENAI, body, &[("authorization", &format!("Bearer {key}"))])
+            .await;
+        assert_eq!(res.status(), 429);
+        let said = text(res).await;
+        assert!(said.contains("caller `group`"), "{said}");
+    }
+    assert_eq!(mock.request_count(), 2);
+}
+
 /// A caller's tokens per minute: a request whose estimate does not fit in
 /// what is left is refused naming `tokens_per_minute`; one over the whole
 /// limit is told so.
