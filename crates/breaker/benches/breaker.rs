@@ -1,6 +1,7 @@
 //! Closed-state per-call overhead of the breaker around an always-ready
 //! service, next to the bare service and tower-resilience's circuit breaker
-//! in the same run; single thread and two threads contending.
+//! in the same run; single thread and two threads contending; and a circuit
+//! shared through a loopback `redis-server` (which must be on the `PATH`).
 //!
 //! `cargo bench -p palisade-breaker`
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -99,6 +100,29 @@ fn bench(c: &mut Criterion) {
     g.bench_function("palisade_count_window", |b| b.iter(|| one_call(&mut count)));
     let mut time = ours_time().layer(always_ready());
     g.bench_function("palisade_time_window", |b| b.iter(|| one_call(&mut time)));
+    // Shared with a fleet through a real loopback Redis: its task reads
+    // the fleet's state every 250 ms on another thread; the call path
+    // reads only the local circuit.
+    let redis = palisade_core::test_util::RedisServer::start();
+    let fleet_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut shared = {
+        let _in_fleet_rt = fleet_rt.enter();
+        let mut svc = BreakerLayer::builder()
+            .redis(&redis.url(), "bench:breaker")
+            .build()
+            .unwrap()
+            .layer(always_ready());
+        // The first call starts the background task on the fleet runtime.
+        one_call(&mut svc);
+        svc
+    };
+    g.bench_function("palisade_count_window_shared_redis", |b| {
+        b.iter(|| one_call(&mut shared))
+    });
     let mut theirs = tower_resilience_circuitbreaker::CircuitBreakerLayer::builder()
         .failure_rate_threshold(0.5)
         .sliding_window_size(20)
