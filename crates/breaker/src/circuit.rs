@@ -549,6 +549,49 @@ impl Circuit {
         self.to_half_open();
     }
 
+    /// Whether this half-open circuit has let a probe through yet (one is
+    /// out, or reported a success).
+    #[cfg(feature = "redis")]
+    pub(crate) fn probed(&self) -> bool {
+        let _t = self.lock();
+        self.state() == State::HalfOpen
+            && (self.probes_left.load(Ordering::Acquire) < self.config.half_open_calls
+                || self.probe_successes.load(Ordering::Acquire) > 0)
+    }
+
+    /// This process took the probe lease but no call came to probe with:
+    /// back to open, waiting for the fleet's word for `hold`, so that a
+    /// process with calls can probe. Whether it went back (not if a probe
+    /// got out meanwhile).
+    #[cfg(feature = "redis")]
+    pub(crate) fn unprobe(&self, hold: Duration) -> bool {
+        {
+            let _t = self.lock();
+            if self.state() != State::HalfOpen
+                || self.probes_left.load(Ordering::Acquire) < self.config.half_open_calls
+                || self.probe_successes.load(Ordering::Acquire) > 0
+            {
+                return false;
+            }
+            let now = self.now_ms();
+            self.open_until_ms.store(now, Ordering::Release);
+            self.held_until_ms.store(
+                now.saturating_add(u64::try_from(hold.as_millis()).unwrap_or(u64::MAX)),
+                Ordering::Release,
+            );
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            self.state.store(State::Open.as_u8(), Ordering::Release);
+        }
+        self.announce(State::HalfOpen, State::Open, Some(Duration::ZERO));
+        true
+    }
+
+    /// Milliseconds since this circuit was made (its clock).
+    #[cfg(feature = "redis")]
+    pub(crate) fn clock_ms(&self) -> u64 {
+        self.now_ms()
+    }
+
     /// Another process's probes closed the fleet's circuit: so is this one
     /// (not written back).
     #[cfg(feature = "redis")]

@@ -216,8 +216,10 @@ impl BreakerBuilder {
     }
 
     /// How long the probing process's lease lasts without renewal (default
-    /// 10 s; renewed every poll while it probes): a prober that dies is
-    /// replaced after this long. Without [`redis`](Self::redis), nothing.
+    /// 10 s; renewed every poll while it probes; at least two polls with
+    /// their timeout): a prober that dies is replaced after this long, and
+    /// one that gets no call to probe with gives the lease up after half
+    /// of it. Without [`redis`](Self::redis), nothing.
     #[cfg(feature = "redis")]
     #[must_use]
     pub fn probe_lease(mut self, lease: Duration) -> Self {
@@ -302,11 +304,11 @@ pub(crate) fn validate(c: &Config) -> Result<(), ConfigError> {
         if f.poll.is_zero() || f.timeout.is_zero() {
             return bad("redis_poll and redis_timeout must be above 0".to_owned());
         }
-        if f.lease < f.poll * 2 {
+        let floor = (f.poll + f.timeout) * 2;
+        if f.lease < floor {
             return bad(format!(
-                "probe_lease is {:?}; it must be at least two polls ({:?}), or it lapses between renewals",
-                f.lease,
-                f.poll * 2
+                "probe_lease is {:?}; it must be at least two polls with their Redis timeout ({floor:?}), or it lapses between renewals",
+                f.lease
             ));
         }
     }

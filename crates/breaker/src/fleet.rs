@@ -30,11 +30,17 @@ pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(50);
 /// so that only its own probes close it.
 const UNKNOWN_TRIP: u64 = 1 << 52;
 
-/// `K:open`, `K:probe`, `K:trips`; `ARGV`: open ms, this process's id.
-/// Opens the fleet's circuit (keeping a longer open time), numbers the trip
+/// `K:open`, `K:probe`, `K:trips`, `K:closed`; `ARGV`: open ms, this
+/// process's id. Opens the fleet's circuit (keeping a longer open time),
+/// numbers the trip (above every closed one, even if the counter was lost)
 /// and gives up this process's probe lease (a failed probe).
 const TRIP: &str = r"
 local n = redis.call('INCR', KEYS[3])
+local closed = tonumber(redis.call('GET', KEYS[4]) or 0)
+if n <= closed then
+  n = closed + 1
+  redis.call('SET', KEYS[3], n)
+end
 redis.call('PEXPIRE', KEYS[3], 86400000)
 local ms = tonumber(ARGV[1])
 local left = redis.call('PTTL', KEYS[1])
@@ -44,13 +50,22 @@ if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
 return n
 ";
 
-/// `K:open`, `K:probe`, `K:trips`, `K:closed`; `ARGV`: this process's id.
-/// A prober's probes succeeded: unless a newer trip opened the circuit
-/// meanwhile, every trip so far is closed.
+/// `K:open`, `K:probe`, `K:trips`, `K:closed`; `ARGV`: this process's id,
+/// the trip it probed for (0 when unknown). A prober's probes succeeded:
+/// unless a newer trip opened the circuit meanwhile, every trip so far is
+/// closed (and the one it probed for, should Redis have lost the counter).
 const CLOSE: &str = r"
 if redis.call('PTTL', KEYS[1]) > 0 then return 0 end
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
-redis.call('SET', KEYS[4], tonumber(redis.call('GET', KEYS[3]) or 0), 'PX', 86400000)
+local n = math.max(tonumber(redis.call('GET', KEYS[3]) or 0), tonumber(ARGV[2]))
+redis.call('SET', KEYS[4], n, 'PX', 86400000)
+return 1
+";
+
+/// `K:probe`; `ARGV`: this process's id. Gives up the lease if it is this
+/// process's.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 ";
 
@@ -124,6 +139,9 @@ pub(crate) struct Fleet {
     on_error: Option<ErrorHook>,
     /// The number of the trip this circuit's open state belongs to.
     trip: AtomicU64,
+    /// When (the circuit's clock, ms) this process got the probe lease;
+    /// 0: it has none.
+    granted_ms: AtomicU64,
     polling: AtomicBool,
     scripts: Scripts,
 }
@@ -134,6 +152,7 @@ struct Scripts {
     read: redis::Script,
     probe: redis::Script,
     renew: redis::Script,
+    release: redis::Script,
 }
 
 impl fmt::Debug for Fleet {
@@ -162,6 +181,7 @@ impl Fleet {
             timeout: c.timeout,
             on_error: c.on_error.clone(),
             trip: AtomicU64::new(UNKNOWN_TRIP),
+            granted_ms: AtomicU64::new(0),
             polling: AtomicBool::new(false),
             scripts: Scripts {
                 trip: redis::Script::new(TRIP),
@@ -169,6 +189,7 @@ impl Fleet {
                 read: redis::Script::new(READ),
                 probe: redis::Script::new(PROBE),
                 renew: redis::Script::new(RENEW),
+                release: redis::Script::new(RELEASE),
             },
         })
     }
@@ -233,6 +254,7 @@ impl Fleet {
         };
         // Until Redis numbers it, only this circuit's own probes close it.
         self.trip.store(UNKNOWN_TRIP, Ordering::Release);
+        self.granted_ms.store(0, Ordering::Release);
         let this = Arc::clone(self);
         let ms = millis(open_for);
         rt.spawn(async move {
@@ -240,6 +262,7 @@ impl Fleet {
             call.key(&this.open)
                 .key(&this.probe)
                 .key(&this.trips)
+                .key(&this.closed)
                 .arg(ms)
                 .arg(&this.id);
             match this.invoke::<u64>(call).await {
@@ -255,13 +278,19 @@ impl Fleet {
             return;
         };
         let this = Arc::clone(self);
+        self.granted_ms.store(0, Ordering::Release);
+        let trip = match self.trip.load(Ordering::Acquire) {
+            UNKNOWN_TRIP => 0,
+            n => n,
+        };
         rt.spawn(async move {
             let mut call = this.scripts.close.prepare_invoke();
             call.key(&this.open)
                 .key(&this.probe)
                 .key(&this.trips)
                 .key(&this.closed)
-                .arg(&this.id);
+                .arg(&this.id)
+                .arg(trip);
             if let Err(reason) = this.invoke::<i64>(call).await {
                 this.failed("could not share a closed circuit through Redis", &reason);
             }
@@ -273,6 +302,7 @@ impl Fleet {
     async fn tick(&self, circuit: &Circuit) -> Result<(), String> {
         match circuit.state() {
             State::Closed => {
+                self.granted_ms.store(0, Ordering::Release);
                 let mut call = self.scripts.read.prepare_invoke();
                 call.key(&self.open);
                 let (left, n): (u64, u64) = self.invoke(call).await?;
@@ -299,10 +329,30 @@ impl Fleet {
                     }
                     2 => circuit.hold(self.grace()),
                     3 => circuit.close_from_fleet(),
-                    _ => circuit.probe_now(),
+                    _ => {
+                        self.granted_ms
+                            .store(circuit.clock_ms().max(1), Ordering::Release);
+                        circuit.probe_now();
+                    }
                 }
             }
             State::HalfOpen => {
+                let granted = self.granted_ms.load(Ordering::Acquire);
+                let lease = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX);
+                let idle = granted != 0
+                    && !circuit.probed()
+                    && circuit.clock_ms().saturating_sub(granted) >= lease / 2;
+                if idle {
+                    // It holds the lease but no call came to probe with:
+                    // another process, with calls, may probe instead.
+                    if circuit.unprobe(self.grace()) {
+                        self.granted_ms.store(0, Ordering::Release);
+                        let mut call = self.scripts.release.prepare_invoke();
+                        call.key(&self.probe).arg(&self.id);
+                        self.invoke::<i64>(call).await?;
+                    }
+                    return Ok(());
+                }
                 let mut call = self.scripts.renew.prepare_invoke();
                 call.key(&self.probe).arg(&self.id).arg(millis(self.lease));
                 self.invoke::<i64>(call).await?;

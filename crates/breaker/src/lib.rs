@@ -77,7 +77,9 @@
 //!   others stay open (refusing with a short `retry after`) until the
 //!   prober's outcome reaches them: closed, or open again. The prober
 //!   renews its lease every poll; one that dies is replaced once the lease
-//!   ([`probe_lease`](BreakerBuilder::probe_lease), 10 s) runs out.
+//!   ([`probe_lease`](BreakerBuilder::probe_lease), 10 s) runs out, and
+//!   one that gets no call to probe with gives the lease up after half of
+//!   it, for a process with calls to take.
 //! - Redis unreachable or slow (each exchange bounded by
 //!   [`redis_timeout`](BreakerBuilder::redis_timeout), 50 ms): calls never
 //!   wait on it. A circuit acts on its own calls; one whose open time is
@@ -86,13 +88,20 @@
 //!   [`on_redis_error`](BreakerBuilder::on_redis_error).
 //! - A Redis restarted empty holds no open circuit: it opens nothing and
 //!   refuses nothing on its own.
-//! - [`BreakerHandle::force_closed`] closes this process's circuit only.
+//! - [`BreakerHandle::force_closed`] closes this process's circuit only,
+//!   and while the fleet's `key:open` lives, the next poll opens it again.
+//!   The growing open time of [`open_backoff`](BreakerBuilder::open_backoff)
+//!   counts each process's own trips: a circuit opened from the fleet opens
+//!   for what is left of the fleet's time.
+//! - Redis slower than its timeout for two polls in a row: each circuit
+//!   past its open time probes on its own, as without Redis (so up to
+//!   `half_open_calls` probes per process, not per fleet).
 //!   Keyed breakers are not shared (building one with `redis` fails).
 //!
 //! Tested against a real `redis-server` in `tests/redis.rs`: a trip in one
 //! of three processes opens all, and the fleet sends one probe; a dead
-//! prober is replaced; a Redis that never answers delays no call; a
-//! restarted Redis opens nothing.
+//! prober is replaced; a prober with no calls gives its lease up; a Redis
+//! that never answers delays no call; a restarted Redis opens nothing.
 //!
 //! # Example
 //!

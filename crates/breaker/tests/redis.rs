@@ -114,7 +114,7 @@ fn builder(url: &str, key: &str) -> palisade_breaker::BreakerBuilder {
         .redis(url, key)
         .redis_poll(Duration::from_millis(20))
         .probe_lease(Duration::from_secs(1))
-        .redis_timeout(Duration::from_millis(500))
+        .redis_timeout(Duration::from_millis(200))
 }
 
 /// Waits (at most 10 s) until `done` holds.
@@ -313,6 +313,59 @@ async fn a_prober_that_dies_is_replaced_after_its_lease() {
     assert_eq!(survivor.handle().state(), State::Closed);
 }
 
+/// The process that got the probe lease has no call to probe with (its
+/// callers went elsewhere): it gives the lease up, and a process with calls
+/// probes instead — the fleet's circuit does not stay open for want of a
+/// probe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prober_with_no_calls_gives_the_lease_up() {
+    let redis = RedisServer::start();
+    let (ps, fail, gate) = fleet(&redis.url(), "test:idle", 2);
+    fail.store(false, Ordering::SeqCst);
+    gate.add_permits(1000);
+    for p in &ps {
+        p.call().await.unwrap();
+    }
+    fail.store(true, Ordering::SeqCst);
+    ps[0].call().await.unwrap();
+    until("both open", || {
+        ps.iter().all(|p| p.handle().state() == State::Open)
+    })
+    .await;
+    fail.store(false, Ordering::SeqCst);
+    // Once the open time is over, one of them takes the lease by itself,
+    // with no call.
+    until("one took the probe lease", || {
+        ps.iter().any(|p| p.handle().state() == State::HalfOpen)
+    })
+    .await;
+    let idle = ps
+        .iter()
+        .position(|p| p.handle().state() == State::HalfOpen)
+        .unwrap();
+    let busy = &ps[1 - idle];
+    let idle_calls = ps[idle].calls();
+    // Only the other one has calls: within half the lease (500 ms) and a
+    // few polls, it probes and closes.
+    let start = Instant::now();
+    loop {
+        if let Ok(StatusCode::OK) = busy.call().await {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the process with calls never probed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(busy.handle().state(), State::Closed);
+    assert_eq!(ps[idle].calls(), idle_calls, "the idle one sent nothing");
+    until("the idle one closed too", || {
+        ps[idle].handle().state() == State::Closed
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_that_never_answers_delays_no_call_and_circuits_act_alone() {
     // A "Redis" that accepts connections and never answers: the slowest.
@@ -407,7 +460,7 @@ fn a_keyed_breaker_is_not_shared() {
 }
 
 #[test]
-fn a_lease_shorter_than_two_polls_is_refused() {
+fn a_lease_shorter_than_two_polls_and_their_timeouts_is_refused() {
     let err = BreakerLayer::builder()
         .redis("redis://127.0.0.1:1", "k")
         .redis_poll(Duration::from_millis(200))

@@ -192,8 +192,9 @@ impl Caller {
         let estimate = tokens::estimate(parsed);
         let cost = estimate.total().max(1);
         self.metrics.caller_request(&self.name);
-        // What was reserved so far: (limit, units), given back on a refusal.
-        let mut made: Vec<(&TokenLimitLayer, u64)> = Vec::new();
+        // What was reserved so far: (limit, units), given back on a refusal
+        // or when the caller goes away while the next limit is asked.
+        let mut made = Undo(Vec::new());
         let mut tokens_made = [false; 2];
         let limits = [
             ("requests_per_minute", &self.rpm, 1),
@@ -205,20 +206,17 @@ impl Caller {
             match l.reserve(units).await {
                 Ok(reserved) => {
                     if reserved {
-                        made.push((l, units));
+                        made.0.push((l, units));
                     }
                     if k > 0 {
                         tokens_made[k - 1] = reserved;
                     }
                 }
-                Err(e) => {
-                    for (l, units) in made {
-                        l.refund(units);
-                    }
-                    return Err(self.refuse(api, what, *n, &e));
-                }
+                Err(e) => return Err(self.refuse(api, what, *n, &e)),
             }
         }
+        // Admitted: the reservations are the answer's to settle now.
+        made.0.clear();
         Ok(Admitted {
             caller: Arc::clone(self),
             reserved: cost,
@@ -252,6 +250,18 @@ impl Caller {
             format!("caller `{}` is over its {limit} ({n}); {when}", self.name),
         )
         .retry_after(wait.map(|d| d.max(Duration::from_secs(1))))
+    }
+}
+
+/// Reservations made for a call not yet admitted: given back when dropped
+/// (a refusal by a later limit, or the caller gone mid-admission).
+struct Undo<'a>(Vec<(&'a TokenLimitLayer, u64)>);
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        for (l, units) in self.0.drain(..) {
+            l.refund(units);
+        }
     }
 }
 

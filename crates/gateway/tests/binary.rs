@@ -1087,3 +1087,83 @@ async fn a_pooled_keys_rest_in_one_gateway_process_reaches_the_other() {
     }
     let _ = std::fs::remove_file(&path);
 }
+
+/// Two gateway processes, one Redis killed and restarted mid-traffic:
+/// while it is down, calls go on (fail open, the default) within the
+/// bound and each failure is counted; restarted empty, the shared limit
+/// holds again from zero, and no circuit opens on its own.
+#[tokio::test]
+async fn two_gateway_processes_ride_out_redis_killed_and_restarted() {
+    let mut redis = palisade_core::test_util::RedisServer::start();
+    let mock = MockUpstream::new();
+    let served = mock.serve().await.unwrap();
+    let path = temp_config(
+        "redis-restart",
+        &format!(
+            "[[upstreams]]\nname = \"shared\"\nkind = \"openai\"\nbase_url = \"{}\"\n\
+             [upstreams.rate_limit]\nrequests_per_minute = 4\n\
+             [[routes]]\nmodel = \"gpt\"\ntargets = [\"shared\"]\n\
+             [redis]\nurl = \"{}\"\nshare_breaker = true\n",
+            served.base_url(),
+            redis.url()
+        ),
+    );
+    let mut fleet = fleet_of(2, &path).await;
+    // Four a minute for the fleet: two on each, then both refuse.
+    let statuses = |fleet: &[(Child, String)]| {
+        let addrs: Vec<String> = fleet.iter().map(|(_, a)| a.clone()).collect();
+        async move {
+            let mut got = Vec::new();
+            for _ in 0..3 {
+                for addr in &addrs {
+                    got.push(post(addr, chat("gpt", "hi", false)).await.0);
+                }
+            }
+            got
+        }
+    };
+    assert_eq!(statuses(&fleet).await, [200, 200, 200, 200, 429, 429]);
+
+    // Redis dies: every call goes on, unlimited, none waits long.
+    redis.stop();
+    let start = std::time::Instant::now();
+    assert_eq!(statuses(&fleet).await, [200; 6]);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "six calls with Redis down took {:?}",
+        start.elapsed()
+    );
+    for (_, addr) in &fleet {
+        metrics_until(addr, r#"palisade_redis_errors_total{upstream="shared"}"#).await;
+    }
+
+    // Back, empty: the limit starts again from zero for the fleet; no
+    // circuit opened.
+    redis.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        // Until the processes have their connection back (a call made
+        // while reconnecting passes, failing open) and the new four are
+        // spent.
+        if statuses(&fleet).await.contains(&429) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the limit never came back"
+        );
+    }
+    assert_eq!(
+        statuses(&fleet).await,
+        [429; 6],
+        "the fleet's four are spent"
+    );
+    for (_, addr) in &fleet {
+        metrics_until(addr, r#"palisade_breaker_state{upstream="shared"} 0"#).await;
+    }
+    for (child, _) in &mut fleet {
+        terminate(child);
+        assert_eq!(exit_code(child).await, 0);
+    }
+    let _ = std::fs::remove_file(&path);
+}

@@ -1159,47 +1159,52 @@ async fn a_key_group_shares_its_callers_limits() {
     assert_eq!(mock.request_count(), 2);
 }
 
-/// A caller's tokens per minute: a request whose estimate does not fit in
-/// what is left is refused naming `tokens_per_minute`; one over the whole
-/// limit is told so.
+/// A caller's tokens per minute, and its tokens per day: a request whose
+/// estimate does not fit in what is left is refused naming the limit,
+/// with `Retry-After`; one over the whole limit is told so.
 #[tokio::test]
-async fn a_callers_tokens_per_minute_refuses_what_does_not_fit() {
-    let mock = MockUpstream::new();
-    mock.set_default(Reply::echo().delay_per_token(Duration::from_secs(3600)));
-    let auth = "[auth]\n[[auth.keys]]\nname = \"team-a\"\nkey_env = \"PALISADE_TEST_TENANT_A_KEY\"\ntokens_per_minute = 1000\n";
-    let gw = start(&mock_gateway_toml(auth), &[("m", &mock)]).await;
-    let a = [("authorization", "Bearer tenant-a-test-key")];
-    // A stream held open keeps its ~610-token reservation.
-    let held = gw
-        .post(
-            OPENAI,
-            r#"{"model":"mock","max_tokens":600,"stream":true,"messages":[{"role":"user","content":"hold"}]}"#,
-            &a,
-        )
-        .await;
-    assert_eq!(held.status(), 200);
-    let res = gw
-        .post(
-            OPENAI,
-            r#"{"model":"mock","max_tokens":600,"messages":[{"role":"user","content":"more"}]}"#,
-            &a,
-        )
-        .await;
-    assert_eq!(res.status(), 429);
-    let said = text(res).await;
-    assert!(said.contains("tokens_per_minute (1000)"), "{said}");
-    let res = gw
-        .post(
-            OPENAI,
-            r#"{"model":"mock","max_tokens":5000,"messages":[{"role":"user","content":"too much"}]}"#,
-            &a,
-        )
-        .await;
-    assert_eq!(res.status(), 429);
-    let said = text(res).await;
-    assert!(said.contains("this request alone is over it"), "{said}");
-    assert_eq!(mock.request_count(), 1);
-    drop(held);
+async fn a_callers_tokens_per_minute_and_per_day_refuse_what_does_not_fit() {
+    for limit in ["tokens_per_minute", "tokens_per_day"] {
+        let mock = MockUpstream::new();
+        mock.set_default(Reply::echo().delay_per_token(Duration::from_secs(3600)));
+        let auth = format!(
+            "[auth]\n[[auth.keys]]\nname = \"team-a\"\nkey_env = \"PALISADE_TEST_TENANT_A_KEY\"\n{limit} = 1000\n"
+        );
+        let gw = start(&mock_gateway_toml(&auth), &[("m", &mock)]).await;
+        let a = [("authorization", "Bearer tenant-a-test-key")];
+        // A stream held open keeps its ~610-token reservation.
+        let held = gw
+            .post(
+                OPENAI,
+                r#"{"model":"mock","max_tokens":600,"stream":true,"messages":[{"role":"user","content":"hold"}]}"#,
+                &a,
+            )
+            .await;
+        assert_eq!(held.status(), 200);
+        let res = gw
+            .post(
+                OPENAI,
+                r#"{"model":"mock","max_tokens":600,"messages":[{"role":"user","content":"more"}]}"#,
+                &a,
+            )
+            .await;
+        assert_eq!(res.status(), 429);
+        assert!(res.headers().contains_key("retry-after"), "{limit}");
+        let said = text(res).await;
+        assert!(said.contains(&format!("{limit} (1000)")), "{said}");
+        let res = gw
+            .post(
+                OPENAI,
+                r#"{"model":"mock","max_tokens":5000,"messages":[{"role":"user","content":"too much"}]}"#,
+                &a,
+            )
+            .await;
+        assert_eq!(res.status(), 429);
+        let said = text(res).await;
+        assert!(said.contains("this request alone is over it"), "{said}");
+        assert_eq!(mock.request_count(), 1, "{limit}");
+        drop(held);
+    }
 }
 
 /// With `[redis]`, a caller's own limits hold across gateways: two
