@@ -161,29 +161,36 @@ fn fleet(url: &str, key: &str, n: usize) -> (Vec<Process>, Arc<AtomicBool>, Arc<
     (ps, fail, gate)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_trip_in_one_opens_all_and_one_probe_goes_out_for_the_whole_fleet() {
-    let redis = RedisServer::start();
-    let (ps, fail, gate) = fleet(&redis.url(), "test:fleet", 3);
-    // Every process's circuit is polling (it starts on the first call).
+/// Every process makes a call (its circuit reads Redis from then on);
+/// then one failure trips process 0, and the fleet's circuits all open
+/// from Redis. The upstream answers again afterwards (once the gate lets
+/// it).
+async fn trip_fleet(ps: &[Process], fail: &AtomicBool, gate: &Semaphore) {
     fail.store(false, Ordering::SeqCst);
-    gate.add_permits(3);
-    for p in &ps {
+    gate.add_permits(ps.len());
+    for p in ps {
         assert_eq!(p.call().await.unwrap(), StatusCode::OK);
     }
     fail.store(true, Ordering::SeqCst);
-
-    // One failure trips process 0 …
     assert_eq!(
         ps[0].call().await.unwrap(),
         StatusCode::INTERNAL_SERVER_ERROR
     );
     assert_eq!(ps[0].handle().state(), State::Open);
-    // … and the others open from Redis, without a call of their own.
     until("every process's circuit opened", || {
         ps.iter().all(|p| p.handle().state() == State::Open)
     })
     .await;
+    fail.store(false, Ordering::SeqCst);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trip_in_one_opens_all_and_one_probe_goes_out_for_the_whole_fleet() {
+    let redis = RedisServer::start();
+    let (ps, fail, gate) = fleet(&redis.url(), "test:fleet", 3);
+    // One failure trips process 0, and the others open from Redis,
+    // without a call of their own.
+    trip_fleet(&ps, &fail, &gate).await;
     let before: Vec<u64> = ps.iter().map(Process::calls).collect();
     let err = ps[1].call().await.unwrap_err();
     assert!(find::<CircuitOpen>(&*err).is_some(), "{err}");
@@ -191,7 +198,6 @@ async fn a_trip_in_one_opens_all_and_one_probe_goes_out_for_the_whole_fleet() {
 
     // The upstream is back, but answers only when the gate opens: the
     // probe is held while every process keeps trying.
-    fail.store(false, Ordering::SeqCst);
     let started = Instant::now();
     let mut probes = Vec::new();
     let total = |ps: &[Process]| ps.iter().map(Process::calls).sum::<u64>();
@@ -247,18 +253,7 @@ async fn a_trip_in_one_opens_all_and_one_probe_goes_out_for_the_whole_fleet() {
 async fn a_prober_that_dies_is_replaced_after_its_lease() {
     let redis = RedisServer::start();
     let (mut ps, fail, gate) = fleet(&redis.url(), "test:lease", 2);
-    fail.store(false, Ordering::SeqCst);
-    gate.add_permits(2);
-    for p in &ps {
-        p.call().await.unwrap();
-    }
-    fail.store(true, Ordering::SeqCst);
-    ps[0].call().await.unwrap();
-    until("both open", || {
-        ps.iter().all(|p| p.handle().state() == State::Open)
-    })
-    .await;
-    fail.store(false, Ordering::SeqCst);
+    trip_fleet(&ps, &fail, &gate).await;
 
     // Both try until one probes (held at the gate).
     let mut held = Vec::new();
@@ -321,18 +316,8 @@ async fn a_prober_that_dies_is_replaced_after_its_lease() {
 async fn a_prober_with_no_calls_gives_the_lease_up() {
     let redis = RedisServer::start();
     let (ps, fail, gate) = fleet(&redis.url(), "test:idle", 2);
-    fail.store(false, Ordering::SeqCst);
+    trip_fleet(&ps, &fail, &gate).await;
     gate.add_permits(1000);
-    for p in &ps {
-        p.call().await.unwrap();
-    }
-    fail.store(true, Ordering::SeqCst);
-    ps[0].call().await.unwrap();
-    until("both open", || {
-        ps.iter().all(|p| p.handle().state() == State::Open)
-    })
-    .await;
-    fail.store(false, Ordering::SeqCst);
     // Once the open time is over, one of them takes the lease by itself,
     // with no call.
     until("one took the probe lease", || {

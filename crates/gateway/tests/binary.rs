@@ -707,28 +707,18 @@ async fn an_unreachable_collector_does_not_affect_requests() {
 /// A gateway started after it admits calls at once from what is left.
 #[tokio::test]
 async fn a_gateway_killed_mid_stream_leaks_nothing_beyond_its_reservation() {
-    let redis = palisade_core::test_util::RedisServer::start();
-    let mock = MockUpstream::new();
-    let served = mock.serve().await.unwrap();
-    mock.set_default(Reply::echo().delay_per_token(Duration::from_secs(3600)));
-    let path = temp_config(
-        "tpm-kill",
-        &format!(
-            "[[upstreams]]\nname = \"shared\"\nkind = \"openai\"\nbase_url = \"{}\"\n\
+    let world = World::new("tpm-kill", |base, redis| {
+        format!(
+            "[[upstreams]]\nname = \"shared\"\nkind = \"openai\"\nbase_url = \"{base}\"\n\
              [upstreams.rate_limit]\ntokens_per_minute = 1000\n\
-             [[routes]]\nmodel = \"gpt\"\ntargets = [\"shared\"]\n[redis]\nurl = \"{}\"\n",
-            served.base_url(),
-            redis.url()
-        ),
-    );
-    let body = r#"{"model":"gpt","max_tokens":300,"stream":true,"messages":[{"role":"user","content":"hold this open"}]}"#;
-    let (mut child, addr) = spawn(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--config",
-        path.to_str().unwrap(),
-    ])
+             [[routes]]\nmodel = \"gpt\"\ntargets = [\"shared\"]\n[redis]\nurl = \"{redis}\"\n"
+        )
+    })
     .await;
+    let mock = world.mock.clone();
+    mock.set_default(Reply::echo().delay_per_token(Duration::from_secs(3600)));
+    let body = r#"{"model":"gpt","max_tokens":300,"stream":true,"messages":[{"role":"user","content":"hold this open"}]}"#;
+    let (mut child, addr) = fleet_of(1, &world.path).await.remove(0);
     let req = http::Request::post(format!("http://{addr}/v1/chat/completions"))
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
@@ -739,7 +729,7 @@ async fn a_gateway_killed_mid_stream_leaks_nothing_beyond_its_reservation() {
     child.start_kill().unwrap();
     let _ = child.wait().await;
     drop(res);
-    let rc = redis::Client::open(redis.url()).unwrap();
+    let rc = redis::Client::open(world.redis.url()).unwrap();
     let mut c = rc.get_multiplexed_async_connection().await.unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("palisade:*:tpm")
@@ -759,13 +749,8 @@ async fn a_gateway_killed_mid_stream_leaks_nothing_beyond_its_reservation() {
     );
     // Another gateway admits a call from what is left at once.
     mock.set_default(Reply::echo());
-    let (mut other, addr) = spawn(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--config",
-        path.to_str().unwrap(),
-    ])
-    .await;
+    let mut other = fleet_of(1, &world.path).await;
+    let addr = other[0].1.clone();
     let req = http::Request::post(format!("http://{addr}/v1/chat/completions"))
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(chat("gpt", "after the kill", false))))
@@ -773,9 +758,7 @@ async fn a_gateway_killed_mid_stream_leaks_nothing_beyond_its_reservation() {
     let res = client().request(req).await.unwrap();
     assert_eq!(res.status(), 200);
     res.into_body().collect().await.unwrap();
-    terminate(&other);
-    assert_eq!(exit_code(&mut other).await, 0);
-    let _ = std::fs::remove_file(&path);
+    world.stop(&mut other).await;
 }
 
 /// `n` gateway processes on one config, their logs drained.
@@ -794,6 +777,40 @@ async fn fleet_of(n: usize, path: &std::path::Path) -> Vec<(Child, String)> {
         fleet.push((child, addr));
     }
     fleet
+}
+
+/// A fleet test's world: one Redis, the mock upstream served on loopback,
+/// and the config file `config(mock's base URL, Redis's URL)` written.
+struct World {
+    redis: palisade_core::test_util::RedisServer,
+    mock: MockUpstream,
+    _served: palisade_mock::MockServer,
+    path: std::path::PathBuf,
+}
+
+impl World {
+    async fn new(name: &str, config: impl FnOnce(&str, &str) -> String) -> Self {
+        let redis = palisade_core::test_util::RedisServer::start();
+        let mock = MockUpstream::new();
+        let served = mock.serve().await.unwrap();
+        let path = temp_config(name, &config(&served.base_url(), &redis.url()));
+        Self {
+            redis,
+            mock,
+            _served: served,
+            path,
+        }
+    }
+
+    /// SIGTERMs each process of `fleet`, expects exit 0, and removes the
+    /// config.
+    async fn stop(self, fleet: &mut [(Child, String)]) {
+        for (child, _) in fleet {
+            terminate(child);
+            assert_eq!(exit_code(child).await, 0);
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// One chat call to the gateway at `addr`: its status and body.
@@ -835,22 +852,20 @@ async fn metrics_until(addr: &str, line: &str) {
 /// when it succeeds every process closes.
 #[tokio::test]
 async fn three_gateway_processes_share_a_trip_and_send_one_probe() {
-    let redis = palisade_core::test_util::RedisServer::start();
-    let mock = MockUpstream::new();
-    let served = mock.serve().await.unwrap();
-    let path = temp_config(
-        "breaker-fleet",
-        &format!(
-            "[[upstreams]]\nname = \"shared\"\nkind = \"openai\"\nbase_url = \"{}\"\n\
-             [upstreams.retry]\nmax_attempts = 1\n\
-             [upstreams.breaker]\nminimum_calls = 2\nwindow = 2\nopen_for = 1000\nhalf_open_calls = 1\n\
-             [[routes]]\nmodel = \"gpt\"\ntargets = [\"shared\"]\n\
-             [redis]\nurl = \"{}\"\nshare_breaker = true\n",
-            served.base_url(),
-            redis.url()
-        ),
-    );
-    let mut fleet = fleet_of(3, &path).await;
+    let world = World::new("breaker-fleet", |base, redis| {
+        format!(
+                "[[upstreams]]\nname = \"shared\"\nkind = \"openai\"\nbase_url = \"{}\"\n\
+                 [upstreams.retry]\nmax_attempts = 1\n\
+                 [upstreams.breaker]\nminimum_calls = 2\nwindow = 2\nopen_for = 1000\nhalf_open_calls = 1\n\
+                 [[routes]]\nmodel = \"gpt\"\ntargets = [\"shared\"]\n\
+                 [redis]\nurl = \"{}\"\nshare_breaker = true\n",
+            base,
+            redis
+        )
+    })
+    .await;
+    let mock = world.mock.clone();
+    let mut fleet = fleet_of(3, &world.path).await;
     // Every process has made a call: each circuit reads Redis from now on.
     for (_, addr) in &fleet {
         assert_eq!(post(addr, chat("gpt", "up", false)).await.0, 200);
@@ -910,11 +925,7 @@ async fn three_gateway_processes_share_a_trip_and_send_one_probe() {
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    for (child, _) in &mut fleet {
-        terminate(child);
-        assert_eq!(exit_code(child).await, 0);
-    }
-    let _ = std::fs::remove_file(&path);
+    world.stop(&mut fleet).await;
 }
 
 /// A chat call to `addr` with `headers`; the response, body unread.
@@ -941,23 +952,21 @@ async fn send(
 /// is not touched.
 #[tokio::test]
 async fn three_gateway_processes_share_tokens_per_minute_and_callers_limits() {
-    let redis = palisade_core::test_util::RedisServer::start();
-    let mock = MockUpstream::new();
-    let served = mock.serve().await.unwrap();
-    let path = temp_config(
-        "tpm-fleet",
-        &format!(
-            "[auth]\n\
-             [[auth.keys]]\nname = \"team-a\"\nkey_env = \"PALISADE_TEST_TENANT_A_KEY\"\nrequests_per_minute = 3\n\
-             [[auth.keys]]\nname = \"team-b\"\nkey_env = \"PALISADE_TEST_TENANT_B_KEY\"\n\
-             [[upstreams]]\nname = \"shared\"\nkind = \"openai\"\nbase_url = \"{}\"\n\
-             [upstreams.rate_limit]\ntokens_per_minute = 1000\n\
-             [[routes]]\nmodel = \"gpt\"\ntargets = [\"shared\"]\n[redis]\nurl = \"{}\"\n",
-            served.base_url(),
-            redis.url()
-        ),
-    );
-    let mut fleet = fleet_of(3, &path).await;
+    let world = World::new("tpm-fleet", |base, redis| {
+        format!(
+                "[auth]\n\
+                 [[auth.keys]]\nname = \"team-a\"\nkey_env = \"PALISADE_TEST_TENANT_A_KEY\"\nrequests_per_minute = 3\n\
+                 [[auth.keys]]\nname = \"team-b\"\nkey_env = \"PALISADE_TEST_TENANT_B_KEY\"\n\
+                 [[upstreams]]\nname = \"shared\"\nkind = \"openai\"\nbase_url = \"{}\"\n\
+                 [upstreams.rate_limit]\ntokens_per_minute = 1000\n\
+                 [[routes]]\nmodel = \"gpt\"\ntargets = [\"shared\"]\n[redis]\nurl = \"{}\"\n",
+            base,
+            redis
+        )
+    })
+    .await;
+    let mock = world.mock.clone();
+    let mut fleet = fleet_of(3, &world.path).await;
     let b = [("authorization", "Bearer tenant-b-test-key")];
     let a = [("authorization", "Bearer tenant-a-test-key")];
     // Each stream asks for up to 300 tokens: about 310 reserved, kept while
@@ -1025,11 +1034,7 @@ async fn three_gateway_processes_share_tokens_per_minute_and_callers_limits() {
         calls + 3,
         "A's refusals called nobody"
     );
-    for (child, _) in &mut fleet {
-        terminate(child);
-        assert_eq!(exit_code(child).await, 0);
-    }
-    let _ = std::fs::remove_file(&path);
+    world.stop(&mut fleet).await;
 }
 
 /// Two gateway processes, one Redis, an upstream with a pool of two keys:
@@ -1038,21 +1043,18 @@ async fn three_gateway_processes_share_tokens_per_minute_and_callers_limits() {
 /// never saw the refusal.
 #[tokio::test]
 async fn a_pooled_keys_rest_in_one_gateway_process_reaches_the_other() {
-    let redis = palisade_core::test_util::RedisServer::start();
-    let mock = MockUpstream::new();
-    let served = mock.serve().await.unwrap();
-    let path = temp_config(
-        "key-rests",
-        &format!(
+    let world = World::new("key-rests", |base, redis| {
+        format!(
             "[[upstreams]]\nname = \"pooled\"\nkind = \"openai\"\nbase_url = \"{}\"\n\
-             api_keys_env = [\"PALISADE_TEST_POOL_KEY_A\", \"PALISADE_TEST_POOL_KEY_B\"]\n\
-             [upstreams.retry]\nmax_attempts = 1\n\
-             [[routes]]\nmodel = \"gpt\"\ntargets = [\"pooled\"]\n[redis]\nurl = \"{}\"\n",
-            served.base_url(),
-            redis.url()
-        ),
-    );
-    let mut fleet = fleet_of(2, &path).await;
+                 api_keys_env = [\"PALISADE_TEST_POOL_KEY_A\", \"PALISADE_TEST_POOL_KEY_B\"]\n\
+                 [upstreams.retry]\nmax_attempts = 1\n\
+                 [[routes]]\nmodel = \"gpt\"\ntargets = [\"pooled\"]\n[redis]\nurl = \"{}\"\n",
+            base, redis
+        )
+    })
+    .await;
+    let mock = world.mock.clone();
+    let mut fleet = fleet_of(2, &world.path).await;
     let key =
         |r: &palisade_mock::RecordedRequest| r.header("authorization").unwrap_or("").to_owned();
     // Process 0's first key is refused for 60 s; the call goes on with
@@ -1081,11 +1083,7 @@ async fn a_pooled_keys_rest_in_one_gateway_process_reaches_the_other() {
         let last = mock.last_request().map(|r| key(&r)).unwrap_or_default();
         in_a_row = if last == other { in_a_row + 1 } else { 0 };
     }
-    for (child, _) in &mut fleet {
-        terminate(child);
-        assert_eq!(exit_code(child).await, 0);
-    }
-    let _ = std::fs::remove_file(&path);
+    world.stop(&mut fleet).await;
 }
 
 /// Two gateway processes, one Redis killed and restarted mid-traffic:
@@ -1094,21 +1092,17 @@ async fn a_pooled_keys_rest_in_one_gateway_process_reaches_the_other() {
 /// holds again from zero, and no circuit opens on its own.
 #[tokio::test]
 async fn two_gateway_processes_ride_out_redis_killed_and_restarted() {
-    let mut redis = palisade_core::test_util::RedisServer::start();
-    let mock = MockUpstream::new();
-    let served = mock.serve().await.unwrap();
-    let path = temp_config(
-        "redis-restart",
-        &format!(
+    let mut world = World::new("redis-restart", |base, redis| {
+        format!(
             "[[upstreams]]\nname = \"shared\"\nkind = \"openai\"\nbase_url = \"{}\"\n\
-             [upstreams.rate_limit]\nrequests_per_minute = 4\n\
-             [[routes]]\nmodel = \"gpt\"\ntargets = [\"shared\"]\n\
-             [redis]\nurl = \"{}\"\nshare_breaker = true\n",
-            served.base_url(),
-            redis.url()
-        ),
-    );
-    let mut fleet = fleet_of(2, &path).await;
+                 [upstreams.rate_limit]\nrequests_per_minute = 4\n\
+                 [[routes]]\nmodel = \"gpt\"\ntargets = [\"shared\"]\n\
+                 [redis]\nurl = \"{}\"\nshare_breaker = true\n",
+            base, redis
+        )
+    })
+    .await;
+    let mut fleet = fleet_of(2, &world.path).await;
     // Four a minute for the fleet: two on each, then both refuse.
     let statuses = |fleet: &[(Child, String)]| {
         let addrs: Vec<String> = fleet.iter().map(|(_, a)| a.clone()).collect();
@@ -1125,7 +1119,7 @@ async fn two_gateway_processes_ride_out_redis_killed_and_restarted() {
     assert_eq!(statuses(&fleet).await, [200, 200, 200, 200, 429, 429]);
 
     // Redis dies: every call goes on, unlimited, none waits long.
-    redis.stop();
+    world.redis.stop();
     let start = std::time::Instant::now();
     assert_eq!(statuses(&fleet).await, [200; 6]);
     assert!(
@@ -1139,7 +1133,7 @@ async fn two_gateway_processes_ride_out_redis_killed_and_restarted() {
 
     // Back, empty: the limit starts again from zero for the fleet; no
     // circuit opened.
-    redis.restart();
+    world.redis.restart();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         // Until the processes have their connection back (a call made
@@ -1161,9 +1155,5 @@ async fn two_gateway_processes_ride_out_redis_killed_and_restarted() {
     for (_, addr) in &fleet {
         metrics_until(addr, r#"palisade_breaker_state{upstream="shared"} 0"#).await;
     }
-    for (child, _) in &mut fleet {
-        terminate(child);
-        assert_eq!(exit_code(child).await, 0);
-    }
-    let _ = std::fs::remove_file(&path);
+    world.stop(&mut fleet).await;
 }
