@@ -204,6 +204,11 @@ impl RedisServer {
         }
     }
 
+    /// Its process id (e.g. to read its CPU time in a benchmark).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `redis://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)

@@ -360,19 +360,36 @@ async fn drive_redis(length: Duration) -> Result<(), BoxError> {
     let (mut local, local_url) = child(&["serve-gateway-extra", &mock_url, limits])?;
     let (mut remote, remote_url) = child(&["serve-gateway-extra", &mock_url, &shared])?;
     let (mut off, mut on) = (Vec::new(), Vec::new());
+    // CPU per request: each gateway's, and Redis's during the Redis runs.
+    let (mut cpu_off, mut cpu_on, mut cpu_redis) = (Vec::new(), Vec::new(), Vec::new());
+    let per_request = |spent: Duration, r: &Run| {
+        spent.as_secs_f64() * 1e6 / (r.rps * r.took.as_secs_f64()).max(1.0)
+    };
     for _ in 0..3 {
-        off.push(run(&local_url, 64, length).await?.rps);
-        on.push(run(&remote_url, 64, length).await?.rps);
+        let before = cpu_time(local.id())?;
+        let r = run(&local_url, 64, length).await?;
+        cpu_off.push(per_request(cpu_time(local.id())?.saturating_sub(before), &r));
+        off.push(r.rps);
+        let (before, redis_before) = (cpu_time(remote.id())?, cpu_time(redis.pid())?);
+        let r = run(&remote_url, 64, length).await?;
+        cpu_on.push(per_request(cpu_time(remote.id())?.saturating_sub(before), &r));
+        cpu_redis.push(per_request(cpu_time(redis.pid())?.saturating_sub(redis_before), &r));
+        on.push(r.rps);
     }
     let (off, on) = (median(off), median(on));
     println!(
         "{} s per run, 3 interleaved rounds, medians; concurrency 64",
         length.as_secs()
     );
-    println!("  limits in process:  {off:.0} req/s");
     println!(
-        "  limits in Redis:    {on:.0} req/s ({:.1} % of in process)",
-        on / off * 100.0
+        "  limits in process:  {off:.0} req/s; gateway CPU {:.1} µs/req",
+        median(cpu_off)
+    );
+    println!(
+        "  limits in Redis:    {on:.0} req/s ({:.1} % of in process); gateway CPU {:.1} µs/req, redis-server CPU {:.1} µs/req",
+        on / off * 100.0,
+        median(cpu_on),
+        median(cpu_redis)
     );
     stop(&mut [&mut local, &mut remote, &mut mock]);
     Ok(())

@@ -533,9 +533,10 @@ impl RedisTokens {
 
     /// Gives back (`delta` < 0) or charges (> 0) tokens, in the
     /// background (a settlement happens where nothing can wait: a body's
-    /// end or drop). Settlements are summed while one is on its way, and
-    /// the sum goes in the next script: at most one settlement per limit is
-    /// in flight, however many calls end. A failure is logged, and the
+    /// end or drop). Settlements are summed over [`SETTLE_EVERY`] and
+    /// while one is on its way, and the sum goes in the next script: at
+    /// most one settlement script per limit is in flight, however many
+    /// calls end. A failure is logged, and the
     /// reservation then refills at the limit's rate as a spent one would.
     pub(crate) fn adjust(&self, delta: i64) {
         if delta == 0 {
@@ -557,6 +558,8 @@ impl RedisTokens {
         let this = self.clone();
         rt.spawn(async move {
             loop {
+                // The settlements of calls ending meanwhile join this one.
+                tokio::time::sleep(SETTLE_EVERY).await;
                 let sum = this.shared.pending.swap(0, Ordering::AcqRel);
                 if sum != 0
                     && let Err(reason) = this.shared.adjust(sum, this.timeout).await
@@ -578,6 +581,11 @@ impl RedisTokens {
         });
     }
 }
+
+/// How long a settlement waits for others to join it (summed into one
+/// script): a refund reaches the fleet this much later, and a busy limit
+/// sends one settlement script per this time instead of one per call.
+const SETTLE_EVERY: Duration = Duration::from_millis(2);
 
 const FAILED_OPEN: &str = "rate limit's Redis unavailable; letting the call through (fail open)";
 const FAILED_CLOSED: &str = "rate limit's Redis unavailable; refusing the call (fail closed)";
