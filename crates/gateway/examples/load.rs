@@ -368,12 +368,21 @@ async fn drive_redis(length: Duration) -> Result<(), BoxError> {
     for _ in 0..3 {
         let before = cpu_time(local.id())?;
         let r = run(&local_url, 64, length).await?;
-        cpu_off.push(per_request(cpu_time(local.id())?.saturating_sub(before), &r));
+        cpu_off.push(per_request(
+            cpu_time(local.id())?.saturating_sub(before),
+            &r,
+        ));
         off.push(r.rps);
         let (before, redis_before) = (cpu_time(remote.id())?, cpu_time(redis.pid())?);
         let r = run(&remote_url, 64, length).await?;
-        cpu_on.push(per_request(cpu_time(remote.id())?.saturating_sub(before), &r));
-        cpu_redis.push(per_request(cpu_time(redis.pid())?.saturating_sub(redis_before), &r));
+        cpu_on.push(per_request(
+            cpu_time(remote.id())?.saturating_sub(before),
+            &r,
+        ));
+        cpu_redis.push(per_request(
+            cpu_time(redis.pid())?.saturating_sub(redis_before),
+            &r,
+        ));
         on.push(r.rps);
     }
     let (off, on) = (median(off), median(on));

@@ -4,8 +4,10 @@
 //! The bucket is GCRA in one atomic Lua script: Redis's own clock (`TIME`,
 //! so the processes' clocks do not matter), one key per limit holding the
 //! theoretical arrival time, written with a TTL of the time until the bucket
-//! is full again (plus a second) — no immortal keys. Each call is one
-//! `EVALSHA` round trip on a multiplexed connection shared by every clone.
+//! is full again (plus a second) — no immortal keys. Calls go in batches
+//! on a multiplexed connection shared by every clone: a lone call is one
+//! `EVALSHA` round trip; calls arriving while one is on its way share the
+//! next script, each admitted or refused in turn.
 //!
 //! Redis unreachable or slow: after `timeout` (50 ms by default; connecting
 //! included) the call either passes without a limit (`fail_open`, the
@@ -34,32 +36,53 @@ use tower_service::Service;
 
 use crate::layer::{ConfigError, PerRequest, RequestCost, validate};
 
-/// GCRA over one or more limits at once: `KEYS` the limits' keys; `ARGV`
-/// the longest wait allowed, then per key its interval, tolerance and
-/// cost (µs, µs, units). A call that one limit refuses takes from none;
-/// one they all admit takes from each and waits the longest of their
-/// waits.
+/// GCRA over one or two limits, for a batch of calls in turn: `KEYS` the
+/// limits' keys; `ARGV` per key its interval and tolerance (µs), then per
+/// call its cost (units of the first limit; one of the second) and the
+/// longest wait it allows. A call that one limit refuses takes from
+/// neither; one they admit takes from each and waits the longer of their
+/// waits. Returns `{admitted, wait}` per call, in order.
 const GCRA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local max_wait = tonumber(ARGV[1])
-local worst = 0
-local tats = {}
-for i = 1, #KEYS do
-  local interval = tonumber(ARGV[3 * i - 1])
-  local tolerance = tonumber(ARGV[3 * i])
-  local cost = tonumber(ARGV[3 * i + 1])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
-  if tat < now then tat = now end
-  tats[i] = tat + cost * interval
-  local wait = tats[i] - now - tolerance
-  if wait > worst then worst = wait end
+local nk = #KEYS
+local interval, tolerance, tat = {}, {}, {}
+for i = 1, nk do
+  interval[i] = tonumber(ARGV[2 * i - 1])
+  tolerance[i] = tonumber(ARGV[2 * i])
+  local v = tonumber(redis.call('GET', KEYS[i]) or now)
+  if v < now then v = now end
+  tat[i] = v
 end
-if worst > max_wait then return {0, worst} end
-for i = 1, #KEYS do
-  redis.call('SET', KEYS[i], string.format('%.0f', tats[i]), 'PX', math.ceil((tats[i] - now) / 1000) + 1000)
+local out = {}
+local changed = false
+for j = 2 * nk + 1, #ARGV, 2 do
+  local cost = tonumber(ARGV[j])
+  local max_wait = tonumber(ARGV[j + 1])
+  local worst = 0
+  local new = {}
+  for i = 1, nk do
+    local units = cost
+    if i > 1 then units = 1 end
+    new[i] = tat[i] + units * interval[i]
+    local wait = new[i] - now - tolerance[i]
+    if wait > worst then worst = wait end
+  end
+  if worst > max_wait then
+    out[#out + 1] = 0
+  else
+    for i = 1, nk do tat[i] = new[i] end
+    changed = true
+    out[#out + 1] = 1
+  end
+  out[#out + 1] = worst
 end
-return {1, worst}
+if changed then
+  for i = 1, nk do
+    redis.call('SET', KEYS[i], string.format('%.0f', tat[i]), 'PX', math.ceil((tat[i] - now) / 1000) + 1000)
+  end
+end
+return out
 ";
 
 /// Gives back (`ARGV[2]` < 0) or charges (> 0) units on Redis's clock: a
@@ -127,6 +150,20 @@ pub(crate) struct Shared {
     pending: AtomicI64,
     /// A task is sending settlements.
     settling: AtomicBool,
+    /// A requests limit admitted in the same script
+    /// ([`TokenLimitLayer::redis_requests`](crate::TokenLimitLayer::redis_requests)).
+    joined: std::sync::OnceLock<Joined>,
+    /// Calls waiting to be asked for, in the next batch.
+    queue: std::sync::Mutex<Vec<Ask>>,
+    /// A task is asking for a batch.
+    asking: AtomicBool,
+}
+
+/// One call's request for a reservation, waiting for its batch.
+struct Ask {
+    cost: u64,
+    max_wait_us: u64,
+    answer: tokio::sync::oneshot::Sender<Result<(bool, u64), String>>,
 }
 
 /// What is told when Redis cannot be asked: the reason (never a password).
@@ -162,6 +199,9 @@ impl Shared {
             on_error: std::sync::OnceLock::new(),
             pending: AtomicI64::new(0),
             settling: AtomicBool::new(false),
+            joined: std::sync::OnceLock::new(),
+            queue: std::sync::Mutex::new(Vec::new()),
+            asking: AtomicBool::new(false),
         })
     }
 
@@ -200,46 +240,112 @@ impl Shared {
     }
 
     /// The wait before `cost` units are ours, or why not.
+    /// Reserves `cost` units (and one of the joined limit's), waiting up
+    /// to `max_wait` for them. Calls asking at once go to Redis together:
+    /// while one batch is on its way, the calls arriving queue for the next,
+    /// which is one script for all of them (each admitted or refused in
+    /// turn, atomically). A lone call goes at once.
     async fn acquire(
-        &self,
+        self: &Arc<Self>,
         cost: u64,
         max_wait: Duration,
         timeout: Duration,
-        also: Option<&Joined>,
     ) -> Result<Duration, Refusal> {
         if cost > self.capacity {
             return Err(Refusal::Limited(None));
         }
-        let mut conn = self.connection(timeout).await.map_err(Refusal::Backend)?;
-        let max_wait_us = u64::try_from(max_wait.as_micros()).unwrap_or(u64::MAX);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Ask {
+                cost,
+                max_wait_us: u64::try_from(max_wait.as_micros()).unwrap_or(u64::MAX),
+                answer: tx,
+            });
+        if !self.asking.swap(true, Ordering::AcqRel) {
+            tokio::spawn(Arc::clone(self).ask_batches(timeout));
+        }
+        // The batch on its way and this call's own, together within the
+        // bound: a healthy Redis answers both in well under a millisecond.
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Ok((true, wait)))) => Ok(Duration::from_micros(wait)),
+            Ok(Ok(Ok((false, wait)))) => Err(Refusal::Limited(Some(Duration::from_micros(wait)))),
+            Ok(Ok(Err(reason))) => Err(Refusal::Backend(reason)),
+            Ok(Err(_)) => Err(Refusal::Backend("the batch was dropped".to_owned())),
+            Err(_) => Err(Refusal::Backend(format!("no answer within {timeout:?}"))),
+        }
+    }
+
+    /// Sends the queued calls, a batch at a time, until none is left.
+    async fn ask_batches(self: Arc<Self>, timeout: Duration) {
+        loop {
+            let batch = std::mem::take(
+                &mut *self
+                    .queue
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            if batch.is_empty() {
+                self.asking.store(false, Ordering::Release);
+                // One queued after the take, whose caller saw this task
+                // still asking, is this task's to send.
+                let more = !self
+                    .queue
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .is_empty();
+                if more && !self.asking.swap(true, Ordering::AcqRel) {
+                    continue;
+                }
+                return;
+            }
+            match self.ask(&batch, timeout).await {
+                Ok(answers) => {
+                    for (ask, (admitted, wait)) in batch.into_iter().zip(answers) {
+                        let _ = ask.answer.send(Ok((admitted, wait)));
+                    }
+                }
+                Err(reason) => {
+                    self.forget_connection();
+                    for ask in batch {
+                        let _ = ask.answer.send(Err(reason.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// One script for `batch`: each call's `(admitted, wait µs)`.
+    async fn ask(&self, batch: &[Ask], timeout: Duration) -> Result<Vec<(bool, u64)>, String> {
+        let mut conn = self.connection(timeout).await?;
         let mut call = self.script.prepare_invoke();
-        call.arg(max_wait_us)
-            .key(&self.key)
+        call.key(&self.key)
             .arg(self.interval_us)
-            .arg(self.interval_us.saturating_mul(self.capacity))
-            .arg(cost);
-        if let Some(j) = also {
+            .arg(self.interval_us.saturating_mul(self.capacity));
+        if let Some(j) = self.joined.get() {
             call.key(&j.key)
                 .arg(j.interval_us)
-                .arg(j.interval_us.saturating_mul(j.capacity))
-                .arg(1);
+                .arg(j.interval_us.saturating_mul(j.capacity));
         }
-        let answer =
-            tokio::time::timeout(timeout, call.invoke_async::<(i64, i64)>(&mut conn)).await;
-        match answer {
-            Ok(Ok((1, wait))) => Ok(Duration::from_micros(wait.max(0).unsigned_abs())),
-            Ok(Ok((_, wait))) => Err(Refusal::Limited(Some(Duration::from_micros(
-                wait.max(0).unsigned_abs(),
-            )))),
-            Ok(Err(e)) => {
-                self.forget_connection();
-                Err(Refusal::Backend(format!("the script failed: {e}")))
-            }
-            Err(_) => {
-                self.forget_connection();
-                Err(Refusal::Backend(format!("no answer within {timeout:?}")))
-            }
+        for ask in batch {
+            call.arg(ask.cost).arg(ask.max_wait_us);
         }
+        let flat: Vec<i64> = tokio::time::timeout(timeout, call.invoke_async(&mut conn))
+            .await
+            .map_err(|_| format!("no answer within {timeout:?}"))?
+            .map_err(|e| format!("the script failed: {e}"))?;
+        if flat.len() != batch.len() * 2 {
+            return Err(format!(
+                "the script answered {} values for {} calls",
+                flat.len(),
+                batch.len()
+            ));
+        }
+        Ok(flat
+            .chunks(2)
+            .map(|c| (c[0] == 1, c[1].max(0).unsigned_abs()))
+            .collect())
     }
 }
 
@@ -367,7 +473,8 @@ pub struct RedisRateLimit<S, F> {
     layer: RedisRateLimitLayer<F>,
 }
 
-/// The boxed future of [`RedisRateLimit`] (a network round trip per call).
+/// The boxed future of [`RedisRateLimit`] (a network round trip, shared
+/// with the calls asking at the same time).
 pub type RedisFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send + 'static>>;
 
 impl<S, B, F> Service<Request<B>> for RedisRateLimit<S, F>
@@ -394,7 +501,7 @@ where
         let shared = self.layer.shared.clone();
         let (max_wait, timeout, fail) = (self.layer.max_wait, self.layer.timeout, self.layer.fail);
         Box::pin(async move {
-            match shared.acquire(cost, max_wait, timeout, None).await {
+            match shared.acquire(cost, max_wait, timeout).await {
                 Ok(wait) if wait.is_zero() => {}
                 Ok(wait) => {
                     tokio::time::sleep(wait).await;
@@ -429,9 +536,6 @@ pub(crate) struct RedisTokens {
     shared: Arc<Shared>,
     timeout: Duration,
     fail: FailMode,
-    /// A requests limit admitted in the same script
-    /// ([`TokenLimitLayer::redis_requests`](crate::TokenLimitLayer::redis_requests)).
-    requests: Option<Arc<Joined>>,
 }
 
 /// A limit of one unit per call kept beside another in the same script.
@@ -459,7 +563,6 @@ impl RedisTokens {
             shared: Arc::new(Shared::new(url, key, capacity, per_second)?),
             timeout: Duration::from_millis(50),
             fail: FailMode::Open,
-            requests: None,
         })
     }
 
@@ -472,12 +575,14 @@ impl RedisTokens {
         per_second: f64,
     ) -> Result<(), ConfigError> {
         validate(capacity, per_second)?;
-        self.requests = Some(Arc::new(Joined {
-            key,
-            capacity,
-            interval_us: (1e6 / per_second).round().max(1.0) as u64,
-        }));
-        Ok(())
+        self.shared
+            .joined
+            .set(Joined {
+                key,
+                capacity,
+                interval_us: (1e6 / per_second).round().max(1.0) as u64,
+            })
+            .map_err(|_| ConfigError("a requests limit is joined already".to_owned()))
     }
 
     pub(crate) fn timeout(&mut self, d: Duration) {
@@ -504,11 +609,7 @@ impl RedisTokens {
     ) -> Pin<Box<dyn Future<Output = Asked> + Send + 'static>> {
         let this = self.clone();
         Box::pin(async move {
-            match this
-                .shared
-                .acquire(cost, max_wait, this.timeout, this.requests.as_deref())
-                .await
-            {
+            match this.shared.acquire(cost, max_wait, this.timeout).await {
                 Ok(wait) => Ok(wait),
                 Err(Refusal::Limited(after)) => Err(Some(RateLimited::new(after).into())),
                 Err(Refusal::Backend(reason)) => match this.fail {

@@ -396,3 +396,63 @@ fn a_joined_requests_limit_needs_redis_first() {
         .unwrap_err();
     assert!(err.to_string().contains("redis(url, key) first"), "{err}");
 }
+
+/// Calls asking at the same time go to Redis in batches (one script for
+/// the calls queued while one is on its way): sixty at once from two
+/// limiters sharing a key of twenty admit exactly twenty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_asking_together_are_batched_and_admit_exactly_the_limit() {
+    let redis = RedisServer::start();
+    let make = || {
+        RedisRateLimitLayer::new(&redis.url(), "test:batched", 20, 0.001)
+            .unwrap()
+            .timeout(Duration::from_secs(2))
+            .fail_closed()
+    };
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (a, b) = (
+        make().layer(counting(&calls)),
+        make().layer(counting(&calls)),
+    );
+    let mut all = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let svc = if i % 2 == 0 { a.clone() } else { b.clone() };
+        all.spawn(async move { svc.oneshot(Request::new(())).await });
+    }
+    let (mut admitted, mut refused) = (0, 0);
+    while let Some(done) = all.join_next().await {
+        match done.unwrap() {
+            Ok(_) => admitted += 1,
+            Err(e) => {
+                assert!(find::<RateLimited>(&*e).is_some(), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((admitted, refused), (20, 40));
+    assert_eq!(calls.load(Ordering::SeqCst), 20);
+    // Fewer scripts than calls: they went together.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let scripts: u64 = info
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert!(
+        (1..60).contains(&scripts),
+        "{scripts} scripts for 60 calls: {info}"
+    );
+}
