@@ -159,6 +159,19 @@ pub(crate) struct Shared {
     asking: AtomicBool,
 }
 
+/// The call asking Redis alone: when it is done (or dropped), the calls
+/// that queued meanwhile are handed on.
+struct Lead<'a> {
+    shared: &'a Arc<Shared>,
+    timeout: Duration,
+}
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        self.shared.hand_on(self.timeout);
+    }
+}
+
 /// One call's request for a reservation, waiting for its batch.
 struct Ask {
     cost: u64,
@@ -241,10 +254,10 @@ impl Shared {
 
     /// The wait before `cost` units are ours, or why not.
     /// Reserves `cost` units (and one of the joined limit's), waiting up
-    /// to `max_wait` for them. Calls asking at once go to Redis together:
-    /// while one batch is on its way, the calls arriving queue for the next,
-    /// which is one script for all of them (each admitted or refused in
-    /// turn, atomically). A lone call goes at once.
+    /// to `max_wait` for them. A call that finds nobody asking asks at
+    /// once, itself; the calls arriving while one asks queue, and go
+    /// together in the next script (each admitted or refused in turn,
+    /// atomically), sent by a task.
     async fn acquire(
         self: &Arc<Self>,
         cost: u64,
@@ -254,27 +267,73 @@ impl Shared {
         if cost > self.capacity {
             return Err(Refusal::Limited(None));
         }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.queue
+        let max_wait_us = u64::try_from(max_wait.as_micros()).unwrap_or(u64::MAX);
+        let answer = if self.asking.swap(true, Ordering::AcqRel) {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(Ask {
+                    cost,
+                    max_wait_us,
+                    answer: tx,
+                });
+            // The script on its way and this call's own batch, together
+            // within the bound (a healthy Redis answers in well under a
+            // millisecond).
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(_)) => Err("the batch was dropped".to_owned()),
+                Err(_) => Err(format!("no answer within {timeout:?}")),
+            }
+        } else {
+            // Nobody asking: this call asks, alone; whatever queued
+            // meanwhile is handed to a task when it is done (or dropped).
+            let _lead = Lead {
+                shared: self,
+                timeout,
+            };
+            match self.ask(&[(cost, max_wait_us)], timeout).await {
+                Ok(answers) => answers
+                    .first()
+                    .copied()
+                    .ok_or_else(|| "the script answered nothing".to_owned()),
+                Err(reason) => {
+                    self.forget_connection();
+                    Err(reason)
+                }
+            }
+        };
+        match answer {
+            Ok((true, wait)) => Ok(Duration::from_micros(wait)),
+            Ok((false, wait)) => Err(Refusal::Limited(Some(Duration::from_micros(wait)))),
+            Err(reason) => Err(Refusal::Backend(reason)),
+        }
+    }
+
+    /// The asking is over: the calls queued meanwhile go in a task, or the
+    /// next call asks.
+    fn hand_on(self: &Arc<Self>, timeout: Duration) {
+        if self.queued() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(Arc::clone(self).ask_batches(timeout));
+                return;
+            }
+        }
+        self.asking.store(false, Ordering::Release);
+        // One queued after the check, whose caller saw this call still
+        // asking, is this call's to hand on.
+        if self.queued() && !self.asking.swap(true, Ordering::AcqRel) {
+            self.hand_on(timeout);
+        }
+    }
+
+    fn queued(&self) -> bool {
+        !self
+            .queue
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(Ask {
-                cost,
-                max_wait_us: u64::try_from(max_wait.as_micros()).unwrap_or(u64::MAX),
-                answer: tx,
-            });
-        if !self.asking.swap(true, Ordering::AcqRel) {
-            tokio::spawn(Arc::clone(self).ask_batches(timeout));
-        }
-        // The batch on its way and this call's own, together within the
-        // bound: a healthy Redis answers both in well under a millisecond.
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(Ok((true, wait)))) => Ok(Duration::from_micros(wait)),
-            Ok(Ok(Ok((false, wait)))) => Err(Refusal::Limited(Some(Duration::from_micros(wait)))),
-            Ok(Ok(Err(reason))) => Err(Refusal::Backend(reason)),
-            Ok(Err(_)) => Err(Refusal::Backend("the batch was dropped".to_owned())),
-            Err(_) => Err(Refusal::Backend(format!("no answer within {timeout:?}"))),
-        }
+            .is_empty()
     }
 
     /// Sends the queued calls, a batch at a time, until none is left.
@@ -288,22 +347,16 @@ impl Shared {
             );
             if batch.is_empty() {
                 self.asking.store(false, Ordering::Release);
-                // One queued after the take, whose caller saw this task
-                // still asking, is this task's to send.
-                let more = !self
-                    .queue
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .is_empty();
-                if more && !self.asking.swap(true, Ordering::AcqRel) {
+                if self.queued() && !self.asking.swap(true, Ordering::AcqRel) {
                     continue;
                 }
                 return;
             }
-            match self.ask(&batch, timeout).await {
+            let items: Vec<(u64, u64)> = batch.iter().map(|a| (a.cost, a.max_wait_us)).collect();
+            match self.ask(&items, timeout).await {
                 Ok(answers) => {
-                    for (ask, (admitted, wait)) in batch.into_iter().zip(answers) {
-                        let _ = ask.answer.send(Ok((admitted, wait)));
+                    for (ask, answer) in batch.into_iter().zip(answers) {
+                        let _ = ask.answer.send(Ok(answer));
                     }
                 }
                 Err(reason) => {
@@ -316,8 +369,13 @@ impl Shared {
         }
     }
 
-    /// One script for `batch`: each call's `(admitted, wait µs)`.
-    async fn ask(&self, batch: &[Ask], timeout: Duration) -> Result<Vec<(bool, u64)>, String> {
+    /// One script for `batch`, each call's `(cost, longest wait µs)`:
+    /// each call's `(admitted, wait µs)`.
+    async fn ask(
+        &self,
+        batch: &[(u64, u64)],
+        timeout: Duration,
+    ) -> Result<Vec<(bool, u64)>, String> {
         let mut conn = self.connection(timeout).await?;
         let mut call = self.script.prepare_invoke();
         call.key(&self.key)
@@ -328,8 +386,8 @@ impl Shared {
                 .arg(j.interval_us)
                 .arg(j.interval_us.saturating_mul(j.capacity));
         }
-        for ask in batch {
-            call.arg(ask.cost).arg(ask.max_wait_us);
+        for (cost, max_wait_us) in batch {
+            call.arg(*cost).arg(*max_wait_us);
         }
         let flat: Vec<i64> = tokio::time::timeout(timeout, call.invoke_async(&mut conn))
             .await
