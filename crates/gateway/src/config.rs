@@ -20,7 +20,7 @@
 //! | `[[upstreams]] http` | `auto`: HTTP/2 where the server offers it over TLS, else HTTP/1.1; `http1`; `http2` (cleartext with prior knowledge, h2c: e.g. vLLM behind a proxy, or the mock) |
 //! | `[auth] keys_env` | none: no inbound key is required |
 //! | `[[auth.keys]]` `name` / `key_env` (one key, or a group: several comma-separated keys sharing the limits) / `requests_per_minute` / `tokens_per_minute` / `tokens_per_day` | none: callers with limits of their own (each limit off when absent); over one, a 429 naming the caller and the limit, with `Retry-After` |
-//! | `[redis] url` / `fail_open` / `share_breaker` | none: limits per process / `true` (Redis unreachable: calls go on unlimited; `false`: 503), failures counted in `palisade_redis_errors_total` / `false` (`true`: a circuit opened in one gateway opens in all) |
+//! | `[redis] url` / `fail_open` / `share_breaker` | none: limits per process / `true` (Redis unreachable: calls go on unlimited; `false`: 503), failures counted in `palisade_redis_errors_total` / `false` (`true`: a circuit opened in one gateway opens in all, and one gateway probes for all) |
 //! | `[upstreams.timeout]` `connect` / `first_byte` / `idle` / `total` (ms) | 10000 / 60000 / 30000 / 600000 |
 //! | `[upstreams.retry]` `max_attempts` / `base_delay` / `max_delay` (ms) / `retry_conflict` | 3 / 200 / 10000 / false |
 //! | `[upstreams.rate_limit]` | none (no limit); `max_wait` 0 = reject at once |
@@ -132,8 +132,9 @@ pub struct Config {
     /// `requests_per_minute` and `tokens_per_minute` live in this Redis
     /// (keys `palisade:{upstream}:rpm` and `:tpm`; tokens reserved from the
     /// estimate and settled with the reported usage there), and tier
-    /// members' provider-limit drains are shared there
-    /// (`palisade:{upstream}:drained`, read every 250 ms), and with
+    /// members' provider-limit drains and pooled keys' rests are shared
+    /// there (`palisade:{upstream}:drained`,
+    /// `palisade:{upstream}:key{i}:drained`, read every 250 ms), and with
     /// `share_breaker` so are circuits; failing open (or closed, with
     /// `fail_open = false`) when Redis cannot be asked. Callers' own limits
     /// (`[[auth.keys]]`) are kept there too.
@@ -297,8 +298,9 @@ pub struct RedisConfig {
     #[serde(default = "yes")]
     pub fail_open: bool,
     /// A circuit opened in one process opens in every process sharing this
-    /// Redis (read every 250 ms; each then probes on its own). Off by
-    /// default.
+    /// Redis (read every 250 ms), and once its open time is over one
+    /// process probes for all (`palisade_breaker::BreakerBuilder::redis`,
+    /// keys `palisade:{upstream}:breaker:*`). Off by default.
     #[serde(default)]
     pub share_breaker: bool,
 }
