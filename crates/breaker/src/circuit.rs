@@ -549,28 +549,32 @@ impl Circuit {
         self.to_half_open();
     }
 
-    /// Whether this half-open circuit has let a probe through yet (one is
-    /// out, or reported a success).
+    /// Whether this half-open circuit has a probe out now.
     #[cfg(feature = "redis")]
-    pub(crate) fn probed(&self) -> bool {
+    pub(crate) fn probing(&self) -> bool {
         let _t = self.lock();
-        self.state() == State::HalfOpen
-            && (self.probes_left.load(Ordering::Acquire) < self.config.half_open_calls
-                || self.probe_successes.load(Ordering::Acquire) > 0)
+        self.state() == State::HalfOpen && self.probes_out() > 0
     }
 
-    /// This process took the probe lease but no call came to probe with:
-    /// back to open, waiting for the fleet's word for `hold`, so that a
-    /// process with calls can probe. Whether it went back (not if a probe
-    /// got out meanwhile).
+    /// Probes admitted and not yet reported (a failed one reopens the
+    /// circuit; a succeeded one keeps its slot). Under the transition lock.
+    #[cfg(feature = "redis")]
+    fn probes_out(&self) -> u32 {
+        self.config
+            .half_open_calls
+            .saturating_sub(self.probes_left.load(Ordering::Acquire))
+            .saturating_sub(self.probe_successes.load(Ordering::Acquire))
+    }
+
+    /// This process holds the probe lease but no call came to probe with
+    /// (or it lost the lease): back to open, waiting for the fleet's word
+    /// for `hold`, so that a process with calls can probe. Whether it went
+    /// back (not with a probe out).
     #[cfg(feature = "redis")]
     pub(crate) fn unprobe(&self, hold: Duration) -> bool {
         {
             let _t = self.lock();
-            if self.state() != State::HalfOpen
-                || self.probes_left.load(Ordering::Acquire) < self.config.half_open_calls
-                || self.probe_successes.load(Ordering::Acquire) > 0
-            {
+            if self.state() != State::HalfOpen || self.probes_out() > 0 {
                 return false;
             }
             let now = self.now_ms();
@@ -582,7 +586,16 @@ impl Circuit {
             self.generation.fetch_add(1, Ordering::AcqRel);
             self.state.store(State::Open.as_u8(), Ordering::Release);
         }
-        self.announce(State::HalfOpen, State::Open, Some(Duration::ZERO));
+        let name = self.config.name.as_deref().unwrap_or("breaker");
+        tracing::info!(
+            breaker = name,
+            "no call came to probe with: another process of the fleet may probe"
+        );
+        self.tell(Transition {
+            from: State::HalfOpen,
+            to: State::Open,
+            open_for: Some(Duration::ZERO),
+        });
         true
     }
 
@@ -667,8 +680,13 @@ impl Circuit {
             State::HalfOpen => tracing::info!(breaker = name, "circuit half-open: probing"),
             State::Closed => tracing::info!(breaker = name, from = ?from, "circuit closed"),
         }
+        self.tell(Transition { from, to, open_for });
+    }
+
+    /// Tells the transition hook, if any.
+    fn tell(&self, t: Transition) {
         if let Some(hook) = &self.config.on_transition {
-            hook(Transition { from, to, open_for });
+            hook(t);
         }
     }
 }

@@ -186,9 +186,9 @@ impl BreakerBuilder {
     /// Shares the circuit with every process whose breaker has the same
     /// `key` in the Redis at `url` (`redis://host:port/db`; feature
     /// `redis`): a trip in one opens it in all, and once the open time is
-    /// over one process probes for the fleet. See the crate docs' *Fleet*
-    /// section. Nothing connects before the first call; an invalid URL
-    /// fails [`build`](Self::build).
+    /// over one process probes for the fleet. See the crate docs' section
+    /// *Sharing a circuit through Redis*. Nothing connects before the first
+    /// call; an invalid URL fails [`build`](Self::build).
     #[cfg(feature = "redis")]
     #[must_use]
     pub fn redis(mut self, url: &str, key: impl Into<String>) -> Self {
@@ -229,7 +229,7 @@ impl BreakerBuilder {
         self
     }
 
-    /// The bound on one exchange with Redis, connecting included (default
+    /// The bound on connecting to Redis, and on each script (default
     /// 50 ms). Without [`redis`](Self::redis), nothing.
     #[cfg(feature = "redis")]
     #[must_use]

@@ -22,7 +22,7 @@ pub const DEFAULT_REDIS_POLL: Duration = Duration::from_millis(250);
 /// The default lease of the probing process, renewed every poll while it
 /// probes.
 pub const DEFAULT_PROBE_LEASE: Duration = Duration::from_secs(10);
-/// The default bound on one exchange with Redis, connecting included.
+/// The default bound on connecting to Redis, and on each script.
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// A trip number no `K:closed` reaches: used when this process does not
@@ -337,25 +337,29 @@ impl Fleet {
                 }
             }
             State::HalfOpen => {
+                let now = circuit.clock_ms().max(1);
                 let granted = self.granted_ms.load(Ordering::Acquire);
+                if circuit.probing() && granted != 0 {
+                    // A probe is out: the lease is in use from now.
+                    self.granted_ms.store(now, Ordering::Release);
+                }
                 let lease = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX);
-                let idle = granted != 0
-                    && !circuit.probed()
-                    && circuit.clock_ms().saturating_sub(granted) >= lease / 2;
+                let idle =
+                    granted != 0 && !circuit.probing() && now.saturating_sub(granted) >= lease / 2;
                 if idle {
-                    // It holds the lease but no call came to probe with:
-                    // another process, with calls, may probe instead.
-                    if circuit.unprobe(self.grace()) {
-                        self.granted_ms.store(0, Ordering::Release);
-                        let mut call = self.scripts.release.prepare_invoke();
-                        call.key(&self.probe).arg(&self.id);
-                        self.invoke::<i64>(call).await?;
-                    }
+                    // It holds the lease but no probe went out for half of
+                    // it: another process, with calls, may probe instead.
+                    self.give_up(circuit).await?;
                     return Ok(());
                 }
                 let mut call = self.scripts.renew.prepare_invoke();
                 call.key(&self.probe).arg(&self.id).arg(millis(self.lease));
-                self.invoke::<i64>(call).await?;
+                let renewed: i64 = self.invoke(call).await?;
+                if renewed == 0 && granted != 0 {
+                    // The lease is gone (it lapsed, or Redis restarted):
+                    // unless a probe is out, wait for the fleet's word.
+                    self.give_up(circuit).await?;
+                }
             }
         }
         Ok(())
@@ -364,6 +368,19 @@ impl Fleet {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+impl Fleet {
+    /// Back to open and waiting, the lease given up (not with a probe out).
+    async fn give_up(&self, circuit: &Circuit) -> Result<(), String> {
+        if circuit.unprobe(self.grace()) {
+            self.granted_ms.store(0, Ordering::Release);
+            let mut call = self.scripts.release.prepare_invoke();
+            call.key(&self.probe).arg(&self.id);
+            self.invoke::<i64>(call).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Polls until the circuit is dropped; wakes early when its open time

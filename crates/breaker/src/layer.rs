@@ -49,8 +49,15 @@ impl BreakerBuilder {
         };
         #[cfg(not(feature = "redis"))]
         let circuit = Circuit::new(self.config);
+        let circuit = Arc::new(circuit);
+        // Built on a runtime: the fleet's state is read from now on, not
+        // from the first call (which would otherwise pass an open fleet).
+        #[cfg(feature = "redis")]
+        if let Some(fleet) = &circuit.fleet {
+            fleet.ensure_polling(&circuit);
+        }
         Ok(BreakerLayer {
-            circuit: Arc::new(circuit),
+            circuit,
             classifier: LlmClassifier::new(),
         })
     }

@@ -69,7 +69,9 @@
 //!   [`BreakerHandle::force_open`]) writes `key:open`, in the background.
 //! - One background task per circuit reads `key:open` every
 //!   [`redis_poll`](BreakerBuilder::redis_poll) (250 ms) while the circuit
-//!   is closed, and opens it for what is left of the fleet's open time. The
+//!   is closed, and opens it for what is left of the fleet's open time. It
+//!   starts when the layer is built on a tokio runtime, else at the first
+//!   call (whose own call is then not held by an open fleet). The
 //!   call path reads only the local circuit: nothing per call touches Redis.
 //! - Once its open time is over, a shared circuit does not go half-open on
 //!   its own: its task asks Redis, and only the process that gets the
@@ -98,8 +100,9 @@
 //!   `half_open_calls` probes per process, not per fleet).
 //!   Keyed breakers are not shared (building one with `redis` fails).
 //!
-//! Tested against a real `redis-server` in `tests/redis.rs`: a trip in one
-//! of three processes opens all, and the fleet sends one probe; a dead
+//! Tested against a real `redis-server` in `tests/redis.rs` (each
+//! "process" a circuit of its own in the test process; the gateway's tests
+//! run real processes): a trip in one of three opens all, and the fleet sends one probe; a dead
 //! prober is replaced; a prober with no calls gives its lease up; a Redis
 //! that never answers delays no call; a restarted Redis opens nothing.
 //!

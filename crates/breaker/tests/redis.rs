@@ -351,6 +351,53 @@ async fn a_prober_with_no_calls_gives_the_lease_up() {
     .await;
 }
 
+/// With two probes to send, a prober whose first probe succeeded and then
+/// gets no more calls gives the lease up too: the fleet is not held open
+/// waiting for its second probe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prober_left_halfway_gives_the_lease_up() {
+    let redis = RedisServer::start();
+    let fail = Arc::new(AtomicBool::new(true));
+    let gate = Arc::new(Semaphore::new(0));
+    let ps: Vec<Process> = (0..2)
+        .map(|_| Process {
+            layer: builder(&redis.url(), "test:halfway")
+                .half_open_calls(2)
+                .build()
+                .unwrap(),
+            upstream: Upstream::new(&fail, &gate),
+        })
+        .collect();
+    trip_fleet(&ps, &fail, &gate).await;
+    gate.add_permits(1000);
+    until("one took the probe lease", || {
+        ps.iter().any(|p| p.handle().state() == State::HalfOpen)
+    })
+    .await;
+    let first = ps
+        .iter()
+        .position(|p| p.handle().state() == State::HalfOpen)
+        .unwrap();
+    // One probe succeeds there; its second never comes.
+    assert_eq!(ps[first].call().await.unwrap(), StatusCode::OK);
+    assert_eq!(ps[first].handle().state(), State::HalfOpen);
+    // The other process, with calls, gets to probe and closes.
+    let other = &ps[1 - first];
+    let start = Instant::now();
+    while other.handle().state() != State::Closed {
+        let _ = other.call().await;
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the other process never probed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    until("the first closed too", || {
+        ps[first].handle().state() == State::Closed
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_that_never_answers_delays_no_call_and_circuits_act_alone() {
     // A "Redis" that accepts connections and never answers: the slowest.

@@ -1,7 +1,8 @@
-//! [`RedisConnection`]: one Redis, shared by the layers that keep a fleet's
-//! state there (feature `redis`): the rate limits' buckets
+//! [`RedisConnection`]: the connection to Redis of each layer that keeps a
+//! fleet's state there (feature `redis`): the rate limits' buckets
 //! (palisade-ratelimit), the breaker's shared circuit (palisade-breaker),
-//! and the gateway's shared provider-limit state.
+//! and the gateway's shared provider-limit state — one type, each with a
+//! connection of its own.
 
 use std::fmt;
 use std::sync::{Mutex, PoisonError};

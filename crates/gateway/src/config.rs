@@ -851,7 +851,7 @@ impl Config {
         }
         check_routes(&self.routes, &names)?;
         if let Some(r) = &self.redis {
-            if !r.url.starts_with("redis://") && !r.url.starts_with("rediss://") {
+            if !r.url.starts_with("redis://") {
                 // Never the password: what follows the last `@` only.
                 let shown = r
                     .url
@@ -859,7 +859,10 @@ impl Config {
                     .map_or(r.url.as_str(), |(_, host)| host);
                 return Invalid::at(
                     "redis.url",
-                    format!("`…{shown}` is not a redis:// or rediss:// URL"),
+                    format!(
+                        "`…{shown}` is not a redis:// URL (TLS to Redis, rediss://, is not \
+                         built in: reach it through a local TLS tunnel)"
+                    ),
                 );
             }
         }

@@ -66,8 +66,9 @@
 //! metrics are one registry shared by every worker; `max_connections` is
 //! one semaphore; shutdown stops every worker at once and the grace period
 //! covers them all. Refused-connection log lines are rate-limited per
-//! worker (one a second each). With `[redis]`, the one Redis connection is
-//! driven by the worker that first used it. [`serve`] and
+//! worker (one a second each). With `[redis]`, each Redis connection (one per
+//! limit, shared breaker and the shared drains) is driven by the worker that
+//! first used it. [`serve`] and
 //! [`serve_with_grace`] run on the caller's runtime instead
 //! (`runtime = "multi_thread"` in the binary).
 //!

@@ -9,8 +9,9 @@
 //! `EVALSHA` round trip; calls arriving while one is on its way share the
 //! next script, each admitted or refused in turn.
 //!
-//! Redis unreachable or slow: after `timeout` (50 ms by default; connecting
-//! included) the call either passes without a limit (`fail_open`, the
+//! Redis unreachable or slow: after `timeout` (50 ms by default) for
+//! connecting and as much for the script — at most twice it in all — the
+//! call either passes without a limit (`fail_open`, the
 //! default: a limiter outage must not become an LLM outage) or fails with
 //! [`BackendUnavailable`] (`fail_closed`); never a hang. A failed connection
 //! is dropped and made anew on a later call.
@@ -141,7 +142,9 @@ pub(crate) struct Shared {
     shown: String,
     key: String,
     capacity: u64,
-    interval_us: u64,
+    /// Microseconds per unit, fractional (a rate of millions of tokens a
+    /// minute is a fraction of a microsecond per token).
+    interval_us: f64,
     script: redis::Script,
     adjust: redis::Script,
     /// Told of every time Redis could not be asked (for a counter).
@@ -153,10 +156,41 @@ pub(crate) struct Shared {
     /// A requests limit admitted in the same script
     /// ([`TokenLimitLayer::redis_requests`](crate::TokenLimitLayer::redis_requests)).
     joined: std::sync::OnceLock<Joined>,
-    /// Calls waiting to be asked for, in the next batch.
-    queue: std::sync::Mutex<Vec<Ask>>,
-    /// A task is asking for a batch.
-    asking: AtomicBool,
+    /// The calls waiting for the next batch, and whether someone is asking
+    /// (under one lock: a call either queues for someone asking, or asks).
+    batch: std::sync::Mutex<Batch>,
+}
+
+#[derive(Default)]
+struct Batch {
+    queue: Vec<Ask>,
+    asking: bool,
+}
+
+/// The batches' task: when dropped before its end (its runtime shutting
+/// down), the calls still queued are told, and the next call asks.
+struct Asking<'a> {
+    shared: &'a Arc<Shared>,
+    /// It ended as it should (nobody asking any more, or another caller
+    /// asking by now: not this task's to touch).
+    done: bool,
+}
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut batch = self.shared.lock_batch();
+        if batch.asking {
+            batch.asking = false;
+            for ask in batch.queue.drain(..) {
+                let _ = ask
+                    .answer
+                    .send(Err("the task asking Redis was stopped".to_owned()));
+            }
+        }
+    }
 }
 
 /// The call asking Redis alone: when it is done (or dropped), the calls
@@ -206,15 +240,14 @@ impl Shared {
             redis,
             key,
             capacity,
-            interval_us: (1e6 / per_second).round().max(1.0) as u64,
+            interval_us: 1e6 / per_second,
             script: redis::Script::new(GCRA),
             adjust: redis::Script::new(ADJUST),
             on_error: std::sync::OnceLock::new(),
             pending: AtomicI64::new(0),
             settling: AtomicBool::new(false),
             joined: std::sync::OnceLock::new(),
-            queue: std::sync::Mutex::new(Vec::new()),
-            asking: AtomicBool::new(false),
+            batch: std::sync::Mutex::new(Batch::default()),
         })
     }
 
@@ -268,19 +301,26 @@ impl Shared {
             return Err(Refusal::Limited(None));
         }
         let max_wait_us = u64::try_from(max_wait.as_micros()).unwrap_or(u64::MAX);
-        let answer = if self.asking.swap(true, Ordering::AcqRel) {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            self.queue
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(Ask {
+        let queued = {
+            let mut batch = self.lock_batch();
+            if batch.asking {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                batch.queue.push(Ask {
                     cost,
                     max_wait_us,
                     answer: tx,
                 });
+                Some(rx)
+            } else {
+                batch.asking = true;
+                None
+            }
+        };
+        let answer = if let Some(rx) = queued {
             // The script on its way and this call's own batch, together
             // within the bound (a healthy Redis answers in well under a
-            // millisecond).
+            // millisecond). A call that gives up is skipped, or refunded
+            // if its batch was already sent.
             match tokio::time::timeout(timeout, rx).await {
                 Ok(Ok(answer)) => answer,
                 Ok(Err(_)) => Err("the batch was dropped".to_owned()),
@@ -311,52 +351,75 @@ impl Shared {
         }
     }
 
-    /// The asking is over: the calls queued meanwhile go in a task, or the
-    /// next call asks.
-    fn hand_on(self: &Arc<Self>, timeout: Duration) {
-        if self.queued() {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(Arc::clone(self).ask_batches(timeout));
-                return;
-            }
-        }
-        self.asking.store(false, Ordering::Release);
-        // One queued after the check, whose caller saw this call still
-        // asking, is this call's to hand on.
-        if self.queued() && !self.asking.swap(true, Ordering::AcqRel) {
-            self.hand_on(timeout);
-        }
-    }
-
-    fn queued(&self) -> bool {
-        !self
-            .queue
+    fn lock_batch(&self) -> std::sync::MutexGuard<'_, Batch> {
+        self.batch
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_empty()
     }
 
-    /// Sends the queued calls, a batch at a time, until none is left.
-    async fn ask_batches(self: Arc<Self>, timeout: Duration) {
-        loop {
-            let batch = std::mem::take(
-                &mut *self
-                    .queue
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-            );
-            if batch.is_empty() {
-                self.asking.store(false, Ordering::Release);
-                if self.queued() && !self.asking.swap(true, Ordering::AcqRel) {
-                    continue;
-                }
-                return;
+    /// The asking is over: the calls queued meanwhile go in a task (the
+    /// asking goes on), or nobody asks any more.
+    fn hand_on(self: &Arc<Self>, timeout: Duration) {
+        let mut batch = self.lock_batch();
+        if batch.queue.is_empty() {
+            batch.asking = false;
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                drop(batch);
+                rt.spawn(Arc::clone(self).ask_batches(timeout));
             }
+            Err(_) => {
+                // No runtime to send them from: they are told at once.
+                batch.asking = false;
+                for ask in batch.queue.drain(..) {
+                    let _ = ask
+                        .answer
+                        .send(Err("no tokio runtime to ask Redis from".to_owned()));
+                }
+            }
+        }
+    }
+
+    /// Sends the queued calls, a batch at a time, until none is left; if
+    /// the task is dropped (its runtime shutting down), the calls still
+    /// queued are told, and the next call asks.
+    async fn ask_batches(self: Arc<Self>, timeout: Duration) {
+        let mut guard = Asking {
+            shared: &self,
+            done: false,
+        };
+        loop {
+            let batch: Vec<Ask> = {
+                let mut batch = self.lock_batch();
+                // A caller that gave up is not asked for.
+                batch.queue.retain(|a| !a.answer.is_closed());
+                if batch.queue.is_empty() {
+                    batch.asking = false;
+                    guard.done = true;
+                    return;
+                }
+                std::mem::take(&mut batch.queue)
+            };
             let items: Vec<(u64, u64)> = batch.iter().map(|a| (a.cost, a.max_wait_us)).collect();
             match self.ask(&items, timeout).await {
                 Ok(answers) => {
+                    let mut unclaimed = 0i64;
                     for (ask, answer) in batch.into_iter().zip(answers) {
-                        let _ = ask.answer.send(Ok(answer));
+                        let cost = ask.cost;
+                        if ask.answer.send(Ok(answer)).is_err() && answer.0 {
+                            // Reserved for a caller that gave up meanwhile.
+                            unclaimed = unclaimed.saturating_sub_unsigned(cost);
+                        }
+                    }
+                    if unclaimed != 0
+                        && let Err(reason) = self.adjust(unclaimed, timeout).await
+                    {
+                        self.report(
+                            &reason,
+                            "could not give back a reservation its caller gave up on; it refills at the limit's rate",
+                        );
                     }
                 }
                 Err(reason) => {
@@ -380,11 +443,11 @@ impl Shared {
         let mut call = self.script.prepare_invoke();
         call.key(&self.key)
             .arg(self.interval_us)
-            .arg(self.interval_us.saturating_mul(self.capacity));
+            .arg(self.interval_us * self.capacity as f64);
         if let Some(j) = self.joined.get() {
             call.key(&j.key)
                 .arg(j.interval_us)
-                .arg(j.interval_us.saturating_mul(j.capacity));
+                .arg(j.interval_us * j.capacity as f64);
         }
         for (cost, max_wait_us) in batch {
             call.arg(*cost).arg(*max_wait_us);
@@ -469,8 +532,8 @@ impl<F> RedisRateLimitLayer<F> {
         self
     }
 
-    /// How long a call may spend asking Redis, connecting included (50 ms
-    /// by default).
+    /// How long a call may wait for Redis (50 ms by default): connecting
+    /// and the script each within it, so at most twice it in all.
     #[must_use]
     pub fn timeout(mut self, d: Duration) -> Self {
         self.timeout = d;
@@ -601,7 +664,7 @@ pub(crate) struct RedisTokens {
 pub(crate) struct Joined {
     key: String,
     capacity: u64,
-    interval_us: u64,
+    interval_us: f64,
 }
 
 /// What asking Redis for a reservation came to: the wait before it is
@@ -638,7 +701,7 @@ impl RedisTokens {
             .set(Joined {
                 key,
                 capacity,
-                interval_us: (1e6 / per_second).round().max(1.0) as u64,
+                interval_us: 1e6 / per_second,
             })
             .map_err(|_| ConfigError("a requests limit is joined already".to_owned()))
     }
@@ -716,6 +779,12 @@ impl RedisTokens {
         }
         let this = self.clone();
         rt.spawn(async move {
+            // Stopped before its end (its runtime shutting down): the next
+            // settlement starts a task again.
+            let mut guard = Settling {
+                shared: &this.shared,
+                done: false,
+            };
             loop {
                 // The settlements of calls ending meanwhile join this one.
                 tokio::time::sleep(SETTLE_EVERY).await;
@@ -734,10 +803,26 @@ impl RedisTokens {
                 if this.shared.pending.load(Ordering::Acquire) == 0
                     || this.shared.settling.swap(true, Ordering::AcqRel)
                 {
+                    guard.done = true;
                     return;
                 }
             }
         });
+    }
+}
+
+/// The settlements' task: if it is dropped before its end, the next
+/// settlement starts one again.
+struct Settling<'a> {
+    shared: &'a Shared,
+    done: bool,
+}
+
+impl Drop for Settling<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared.settling.store(false, Ordering::Release);
+        }
     }
 }
 

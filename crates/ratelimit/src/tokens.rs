@@ -136,8 +136,8 @@ impl TokenLimitLayer {
     /// is a second script, sent in the background when the answer ends. A
     /// process that dies mid-call never settles: its reservation is spent
     /// capacity that refills at the limit's rate, and the key expires once
-    /// the bucket is full again. Redis unreachable or slow: after the
-    /// timeout (50 ms by default) the call goes without a reservation
+    /// the bucket is full again. Redis unreachable or slow: within twice
+    /// the timeout (50 ms by default) the call goes without a reservation
     /// (fail open, logged) or fails with
     /// [`BackendUnavailable`](crate::BackendUnavailable)
     /// ([`fail_closed`](Self::fail_closed)). A call cancelled while its
@@ -187,8 +187,9 @@ impl TokenLimitLayer {
         Ok(self)
     }
 
-    /// How long a call may spend asking Redis, connecting included (50 ms
-    /// by default; a limit kept in Redis only).
+    /// How long a call may wait for Redis (50 ms by default; a limit kept
+    /// in Redis only): connecting and the script each within it, so at
+    /// most twice it in all.
     #[cfg(feature = "redis")]
     #[must_use]
     pub fn redis_timeout(mut self, d: Duration) -> Self {
