@@ -229,6 +229,13 @@ impl Circuit {
         u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// The circuit's clock (ms after `origin`) `d` from now.
+    #[cfg(feature = "redis")]
+    fn ms_after(&self, d: Duration) -> u64 {
+        self.now_ms()
+            .saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
     pub(crate) fn remaining(&self) -> Duration {
         let until = self.open_until_ms.load(Ordering::Acquire);
         Duration::from_millis(until.saturating_sub(self.now_ms()))
@@ -505,9 +512,7 @@ impl Circuit {
             if self.state() != State::Closed {
                 return;
             }
-            let until = self
-                .now_ms()
-                .saturating_add(u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
+            let until = self.ms_after(left);
             self.open_until_ms.store(until, Ordering::Release);
             self.hold_past(until);
             self.generation.fetch_add(1, Ordering::AcqRel);
@@ -523,9 +528,7 @@ impl Circuit {
         if self.state() != State::Open {
             return;
         }
-        let until = self
-            .now_ms()
-            .saturating_add(u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
+        let until = self.ms_after(left);
         if until > self.open_until_ms.load(Ordering::Acquire) {
             self.open_until_ms.store(until, Ordering::Release);
         }
@@ -536,9 +539,7 @@ impl Circuit {
     /// while it probes).
     #[cfg(feature = "redis")]
     pub(crate) fn hold(&self, d: Duration) {
-        let until = self
-            .now_ms()
-            .saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let until = self.ms_after(d);
         self.held_until_ms.store(until, Ordering::Release);
     }
 

@@ -1234,6 +1234,17 @@ url = "redis://127.0.0.1:6379"
     }
 
     #[test]
+    fn a_rediss_url_is_refused_naming_tls_and_never_the_password() {
+        let toml = FULL.replace(
+            "url = \"redis://127.0.0.1:6379\"",
+            "url = \"rediss://:hunter2@redis.example:6380\"",
+        );
+        let err = Config::parse(&toml, "gw.toml").unwrap_err().to_string();
+        assert!(err.contains("redis.url") && err.contains("TLS"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
     fn the_http_version_is_auto_unless_set() {
         let c = Config::parse(FULL, "gw.toml").unwrap();
         assert_eq!(c.upstreams[0].http, HttpVersion::Auto);

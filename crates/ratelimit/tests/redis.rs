@@ -456,3 +456,32 @@ async fn calls_asking_together_are_batched_and_admit_exactly_the_limit() {
         "{scripts} scripts for 60 calls: {info}"
     );
 }
+
+/// A rate of a fraction of a microsecond per unit is kept as it is: 40 M
+/// tokens a minute is 1.5 µs a token, so 600,000 tokens put the bucket
+/// 0.9 s behind (its key lives that long plus a second). Rounded to whole
+/// microseconds (2 µs), it was 1.2 s.
+#[tokio::test]
+async fn a_rate_of_millions_a_minute_is_not_rounded() {
+    let redis = RedisServer::start();
+    let per_second = 40_000_000.0 / 60.0;
+    let layer = RedisRateLimitLayer::new(&redis.url(), "test:fast", 1_000_000, per_second)
+        .unwrap()
+        .timeout(Duration::from_secs(2))
+        .fail_closed()
+        .cost(|_: &Request<()>| 600_000);
+    let calls = Arc::new(AtomicUsize::new(0));
+    layer
+        .layer(counting(&calls))
+        .oneshot(Request::new(()))
+        .await
+        .unwrap();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg("test:fast")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!((1_800..=1_901).contains(&ttl), "{ttl} ms");
+}
